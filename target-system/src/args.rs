@@ -1,0 +1,116 @@
+//! Command-line settings shared by several services. Every flag can also be set through
+//! an environment variable (`SHOP_*`), which is how a whole topology is tuned at once:
+//! the supervisor passes its environment on to every replica.
+
+use std::time::Duration;
+
+use crate::resilience::{Backoff, BreakerConfig, HealthConfig, OutlierConfig, RetryBudgetConfig};
+use crate::upstream::UpstreamConfig;
+
+pub fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 250ms, 2s, 1m)"))
+}
+
+/// How this service calls the services it depends on.
+#[derive(clap::Args, Debug, Clone)]
+pub struct UpstreamArgs {
+    /// Longest wait for one try's response headers.
+    #[arg(long, env = "SHOP_PER_TRY_TIMEOUT", default_value = "2s", value_parser = duration)]
+    pub per_try_timeout: Duration,
+    /// Retries after the first try, for requests that are safe to repeat.
+    #[arg(long, env = "SHOP_MAX_RETRIES", default_value_t = 2)]
+    pub max_retries: u32,
+    /// Base of the full-jitter exponential backoff between tries.
+    #[arg(long, env = "SHOP_RETRY_BACKOFF", default_value = "10ms", value_parser = duration)]
+    pub retry_backoff: Duration,
+    /// Share of recent requests that retries may add.
+    #[arg(long, env = "SHOP_RETRY_BUDGET_RATIO", default_value_t = 0.2)]
+    pub retry_budget_ratio: f64,
+    /// Retries a second allowed whatever the traffic.
+    #[arg(long, env = "SHOP_RETRY_BUDGET_MIN_PER_SEC", default_value_t = 10.0)]
+    pub retry_budget_min_per_sec: f64,
+    /// Failure rate (0 to 1) over the window that opens a circuit breaker.
+    #[arg(long, env = "SHOP_BREAKER_FAILURE_RATE", default_value_t = 0.5)]
+    pub breaker_failure_rate: f64,
+    /// Calls in the window before a breaker may open.
+    #[arg(long, env = "SHOP_BREAKER_MIN_CALLS", default_value_t = 10)]
+    pub breaker_min_calls: u64,
+    #[arg(long, env = "SHOP_BREAKER_WINDOW", default_value = "10s", value_parser = duration)]
+    pub breaker_window: Duration,
+    /// How long an open breaker refuses calls before trying again.
+    #[arg(long, env = "SHOP_BREAKER_OPEN_WAIT", default_value = "5s", value_parser = duration)]
+    pub breaker_open_wait: Duration,
+    /// Trial calls a half-open breaker lets through.
+    #[arg(long, env = "SHOP_BREAKER_HALF_OPEN_CALLS", default_value_t = 3)]
+    pub breaker_half_open_calls: u32,
+    /// Interval of active health checks (0s turns them off).
+    #[arg(long, env = "SHOP_HEALTH_INTERVAL", default_value = "1s", value_parser = duration)]
+    pub health_interval: Duration,
+    #[arg(long, env = "SHOP_HEALTH_TIMEOUT", default_value = "500ms", value_parser = duration)]
+    pub health_timeout: Duration,
+    /// Passed checks in a row that bring an endpoint back.
+    #[arg(long, env = "SHOP_HEALTH_RISE", default_value_t = 2)]
+    pub health_rise: u32,
+    /// Failed checks in a row that take an endpoint out.
+    #[arg(long, env = "SHOP_HEALTH_FALL", default_value_t = 2)]
+    pub health_fall: u32,
+    /// Consecutive failed requests that eject an endpoint.
+    #[arg(long, env = "SHOP_EJECT_AFTER", default_value_t = 5)]
+    pub eject_after: u32,
+    /// Base ejection time, multiplied by the number of times ejected.
+    #[arg(long, env = "SHOP_EJECT_TIME", default_value = "5s", value_parser = duration)]
+    pub eject_time: Duration,
+}
+
+impl UpstreamArgs {
+    pub fn config(&self) -> UpstreamConfig {
+        UpstreamConfig {
+            per_try_timeout: self.per_try_timeout,
+            max_retries: self.max_retries,
+            backoff: Backoff::new(self.retry_backoff, self.retry_backoff * 20),
+            breaker: BreakerConfig {
+                failure_rate: self.breaker_failure_rate,
+                min_calls: self.breaker_min_calls,
+                window: self.breaker_window,
+                open_wait: self.breaker_open_wait,
+                half_open_calls: self.breaker_half_open_calls,
+            },
+            budget: RetryBudgetConfig {
+                ratio: self.retry_budget_ratio,
+                min_per_sec: self.retry_budget_min_per_sec,
+                window: Duration::from_secs(10),
+            },
+            health: (!self.health_interval.is_zero()).then_some(HealthConfig {
+                interval: self.health_interval,
+                timeout: self.health_timeout,
+                rise: self.health_rise,
+                fall: self.health_fall,
+            }),
+            health_path: "/health".into(),
+            outlier: OutlierConfig {
+                consecutive_failures: self.eject_after,
+                base_ejection: self.eject_time,
+                max_ejection: self.eject_time * 12,
+            },
+        }
+    }
+}
+
+/// Settings every service has.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
+    /// The most time any request may take here, whatever the caller allows.
+    #[arg(long, env = "SHOP_MAX_REQUEST_TIME", default_value = "10s", value_parser = duration)]
+    pub max_request_time: Duration,
+}
+
+pub fn addrs(s: &str) -> Result<Vec<std::net::SocketAddr>, String> {
+    let list = crate::upstream::parse_addrs(s)?;
+    if list.is_empty() {
+        return Err("no addresses given".into());
+    }
+    Ok(list)
+}

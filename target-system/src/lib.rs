@@ -1,0 +1,26 @@
+//! The shop: faultline's bundled reference system, a small e-commerce platform built the
+//! way the classic fault-tolerant microservice design describes. Every service is a
+//! subcommand of the one `shop` binary and runs as its own process; the shop knows
+//! nothing of faultline and would run the same under any supervisor.
+//!
+//! # Layout
+//!
+//! - [`services`]: one module per service (gateway, auth, api, content, cdn, cache),
+//!   each with its clap `Args` and `run`.
+//! - [`upstream`]: the client side of every hop: balancing, health checks, ejection,
+//!   circuit breaker, deadlines, retries under a budget.
+//! - [`resilience`]: the state machines `upstream` and the gateway compose (breaker,
+//!   token bucket, backoff, retry budget, health, outlier ejection).
+//! - [`server`]: the process shell: `/health`, `/metrics`, request metrics, deadlines,
+//!   graceful shutdown.
+//! - [`jwt`], [`deadline`], [`metrics`], [`error`], [`args`]: shared pieces.
+
+pub mod args;
+pub mod deadline;
+pub mod error;
+pub mod jwt;
+pub mod metrics;
+pub mod resilience;
+pub mod server;
+pub mod services;
+pub mod upstream;

@@ -1,0 +1,65 @@
+//! `shop <service>`: runs one service of the reference system in this process.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use shop::services::{api, auth, cache, cdn, content, gateway};
+
+/// The bundled reference system of faultline. Each subcommand runs one service.
+#[derive(Parser)]
+#[command(name = "shop", version)]
+struct Cli {
+    #[command(subcommand)]
+    service: Svc,
+}
+
+#[derive(Subcommand)]
+enum Svc {
+    /// The public entry point: routing, balancing, breakers, retries, JWT, rate limits.
+    Gateway(gateway::Args),
+    /// Logins and tokens.
+    Auth(auth::Args),
+    /// The home page, aggregated from other services, degrading gracefully.
+    Api(api::Args),
+    /// The product catalog, cache-aside through the cache.
+    Content(content::Args),
+    /// The edge cache in front of content.
+    Cdn(cdn::Args),
+    /// An in-memory key/value store with TTLs and a memory bound.
+    Cache(cache::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = shop::server::shutdown_token();
+        match cli.service {
+            Svc::Gateway(a) => gateway::run(a, shutdown).await,
+            Svc::Auth(a) => auth::run(a, shutdown).await,
+            Svc::Api(a) => api::run(a, shutdown).await,
+            Svc::Content(a) => content::run(a, shutdown).await,
+            Svc::Cdn(a) => cdn::run(a, shutdown).await,
+            Svc::Cache(a) => cache::run(a, shutdown).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

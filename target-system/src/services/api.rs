@@ -1,0 +1,168 @@
+//! `shop api`: orchestration for pages that need several services. `GET /api/v1/home`
+//! gathers the user's featured products from the cdn and answers with whatever it got,
+//! listing each dependency that failed or timed out in `degraded` instead of failing
+//! the whole page.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::args::{CommonArgs, UpstreamArgs, addrs, duration};
+use crate::deadline::Deadline;
+use crate::error::error;
+use crate::jwt::{self, Verifier};
+use crate::metrics::{HttpMetrics, new_registry};
+use crate::server::{self, Service};
+use crate::upstream::{Upstream, UpstreamMetrics};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub upstream: UpstreamArgs,
+    /// Addresses of the cdn replicas, comma-separated.
+    #[arg(long, value_parser = addrs)]
+    pub cdn: Vec<std::net::SocketAddr>,
+    /// How long to wait for each dependency before leaving its part out.
+    #[arg(long, env = "SHOP_API_DEPENDENCY_TIMEOUT", default_value = "500ms", value_parser = duration)]
+    pub dependency_timeout: Duration,
+    /// Featured products on the home page.
+    #[arg(long, env = "SHOP_API_FEATURED", default_value_t = 4)]
+    pub featured: u32,
+    /// Size of the catalog the featured products are drawn from.
+    #[arg(long, env = "SHOP_CATALOG_SIZE", default_value_t = 1000)]
+    pub products: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DependencyLabels {
+    dependency: &'static str,
+}
+
+struct AppState {
+    verifier: Verifier,
+    cdn: Arc<Upstream>,
+    dependency_timeout: Duration,
+    featured: u32,
+    products: u32,
+    degraded: Family<DependencyLabels, Counter>,
+}
+
+/// The user's featured product ids: stable for a user, different between users.
+fn featured_ids(user: &str, count: u32, products: u32) -> Vec<u32> {
+    let mut rng = fastrand::Rng::with_seed(user.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    }));
+    let mut ids = Vec::new();
+    while ids.len() < count.min(products) as usize {
+        let id = rng.u32(1..=products);
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
+async fn home(State(s): State<Arc<AppState>>, deadline: Deadline, headers: HeaderMap) -> Response {
+    // The gateway verified the token already; checking again here keeps the service
+    // safe when reached some other way.
+    let claims = match s.verifier.verify_header(headers.get(header::AUTHORIZATION)) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::UNAUTHORIZED, e.to_string()),
+    };
+    let dep_deadline = Deadline(deadline.min_after(Instant::now(), s.dependency_timeout));
+    let fetches = featured_ids(&claims.sub, s.featured, s.products)
+        .into_iter()
+        .map(|id| {
+            let cdn = s.cdn.clone();
+            async move {
+                match cdn
+                    .get(&format!("/api/v1/products/{id}"), dep_deadline)
+                    .await
+                {
+                    Ok((StatusCode::OK, _, body)) => serde_json::from_slice::<Value>(&body).ok(),
+                    _ => None,
+                }
+            }
+        });
+    let results = futures::future::join_all(fetches).await;
+    let featured: Vec<Value> = results.iter().flatten().cloned().collect();
+    let mut degraded = Vec::new();
+    if featured.len() < results.len() {
+        degraded.push("cdn");
+        s.degraded
+            .get_or_create(&DependencyLabels { dependency: "cdn" })
+            .inc();
+    }
+    Json(json!({
+        "user": claims.sub,
+        "featured": featured,
+        "degraded": degraded,
+    }))
+    .into_response()
+}
+
+pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let secret = jwt::secret_from_env()?;
+    let mut registry = new_registry();
+    let http = HttpMetrics::register(&mut registry);
+    let upstream_metrics = UpstreamMetrics::register(&mut registry);
+    let degraded = Family::<DependencyLabels, Counter>::default();
+    registry.register(
+        "api_degraded_responses",
+        "Pages answered without a failed dependency's part, by dependency",
+        degraded.clone(),
+    );
+    let cdn = Upstream::new("cdn", &args.cdn, args.upstream.config(), upstream_metrics);
+    let state = Arc::new(AppState {
+        verifier: Verifier::new(&secret),
+        cdn: cdn.clone(),
+        dependency_timeout: args.dependency_timeout,
+        featured: args.featured,
+        products: args.products,
+        degraded,
+    });
+    let router = Router::new()
+        .route("/api/v1/home", get(home))
+        .fallback(server::not_found)
+        .with_state(state);
+    let service = Service {
+        name: "api",
+        router,
+        registry,
+        http,
+        max_request_time: args.common.max_request_time,
+    };
+    server::serve_with(args.common.listen, service, shutdown, |t| {
+        cdn.run_health_checks(t)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn featured_products_are_stable_per_user_and_distinct() {
+        let a = featured_ids("user1", 4, 1000);
+        assert_eq!(a, featured_ids("user1", 4, 1000));
+        assert_ne!(a, featured_ids("user2", 4, 1000));
+        let mut d = a.clone();
+        d.dedup();
+        assert_eq!(d.len(), 4);
+        assert_eq!(featured_ids("u", 10, 3).len(), 3);
+    }
+}

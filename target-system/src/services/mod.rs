@@ -1,0 +1,9 @@
+//! One module per shop service; each exposes its clap `Args` and `run`.
+
+pub mod api;
+pub mod auth;
+pub mod cache;
+pub mod catalog;
+pub mod cdn;
+pub mod content;
+pub mod gateway;

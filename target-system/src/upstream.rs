@@ -1,0 +1,750 @@
+//! The client side of every hop between shop services: load balancing over an
+//! upstream's replicas, active health checks, passive ejection, a circuit breaker,
+//! per-try timeouts under the caller's deadline, and retries with full-jitter backoff
+//! under a retry budget.
+//!
+//! One [`Upstream`] per called service. The gateway forwards arbitrary requests through
+//! [`Upstream::send`]; services that only read JSON use [`Upstream::get`].
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::deadline::{self, Deadline};
+use crate::error::{DEPENDENCY_FAILURE, dependency_error};
+use crate::metrics::latency_histogram;
+use crate::resilience::{
+    Backoff, Breaker, BreakerConfig, HealthConfig, HealthState, Outlier, OutlierConfig,
+    RetryBudget, RetryBudgetConfig,
+};
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Longest wait for one try's response headers.
+    pub per_try_timeout: Duration,
+    /// Retries after the first try, at most.
+    pub max_retries: u32,
+    pub backoff: Backoff,
+    pub breaker: BreakerConfig,
+    pub budget: RetryBudgetConfig,
+    /// Active health checks; `None` turns them off.
+    pub health: Option<HealthConfig>,
+    pub health_path: String,
+    pub outlier: OutlierConfig,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            per_try_timeout: Duration::from_secs(2),
+            max_retries: 2,
+            backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(200)),
+            breaker: BreakerConfig::default(),
+            budget: RetryBudgetConfig::default(),
+            health: Some(HealthConfig::default()),
+            health_path: "/health".into(),
+            outlier: OutlierConfig::default(),
+        }
+    }
+}
+
+/// Why a call produced no response from the upstream.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("circuit breaker for {0} is open")]
+    CircuitOpen(String),
+    #[error("{0} has no endpoints")]
+    NoEndpoints(String),
+    #[error("{0} did not answer in time")]
+    Timeout(String),
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, String),
+    #[error("request to {0} failed: {1}")]
+    Transport(String, String),
+}
+
+impl UpstreamError {
+    pub fn upstream(&self) -> &str {
+        match self {
+            UpstreamError::CircuitOpen(u)
+            | UpstreamError::NoEndpoints(u)
+            | UpstreamError::Timeout(u)
+            | UpstreamError::Connect(u, _)
+            | UpstreamError::Transport(u, _) => u,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            UpstreamError::CircuitOpen(_) | UpstreamError::NoEndpoints(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamError::Connect(..) | UpstreamError::Transport(..) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// Short machine-friendly name, used as a metrics label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::CircuitOpen(_) => "circuit_open",
+            UpstreamError::NoEndpoints(_) => "no_endpoints",
+            UpstreamError::Timeout(_) => "timeout",
+            UpstreamError::Connect(..) => "connect",
+            UpstreamError::Transport(..) => "transport",
+        }
+    }
+
+    /// The error as an HTTP answer that blames the upstream, not the service answering.
+    pub fn into_response(self) -> axum::response::Response {
+        let status = self.status();
+        let upstream = self.upstream().to_owned();
+        dependency_error(status, &upstream, self.to_string())
+    }
+}
+
+/// Whether a failed try may be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryPolicy {
+    /// Only when the request provably never reached the upstream (connect failed).
+    Never,
+    /// After any failure: the request is safe to repeat.
+    Idempotent,
+}
+
+impl RetryPolicy {
+    /// GET, HEAD, OPTIONS, PUT and DELETE are idempotent by definition; a POST is when it
+    /// carries an `Idempotency-Key`, because the upstream then deduplicates it.
+    pub fn for_request(method: &Method, headers: &HeaderMap) -> Self {
+        let idempotent = matches!(
+            *method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+        ) || headers.contains_key("idempotency-key");
+        if idempotent {
+            RetryPolicy::Idempotent
+        } else {
+            RetryPolicy::Never
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    upstream: String,
+    endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    upstream: String,
+    outcome: &'static str,
+}
+
+/// The metric families of every upstream in a process (`shop_upstream_*`).
+#[derive(Clone)]
+pub struct UpstreamMetrics {
+    tries: Family<OutcomeLabels, Counter>,
+    try_duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
+    retries: Family<UpstreamLabels, Counter>,
+    budget_exhausted: Family<UpstreamLabels, Counter>,
+    breaker_state: Family<UpstreamLabels, Gauge>,
+    breaker_rejections: Family<UpstreamLabels, Counter>,
+    breaker_transitions: Family<UpstreamLabels, Counter>,
+    endpoint_healthy: Family<EndpointLabels, Gauge>,
+    endpoint_ejected: Family<EndpointLabels, Gauge>,
+    ejections: Family<EndpointLabels, Counter>,
+}
+
+impl UpstreamMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            tries: Family::default(),
+            try_duration: Family::new_with_constructor(latency_histogram),
+            retries: Family::default(),
+            budget_exhausted: Family::default(),
+            breaker_state: Family::default(),
+            breaker_rejections: Family::default(),
+            breaker_transitions: Family::default(),
+            endpoint_healthy: Family::default(),
+            endpoint_ejected: Family::default(),
+            ejections: Family::default(),
+        };
+        let r = registry.sub_registry_with_prefix("upstream");
+        r.register(
+            "tries",
+            "Tries sent to an upstream, by outcome (success, failure, dependency_failure)",
+            m.tries.clone(),
+        );
+        r.register(
+            "try_duration_seconds",
+            "Time to the response headers of one try",
+            m.try_duration.clone(),
+        );
+        r.register("retries", "Retries sent to an upstream", m.retries.clone());
+        r.register(
+            "retry_budget_exhausted",
+            "Retries not sent because the retry budget was spent",
+            m.budget_exhausted.clone(),
+        );
+        r.register(
+            "breaker_state",
+            "Circuit breaker state: 0 closed, 1 open, 2 half-open",
+            m.breaker_state.clone(),
+        );
+        r.register(
+            "breaker_rejections",
+            "Calls refused at once because the circuit breaker was open",
+            m.breaker_rejections.clone(),
+        );
+        r.register(
+            "breaker_transitions",
+            "Circuit breaker state changes",
+            m.breaker_transitions.clone(),
+        );
+        r.register(
+            "endpoint_healthy",
+            "1 when the endpoint passes its active health checks",
+            m.endpoint_healthy.clone(),
+        );
+        r.register(
+            "endpoint_ejected",
+            "1 while the endpoint is ejected after consecutive failures",
+            m.endpoint_ejected.clone(),
+        );
+        r.register(
+            "ejections",
+            "Passive ejections of an endpoint after consecutive failures",
+            m.ejections.clone(),
+        );
+        m
+    }
+}
+
+struct Endpoint {
+    authority: String,
+    labels: EndpointLabels,
+    health: Mutex<HealthState>,
+    outlier: Mutex<Outlier>,
+    in_flight: AtomicUsize,
+}
+
+struct Policy {
+    breaker: Breaker,
+    budget: RetryBudget,
+}
+
+/// One called service: its replicas and the policies guarding calls to it.
+pub struct Upstream {
+    name: String,
+    labels: UpstreamLabels,
+    endpoints: Vec<Endpoint>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    policy: Mutex<Policy>,
+    config: UpstreamConfig,
+    metrics: UpstreamMetrics,
+}
+
+/// Decrements an endpoint's in-flight count when the try ends, however it ends.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+enum TryOutcome {
+    /// A response the caller should get; `failure` says whether it counts against the
+    /// upstream, `retryable` whether another try may do better.
+    Response {
+        resp: Response<Incoming>,
+        failure: bool,
+        retryable: bool,
+    },
+    Error {
+        error: UpstreamError,
+        /// The request never left this process (connect failed), so any method may be
+        /// retried.
+        not_sent: bool,
+    },
+}
+
+impl Upstream {
+    pub fn new(
+        name: impl Into<String>,
+        addrs: &[SocketAddr],
+        config: UpstreamConfig,
+        metrics: UpstreamMetrics,
+    ) -> Arc<Self> {
+        let name = name.into();
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.per_try_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_timer(TokioTimer::new())
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        let health = config.health.unwrap_or_default();
+        let labels = UpstreamLabels {
+            upstream: name.clone(),
+        };
+        let endpoints = addrs
+            .iter()
+            .map(|a| Endpoint {
+                authority: a.to_string(),
+                labels: EndpointLabels {
+                    upstream: name.clone(),
+                    endpoint: a.to_string(),
+                },
+                health: Mutex::new(HealthState::new(&health)),
+                outlier: Mutex::new(Outlier::default()),
+                in_flight: AtomicUsize::new(0),
+            })
+            .collect::<Vec<_>>();
+        for e in &endpoints {
+            metrics.endpoint_healthy.get_or_create(&e.labels).set(1);
+            metrics.endpoint_ejected.get_or_create(&e.labels).set(0);
+        }
+        metrics.breaker_state.get_or_create(&labels).set(0);
+        let now = Instant::now();
+        Arc::new(Self {
+            policy: Mutex::new(Policy {
+                breaker: Breaker::new(config.breaker, now),
+                budget: RetryBudget::new(config.budget, now),
+            }),
+            name,
+            labels,
+            endpoints,
+            client,
+            config,
+            metrics,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sends a request, retrying as `retry` allows, and returns the upstream's response
+    /// (which may be an error status) or why there is none.
+    pub async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+        deadline: Deadline,
+        retry: RetryPolicy,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        self.policy.lock().unwrap().budget.deposit(Instant::now());
+        let mut tried: Vec<usize> = Vec::new();
+        let mut attempt = 0u32;
+        loop {
+            let now = Instant::now();
+            if now >= deadline.0 {
+                return Err(UpstreamError::Timeout(self.name.clone()));
+            }
+            let permit = {
+                let mut policy = self.policy.lock().unwrap();
+                let permit = policy.breaker.try_acquire(now);
+                self.sync_breaker_metrics(&mut policy.breaker, now);
+                permit
+            };
+            let Ok(permit) = permit else {
+                self.metrics
+                    .breaker_rejections
+                    .get_or_create(&self.labels)
+                    .inc();
+                return Err(UpstreamError::CircuitOpen(self.name.clone()));
+            };
+            let Some(idx) = self.pick(&tried) else {
+                return Err(UpstreamError::NoEndpoints(self.name.clone()));
+            };
+            tried.push(idx);
+            let outcome = self
+                .try_once(
+                    idx,
+                    &method,
+                    path_and_query,
+                    headers,
+                    body.clone(),
+                    deadline,
+                )
+                .await;
+            let (failure, retryable) = match &outcome {
+                TryOutcome::Response {
+                    failure, retryable, ..
+                } => (*failure, *retryable && retry == RetryPolicy::Idempotent),
+                TryOutcome::Error { not_sent, .. } => {
+                    (true, *not_sent || retry == RetryPolicy::Idempotent)
+                }
+            };
+            self.record(idx, permit, !failure);
+            let give_up = !failure
+                || !retryable
+                || attempt >= self.config.max_retries
+                || !self.withdraw_retry();
+            if give_up {
+                return match outcome {
+                    TryOutcome::Response { resp, .. } => Ok(resp),
+                    TryOutcome::Error { error, .. } => Err(error),
+                };
+            }
+            let wait = self
+                .config
+                .backoff
+                .delay(attempt, &mut fastrand::Rng::new());
+            let wake = deadline.min_after(Instant::now(), wait);
+            tokio::time::sleep_until(wake).await;
+            attempt += 1;
+            self.metrics.retries.get_or_create(&self.labels).inc();
+        }
+    }
+
+    /// GETs `path` and reads the whole body; for services calling each other.
+    pub async fn get(
+        &self,
+        path: &str,
+        deadline: Deadline,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), UpstreamError> {
+        let resp = self
+            .send(
+                Method::GET,
+                path,
+                &HeaderMap::new(),
+                Bytes::new(),
+                deadline,
+                RetryPolicy::Idempotent,
+            )
+            .await?;
+        let (parts, body) = resp.into_parts();
+        let body = tokio::time::timeout_at(deadline.0, body.collect())
+            .await
+            .map_err(|_| UpstreamError::Timeout(self.name.clone()))?
+            .map_err(|e| UpstreamError::Transport(self.name.clone(), e.to_string()))?
+            .to_bytes();
+        Ok((parts.status, parts.headers, body))
+    }
+
+    fn withdraw_retry(&self) -> bool {
+        let ok = self
+            .policy
+            .lock()
+            .unwrap()
+            .budget
+            .try_withdraw(Instant::now());
+        if !ok {
+            self.metrics
+                .budget_exhausted
+                .get_or_create(&self.labels)
+                .inc();
+        }
+        ok
+    }
+
+    fn record(&self, idx: usize, permit: crate::resilience::breaker::Permit, success: bool) {
+        let now = Instant::now();
+        {
+            let mut policy = self.policy.lock().unwrap();
+            policy.breaker.record(permit, success, now);
+            self.sync_breaker_metrics(&mut policy.breaker, now);
+        }
+        let ejectable = self.endpoints.len() / 2;
+        let ejected_now = self
+            .endpoints
+            .iter()
+            .filter(|e| e.outlier.lock().unwrap().is_ejected(now))
+            .count();
+        let e = &self.endpoints[idx];
+        let ejected = e.outlier.lock().unwrap().observe(
+            success,
+            &self.config.outlier,
+            ejected_now < ejectable.max(1),
+            now,
+        );
+        if ejected {
+            tracing::warn!(upstream = %self.name, endpoint = %e.authority, "endpoint ejected after consecutive failures");
+            self.metrics.ejections.get_or_create(&e.labels).inc();
+            self.metrics
+                .endpoint_ejected
+                .get_or_create(&e.labels)
+                .set(1);
+        }
+    }
+
+    fn sync_breaker_metrics(&self, breaker: &mut Breaker, now: Instant) {
+        let state = breaker.state(now);
+        self.metrics
+            .breaker_state
+            .get_or_create(&self.labels)
+            .set(state.as_gauge());
+        let counter = self.metrics.breaker_transitions.get_or_create(&self.labels);
+        let seen = counter.get();
+        if breaker.transitions() > seen {
+            counter.inc_by(breaker.transitions() - seen);
+        }
+    }
+
+    /// Power of two choices over the endpoints that are healthy and not ejected,
+    /// preferring ones not tried yet for this request. With none available it falls back
+    /// to every endpoint (Envoy's panic routing): a stale view must not turn into a
+    /// total outage.
+    fn pick(&self, tried: &[usize]) -> Option<usize> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        let usable = |i: &usize| {
+            let e = &self.endpoints[*i];
+            e.health.lock().unwrap().is_healthy() && !e.outlier.lock().unwrap().is_ejected(now)
+        };
+        let all: Vec<usize> = (0..self.endpoints.len()).collect();
+        let mut candidates: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|i| usable(i) && !tried.contains(i))
+            .collect();
+        if candidates.is_empty() {
+            candidates = all.iter().copied().filter(usable).collect();
+        }
+        if candidates.is_empty() {
+            candidates = all.iter().copied().filter(|i| !tried.contains(i)).collect();
+        }
+        if candidates.is_empty() {
+            candidates = all;
+        }
+        if candidates.len() == 1 {
+            return Some(candidates[0]);
+        }
+        let a = candidates[fastrand::usize(..candidates.len())];
+        let mut b = candidates[fastrand::usize(..candidates.len() - 1)];
+        if b == a {
+            b = candidates[candidates.len() - 1];
+        }
+        let load = |i: usize| self.endpoints[i].in_flight.load(Ordering::Relaxed);
+        Some(if load(b) < load(a) { b } else { a })
+    }
+
+    async fn try_once(
+        &self,
+        idx: usize,
+        method: &Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+        deadline: Deadline,
+    ) -> TryOutcome {
+        let e = &self.endpoints[idx];
+        e.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _guard = InFlight(&e.in_flight);
+        let start = Instant::now();
+        let try_deadline = deadline.min_after(start, self.config.per_try_timeout);
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(format!("http://{}{}", e.authority, path_and_query));
+        if let Some(h) = req.headers_mut() {
+            for (k, v) in headers {
+                if !is_hop_by_hop(k) && k != header::HOST {
+                    h.append(k, v.clone());
+                }
+            }
+            if let Ok(v) = HeaderValue::from_str(&Deadline(try_deadline).header_value(start)) {
+                h.insert(deadline::HEADER, v);
+            }
+        }
+        let req = match req.body(Full::new(body)) {
+            Ok(r) => r,
+            Err(err) => {
+                return TryOutcome::Error {
+                    error: UpstreamError::Transport(self.name.clone(), err.to_string()),
+                    not_sent: true,
+                };
+            }
+        };
+        let result = tokio::time::timeout_at(try_deadline, self.client.request(req)).await;
+        self.metrics
+            .try_duration
+            .get_or_create(&self.labels)
+            .observe(start.elapsed().as_secs_f64());
+        let (outcome, label) = match result {
+            Err(_) => (
+                TryOutcome::Error {
+                    error: UpstreamError::Timeout(self.name.clone()),
+                    not_sent: false,
+                },
+                "failure",
+            ),
+            Ok(Err(err)) => {
+                let not_sent = err.is_connect();
+                let error = if not_sent {
+                    UpstreamError::Connect(
+                        self.name.clone(),
+                        format!("{}: {}", e.authority, root_cause(&err)),
+                    )
+                } else {
+                    UpstreamError::Transport(self.name.clone(), root_cause(&err))
+                };
+                (TryOutcome::Error { error, not_sent }, "failure")
+            }
+            Ok(Ok(resp)) => {
+                let status = resp.status();
+                let blames_dependency = resp.headers().contains_key(DEPENDENCY_FAILURE);
+                // A 5xx the upstream attributes to its own dependency is a response the
+                // upstream served correctly: counting it would open this breaker too and
+                // cut off everything else the upstream still serves (a CDN's stale
+                // pages while its origin is down).
+                let failure = status.is_server_error() && !blames_dependency;
+                let retryable = failure
+                    && matches!(
+                        status,
+                        StatusCode::BAD_GATEWAY
+                            | StatusCode::SERVICE_UNAVAILABLE
+                            | StatusCode::GATEWAY_TIMEOUT
+                    );
+                let label = if blames_dependency {
+                    "dependency_failure"
+                } else if failure {
+                    "failure"
+                } else {
+                    "success"
+                };
+                (
+                    TryOutcome::Response {
+                        resp,
+                        failure,
+                        retryable,
+                    },
+                    label,
+                )
+            }
+        };
+        self.metrics
+            .tries
+            .get_or_create(&OutcomeLabels {
+                upstream: self.name.clone(),
+                outcome: label,
+            })
+            .inc();
+        outcome
+    }
+
+    /// Probes every endpoint's health path on the configured interval until `shutdown`.
+    pub async fn run_health_checks(self: Arc<Self>, shutdown: CancellationToken) {
+        let Some(config) = self.config.health else {
+            return;
+        };
+        let mut ticker = tokio::time::interval(config.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let probes = self.endpoints.iter().map(|e| self.probe(e, config.timeout));
+            let results = futures::future::join_all(probes).await;
+            let now = Instant::now();
+            for (e, passed) in self.endpoints.iter().zip(results) {
+                let mut h = e.health.lock().unwrap();
+                if h.observe(passed) {
+                    tracing::warn!(upstream = %self.name, endpoint = %e.authority, healthy = h.is_healthy(), "endpoint health changed");
+                }
+                self.metrics
+                    .endpoint_healthy
+                    .get_or_create(&e.labels)
+                    .set(h.is_healthy() as i64);
+                self.metrics
+                    .endpoint_ejected
+                    .get_or_create(&e.labels)
+                    .set(e.outlier.lock().unwrap().is_ejected(now) as i64);
+            }
+            let mut policy = self.policy.lock().unwrap();
+            self.sync_breaker_metrics(&mut policy.breaker, now);
+        }
+    }
+
+    async fn probe(&self, e: &Endpoint, timeout: Duration) -> bool {
+        let uri = format!("http://{}{}", e.authority, self.config.health_path);
+        let Ok(req) = Request::get(uri).body(Full::new(Bytes::new())) else {
+            return false;
+        };
+        match tokio::time::timeout(timeout, self.client.request(req)).await {
+            Ok(Ok(resp)) => resp.status().is_success(),
+            _ => false,
+        }
+    }
+
+    /// Whether each endpoint is in rotation (healthy and not ejected), by address.
+    pub fn endpoint_states(&self) -> Vec<(String, bool)> {
+        let now = Instant::now();
+        self.endpoints
+            .iter()
+            .map(|e| {
+                (
+                    e.authority.clone(),
+                    e.health.lock().unwrap().is_healthy()
+                        && !e.outlier.lock().unwrap().is_ejected(now),
+                )
+            })
+            .collect()
+    }
+}
+
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = err;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// Connection-scoped headers (RFC 9110 section 7.6.1) that a proxy must not forward.
+pub fn is_hop_by_hop(name: &header::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// Parses a comma-separated list of `host:port` addresses, as the supervisor passes them.
+pub fn parse_addrs(list: &str) -> Result<Vec<SocketAddr>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.trim_start_matches("http://")
+                .parse::<SocketAddr>()
+                .map_err(|e| format!("bad address {s:?}: {e}"))
+        })
+        .collect()
+}
