@@ -1,1 +1,46 @@
-fn main() {}
+//! `faultline`: the CLI. This file is the command-line definition and the glue that
+//! maps outcomes to exit codes; each command lives in `cmd/`.
+
+mod bundled;
+mod cmd;
+mod exit;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Chaos testing with live SLOs: load, faults and a dashboard from one command.
+#[derive(Parser)]
+#[command(name = "faultline", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a topology (the bundled shop by default) in the foreground.
+    Up(cmd::up::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FAULTLINE_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let result = match cli.command {
+        Command::Up(args) => cmd::up::run(args),
+    };
+    match result {
+        Ok(code) => code.into(),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit::Exit::BadInput.into()
+        }
+    }
+}

@@ -107,10 +107,14 @@ pub struct CommonArgs {
     pub max_request_time: Duration,
 }
 
-pub fn addrs(s: &str) -> Result<Vec<std::net::SocketAddr>, String> {
+/// A comma-separated list of replica addresses, as the supervisor passes them.
+#[derive(Debug, Clone)]
+pub struct Addrs(pub Vec<std::net::SocketAddr>);
+
+pub fn addrs(s: &str) -> Result<Addrs, String> {
     let list = crate::upstream::parse_addrs(s)?;
     if list.is_empty() {
         return Err("no addresses given".into());
     }
-    Ok(list)
+    Ok(Addrs(list))
 }

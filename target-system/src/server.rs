@@ -152,3 +152,38 @@ pub fn shutdown_token() -> CancellationToken {
 pub async fn not_found() -> impl IntoResponse {
     error(StatusCode::NOT_FOUND, "no such route")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn handlers_see_the_callers_deadline() {
+        let mut registry = crate::metrics::new_registry();
+        let http = HttpMetrics::register(&mut registry);
+        let router = Router::new().route(
+            "/x",
+            get(|d: Deadline| async move { d.remaining(Instant::now()).as_millis().to_string() }),
+        );
+        let track = Track {
+            http,
+            max_request_time: Duration::from_secs(10),
+        };
+        let app = router.layer(middleware::from_fn_with_state(track, track_request));
+        let resp = app
+            .oneshot(
+                Request::get("/x")
+                    .header("x-timeout-ms", "300")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), 100).await.unwrap();
+        let ms: u64 = std::str::from_utf8(&body).unwrap().parse().unwrap();
+        assert!((250..=300).contains(&ms), "remaining {ms} ms");
+    }
+}

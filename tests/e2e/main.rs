@@ -1,1 +1,5 @@
+//! End-to-end tests through real processes and sockets.
 
+mod shop_sync;
+mod supervisor;
+mod up;

@@ -1,1 +1,291 @@
+//! Harness for faultline's end-to-end tests: finds the workspace's binaries, runs
+//! topologies (in-process through the supervisor library, or as a `faultline up`
+//! process), and reads Prometheus metrics.
+//!
+//! # Layout
+//!
+//! - [`bin`]: paths of the built binaries.
+//! - [`Shop`]: the bundled shop under an in-process supervisor, with env overrides.
+//! - [`Up`]: a `faultline up` child process and what it printed.
+//! - [`metrics`]: reading one sample out of a `/metrics` page.
 
+pub mod metrics;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use faultline_agent::rundir::RunDir;
+use faultline_agent::supervisor::{Supervisor, SupervisorConfig};
+use faultline_agent::topology::{Piece, Template, Topology};
+
+/// The directory the workspace's binaries are built into: the test executable lives in
+/// `target/<profile>/deps/`.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// Path of the workspace binary `name`, which `cargo test --workspace` builds.
+///
+/// Cargo builds another package's binaries only when that package is tested too, so
+/// `cargo test -p faultline-tests` alone would run whatever binaries a previous build
+/// left behind. A binary older than the sources it is built from is refused rather than
+/// silently tested.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    let built = std::fs::metadata(&p).and_then(|m| m.modified()).unwrap_or_else(|_| {
+        panic!(
+            "{} is missing: run the tests with `cargo test --workspace` so every binary is built",
+            p.display()
+        )
+    });
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let newest = ["cli/src", "agents/src", "target-system/src"]
+        .iter()
+        .filter_map(|d| newest_mtime(&root.join(d)))
+        .max();
+    if let Some(newest) = newest {
+        assert!(
+            built >= newest,
+            "{} is older than its sources: run `cargo test --workspace` (or `cargo build --workspace` first)",
+            p.display()
+        );
+    }
+    p
+}
+
+fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let t = if path.is_dir() {
+            newest_mtime(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+/// The bundled topology file.
+pub fn shop_topology_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target-system/topology.toml")
+}
+
+/// The bundled shop run by the supervisor library in this process, so tests can drive
+/// the supervisor's controls directly. Dropping it kills every replica.
+pub struct Shop {
+    pub sup: Supervisor,
+    pub gateway: String,
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Shop {
+    /// Starts the shop with extra environment for every service (`SHOP_*` settings).
+    pub async fn start(env: &[(&str, &str)]) -> Shop {
+        let path = shop_topology_path();
+        let mut topology = Topology::load(&path).expect("the bundled topology is valid");
+        topology.service_mut("gateway").unwrap().port = 0;
+        for (k, v) in env {
+            topology
+                .env
+                .push(((*k).to_owned(), Template(vec![Piece::Lit((*v).to_owned())])));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = SupervisorConfig::new(RunDir::at(dir.path()).unwrap());
+        bin("shop");
+        config.bin_path.push(bin_dir());
+        let sup = match Supervisor::start(topology, config).await {
+            Ok(s) => s,
+            Err(e) => panic!("the shop did not start: {e}"),
+        };
+        let gateway = format!("http://{}", sup.entrypoint().unwrap());
+        Shop {
+            sup,
+            gateway,
+            http: client(),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway)
+    }
+
+    /// The `/metrics` page of replica `name`.
+    pub async fn metrics(&self, replica: &str) -> String {
+        let addr = self
+            .sup
+            .replica_status(replica)
+            .expect("known replica")
+            .addr;
+        self.http
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Logs `user` in through the gateway and returns the token.
+    pub async fn login(&self, user: &str, password: &str) -> String {
+        let resp = self
+            .http
+            .post(self.url("/api/v1/auth/login"))
+            .json(&serde_json::json!({ "username": user, "password": password }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "login of {user}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        body["token"]
+            .as_str()
+            .expect("token in the answer")
+            .to_owned()
+    }
+}
+
+/// An HTTP client that never uses a proxy, whatever the environment says.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap()
+}
+
+/// A row of the table `faultline up` prints.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub service: String,
+    pub replica: String,
+    pub zone: String,
+    pub addr: String,
+    pub pid: u32,
+}
+
+/// A `faultline up` process. Dropping it kills the process (its replicas die with it).
+pub struct Up {
+    pub child: Child,
+    pub gateway: String,
+    pub rows: Vec<Row>,
+    pub run_dir: PathBuf,
+    pub stdout: Vec<String>,
+    pub stderr_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Up {
+    /// Runs `faultline up --gateway-port 0 --run-dir <tmp>` plus `args`, and waits for
+    /// its ready line and table.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Up {
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = dir.path().join("run");
+        let stderr_path = dir.path().join("stderr");
+        let mut child = Command::new(bin("faultline"))
+            .arg("up")
+            .args(["--gateway-port", "0", "--run-dir"])
+            .arg(&run_dir)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .expect("start faultline up");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut stdout = Vec::new();
+        // Reading blocks until faultline prints or exits; it exits by itself when the
+        // topology cannot start, so this cannot hang on failure.
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            let done = line.starts_with("logs:");
+            stdout.push(line);
+            if done {
+                break;
+            }
+        }
+        let ready = stdout.iter().find(|l| l.starts_with("ready: "));
+        let Some(ready) = ready else {
+            let _ = child.kill();
+            let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            panic!("faultline up did not get ready; stdout: {stdout:?}\nstderr: {err}");
+        };
+        let gateway = ready.trim_start_matches("ready: gateway=").to_owned();
+        let rows = stdout
+            .iter()
+            .skip_while(|l| !l.starts_with("SERVICE"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("logs:"))
+            .map(|l| {
+                let c: Vec<&str> = l.split_whitespace().collect();
+                Row {
+                    service: c[0].into(),
+                    replica: c[1].into(),
+                    zone: c[2].into(),
+                    addr: c[3].into(),
+                    pid: c[5].parse().expect("pid column"),
+                }
+            })
+            .collect();
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Up {
+            child,
+            gateway,
+            rows,
+            run_dir,
+            stdout,
+            stderr_path,
+            _dir: dir,
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// True while `pid` is a live process (a zombie waiting to be reaped counts as dead).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // The state follows the parenthesised command name.
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X") | None)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

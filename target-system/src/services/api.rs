@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{CommonArgs, UpstreamArgs, addrs, duration};
+use crate::args::{Addrs, CommonArgs, UpstreamArgs, addrs, duration};
 use crate::deadline::Deadline;
 use crate::error::error;
 use crate::jwt::{self, Verifier};
@@ -34,7 +34,7 @@ pub struct Args {
     pub upstream: UpstreamArgs,
     /// Addresses of the cdn replicas, comma-separated.
     #[arg(long, value_parser = addrs)]
-    pub cdn: Vec<std::net::SocketAddr>,
+    pub cdn: Addrs,
     /// How long to wait for each dependency before leaving its part out.
     #[arg(long, env = "SHOP_API_DEPENDENCY_TIMEOUT", default_value = "500ms", value_parser = duration)]
     pub dependency_timeout: Duration,
@@ -125,7 +125,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         "Pages answered without a failed dependency's part, by dependency",
         degraded.clone(),
     );
-    let cdn = Upstream::new("cdn", &args.cdn, args.upstream.config(), upstream_metrics);
+    let cdn = Upstream::new("cdn", &args.cdn.0, args.upstream.config(), upstream_metrics);
     let state = Arc::new(AppState {
         verifier: Verifier::new(&secret),
         cdn: cdn.clone(),

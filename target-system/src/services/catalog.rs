@@ -10,7 +10,7 @@ pub struct Product {
     pub category: &'static str,
     pub price_cents: u32,
     pub stock: u32,
-    pub rating: f32,
+    pub rating: f64,
     pub description: String,
 }
 
@@ -59,9 +59,14 @@ impl Catalog {
                     category,
                     price_cents: rng.u32(199..=49_999),
                     stock: rng.u32(0..=500),
-                    rating: f32::from(rng.u8(10..=50)) / 10.0,
+                    rating: f64::from(rng.u8(10..=50)) / 10.0,
                     description: format!(
-                        "A {} {} for everyday use, from the {category} range.",
+                        "{} {} {} for everyday use, from the {category} range.",
+                        if adjective.starts_with(['A', 'E', 'I', 'O', 'U']) {
+                            "An"
+                        } else {
+                            "A"
+                        },
                         adjective.to_lowercase(),
                         noun.to_lowercase()
                     ),

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::args::{CommonArgs, UpstreamArgs, addrs, duration};
+use crate::args::{Addrs, CommonArgs, UpstreamArgs, addrs, duration};
 use crate::deadline::Deadline;
 use crate::error::{dependency_error, error};
 use crate::metrics::{HttpMetrics, new_registry};
@@ -46,7 +46,7 @@ pub struct Args {
     pub upstream: UpstreamArgs,
     /// Addresses of the origin (content) replicas, comma-separated.
     #[arg(long, value_parser = addrs)]
-    pub origin: Vec<std::net::SocketAddr>,
+    pub origin: Addrs,
     /// Freshness of an entry when the origin does not say.
     #[arg(long, env = "SHOP_CDN_TTL", default_value = "30s", value_parser = duration)]
     pub ttl: Duration,
@@ -247,8 +247,11 @@ impl Cdn {
     }
 
     /// The one origin fetch in flight for `key`, started if there is none. It runs as a
-    /// tracked task, so it completes (and fills the cache) even if every waiter gives up.
-    fn fetch(self: &Arc<Self>, key: &str) -> Fetch {
+    /// tracked task, so it completes (and fills the cache) even if every waiter gives up,
+    /// but never past the deadline of the request that started it (`None` for a
+    /// background revalidation, bounded by the origin timeout alone): no work outlives
+    /// the caller that asked for it.
+    fn fetch(self: &Arc<Self>, key: &str, deadline: Option<Deadline>) -> Fetch {
         let mut inflight = self.inflight.lock().unwrap();
         if let Some(f) = inflight.get(key) {
             self.metrics.coalesced.inc();
@@ -257,7 +260,8 @@ impl Cdn {
         let this = Arc::clone(self);
         let k = key.to_owned();
         let task = self.tracker.spawn(async move {
-            let deadline = Deadline(Instant::now() + this.origin_timeout);
+            let limit = Instant::now() + this.origin_timeout;
+            let deadline = Deadline(deadline.map_or(limit, |d| d.0.min(limit)));
             let result = match this.origin.get(&k, deadline).await {
                 Ok((status, headers, body)) => {
                     let (entry, cacheable) =
@@ -325,14 +329,14 @@ async fn handle(
             return e.respond("HIT", now);
         }
         (Some(e), Some(Freshness::Revalidate)) => {
-            drop(cdn.fetch(&key));
+            drop(cdn.fetch(&key, None));
             cdn.count("stale");
             return e.respond("STALE", now);
         }
         _ => {}
     }
     let stale_ok = freshness == Some(Freshness::IfError);
-    let fetched = tokio::time::timeout_at(deadline.0, cdn.fetch(&key)).await;
+    let fetched = tokio::time::timeout_at(deadline.0, cdn.fetch(&key, Some(deadline))).await;
     let now = Instant::now();
     match fetched {
         Ok(Ok(entry)) if !(stale_ok && entry.status.is_server_error()) => {
@@ -409,7 +413,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
 
     let origin = Upstream::new(
         "content",
-        &args.origin,
+        &args.origin.0,
         args.upstream.config(),
         upstream_metrics,
     );

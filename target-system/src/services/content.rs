@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::catalog::Catalog;
-use crate::args::{CommonArgs, UpstreamArgs, addrs, duration};
+use crate::args::{Addrs, CommonArgs, UpstreamArgs, addrs, duration};
 use crate::deadline::Deadline;
 use crate::error::error;
 use crate::metrics::{HttpMetrics, new_registry};
@@ -38,7 +38,7 @@ pub struct Args {
     pub upstream: UpstreamArgs,
     /// Addresses of the cache service replicas, comma-separated.
     #[arg(long, value_parser = addrs)]
-    pub cache: std::vec::Vec<std::net::SocketAddr>,
+    pub cache: Addrs,
     /// Seed of the generated catalog.
     #[arg(long, env = "SHOP_CATALOG_SEED", default_value_t = 42)]
     pub seed: u64,
@@ -199,7 +199,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     let mut cache_config = args.upstream.config();
     cache_config.max_retries = 0;
     cache_config.per_try_timeout = args.cache_timeout;
-    let cache = Upstream::new("cache", &args.cache, cache_config, upstream_metrics);
+    let cache = Upstream::new("cache", &args.cache.0, cache_config, upstream_metrics);
     let state = Arc::new(AppState {
         catalog: Catalog::generate(args.seed, args.products),
         cache: cache.clone(),

@@ -24,7 +24,7 @@ use prometheus_client::metrics::family::Family;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{CommonArgs, UpstreamArgs, addrs};
+use crate::args::{Addrs, CommonArgs, UpstreamArgs, addrs};
 use crate::deadline::Deadline;
 use crate::error::error;
 use crate::jwt::{self, Claims, TokenError, Verifier};
@@ -41,13 +41,13 @@ pub struct Args {
     pub upstream: UpstreamArgs,
     /// Addresses of the auth replicas, comma-separated.
     #[arg(long, value_parser = addrs)]
-    pub auth: Vec<SocketAddr>,
+    pub auth: Addrs,
     /// Addresses of the cdn replicas, comma-separated.
     #[arg(long, value_parser = addrs)]
-    pub cdn: Vec<SocketAddr>,
+    pub cdn: Addrs,
     /// Addresses of the api replicas, comma-separated.
     #[arg(long, value_parser = addrs)]
-    pub api: Vec<SocketAddr>,
+    pub api: Addrs,
     /// Requests a second each client may make (0 turns rate limiting off).
     #[arg(long, env = "SHOP_RATE_LIMIT_RPS", default_value_t = 1000.0)]
     pub rate_limit_rps: f64,
@@ -309,7 +309,11 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
 
     let config = args.upstream.config();
     let mut upstreams = HashMap::new();
-    for (name, list) in [("auth", &args.auth), ("cdn", &args.cdn), ("api", &args.api)] {
+    for (name, list) in [
+        ("auth", &args.auth.0),
+        ("cdn", &args.cdn.0),
+        ("api", &args.api.0),
+    ] {
         upstreams.insert(
             name,
             Upstream::new(name, list, config.clone(), upstream_metrics.clone()),

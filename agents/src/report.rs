@@ -1,0 +1,69 @@
+//! Plain-text views of a running topology, shared by `faultline up` and the standalone
+//! agent.
+
+use crate::supervisor::{ReplicaStatus, Supervisor};
+
+/// `ready: gateway=http://ADDR`, the line scripts wait for. `gateway` names the
+/// entrypoint whatever the service is called, so scripts need not know the topology.
+pub fn ready_line(sup: &Supervisor) -> String {
+    match sup.entrypoint() {
+        Some(addr) => format!("ready: gateway=http://{addr}"),
+        None => "ready:".to_owned(),
+    }
+}
+
+/// One row per replica: service, replica, zone, address, state, pid, restarts.
+pub fn table(replicas: &[ReplicaStatus]) -> String {
+    let header = [
+        "SERVICE", "REPLICA", "ZONE", "ADDRESS", "STATE", "PID", "RESTARTS",
+    ];
+    let rows: Vec<[String; 7]> = replicas
+        .iter()
+        .map(|r| {
+            [
+                r.service.clone(),
+                r.name.clone(),
+                r.zone.clone(),
+                r.addr.to_string(),
+                r.state.as_str().to_owned(),
+                r.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+                r.restarts.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: &[&str]| {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(cell);
+            } else {
+                s.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        s.push('\n');
+        s
+    };
+    let mut out = line(&header);
+    for row in &rows {
+        out.push_str(&line(&row.iter().map(String::as_str).collect::<Vec<_>>()));
+    }
+    out
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+pub async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,660 @@
+//! A generic process supervisor: starts every replica of a [`Topology`] with its
+//! dependencies' addresses, waits for each to be healthy, restarts crashed replicas with
+//! exponential backoff, captures their output to log files, and lets callers kill,
+//! terminate, pause, resume, restart, hold down and release replicas.
+//!
+//! Each replica is driven by one task ([`replica`]) that alone owns its child process;
+//! everything else talks to it over a command channel and reads its status from a
+//! watch channel. No replica outlives the supervisor: see [`process`].
+
+mod ports;
+pub mod probe;
+mod process;
+mod replica;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::rundir::{RunDir, tail};
+use crate::topology::{Piece, Topology};
+
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    pub run_dir: RunDir,
+    /// Directories searched for a command's program before `PATH`.
+    pub bin_path: Vec<PathBuf>,
+    /// How long a replica has to exit after SIGTERM before it gets SIGKILL.
+    pub stop_timeout: Duration,
+    /// Interval of the health probe once a replica is up.
+    pub health_interval: Duration,
+    /// First wait before restarting a crashed replica; doubles per crash in a row.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl SupervisorConfig {
+    pub fn new(run_dir: RunDir) -> Self {
+        Self {
+            run_dir,
+            bin_path: Vec::new(),
+            stop_timeout: Duration::from_secs(5),
+            health_interval: Duration::from_secs(1),
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaState {
+    /// Started, not yet answering its health probe.
+    Starting,
+    Healthy,
+    /// Was healthy, now fails its health probe.
+    Unhealthy,
+    /// Stopped with SIGSTOP.
+    Paused,
+    /// Crashed; waiting to be restarted.
+    Backoff,
+    /// Down and kept down until released.
+    Held,
+    Stopped,
+}
+
+impl ReplicaState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicaState::Starting => "starting",
+            ReplicaState::Healthy => "healthy",
+            ReplicaState::Unhealthy => "unhealthy",
+            ReplicaState::Paused => "paused",
+            ReplicaState::Backoff => "restarting",
+            ReplicaState::Held => "held down",
+            ReplicaState::Stopped => "stopped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaStatus {
+    /// `service-index`, as faults and commands name it.
+    pub name: String,
+    pub service: String,
+    pub index: u32,
+    pub zone: String,
+    pub addr: SocketAddr,
+    pub state: ReplicaState,
+    pub pid: Option<u32>,
+    /// Times the replica was started again after its first start.
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+    pub log: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// SIGKILL.
+    Kill,
+    /// SIGTERM.
+    Terminate,
+    /// SIGSTOP.
+    Pause,
+    /// SIGCONT.
+    Resume,
+    /// SIGTERM (SIGKILL after the stop timeout), then start again at once.
+    Restart,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("program `{program}` of service `{service}` not found in {searched}")]
+    ProgramNotFound {
+        service: String,
+        program: String,
+        searched: String,
+    },
+    #[error("cannot find free ports: {0}")]
+    Ports(std::io::Error),
+    #[error("replica {replica} did not become healthy: {reason}\nlast lines of {}:\n{tail}", log.display())]
+    NotReady {
+        replica: String,
+        reason: String,
+        log: PathBuf,
+        tail: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no replica named `{0}`")]
+    UnknownReplica(String),
+    #[error("replica {0} is not running")]
+    NotRunning(String),
+    #[error("cannot signal replica {0}: {1}")]
+    Signal(String, std::io::Error),
+    #[error("the supervisor is shutting down")]
+    ShuttingDown,
+}
+
+pub(crate) enum Command {
+    Control {
+        action: Action,
+        hold: bool,
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    Release {
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    Stop,
+}
+
+pub(crate) struct Replica {
+    name: String,
+    service: usize,
+    index: u32,
+    auto_port: bool,
+    status: watch::Sender<ReplicaStatus>,
+    commands: mpsc::Sender<Command>,
+}
+
+pub(crate) struct Shared {
+    topology: Topology,
+    config: SupervisorConfig,
+    programs: Vec<PathBuf>,
+    secrets: HashMap<String, String>,
+    replicas: Vec<Replica>,
+    /// Bumped on every status change, for the status file writer and waiters.
+    changed: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn replica(&self, name: &str) -> Option<&Replica> {
+        self.replicas.iter().find(|r| r.name == name)
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// The addresses a replica of `client` is given for `server`: every replica of
+    /// `server`.
+    fn upstream_addrs(&self, _client: &str, server: &str) -> Vec<SocketAddr> {
+        self.replicas
+            .iter()
+            .filter(|r| self.topology.services[r.service].name == server)
+            .map(|r| r.status.borrow().addr)
+            .collect()
+    }
+
+    /// The command line and environment of replica `idx`, placeholders filled in.
+    fn render(&self, idx: usize) -> (Vec<String>, Vec<(String, String)>) {
+        let r = &self.replicas[idx];
+        let svc = &self.topology.services[r.service];
+        let status = r.status.borrow().clone();
+        let lookup = |p: &Piece| -> String {
+            match p {
+                Piece::Lit(s) => s.clone(),
+                Piece::Listen => status.addr.to_string(),
+                Piece::Host => status.addr.ip().to_string(),
+                Piece::Port => status.addr.port().to_string(),
+                Piece::Service => svc.name.clone(),
+                Piece::Replica => r.name.clone(),
+                Piece::Index => r.index.to_string(),
+                Piece::Zone => status.zone.clone(),
+                Piece::RunDir => self.config.run_dir.path().display().to_string(),
+                Piece::Upstream(s) => self
+                    .upstream_addrs(&svc.name, s)
+                    .iter()
+                    .map(SocketAddr::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                Piece::Secret(k) => self.secrets.get(k).cloned().unwrap_or_default(),
+            }
+        };
+        let args = svc.command[1..].iter().map(|t| t.render(&lookup)).collect();
+        let mut env: Vec<(String, String)> = self
+            .topology
+            .env
+            .iter()
+            .chain(&svc.env)
+            .map(|(k, t)| (k.clone(), t.render(&lookup)))
+            .collect();
+        env.push(("FAULTLINE_SERVICE".into(), svc.name.clone()));
+        env.push(("FAULTLINE_REPLICA".into(), r.name.clone()));
+        env.push(("FAULTLINE_ZONE".into(), status.zone.clone()));
+        (args, env)
+    }
+}
+
+/// A running topology. Dropping it kills every replica at once; [`Supervisor::shutdown`]
+/// stops them gracefully.
+pub struct Supervisor {
+    shared: Arc<Shared>,
+    tasks: Mutex<Vec<Option<JoinHandle<()>>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    cancel: CancellationToken,
+}
+
+impl Supervisor {
+    /// Starts every replica, dependencies first, and returns once all are healthy. On
+    /// failure everything already started is stopped again.
+    pub async fn start(topology: Topology, config: SupervisorConfig) -> Result<Self, StartError> {
+        let programs = topology
+            .services
+            .iter()
+            .map(|s| {
+                resolve_program(
+                    &s.name,
+                    &s.command[0].0,
+                    &topology.base_dir,
+                    &config.bin_path,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let secrets = make_secrets(&topology);
+        let mut replicas = Vec::new();
+        let mut receivers = Vec::new();
+        for (si, svc) in topology.services.iter().enumerate() {
+            let ports = if svc.port == 0 {
+                ports::free_ports(svc.host, svc.replicas as usize).map_err(StartError::Ports)?
+            } else {
+                vec![svc.port]
+            };
+            for index in 1..=svc.replicas {
+                let name = svc.replica_name(index);
+                let (tx, rx) = mpsc::channel(16);
+                let status = ReplicaStatus {
+                    log: config.run_dir.log_path(&name),
+                    name: name.clone(),
+                    service: svc.name.clone(),
+                    index,
+                    zone: svc.zone_of(index).to_owned(),
+                    addr: SocketAddr::new(svc.host, ports[index as usize - 1]),
+                    state: ReplicaState::Stopped,
+                    pid: None,
+                    restarts: 0,
+                    last_exit: None,
+                };
+                replicas.push(Replica {
+                    name,
+                    service: si,
+                    index,
+                    auto_port: svc.port == 0,
+                    status: watch::Sender::new(status),
+                    commands: tx,
+                });
+                receivers.push(Some(rx));
+            }
+        }
+        let shared = Arc::new(Shared {
+            topology,
+            config,
+            programs,
+            secrets,
+            replicas,
+            changed: watch::Sender::new(0),
+        });
+        let cancel = CancellationToken::new();
+        let sup = Supervisor {
+            tasks: Mutex::new((0..shared.replicas.len()).map(|_| None).collect()),
+            writer: Mutex::new(Some(tokio::spawn(write_status(
+                shared.clone(),
+                cancel.clone(),
+            )))),
+            shared,
+            cancel,
+        };
+        for level in sup.levels() {
+            for &i in &level {
+                let rx = receivers[i].take().expect("each replica starts once");
+                let runner = replica::Runner::new(sup.shared.clone(), i, rx, sup.cancel.clone());
+                sup.tasks.lock().unwrap()[i] = Some(tokio::spawn(runner.run()));
+            }
+            let waits = level.iter().map(|&i| sup.wait_ready(i));
+            let results = futures::future::join_all(waits).await;
+            if let Some(err) = results.into_iter().find_map(Result::err) {
+                sup.shutdown().await;
+                return Err(err);
+            }
+        }
+        Ok(sup)
+    }
+
+    /// Replica indices grouped by depth in the call graph: level 0 calls nothing, level
+    /// n calls only services of lower levels. Each level starts once the one before is
+    /// healthy; replicas within a level start together.
+    fn levels(&self) -> Vec<Vec<usize>> {
+        let services = &self.shared.topology.services;
+        let mut depth: HashMap<&str, usize> = HashMap::new();
+        for s in services {
+            // Services are in start order, so every callee's depth is known already.
+            let d = s
+                .calls
+                .iter()
+                .map(|c| depth[c.as_str()] + 1)
+                .max()
+                .unwrap_or(0);
+            depth.insert(&s.name, d);
+        }
+        let max = depth.values().copied().max().unwrap_or(0);
+        let mut levels = vec![Vec::new(); max + 1];
+        for (i, r) in self.shared.replicas.iter().enumerate() {
+            levels[depth[services[r.service].name.as_str()]].push(i);
+        }
+        levels
+    }
+
+    async fn wait_ready(&self, idx: usize) -> Result<(), StartError> {
+        let r = &self.shared.replicas[idx];
+        let timeout = self.shared.topology.services[r.service].startup_timeout;
+        let mut rx = r.status.subscribe();
+        let failed = |s: &ReplicaStatus, reason: String| StartError::NotReady {
+            replica: s.name.clone(),
+            reason,
+            tail: tail(&s.log, 20),
+            log: s.log.clone(),
+        };
+        let wait = async {
+            loop {
+                {
+                    let s = rx.borrow_and_update();
+                    match s.state {
+                        ReplicaState::Healthy => return Ok(()),
+                        // Three failed starts in a row: this is not a slow start.
+                        ReplicaState::Backoff if s.restarts >= 2 => {
+                            let why = s.last_exit.clone().unwrap_or_default();
+                            return Err(failed(
+                                &s,
+                                format!("it failed to start 3 times (last: {why})"),
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return Err(failed(
+                        &r.status.borrow(),
+                        "its supervisor task ended".into(),
+                    ));
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(result) => result,
+            Err(_) => Err(failed(
+                &r.status.borrow(),
+                format!(
+                    "no healthy answer within {}",
+                    humantime::format_duration(timeout)
+                ),
+            )),
+        }
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.shared.topology
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        self.shared.config.run_dir.path()
+    }
+
+    /// Every replica's status, in start order.
+    pub fn status(&self) -> Vec<ReplicaStatus> {
+        self.shared
+            .replicas
+            .iter()
+            .map(|r| r.status.borrow().clone())
+            .collect()
+    }
+
+    pub fn replica_status(&self, name: &str) -> Option<ReplicaStatus> {
+        self.shared.replica(name).map(|r| r.status.borrow().clone())
+    }
+
+    /// The address of the entrypoint service's first replica.
+    pub fn entrypoint(&self) -> Option<SocketAddr> {
+        let ep = self.shared.topology.entrypoint.as_deref()?;
+        self.shared
+            .replicas
+            .iter()
+            .find(|r| self.shared.topology.services[r.service].name == ep)
+            .map(|r| r.status.borrow().addr)
+    }
+
+    /// Waits until replica `name` satisfies `pred`, for at most `timeout`; returns its
+    /// status then. Driven by status changes, not polling.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        timeout: Duration,
+        pred: impl Fn(&ReplicaStatus) -> bool,
+    ) -> Option<ReplicaStatus> {
+        let mut rx = self.shared.replica(name)?.status.subscribe();
+        let wait = async {
+            loop {
+                {
+                    let s = rx.borrow_and_update();
+                    if pred(&s) {
+                        return Some(s.clone());
+                    }
+                }
+                rx.changed().await.ok()?;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok().flatten()
+    }
+
+    /// Applies `action` to replica `name`. With `hold`, a replica that goes down (by
+    /// kill or terminate) stays down until [`Supervisor::release`].
+    pub async fn control(
+        &self,
+        name: &str,
+        action: Action,
+        hold: bool,
+    ) -> Result<(), ControlError> {
+        let r = self
+            .shared
+            .replica(name)
+            .ok_or_else(|| ControlError::UnknownReplica(name.to_owned()))?;
+        let (reply, rx) = oneshot::channel();
+        r.commands
+            .send(Command::Control {
+                action,
+                hold,
+                reply,
+            })
+            .await
+            .map_err(|_| ControlError::ShuttingDown)?;
+        rx.await.map_err(|_| ControlError::ShuttingDown)?
+    }
+
+    pub async fn kill(&self, name: &str, hold: bool) -> Result<(), ControlError> {
+        self.control(name, Action::Kill, hold).await
+    }
+
+    pub async fn terminate(&self, name: &str, hold: bool) -> Result<(), ControlError> {
+        self.control(name, Action::Terminate, hold).await
+    }
+
+    pub async fn pause(&self, name: &str) -> Result<(), ControlError> {
+        self.control(name, Action::Pause, false).await
+    }
+
+    pub async fn resume(&self, name: &str) -> Result<(), ControlError> {
+        self.control(name, Action::Resume, false).await
+    }
+
+    pub async fn restart(&self, name: &str) -> Result<(), ControlError> {
+        self.control(name, Action::Restart, false).await
+    }
+
+    /// Ends a hold: a held-down replica starts again at once.
+    pub async fn release(&self, name: &str) -> Result<(), ControlError> {
+        let r = self
+            .shared
+            .replica(name)
+            .ok_or_else(|| ControlError::UnknownReplica(name.to_owned()))?;
+        let (reply, rx) = oneshot::channel();
+        r.commands
+            .send(Command::Release { reply })
+            .await
+            .map_err(|_| ControlError::ShuttingDown)?;
+        rx.await.map_err(|_| ControlError::ShuttingDown)?
+    }
+
+    /// Stops every replica gracefully, callers before the services they call.
+    pub async fn shutdown(&self) {
+        for level in self.levels().into_iter().rev() {
+            let mut handles = Vec::new();
+            for i in level {
+                let _ = self.shared.replicas[i].commands.send(Command::Stop).await;
+                if let Some(h) = self.tasks.lock().unwrap()[i].take() {
+                    handles.push(h);
+                }
+            }
+            for h in handles {
+                let _ = h.await;
+            }
+        }
+        self.cancel.cancel();
+        let writer = self.writer.lock().unwrap().take();
+        if let Some(w) = writer {
+            let _ = w.await;
+        }
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        // Replica tasks kill their children at once on cancellation; `kill_on_drop`
+        // covers a runtime that is going away too.
+        self.cancel.cancel();
+    }
+}
+
+fn resolve_program(
+    service: &str,
+    program: &[Piece],
+    base_dir: &Path,
+    bin_path: &[PathBuf],
+) -> Result<PathBuf, StartError> {
+    let program = match program {
+        [Piece::Lit(p)] => p.clone(),
+        _ => unreachable!("validation keeps placeholders out of the program"),
+    };
+    let is_exec = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let p = base_dir.join(&program);
+        return if is_exec(&p) {
+            Ok(p)
+        } else {
+            Err(StartError::ProgramNotFound {
+                service: service.into(),
+                program,
+                searched: p.display().to_string(),
+            })
+        };
+    }
+    let path_dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    let dirs: Vec<&PathBuf> = bin_path.iter().chain(&path_dirs).collect();
+    dirs.iter()
+        .map(|d| d.join(&program))
+        .find(|p| is_exec(p))
+        .ok_or_else(|| StartError::ProgramNotFound {
+            service: service.into(),
+            program,
+            searched: if bin_path.is_empty() {
+                "PATH".into()
+            } else {
+                format!(
+                    "{} or PATH",
+                    bin_path
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+        })
+}
+
+/// One random value per `{secret:NAME}` used anywhere in the topology.
+fn make_secrets(topology: &Topology) -> HashMap<String, String> {
+    let templates = topology.env.iter().map(|(_, t)| t).chain(
+        topology
+            .services
+            .iter()
+            .flat_map(|s| s.command.iter().chain(s.env.iter().map(|(_, t)| t))),
+    );
+    let mut secrets = HashMap::new();
+    for t in templates {
+        for p in &t.0 {
+            if let Piece::Secret(k) = p {
+                secrets.entry(k.clone()).or_insert_with(random_hex);
+            }
+        }
+    }
+    secrets
+}
+
+fn random_hex() -> String {
+    use std::io::Read;
+    let mut buf = [0u8; 32];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .is_err()
+    {
+        // Not reachable on Linux; fall back to a non-cryptographic generator rather
+        // than refusing to start.
+        let mut rng = fastrand::Rng::new();
+        rng.fill(&mut buf);
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Keeps `status.json` in the run directory current.
+async fn write_status(shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut rx = shared.changed.subscribe();
+    loop {
+        let statuses: Vec<ReplicaStatus> = shared
+            .replicas
+            .iter()
+            .map(|r| r.status.borrow().clone())
+            .collect();
+        let doc = serde_json::json!({
+            "topology": shared.topology.name,
+            "pid": std::process::id(),
+            "replicas": statuses,
+        });
+        if let Err(e) = shared.config.run_dir.write_atomic(
+            "status.json",
+            serde_json::to_vec_pretty(&doc)
+                .unwrap_or_default()
+                .as_slice(),
+        ) {
+            tracing::warn!(error = %e, "cannot write status.json");
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = rx.changed() => if r.is_err() { return },
+        }
+        // Coalesce bursts of changes (a whole level starting) into one write.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

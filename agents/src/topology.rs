@@ -1,0 +1,660 @@
+//! Topology files: which services to run, how, how many replicas, where, and which
+//! service calls which.
+//!
+//! Parsing is two-phase: the TOML is read into raw, span-carrying types, then validated
+//! into a [`Topology`] that the supervisor trusts. Every problem is reported with its
+//! `file:line:column`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::diag::SourceError;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopology {
+    name: Option<Spanned<String>>,
+    entrypoint: Option<Spanned<String>>,
+    #[serde(default)]
+    env: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    services: BTreeMap<Spanned<String>, RawService>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    command: Spanned<Vec<Spanned<String>>>,
+    replicas: Option<Spanned<i64>>,
+    port: Option<Spanned<i64>>,
+    host: Option<Spanned<String>>,
+    zones: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    calls: Vec<Spanned<String>>,
+    health: Option<Spanned<String>>,
+    startup_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    env: BTreeMap<Spanned<String>, Spanned<String>>,
+}
+
+/// One piece of a command argument or environment value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    Lit(String),
+    /// `{listen}`: `host:port` of this replica.
+    Listen,
+    /// `{host}`.
+    Host,
+    /// `{port}`.
+    Port,
+    /// `{service}`.
+    Service,
+    /// `{replica}`: the replica's name, `orders-2`.
+    Replica,
+    /// `{index}`: the replica's number, from 1.
+    Index,
+    /// `{zone}`.
+    Zone,
+    /// `{run_dir}`: the run directory, for files a service keeps.
+    RunDir,
+    /// `{upstream:NAME}`: comma-separated `host:port` of every replica of NAME (or of
+    /// the proxies in front of them).
+    Upstream(String),
+    /// `{secret:NAME}`: a random value made once per run, the same wherever NAME is used.
+    Secret(String),
+}
+
+/// A string with placeholders, filled in per replica when it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template(pub Vec<Piece>);
+
+pub const PLACEHOLDERS: &str = "{listen}, {host}, {port}, {service}, {replica}, {index}, {zone}, {run_dir}, {upstream:NAME}, {secret:NAME}";
+
+impl Template {
+    fn parse(s: &str) -> Result<Self, String> {
+        let mut pieces = Vec::new();
+        let mut lit = String::new();
+        let mut rest = s;
+        while let Some(open) = rest.find(['{', '}']) {
+            lit.push_str(&rest[..open]);
+            let c = rest.as_bytes()[open];
+            rest = &rest[open + 1..];
+            // `{{` and `}}` stand for literal braces.
+            if rest.as_bytes().first() == Some(&c) {
+                lit.push(c as char);
+                rest = &rest[1..];
+                continue;
+            }
+            if c == b'}' {
+                return Err("unmatched `}` (write `}}` for a literal brace)".into());
+            }
+            let close = rest
+                .find('}')
+                .ok_or("unclosed `{` (write `{{` for a literal brace)")?;
+            let name = &rest[..close];
+            rest = &rest[close + 1..];
+            let piece = match name.split_once(':') {
+                None => match name {
+                    "listen" => Piece::Listen,
+                    "host" => Piece::Host,
+                    "port" => Piece::Port,
+                    "service" => Piece::Service,
+                    "replica" => Piece::Replica,
+                    "index" => Piece::Index,
+                    "zone" => Piece::Zone,
+                    "run_dir" => Piece::RunDir,
+                    _ => {
+                        return Err(format!(
+                            "unknown placeholder `{{{name}}}`; expected one of {PLACEHOLDERS}"
+                        ));
+                    }
+                },
+                Some(("upstream", svc)) if !svc.is_empty() => Piece::Upstream(svc.to_owned()),
+                Some(("secret", key)) if !key.is_empty() => Piece::Secret(key.to_owned()),
+                _ => {
+                    return Err(format!(
+                        "unknown placeholder `{{{name}}}`; expected one of {PLACEHOLDERS}"
+                    ));
+                }
+            };
+            if !lit.is_empty() {
+                pieces.push(Piece::Lit(std::mem::take(&mut lit)));
+            }
+            pieces.push(piece);
+        }
+        lit.push_str(rest);
+        if !lit.is_empty() {
+            pieces.push(Piece::Lit(lit));
+        }
+        Ok(Template(pieces))
+    }
+
+    /// Fills the placeholders; `lookup` answers the ones that need the running system.
+    pub fn render(&self, lookup: &dyn Fn(&Piece) -> String) -> String {
+        self.0
+            .iter()
+            .map(|p| match p {
+                Piece::Lit(s) => s.clone(),
+                other => lookup(other),
+            })
+            .collect()
+    }
+
+    fn upstreams(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().filter_map(|p| match p {
+            Piece::Upstream(s) => Some(s.as_str()),
+            _ => None,
+        })
+    }
+}
+
+/// A validated service.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub name: String,
+    pub command: Vec<Template>,
+    pub replicas: u32,
+    /// 0 picks a free port for each replica.
+    pub port: u16,
+    pub host: IpAddr,
+    pub zones: Vec<String>,
+    /// The services this one calls: the edges of the topology.
+    pub calls: Vec<String>,
+    pub health_path: String,
+    pub startup_timeout: Duration,
+    pub env: Vec<(String, Template)>,
+}
+
+impl Service {
+    /// The zone of replica `index` (from 1): zones are dealt out in turn.
+    pub fn zone_of(&self, index: u32) -> &str {
+        &self.zones[(index as usize - 1) % self.zones.len()]
+    }
+
+    pub fn replica_name(&self, index: u32) -> String {
+        format!("{}-{index}", self.name)
+    }
+}
+
+/// A validated topology. `services` is in start order: every service after the ones
+/// it calls.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub name: String,
+    pub entrypoint: Option<String>,
+    pub env: Vec<(String, Template)>,
+    pub services: Vec<Service>,
+    /// Directory that relative program paths are resolved against.
+    pub base_dir: PathBuf,
+}
+
+const MAX_REPLICAS: i64 = 64;
+
+impl Topology {
+    pub fn load(path: &Path) -> Result<Self, SourceError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            SourceError::whole_file(&shown, format!("cannot read the topology file: {e}"))
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&shown, &text, base)
+    }
+
+    /// Parses and validates `text`, naming it `file` in errors.
+    pub fn parse(file: &str, text: &str, base_dir: PathBuf) -> Result<Self, SourceError> {
+        let raw: RawTopology =
+            toml::from_str(text).map_err(|e| SourceError::from_toml(file, text, &e))?;
+        let err =
+            |span: std::ops::Range<usize>, msg: String| SourceError::at(file, text, span, msg);
+
+        if raw.services.is_empty() {
+            return Err(SourceError::whole_file(
+                file,
+                "the topology has no services; add a [services.NAME] table with a command",
+            ));
+        }
+        let names: BTreeSet<&str> = raw.services.keys().map(|k| k.get_ref().as_str()).collect();
+        let name_list = || names.iter().copied().collect::<Vec<_>>().join(", ");
+
+        let env = parse_env(&raw.env, &err)?;
+        let mut services = Vec::new();
+        for (name, svc) in &raw.services {
+            services.push(validate_service(name, svc, &names, &name_list, &err)?);
+        }
+        let entrypoint = match &raw.entrypoint {
+            Some(e) if !names.contains(e.get_ref().as_str()) => {
+                return Err(err(
+                    e.span(),
+                    format!(
+                        "entrypoint `{}` is not a service; services are: {}",
+                        e.get_ref(),
+                        name_list()
+                    ),
+                ));
+            }
+            Some(e) => Some(e.get_ref().clone()),
+            None => None,
+        };
+        let services = start_order(services, &raw, &err)?;
+        Ok(Topology {
+            name: raw
+                .name
+                .map_or_else(|| "topology".to_owned(), Spanned::into_inner),
+            entrypoint,
+            env,
+            services,
+            base_dir,
+        })
+    }
+
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    pub fn service_mut(&mut self, name: &str) -> Option<&mut Service> {
+        self.services.iter_mut().find(|s| s.name == name)
+    }
+}
+
+type ErrFn<'a> = dyn Fn(std::ops::Range<usize>, String) -> SourceError + 'a;
+
+fn parse_env(
+    raw: &BTreeMap<Spanned<String>, Spanned<String>>,
+    err: &ErrFn<'_>,
+) -> Result<Vec<(String, Template)>, SourceError> {
+    raw.iter()
+        .map(|(k, v)| {
+            if k.get_ref().is_empty() || k.get_ref().contains(['=', '\0']) {
+                return Err(err(
+                    k.span(),
+                    format!("`{}` is not a valid environment variable name", k.get_ref()),
+                ));
+            }
+            let t = Template::parse(v.get_ref()).map_err(|m| err(v.span(), m))?;
+            Ok((k.get_ref().clone(), t))
+        })
+        .collect()
+}
+
+fn valid_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+    if !first_ok
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "service name `{name}` must start with a lowercase letter and hold only lowercase letters, digits, `-` and `_`"
+        ));
+    }
+    if let Some((_, tail)) = name.rsplit_once('-') {
+        if !tail.is_empty() && tail.chars().all(|c| c.is_ascii_digit()) {
+            return Err(format!(
+                "service name `{name}` ends in `-{tail}`, which reads as a replica number; rename it"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_service(
+    name: &Spanned<String>,
+    raw: &RawService,
+    names: &BTreeSet<&str>,
+    name_list: &dyn Fn() -> String,
+    err: &ErrFn<'_>,
+) -> Result<Service, SourceError> {
+    let n = name.get_ref().as_str();
+    valid_name(n).map_err(|m| err(name.span(), m))?;
+
+    if raw.command.get_ref().is_empty() {
+        return Err(err(
+            raw.command.span(),
+            format!("service `{n}` has an empty command; give the program and its arguments"),
+        ));
+    }
+    let mut command = Vec::new();
+    for arg in raw.command.get_ref() {
+        command.push(Template::parse(arg.get_ref()).map_err(|m| err(arg.span(), m))?);
+    }
+    if command[0].0.iter().any(|p| !matches!(p, Piece::Lit(_))) {
+        return Err(err(
+            raw.command.get_ref()[0].span(),
+            "the program (first word of the command) cannot hold placeholders".into(),
+        ));
+    }
+
+    let replicas = match &raw.replicas {
+        Some(r) if !(1..=MAX_REPLICAS).contains(r.get_ref()) => {
+            return Err(err(
+                r.span(),
+                format!(
+                    "replicas must be from 1 to {MAX_REPLICAS}, not {}",
+                    r.get_ref()
+                ),
+            ));
+        }
+        Some(r) => *r.get_ref() as u32,
+        None => 1,
+    };
+    let port = match &raw.port {
+        Some(p) if !(0..=65535).contains(p.get_ref()) => {
+            return Err(err(
+                p.span(),
+                format!("port must be from 0 to 65535, not {}", p.get_ref()),
+            ));
+        }
+        Some(p) if *p.get_ref() != 0 && replicas > 1 => {
+            return Err(err(
+                p.span(),
+                format!(
+                    "service `{n}` has {replicas} replicas, so they cannot share port {}; use port = 0",
+                    p.get_ref()
+                ),
+            ));
+        }
+        Some(p) => *p.get_ref() as u16,
+        None => 0,
+    };
+    let host = match &raw.host {
+        Some(h) => h.get_ref().parse::<IpAddr>().map_err(|_| {
+            err(
+                h.span(),
+                format!(
+                    "host must be an IP address such as 127.0.0.1, not `{}`",
+                    h.get_ref()
+                ),
+            )
+        })?,
+        None => IpAddr::from([127, 0, 0, 1]),
+    };
+    let zones = match &raw.zones {
+        Some(z) if z.get_ref().is_empty() => {
+            return Err(err(
+                z.span(),
+                "zones cannot be empty; leave it out for a single zone".into(),
+            ));
+        }
+        Some(z) => {
+            for zone in z.get_ref() {
+                if zone.get_ref().is_empty() || zone.get_ref().contains(char::is_whitespace) {
+                    return Err(err(
+                        zone.span(),
+                        format!("zone `{}` must be a non-empty word", zone.get_ref()),
+                    ));
+                }
+            }
+            z.get_ref().iter().map(|s| s.get_ref().clone()).collect()
+        }
+        None => vec!["default".to_owned()],
+    };
+
+    let mut calls = Vec::new();
+    for c in &raw.calls {
+        let callee = c.get_ref();
+        if !names.contains(callee.as_str()) {
+            return Err(err(
+                c.span(),
+                format!(
+                    "`{n}` calls unknown service `{callee}`; services are: {}",
+                    name_list()
+                ),
+            ));
+        }
+        if callee == n {
+            return Err(err(c.span(), format!("`{n}` cannot call itself")));
+        }
+        if calls.contains(callee) {
+            return Err(err(
+                c.span(),
+                format!("`{n}` lists `{callee}` twice in calls"),
+            ));
+        }
+        calls.push(callee.clone());
+    }
+    for (arg, t) in raw.command.get_ref().iter().zip(&command) {
+        for up in t.upstreams() {
+            if !calls.iter().any(|c| c == up) {
+                return Err(err(
+                    arg.span(),
+                    format!(
+                        "`{{upstream:{up}}}` needs `{up}` in the calls of `{n}` (calls = [{}])",
+                        calls.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+
+    let health_path = match &raw.health {
+        Some(h) if !h.get_ref().starts_with('/') => {
+            return Err(err(
+                h.span(),
+                format!(
+                    "health must be an HTTP path starting with `/`, not `{}`",
+                    h.get_ref()
+                ),
+            ));
+        }
+        Some(h) => h.get_ref().clone(),
+        None => "/health".to_owned(),
+    };
+    let startup_timeout = match &raw.startup_timeout {
+        Some(t) => humantime::parse_duration(t.get_ref()).map_err(|e| {
+            err(
+                t.span(),
+                format!("startup_timeout: {e} (write durations like 500ms, 10s)"),
+            )
+        })?,
+        None => Duration::from_secs(20),
+    };
+    let env = parse_env(&raw.env, err)?;
+    for (_, t) in &env {
+        if let Some(up) = t.upstreams().find(|u| !calls.iter().any(|c| c == u)) {
+            let span = raw
+                .env
+                .values()
+                .next()
+                .map(|v| v.span())
+                .unwrap_or(name.span());
+            return Err(err(
+                span,
+                format!("`{{upstream:{up}}}` needs `{up}` in the calls of `{n}`"),
+            ));
+        }
+    }
+
+    Ok(Service {
+        name: n.to_owned(),
+        command,
+        replicas,
+        port,
+        host,
+        zones,
+        calls,
+        health_path,
+        startup_timeout,
+        env,
+    })
+}
+
+/// Orders services so that each comes after every service it calls, refusing cycles.
+fn start_order(
+    services: Vec<Service>,
+    raw: &RawTopology,
+    err: &ErrFn<'_>,
+) -> Result<Vec<Service>, SourceError> {
+    let mut remaining: HashMap<String, Service> =
+        services.into_iter().map(|s| (s.name.clone(), s)).collect();
+    let mut ordered: Vec<Service> = Vec::new();
+    while !remaining.is_empty() {
+        let mut ready: Vec<String> = remaining
+            .values()
+            .filter(|s| s.calls.iter().all(|c| ordered.iter().any(|o| &o.name == c)))
+            .map(|s| s.name.clone())
+            .collect();
+        if ready.is_empty() {
+            let mut stuck: Vec<&String> = remaining.keys().collect();
+            stuck.sort();
+            let first = stuck[0];
+            let span = raw
+                .services
+                .get_key_value(first.as_str())
+                .map(|(k, _)| k.span())
+                .unwrap_or(0..0);
+            let list: Vec<&str> = stuck.iter().map(|s| s.as_str()).collect();
+            return Err(err(
+                span,
+                format!(
+                    "the calls between {} form a cycle; services must be startable in order",
+                    list.join(", ")
+                ),
+            ));
+        }
+        ready.sort();
+        for name in ready {
+            ordered.push(remaining.remove(&name).expect("name came from the map"));
+        }
+    }
+    Ok(ordered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Topology, SourceError> {
+        Topology::parse("t.toml", text, PathBuf::new())
+    }
+
+    fn check_err(text: &str, expected: &str) {
+        match parse(text) {
+            Ok(_) => panic!("expected an error for:\n{text}"),
+            Err(e) => assert_eq!(e.to_string(), expected),
+        }
+    }
+
+    const GOOD: &str = r#"
+name = "demo"
+entrypoint = "web"
+[env]
+SECRET = "{secret:jwt}"
+[services.db]
+command = ["db", "--listen", "{listen}"]
+[services.web]
+command = ["web", "--listen", "{listen}", "--db", "{upstream:db}"]
+replicas = 3
+zones = ["a", "b"]
+calls = ["db"]
+"#;
+
+    #[test]
+    fn a_good_file_is_validated_and_ordered() {
+        let t = parse(GOOD).unwrap();
+        assert_eq!(t.name, "demo");
+        assert_eq!(t.entrypoint.as_deref(), Some("web"));
+        let order: Vec<_> = t.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(order, ["db", "web"]);
+        let web = t.service("web").unwrap();
+        assert_eq!(web.replicas, 3);
+        assert_eq!(
+            [web.zone_of(1), web.zone_of(2), web.zone_of(3)],
+            ["a", "b", "a"]
+        );
+        assert_eq!(web.command[4], Template(vec![Piece::Upstream("db".into())]));
+        assert_eq!(t.service("db").unwrap().zones, ["default"]);
+        assert_eq!(t.env[0].1, Template(vec![Piece::Secret("jwt".into())]));
+    }
+
+    #[test]
+    fn templates_parse_and_render() {
+        let t = Template::parse("http://{host}:{port}/x{{y}}").unwrap();
+        let out = t.render(&|p| match p {
+            Piece::Host => "h".into(),
+            Piece::Port => "1".into(),
+            _ => unreachable!(),
+        });
+        assert_eq!(out, "http://h:1/x{y}");
+        assert!(
+            Template::parse("{nope}")
+                .unwrap_err()
+                .contains("unknown placeholder `{nope}`")
+        );
+        assert!(Template::parse("{listen").unwrap_err().contains("unclosed"));
+        assert!(Template::parse("a}b").unwrap_err().contains("unmatched"));
+    }
+
+    #[test]
+    fn errors_point_at_the_problem() {
+        check_err(
+            "[services.a]\ncommand = []\n",
+            "t.toml:2:11: service `a` has an empty command; give the program and its arguments",
+        );
+        check_err(
+            "[services.a]\ncommand = [\"x\"]\ncalls = [\"b\"]\n",
+            "t.toml:3:10: `a` calls unknown service `b`; services are: a",
+        );
+        check_err(
+            "[services.a]\ncommand = [\"x\"]\nreplicas = 0\n",
+            "t.toml:3:12: replicas must be from 1 to 64, not 0",
+        );
+        check_err(
+            "[services.a]\ncommand = [\"x\"]\nreplicas = 2\nport = 8080\n",
+            "t.toml:4:8: service `a` has 2 replicas, so they cannot share port 8080; use port = 0",
+        );
+        check_err(
+            "[services.a]\ncommand = [\"x\", \"{upstream:b}\"]\n[services.b]\ncommand = [\"y\"]\n",
+            "t.toml:2:17: `{upstream:b}` needs `b` in the calls of `a` (calls = [])",
+        );
+        check_err(
+            "[services.a]\ncommand = [\"x\"]\ncalls = [\"b\"]\n[services.b]\ncommand = [\"y\"]\ncalls = [\"a\"]\n",
+            "t.toml:1:11: the calls between a, b form a cycle; services must be startable in order",
+        );
+        check_err(
+            "entrypoint = \"web\"\n[services.a]\ncommand = [\"x\"]\n",
+            "t.toml:1:14: entrypoint `web` is not a service; services are: a",
+        );
+        check_err(
+            "[services.orders-2]\ncommand = [\"x\"]\n",
+            "t.toml:1:11: service name `orders-2` ends in `-2`, which reads as a replica number; rename it",
+        );
+        check_err(
+            "[services.a]\ncommand = [\"x\"]\nhealth = \"health\"\n",
+            "t.toml:3:10: health must be an HTTP path starting with `/`, not `health`",
+        );
+        check_err(
+            "[services.a]\ncommand = [\"x\", \"{lisen}\"]\n",
+            "t.toml:2:17: unknown placeholder `{lisen}`; expected one of {listen}, {host}, {port}, {service}, {replica}, {index}, {zone}, {run_dir}, {upstream:NAME}, {secret:NAME}",
+        );
+        check_err(
+            "",
+            "t.toml: the topology has no services; add a [services.NAME] table with a command",
+        );
+    }
+
+    #[test]
+    fn toml_and_schema_errors_keep_their_position() {
+        let e = parse("[services.a]\ncommand = [\"x\"]\nreplica = 2\n").unwrap_err();
+        assert_eq!((e.line, e.column), (3, 1));
+        assert!(
+            e.message.contains("unknown field `replica`"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message.contains("replicas"),
+            "names the valid fields: {}",
+            e.message
+        );
+        let e = parse("[services.a]\ncommand = [\"x\"\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        let e = parse("[services.a]\ncommand = \"x\"\n").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 11), "{e}");
+    }
+}

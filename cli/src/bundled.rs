@@ -1,0 +1,33 @@
+//! The bundled reference system, compiled into the binary so that `faultline up` works
+//! from any directory.
+
+use std::path::{Path, PathBuf};
+
+use faultline_agent::diag::SourceError;
+use faultline_agent::topology::Topology;
+
+/// `target-system/topology.toml`, as built.
+pub const TOPOLOGY: &str = include_str!("../../target-system/topology.toml");
+pub const TOPOLOGY_NAME: &str = "<bundled>/topology.toml";
+
+/// `path`'s topology, or the bundled one.
+pub fn load_topology(path: Option<&Path>) -> Result<Topology, SourceError> {
+    match path {
+        Some(p) => Topology::load(p),
+        None => Topology::parse(TOPOLOGY_NAME, TOPOLOGY, PathBuf::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_bundled_topology_is_valid() {
+        let t = super::load_topology(None).unwrap();
+        assert_eq!(t.entrypoint.as_deref(), Some("gateway"));
+        assert_eq!(
+            t.services.last().unwrap().name,
+            "gateway",
+            "the entrypoint starts last"
+        );
+    }
+}
