@@ -293,12 +293,13 @@ fn valid_name(name: &str) -> Result<(), String> {
             "service name `{name}` must start with a lowercase letter and hold only lowercase letters, digits, `-` and `_`"
         ));
     }
-    if let Some((_, tail)) = name.rsplit_once('-') {
-        if !tail.is_empty() && tail.chars().all(|c| c.is_ascii_digit()) {
-            return Err(format!(
-                "service name `{name}` ends in `-{tail}`, which reads as a replica number; rename it"
-            ));
-        }
+    if let Some((_, tail)) = name.rsplit_once('-')
+        && !tail.is_empty()
+        && tail.chars().all(|c| c.is_ascii_digit())
+    {
+        return Err(format!(
+            "service name `{name}` ends in `-{tail}`, which reads as a replica number; rename it"
+        ));
     }
     Ok(())
 }

@@ -186,15 +186,15 @@ async fn proxy(
     let claims: Result<Claims, TokenError> = gw
         .verifier
         .verify_header(req.headers().get(header::AUTHORIZATION));
-    if route.protected {
-        if let Err(e) = claims {
-            gw.auth_failures
-                .get_or_create(&ReasonLabels {
-                    reason: e.as_label(),
-                })
-                .inc();
-            return unauthorized(e);
-        }
+    if route.protected
+        && let Err(e) = claims
+    {
+        gw.auth_failures
+            .get_or_create(&ReasonLabels {
+                reason: e.as_label(),
+            })
+            .inc();
+        return unauthorized(e);
     }
     let client = match &claims {
         Ok(c) => format!("user:{}", c.sub),
