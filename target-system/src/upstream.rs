@@ -255,10 +255,45 @@ struct Policy {
     budget: RetryBudget,
 }
 
+/// This upstream's own series, resolved once so the request path touches only atomics.
+struct Handles {
+    tries_success: Counter,
+    tries_failure: Counter,
+    tries_dependency: Counter,
+    try_duration: Histogram,
+    retries: Counter,
+    budget_exhausted: Counter,
+    breaker_state: Gauge,
+    breaker_rejections: Counter,
+    breaker_transitions: Counter,
+}
+
+impl Handles {
+    fn new(m: &UpstreamMetrics, labels: &UpstreamLabels) -> Self {
+        let outcome = |outcome| {
+            m.tries.get_or_create_owned(&OutcomeLabels {
+                upstream: labels.upstream.clone(),
+                outcome,
+            })
+        };
+        Self {
+            tries_success: outcome("success"),
+            tries_failure: outcome("failure"),
+            tries_dependency: outcome("dependency_failure"),
+            try_duration: m.try_duration.get_or_create_owned(labels),
+            retries: m.retries.get_or_create_owned(labels),
+            budget_exhausted: m.budget_exhausted.get_or_create_owned(labels),
+            breaker_state: m.breaker_state.get_or_create_owned(labels),
+            breaker_rejections: m.breaker_rejections.get_or_create_owned(labels),
+            breaker_transitions: m.breaker_transitions.get_or_create_owned(labels),
+        }
+    }
+}
+
 /// One called service: its replicas and the policies guarding calls to it.
 pub struct Upstream {
     name: String,
-    labels: UpstreamLabels,
+    handles: Handles,
     endpoints: Vec<Endpoint>,
     client: Client<HttpConnector, Full<Bytes>>,
     policy: Mutex<Policy>,
@@ -328,15 +363,16 @@ impl Upstream {
             metrics.endpoint_healthy.get_or_create(&e.labels).set(1);
             metrics.endpoint_ejected.get_or_create(&e.labels).set(0);
         }
-        metrics.breaker_state.get_or_create(&labels).set(0);
+        let handles = Handles::new(&metrics, &labels);
+        handles.breaker_state.set(0);
         let now = Instant::now();
         Arc::new(Self {
+            handles,
             policy: Mutex::new(Policy {
                 breaker: Breaker::new(config.breaker, now),
                 budget: RetryBudget::new(config.budget, now),
             }),
             name,
-            labels,
             endpoints,
             client,
             config,
@@ -374,10 +410,7 @@ impl Upstream {
                 permit
             };
             let Ok(permit) = permit else {
-                self.metrics
-                    .breaker_rejections
-                    .get_or_create(&self.labels)
-                    .inc();
+                self.handles.breaker_rejections.inc();
                 return Err(UpstreamError::CircuitOpen(self.name.clone()));
             };
             let Some(idx) = self.pick(&tried) else {
@@ -420,7 +453,7 @@ impl Upstream {
             let wake = deadline.min_after(Instant::now(), wait);
             tokio::time::sleep_until(wake).await;
             attempt += 1;
-            self.metrics.retries.get_or_create(&self.labels).inc();
+            self.handles.retries.inc();
         }
     }
 
@@ -457,10 +490,7 @@ impl Upstream {
             .budget
             .try_withdraw(Instant::now());
         if !ok {
-            self.metrics
-                .budget_exhausted
-                .get_or_create(&self.labels)
-                .inc();
+            self.handles.budget_exhausted.inc();
         }
         ok
     }
@@ -497,11 +527,8 @@ impl Upstream {
 
     fn sync_breaker_metrics(&self, breaker: &mut Breaker, now: Instant) {
         let state = breaker.state(now);
-        self.metrics
-            .breaker_state
-            .get_or_create(&self.labels)
-            .set(state.as_gauge());
-        let counter = self.metrics.breaker_transitions.get_or_create(&self.labels);
+        self.handles.breaker_state.set(state.as_gauge());
+        let counter = &self.handles.breaker_transitions;
         let seen = counter.get();
         if breaker.transitions() > seen {
             counter.inc_by(breaker.transitions() - seen);
@@ -585,9 +612,8 @@ impl Upstream {
             }
         };
         let result = tokio::time::timeout_at(try_deadline, self.client.request(req)).await;
-        self.metrics
+        self.handles
             .try_duration
-            .get_or_create(&self.labels)
             .observe(start.elapsed().as_secs_f64());
         let (outcome, label) = match result {
             Err(_) => (
@@ -595,7 +621,7 @@ impl Upstream {
                     error: UpstreamError::Timeout(self.name.clone()),
                     not_sent: false,
                 },
-                "failure",
+                &self.handles.tries_failure,
             ),
             Ok(Err(err)) => {
                 let not_sent = err.is_connect();
@@ -607,7 +633,7 @@ impl Upstream {
                 } else {
                     UpstreamError::Transport(self.name.clone(), root_cause(&err))
                 };
-                (TryOutcome::Error { error, not_sent }, "failure")
+                (TryOutcome::Error { error, not_sent }, &self.handles.tries_failure)
             }
             Ok(Ok(resp)) => {
                 let status = resp.status();
@@ -625,11 +651,11 @@ impl Upstream {
                             | StatusCode::GATEWAY_TIMEOUT
                     );
                 let label = if blames_dependency {
-                    "dependency_failure"
+                    &self.handles.tries_dependency
                 } else if failure {
-                    "failure"
+                    &self.handles.tries_failure
                 } else {
-                    "success"
+                    &self.handles.tries_success
                 };
                 (
                     TryOutcome::Response {
@@ -641,13 +667,7 @@ impl Upstream {
                 )
             }
         };
-        self.metrics
-            .tries
-            .get_or_create(&OutcomeLabels {
-                upstream: self.name.clone(),
-                outcome: label,
-            })
-            .inc();
+        label.inc();
         outcome
     }
 

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Gateway throughput and p99 on the cdn-hit path, against HAProxy -> nginx on the same
+# machine in the same run: two hops against two hops. Also the time from `faultline up`
+# to its ready line.
+#
+# Needs: a release build (cargo build --release --workspace), and wrk, haproxy and
+# nginx from Debian (apt-get install wrk haproxy nginx-light). Everything listens on
+# 127.0.0.1 ports picked at run time and stops when the script ends.
+#
+# Usage: bench/gateway.sh [duration=15s] [connections=64]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-15s}
+CONNS=${2:-64}
+BIN=target/release
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 1 200); do curl -sf -o /dev/null "$1" && return 0; sleep 0.05; done; echo "no answer from $1" >&2; exit 1; }
+
+echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)"
+echo "# tools: $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), $(haproxy -v | head -1 | cut -d' ' -f1-3), $(nginx -v 2>&1 | cut -d' ' -f3)"
+
+# --- startup time: faultline up -> ready, five runs --------------------------------
+echo "## time from faultline up to ready (release build)"
+for i in 1 2 3 4 5; do
+  start=$(date +%s%N)
+  FAULTLINE_HOME=$WORK/home $BIN/faultline up --gateway-port 0 --run-dir "$WORK/run-start-$i" > "$WORK/start-$i.out" 2>&1 &
+  pid=$!
+  until grep -q '^ready:' "$WORK/start-$i.out" 2>/dev/null; do sleep 0.005; done
+  end=$(date +%s%N)
+  echo "run $i: $(( (end - start) / 1000000 )) ms"
+  kill -TERM $pid; wait $pid || true
+done
+
+# --- the shop's gateway --------------------------------------------------------------
+SHOP_RATE_LIMIT_RPS=0 $BIN/faultline up --gateway-port 0 --run-dir "$WORK/run" > "$WORK/up.out" 2>&1 &
+PIDS+=($!)
+until grep -q '^ready:' "$WORK/up.out" 2>/dev/null; do sleep 0.05; done
+GW=$(sed -n 's/^ready: gateway=//p' "$WORK/up.out")
+curl -sf -o "$WORK/product.json" "$GW/api/v1/products/1"
+curl -sf -D - -o /dev/null "$GW/api/v1/products/1" | grep -i '^x-cache: HIT' > /dev/null
+SIZE=$(stat -c %s "$WORK/product.json")
+
+# --- HAProxy -> nginx serving a static body of the same size -------------------------
+NGINX_PORT=$(free_port); HAPROXY_PORT=$(free_port)
+mkdir -p "$WORK/www" "$WORK/nginx"
+# nginx workers run as www-data and must read the body.
+chmod 755 "$WORK" "$WORK/www"
+cp "$WORK/product.json" "$WORK/www/product.json"; chmod 644 "$WORK/www/product.json"
+cat > "$WORK/nginx.conf" <<CONF
+daemon off;
+worker_processes auto;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx;
+  fastcgi_temp_path $WORK/nginx; uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / { root $WORK/www; default_type application/json; try_files /product.json =404; }
+  }
+}
+CONF
+cat > "$WORK/haproxy.cfg" <<CONF
+global
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:$HAPROXY_PORT
+  default_backend be
+backend be
+  http-reuse always
+  server nginx 127.0.0.1:$NGINX_PORT
+CONF
+nginx -c "$WORK/nginx.conf" -p "$WORK/nginx" & PIDS+=($!)
+haproxy -f "$WORK/haproxy.cfg" -db & PIDS+=($!)
+wait_http "http://127.0.0.1:$NGINX_PORT/"
+wait_http "http://127.0.0.1:$HAPROXY_PORT/"
+
+run_wrk() { # name url
+  echo "## $1: wrk -t2 -c$CONNS -d$DURATION --latency $2"
+  wrk -t2 -c"$CONNS" -d"$DURATION" --latency "$2" | tee "$WORK/$1.wrk" | grep -E 'Requests/sec|99%|50%|Non-2xx|Socket errors' || true
+}
+echo "# response body: $SIZE bytes"
+run_wrk haproxy "http://127.0.0.1:$HAPROXY_PORT/api/v1/products/1"
+run_wrk gateway "$GW/api/v1/products/1"
+
+rps() { awk '/Requests\/sec/ {print $2}' "$WORK/$1.wrk"; }
+echo "## ratio gateway / haproxy->nginx requests/s: $(python3 -c "print(round($(rps gateway)/$(rps haproxy), 3))")"
