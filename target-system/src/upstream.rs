@@ -633,7 +633,10 @@ impl Upstream {
                 } else {
                     UpstreamError::Transport(self.name.clone(), root_cause(&err))
                 };
-                (TryOutcome::Error { error, not_sent }, &self.handles.tries_failure)
+                (
+                    TryOutcome::Error { error, not_sent },
+                    &self.handles.tries_failure,
+                )
             }
             Ok(Ok(resp)) => {
                 let status = resp.status();
