@@ -16,6 +16,7 @@
 //! - [`jwt`], [`deadline`], [`metrics`], [`error`], [`args`]: shared pieces.
 
 pub mod args;
+pub mod clients;
 pub mod deadline;
 pub mod error;
 pub mod jwt;
@@ -24,3 +25,4 @@ pub mod resilience;
 pub mod server;
 pub mod services;
 pub mod upstream;
+pub mod wal;

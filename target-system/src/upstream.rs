@@ -463,15 +463,48 @@ impl Upstream {
         path: &str,
         deadline: Deadline,
     ) -> Result<(StatusCode, HeaderMap, Bytes), UpstreamError> {
+        self.request(
+            Method::GET,
+            path,
+            &HeaderMap::new(),
+            Bytes::new(),
+            deadline,
+            RetryPolicy::Idempotent,
+        )
+        .await
+    }
+
+    /// POSTs `body` as JSON and reads the whole answer.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        headers: &HeaderMap,
+        deadline: Deadline,
+        retry: RetryPolicy,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), UpstreamError> {
+        let mut headers = headers.clone();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let body = Bytes::from(serde_json::to_vec(body).expect("JSON values serialise"));
+        self.request(Method::POST, path, &headers, body, deadline, retry)
+            .await
+    }
+
+    /// Sends a request and reads the whole answer within the deadline.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+        deadline: Deadline,
+        retry: RetryPolicy,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), UpstreamError> {
         let resp = self
-            .send(
-                Method::GET,
-                path,
-                &HeaderMap::new(),
-                Bytes::new(),
-                deadline,
-                RetryPolicy::Idempotent,
-            )
+            .send(method, path, headers, body, deadline, retry)
             .await?;
         let (parts, body) = resp.into_parts();
         let body = tokio::time::timeout_at(deadline.0, body.collect())

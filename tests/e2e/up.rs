@@ -134,3 +134,69 @@ fn a_service_that_never_gets_healthy_fails_the_start_with_its_log() {
         "the log tail is shown: {err}"
     );
 }
+
+#[test]
+fn a_port_held_by_another_server_is_not_mistaken_for_a_healthy_replica() {
+    // An impostor answers 200 to everything on the port the topology asks for.
+    let impostor = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = impostor.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for conn in impostor.incoming() {
+            let Ok(mut c) = conn else { return };
+            let mut buf = [0u8; 1024];
+            let _ = c.read(&mut buf);
+            let _ =
+                c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    // The replica itself never binds: it takes a second to fail. Meanwhile the probe
+    // reaches the impostor, which must not make the replica healthy.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "entrypoint = \"web\"\n[services.web]\ncommand = [\"sh\", \"-c\", \"sleep 1; echo cannot listen on {{listen}} >&2; exit 1\"]\nport = {port}\nstartup_timeout = \"20s\"\n"
+        ),
+    )
+    .unwrap();
+    // No --gateway-port: the topology's taken port must be used.
+    let mut child = Command::new(bin("faultline"))
+        .args(["up", "--topology"])
+        .arg(&file)
+        .arg("--run-dir")
+        .arg(dir.path().join("run"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A supervisor fooled by the impostor would print ready and run on: bound the wait.
+    let exited = wait_until(Duration::from_secs(30), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        exited,
+        "faultline up took the impostor for the replica: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("replica web-1 did not become healthy"),
+        "{err}"
+    );
+    assert!(
+        err.contains("cannot listen on 127.0.0.1:"),
+        "the replica's own error is shown: {err}"
+    );
+}

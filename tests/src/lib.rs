@@ -45,7 +45,12 @@ pub fn bin(name: &str) -> PathBuf {
         )
     });
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let newest = ["cli/src", "agents/src", "target-system/src"]
+    let sources: &[&str] = match name {
+        "shop" => &["target-system/src"],
+        "faultline-agent" => &["agents/src"],
+        _ => &["cli/src", "agents/src", "target-system/topology.toml"],
+    };
+    let newest = sources
         .iter()
         .filter_map(|d| newest_mtime(&root.join(d)))
         .max();
@@ -60,6 +65,9 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
+    if dir.is_file() {
+        return dir.metadata().and_then(|m| m.modified()).ok();
+    }
     let mut newest = None;
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let path = entry.path();

@@ -100,3 +100,99 @@ pub(crate) async fn wait_stopped(pid: u32, timeout: std::time::Duration) -> bool
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
 }
+
+/// True when process `pid`, or a process of the group it leads (a wrapper script's
+/// child), holds the socket listening on TCP `port` (IPv4 or IPv6).
+///
+/// A health probe alone cannot tell *which* process answered: when a port picked for a
+/// new replica is taken by another program in the meantime, the probe reaches that
+/// program and would declare a replica healthy that never bound its port. Checking the
+/// listener's owner in `/proc` closes that gap for any program, without its help.
+pub(crate) fn owns_listener(pid: u32, port: u16) -> bool {
+    let inodes = listening_inodes(port);
+    if inodes.is_empty() {
+        return false;
+    }
+    holds_socket(pid, &inodes)
+        || group_members(pid)
+            .into_iter()
+            .any(|p| p != pid && holds_socket(p, &inodes))
+}
+
+/// Processes whose process group is `pgid`.
+fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
+                // pid (comm) state ppid pgrp ...: fields after the command name.
+                stat.rsplit(')')
+                    .next()
+                    .and_then(|rest| rest.split_whitespace().nth(2))
+                    == Some(&pgid.to_string())
+            })
+        })
+        .collect()
+}
+
+fn holds_socket(pid: u32, inodes: &[u64]) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|target| {
+            let t = target.to_string_lossy();
+            t.strip_prefix("socket:[")
+                .and_then(|s| s.strip_suffix(']'))
+                .and_then(|s| s.parse::<u64>().ok())
+                .is_some_and(|inode| inodes.contains(&inode))
+        })
+    })
+}
+
+/// Inodes of the sockets in LISTEN state on `port`, from `/proc/net/tcp{,6}`.
+fn listening_inodes(port: u16) -> Vec<u64> {
+    let mut out = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            if cols.len() < 10 || cols[3] != "0A" {
+                continue;
+            }
+            let local_port = cols[1]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port)
+                && let Ok(inode) = cols[9].parse()
+            {
+                out.push(inode);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_owner_of_a_listener() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(owns_listener(std::process::id(), port));
+        // pid 1 does not hold our socket.
+        assert!(!owns_listener(1, port));
+        drop(l);
+        assert!(!owns_listener(std::process::id(), port));
+    }
+}

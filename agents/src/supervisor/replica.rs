@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::process::{describe_exit, signal_group, spawn, wait_stopped};
+use super::process::{describe_exit, owns_listener, signal_group, spawn, wait_stopped};
 use super::{Action, Command, ControlError, ReplicaState, ReplicaStatus, Shared, ports, probe};
 
 /// A replica that stayed up this long is considered stable: its next crash restarts
@@ -268,7 +268,13 @@ impl Runner {
                 },
                 _ = tokio::time::sleep_until(next_probe), if probe.is_none() && !paused => {
                     let path = health_path.clone();
-                    probe = Some(Box::pin(async move { probe::http_ok(addr, &path, PROBE_TIMEOUT).await }));
+                    let check_owner = !ready;
+                    probe = Some(Box::pin(async move {
+                        // Until the first healthy answer, make sure it came from this
+                        // replica and not from whatever else holds the port.
+                        probe::http_ok(addr, &path, PROBE_TIMEOUT).await
+                            && (!check_owner || owns_listener(pid, addr.port()))
+                    }));
                 }
                 passed = async { probe.as_mut().expect("guarded by is_some").await }, if probe.is_some() => {
                     probe = None;

@@ -2,8 +2,10 @@
 
 pub mod api;
 pub mod auth;
+pub mod broker;
 pub mod cache;
 pub mod catalog;
 pub mod cdn;
 pub mod content;
 pub mod gateway;
+pub mod store;

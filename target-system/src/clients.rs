@@ -1,0 +1,444 @@
+//! Typed clients for the shop's data services, over [`Upstream`]: the broker (queues and
+//! topics) and the sharded store. Services that consume queues share [`consume`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::deadline::Deadline;
+use crate::upstream::{RetryPolicy, Upstream, UpstreamError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("{service} answered {status}: {message}")]
+    Status {
+        service: String,
+        status: StatusCode,
+        message: String,
+    },
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientError::Status { status, .. } => Some(*status),
+            ClientError::Upstream(_) => None,
+        }
+    }
+}
+
+fn check(service: &str, status: StatusCode, body: &Bytes) -> Result<(), ClientError> {
+    if status.is_success() {
+        return Ok(());
+    }
+    let message = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    Err(ClientError::Status {
+        service: service.to_owned(),
+        status,
+        message,
+    })
+}
+
+fn deadline(d: Duration) -> Deadline {
+    Deadline(Instant::now() + d)
+}
+
+/// A message as a consumer receives it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Message {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub body: String,
+    pub receive_count: u32,
+}
+
+#[derive(Clone)]
+pub struct Broker {
+    up: Arc<Upstream>,
+}
+
+impl Broker {
+    pub fn new(up: Arc<Upstream>) -> Self {
+        Self { up }
+    }
+
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.up
+    }
+
+    async fn post(&self, path: &str, body: Value, timeout: Duration) -> Result<Value, ClientError> {
+        // Sends are repeated after a failure: the broker delivers at least once anyway,
+        // and every consumer of the shop is idempotent.
+        let (status, _, bytes) = self
+            .up
+            .post_json(
+                path,
+                &body,
+                &HeaderMap::new(),
+                deadline(timeout),
+                RetryPolicy::Idempotent,
+            )
+            .await?;
+        check("broker", status, &bytes)?;
+        Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    pub async fn send(&self, queue: &str, body: &str) -> Result<String, ClientError> {
+        let v = self
+            .post(
+                &format!("/v1/queues/{queue}/send"),
+                json!({ "body": body }),
+                Duration::from_secs(5),
+            )
+            .await?;
+        Ok(v["message_id"].as_str().unwrap_or_default().to_owned())
+    }
+
+    pub async fn publish(&self, topic: &str, body: &str) -> Result<(), ClientError> {
+        self.post(
+            &format!("/v1/topics/{topic}/publish"),
+            json!({ "body": body }),
+            Duration::from_secs(5),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Receives up to `max` messages, waiting up to `wait` for one.
+    pub async fn receive(
+        &self,
+        queue: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Message>, ClientError> {
+        let body = json!({ "max_messages": max, "wait_ms": wait.as_millis() as u64 });
+        let v = self
+            .post(
+                &format!("/v1/queues/{queue}/receive"),
+                body,
+                wait + Duration::from_secs(5),
+            )
+            .await?;
+        Ok(serde_json::from_value(v["messages"].clone()).unwrap_or_default())
+    }
+
+    pub async fn delete(&self, queue: &str, receipt: &str) -> Result<(), ClientError> {
+        self.post(
+            &format!("/v1/queues/{queue}/delete"),
+            json!({ "receipt_handle": receipt }),
+            Duration::from_secs(5),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Makes a received message visible again after `after` (a negative
+    /// acknowledgement with a backoff).
+    pub async fn retry_later(
+        &self,
+        queue: &str,
+        receipt: &str,
+        after: Duration,
+    ) -> Result<(), ClientError> {
+        self.post(
+            &format!("/v1/queues/{queue}/visibility"),
+            json!({ "receipt_handle": receipt, "visibility_timeout_ms": after.as_millis() as u64 }),
+            Duration::from_secs(5),
+        )
+        .await
+        .map(drop)
+    }
+}
+
+/// What a handler did with a message.
+pub enum Handled {
+    /// Done: delete it.
+    Done,
+    /// Not now (a dependency failed): leave it for a later receive.
+    Later,
+    /// It cannot be processed (malformed): never delete it, so that after the queue's
+    /// max receives it lands in the dead-letter queue; come back to it after a pause.
+    Reject,
+}
+
+/// Receives from `queue` until `shutdown`, handing each message to `handle` and acting on
+/// its verdict. Errors talking to the broker back off and retry.
+pub async fn consume<F, Fut>(
+    broker: Broker,
+    queue: String,
+    reject_delay: Duration,
+    shutdown: CancellationToken,
+    handle: F,
+) where
+    F: Fn(Message) -> Fut,
+    Fut: std::future::Future<Output = Handled>,
+{
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let received = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = broker.receive(&queue, 10, Duration::from_secs(20)) => r,
+        };
+        let messages = match received {
+            Ok(m) => {
+                backoff = Duration::from_millis(100);
+                m
+            }
+            Err(e) => {
+                tracing::warn!(queue, error = %e, "cannot receive");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        for m in messages {
+            let receipt = m.receipt_handle.clone();
+            let id = m.message_id.clone();
+            match handle(m).await {
+                Handled::Done => {
+                    if let Err(e) = broker.delete(&queue, &receipt).await {
+                        tracing::warn!(queue, message = id, error = %e, "cannot delete a processed message");
+                    }
+                }
+                Handled::Later => {}
+                Handled::Reject => {
+                    tracing::warn!(
+                        queue,
+                        message = id,
+                        "rejecting a message that cannot be processed"
+                    );
+                    let _ = broker.retry_later(&queue, &receipt, reject_delay).await;
+                }
+            }
+        }
+    }
+}
+
+/// One item of the store.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Item {
+    pub key: String,
+    pub value: Value,
+    pub version: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("condition failed on key {0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+/// Where a read may be served from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadFrom {
+    Primary,
+    /// The shard's replica when it answers and is caught up, else the primary.
+    Replica,
+}
+
+/// Why a replica read went to the primary instead (a metrics label).
+pub type FallbackHook = Arc<dyn Fn(&'static str) + Send + Sync>;
+
+/// The sharded store: shard `i` is `primaries[i]` and `replicas[i]`.
+#[derive(Clone)]
+pub struct Store {
+    primaries: Vec<Arc<Upstream>>,
+    replicas: Vec<Arc<Upstream>>,
+    on_fallback: FallbackHook,
+}
+
+/// FNV-1a: stable across processes and versions, unlike std's hasher.
+pub fn shard_of(key: &str, shards: usize) -> usize {
+    let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (h % shards.max(1) as u64) as usize
+}
+
+impl Store {
+    pub fn new(
+        primaries: Vec<Arc<Upstream>>,
+        replicas: Vec<Arc<Upstream>>,
+        on_fallback: FallbackHook,
+    ) -> Self {
+        Self {
+            primaries,
+            replicas,
+            on_fallback,
+        }
+    }
+
+    pub fn shards(&self) -> usize {
+        self.primaries.len()
+    }
+
+    pub fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.primaries.iter().chain(&self.replicas)
+    }
+
+    /// The shard of a user's data.
+    pub fn shard(&self, user: &str) -> usize {
+        shard_of(user, self.primaries.len())
+    }
+
+    /// Applies `ops` atomically on `shard`'s primary. Never retried once sent: a batch
+    /// whose answer was lost may have committed.
+    pub async fn batch(
+        &self,
+        shard: usize,
+        ops: Vec<Value>,
+        d: Deadline,
+    ) -> Result<u64, StoreError> {
+        let (status, _, body) = self.primaries[shard]
+            .post_json(
+                "/v1/batch",
+                &json!({ "ops": ops }),
+                &HeaderMap::new(),
+                d,
+                RetryPolicy::Never,
+            )
+            .await
+            .map_err(ClientError::from)?;
+        if status == StatusCode::CONFLICT {
+            let key = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["key"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            return Err(StoreError::Conflict(key));
+        }
+        check("store", status, &body)?;
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        Ok(v["lsn"].as_u64().unwrap_or(0))
+    }
+
+    pub async fn get(
+        &self,
+        shard: usize,
+        key: &str,
+        from: ReadFrom,
+        d: Deadline,
+    ) -> Result<Option<Item>, StoreError> {
+        let path = format!("/v1/keys/{key}");
+        if from == ReadFrom::Replica
+            && let Some(r) = self.replicas.get(shard)
+        {
+            match r.get(&path, d).await {
+                Ok((StatusCode::OK, headers, body)) if lag(&headers) == 0 => {
+                    if let Ok(item) = serde_json::from_slice(&body) {
+                        return Ok(Some(item));
+                    }
+                }
+                Ok((StatusCode::OK, _, _)) => (self.on_fallback)("replica_lagging"),
+                Ok((StatusCode::NOT_FOUND, _, _)) => (self.on_fallback)("not_on_replica"),
+                _ => (self.on_fallback)("replica_unavailable"),
+            }
+        }
+        let (status, _, body) = self.primaries[shard]
+            .get(&path, d)
+            .await
+            .map_err(ClientError::from)?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        check("store", status, &body)?;
+        Ok(serde_json::from_slice(&body).ok())
+    }
+
+    /// Every item under `prefix`, in key order, from the primary.
+    pub async fn scan(
+        &self,
+        shard: usize,
+        prefix: &str,
+        limit: usize,
+        d: Deadline,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = limit.saturating_sub(out.len()).min(1000);
+            if page == 0 {
+                return Ok(out);
+            }
+            let mut path = format!("/v1/scan?prefix={}&limit={page}", encode(prefix));
+            if let Some(a) = &after {
+                path.push_str(&format!("&after={}", encode(a)));
+            }
+            let (status, _, body) = self.primaries[shard]
+                .get(&path, d)
+                .await
+                .map_err(ClientError::from)?;
+            check("store", status, &body)?;
+            #[derive(Deserialize)]
+            struct Page {
+                items: Vec<Item>,
+            }
+            let items = serde_json::from_slice::<Page>(&body)
+                .map(|p| p.items)
+                .unwrap_or_default();
+            let n = items.len();
+            after = items.last().map(|i| i.key.clone());
+            out.extend(items);
+            if n < page {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+fn lag(headers: &HeaderMap) -> u64 {
+    headers
+        .get("x-store-lag")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+/// Percent-encodes a query value (keys hold `/` and user names).
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        assert_eq!(shard_of("user1", 2), shard_of("user1", 2));
+        let on_first = (1..=1000)
+            .filter(|i| shard_of(&format!("user{i}"), 2) == 0)
+            .count();
+        assert!(
+            (400..600).contains(&on_first),
+            "{on_first} of 1000 on shard 0"
+        );
+    }
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(encode("order/user 1/&x"), "order/user%201/%26x");
+    }
+}
