@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use shop::services::{api, auth, cache, cdn, content, gateway};
+use shop::services::{
+    api, auth, bank, broker, cache, cdn, content, gateway, notifications, orders, payments, store,
+};
 
 /// The bundled reference system of faultline. Each subcommand runs one service.
 #[derive(Parser)]
@@ -27,6 +29,18 @@ enum Svc {
     Cdn(cdn::Args),
     /// An in-memory key/value store with TTLs and a memory bound.
     Cache(cache::Args),
+    /// Orders: idempotent creation, a transactional outbox, payment outcomes.
+    Orders(orders::Args),
+    /// A shard of the durable key/value store, as primary or replica.
+    Store(store::Args),
+    /// SQS-style queues and SNS-style topics, durable.
+    Broker(broker::Args),
+    /// Charges orders at the bank, idempotently, and publishes the outcome.
+    Payments(payments::Args),
+    /// The external payment provider, with a ledger.
+    Bank(bank::Args),
+    /// Sends one notification per payment outcome event.
+    Notifications(notifications::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +67,12 @@ fn main() -> ExitCode {
             Svc::Content(a) => content::run(a, shutdown).await,
             Svc::Cdn(a) => cdn::run(a, shutdown).await,
             Svc::Cache(a) => cache::run(a, shutdown).await,
+            Svc::Orders(a) => orders::run(a, shutdown).await,
+            Svc::Store(a) => store::run(a, shutdown).await,
+            Svc::Broker(a) => broker::run(a, shutdown).await,
+            Svc::Payments(a) => payments::run(a, shutdown).await,
+            Svc::Bank(a) => bank::run(a, shutdown).await,
+            Svc::Notifications(a) => notifications::run(a, shutdown).await,
         }
     });
     match result {

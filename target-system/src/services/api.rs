@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use bytes::Bytes;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -24,7 +25,7 @@ use crate::error::error;
 use crate::jwt::{self, Verifier};
 use crate::metrics::{HttpMetrics, new_registry};
 use crate::server::{self, Service};
-use crate::upstream::{Upstream, UpstreamMetrics};
+use crate::upstream::{RetryPolicy, Upstream, UpstreamMetrics};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -35,6 +36,12 @@ pub struct Args {
     /// Addresses of the cdn replicas, comma-separated.
     #[arg(long, value_parser = addrs)]
     pub cdn: Addrs,
+    /// Addresses of the orders replicas, comma-separated.
+    #[arg(long, value_parser = addrs)]
+    pub orders: Addrs,
+    /// Recent orders on the home page.
+    #[arg(long, env = "SHOP_API_RECENT_ORDERS", default_value_t = 5)]
+    pub recent_orders: u32,
     /// How long to wait for each dependency before leaving its part out.
     #[arg(long, env = "SHOP_API_DEPENDENCY_TIMEOUT", default_value = "500ms", value_parser = duration)]
     pub dependency_timeout: Duration,
@@ -54,6 +61,8 @@ struct DependencyLabels {
 struct AppState {
     verifier: Verifier,
     cdn: Arc<Upstream>,
+    orders: Arc<Upstream>,
+    recent_orders: u32,
     dependency_timeout: Duration,
     featured: u32,
     products: u32,
@@ -97,7 +106,31 @@ async fn home(State(s): State<Arc<AppState>>, deadline: Deadline, headers: Heade
                 }
             }
         });
-    let results = futures::future::join_all(fetches).await;
+    let mut auth = HeaderMap::new();
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        auth.insert(header::AUTHORIZATION, v.clone());
+    }
+    let recent = async {
+        let path = format!("/api/v1/orders?limit={}", s.recent_orders);
+        let got = s
+            .orders
+            .request(
+                Method::GET,
+                &path,
+                &auth,
+                Bytes::new(),
+                dep_deadline,
+                RetryPolicy::Idempotent,
+            )
+            .await;
+        match got {
+            Ok((StatusCode::OK, _, body)) => serde_json::from_slice::<Value>(&body)
+                .ok()
+                .map(|v| v["orders"].clone()),
+            _ => None,
+        }
+    };
+    let (results, recent) = tokio::join!(futures::future::join_all(fetches), recent);
     let featured: Vec<Value> = results.iter().flatten().cloned().collect();
     let mut degraded = Vec::new();
     if featured.len() < results.len() {
@@ -106,9 +139,18 @@ async fn home(State(s): State<Arc<AppState>>, deadline: Deadline, headers: Heade
             .get_or_create(&DependencyLabels { dependency: "cdn" })
             .inc();
     }
+    if recent.is_none() {
+        degraded.push("orders");
+        s.degraded
+            .get_or_create(&DependencyLabels {
+                dependency: "orders",
+            })
+            .inc();
+    }
     Json(json!({
         "user": claims.sub,
         "featured": featured,
+        "recent_orders": recent.unwrap_or_else(|| json!([])),
         "degraded": degraded,
     }))
     .into_response()
@@ -125,10 +167,23 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         "Pages answered without a failed dependency's part, by dependency",
         degraded.clone(),
     );
-    let cdn = Upstream::new("cdn", &args.cdn.0, args.upstream.config(), upstream_metrics);
+    let cdn = Upstream::new(
+        "cdn",
+        &args.cdn.0,
+        args.upstream.config(),
+        upstream_metrics.clone(),
+    );
+    let orders = Upstream::new(
+        "orders",
+        &args.orders.0,
+        args.upstream.config(),
+        upstream_metrics,
+    );
     let state = Arc::new(AppState {
         verifier: Verifier::new(&secret),
         cdn: cdn.clone(),
+        orders: orders.clone(),
+        recent_orders: args.recent_orders,
         dependency_timeout: args.dependency_timeout,
         featured: args.featured,
         products: args.products,

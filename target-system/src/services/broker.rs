@@ -61,26 +61,19 @@ pub struct Args {
     /// A topic and its subscribed queues: `NAME=QUEUE,QUEUE`. Repeatable.
     #[arg(long = "topic", value_parser = parse_topic)]
     pub topics: Vec<(String, Vec<String>)>,
+    /// Visibility timeout of queues that do not set their own.
+    #[arg(long, env = "SHOP_BROKER_VISIBILITY", default_value = "30s", value_parser = duration)]
+    pub default_visibility: Duration,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct QueueConfig {
     pub name: String,
-    #[serde(with = "millis")]
-    pub visibility: Duration,
+    /// `None` until resolved against `--default-visibility`.
+    pub visibility: Option<Duration>,
     pub max_receives: Option<u32>,
     pub dlq: Option<String>,
-    #[serde(with = "millis")]
     pub delay: Duration,
-}
-
-mod millis {
-    pub fn serialize<S: serde::Serializer>(
-        d: &std::time::Duration,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis() as u64)
-    }
 }
 
 fn parse_queue(s: &str) -> Result<QueueConfig, String> {
@@ -97,7 +90,7 @@ fn parse_queue(s: &str) -> Result<QueueConfig, String> {
     }
     let mut q = QueueConfig {
         name: name.to_owned(),
-        visibility: Duration::from_secs(30),
+        visibility: None,
         max_receives: None,
         dlq: None,
         delay: Duration::ZERO,
@@ -107,7 +100,7 @@ fn parse_queue(s: &str) -> Result<QueueConfig, String> {
             .split_once('=')
             .ok_or_else(|| format!("`{kv}` is not key=value"))?;
         match k {
-            "visibility" => q.visibility = duration(v)?,
+            "visibility" => q.visibility = Some(duration(v)?),
             "delay" => q.delay = duration(v)?,
             "max_receives" => {
                 q.max_receives = Some(
@@ -553,7 +546,10 @@ impl Machine for Broker {
                     return Self::unknown_queue(&q);
                 };
                 let now = now_ms();
-                let visibility = visibility.unwrap_or(config.visibility).as_millis() as u64;
+                let visibility = visibility
+                    .or(config.visibility)
+                    .unwrap_or(Duration::from_secs(30))
+                    .as_millis() as u64;
                 let mut messages = Vec::new();
                 while messages.len() < max {
                     let queue = self.queues.get_mut(&q).expect("configured");
@@ -1038,8 +1034,11 @@ async fn poison(
 pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut configs = BTreeMap::new();
     for q in &args.queues {
-        if configs.insert(q.name.clone(), q.clone()).is_some() {
-            anyhow::bail!("queue {} is given twice", q.name);
+        let mut q = q.clone();
+        q.visibility = q.visibility.or(Some(args.default_visibility));
+        let name = q.name.clone();
+        if configs.insert(name.clone(), q).is_some() {
+            anyhow::bail!("queue {name} is given twice");
         }
     }
     for q in configs.values() {
@@ -1214,7 +1213,7 @@ mod tests {
     #[test]
     fn queue_and_topic_specs_parse() {
         let q = parse_queue("payments:visibility=10s,max_receives=3,dlq=payments-dlq").unwrap();
-        assert_eq!(q.visibility, Duration::from_secs(10));
+        assert_eq!(q.visibility, Some(Duration::from_secs(10)));
         assert_eq!(q.max_receives, Some(3));
         assert_eq!(q.dlq.as_deref(), Some("payments-dlq"));
         assert!(

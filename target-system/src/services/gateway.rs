@@ -48,6 +48,9 @@ pub struct Args {
     /// Addresses of the api replicas, comma-separated.
     #[arg(long, value_parser = addrs)]
     pub api: Addrs,
+    /// Addresses of the orders replicas, comma-separated.
+    #[arg(long, value_parser = addrs)]
+    pub orders: Addrs,
     /// Requests a second each client may make (0 turns rate limiting off).
     #[arg(long, env = "SHOP_RATE_LIMIT_RPS", default_value_t = 1000.0)]
     pub rate_limit_rps: f64,
@@ -81,6 +84,11 @@ const ROUTES: &[Route] = &[
     Route {
         patterns: &["/api/v1/home"],
         upstream: "api",
+        protected: true,
+    },
+    Route {
+        patterns: &["/api/v1/orders", "/api/v1/orders/{*rest}"],
+        upstream: "orders",
         protected: true,
     },
 ];
@@ -313,10 +321,18 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         ("auth", &args.auth.0),
         ("cdn", &args.cdn.0),
         ("api", &args.api.0),
+        ("orders", &args.orders.0),
     ] {
         upstreams.insert(
             name,
             Upstream::new(name, list, config.clone(), upstream_metrics.clone()),
+        );
+    }
+    for route in ROUTES {
+        assert!(
+            upstreams.contains_key(route.upstream),
+            "route to unknown upstream {}",
+            route.upstream
         );
     }
     let all: Vec<Arc<Upstream>> = upstreams.values().cloned().collect();

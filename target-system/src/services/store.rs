@@ -74,12 +74,21 @@ pub struct Args {
     pub tail: usize,
 }
 
-/// One write of a batch, as logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpKind {
+    Put,
+    Delete,
+}
+
+/// One write of a batch, as logged. (A struct rather than a tagged enum: serde cannot
+/// read raw JSON values through an internally tagged enum.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-pub enum LogOp {
-    Put { key: String, value: Box<RawValue> },
-    Delete { key: String },
+pub struct LogOp {
+    pub op: OpKind,
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Box<RawValue>>,
 }
 
 /// One committed batch: the unit of the log and of replication.
@@ -90,21 +99,17 @@ pub struct LogBatch {
     pub ops: Vec<LogOp>,
 }
 
-/// One write of a batch request, with its condition.
+/// One write of a batch request, with its condition: `if_absent` (the key must not
+/// exist) or `if_version` (the key must be at that version).
 #[derive(Debug, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
-pub enum OpRequest {
-    Put {
-        key: String,
-        value: Box<RawValue>,
-        #[serde(default)]
-        if_absent: bool,
-        if_version: Option<u64>,
-    },
-    Delete {
-        key: String,
-        if_version: Option<u64>,
-    },
+#[serde(deny_unknown_fields)]
+pub struct OpRequest {
+    op: OpKind,
+    key: String,
+    value: Option<Box<RawValue>>,
+    #[serde(default)]
+    if_absent: bool,
+    if_version: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,18 +133,18 @@ struct Data {
 impl Data {
     fn apply(&mut self, batch: &LogBatch) {
         for op in &batch.ops {
-            match op {
-                LogOp::Put { key, value } => {
+            match (&op.op, &op.value) {
+                (OpKind::Put, Some(value)) => {
                     self.map.insert(
-                        key.clone(),
+                        op.key.clone(),
                         Arc::new(Entry {
                             value: value.clone(),
                             version: batch.lsn,
                         }),
                     );
                 }
-                LogOp::Delete { key } => {
-                    self.map.remove(key);
+                _ => {
+                    self.map.remove(&op.key);
                 }
             }
         }
@@ -218,23 +223,29 @@ impl Machine for Primary {
         {
             let data = self.data.read().unwrap();
             for op in &ops {
-                let (key, if_absent, if_version) = match op {
-                    OpRequest::Put {
-                        key,
-                        if_absent,
-                        if_version,
-                        ..
-                    } => (key, *if_absent, *if_version),
-                    OpRequest::Delete { key, if_version } => (key, false, *if_version),
-                };
-                if key.is_empty() {
+                if op.key.is_empty() {
                     return Err(BatchError::Invalid("keys cannot be empty".into()));
                 }
-                let current = self.version_of(key, &data);
-                let ok = (!if_absent || current.is_none())
-                    && if_version.is_none_or(|v| current == Some(v));
+                match (op.op, &op.value) {
+                    (OpKind::Put, None) => {
+                        return Err(BatchError::Invalid(format!(
+                            "put of {} has no value",
+                            op.key
+                        )));
+                    }
+                    (OpKind::Delete, Some(_)) => {
+                        return Err(BatchError::Invalid(format!(
+                            "delete of {} has a value",
+                            op.key
+                        )));
+                    }
+                    _ => {}
+                }
+                let current = self.version_of(&op.key, &data);
+                let ok = (!op.if_absent || current.is_none())
+                    && op.if_version.is_none_or(|v| current == Some(v));
                 if !ok {
-                    return Err(BatchError::Conflict(key.clone()));
+                    return Err(BatchError::Conflict(op.key.clone()));
                 }
             }
         }
@@ -242,14 +253,13 @@ impl Machine for Primary {
         self.next_lsn += 1;
         let ops: Vec<LogOp> = ops
             .into_iter()
-            .map(|op| match op {
-                OpRequest::Put { key, value, .. } => {
-                    self.overlay.push((key.clone(), Some(lsn)));
-                    LogOp::Put { key, value }
-                }
-                OpRequest::Delete { key, .. } => {
-                    self.overlay.push((key.clone(), None));
-                    LogOp::Delete { key }
+            .map(|op| {
+                let version = (op.op == OpKind::Put).then_some(lsn);
+                self.overlay.push((op.key.clone(), version));
+                LogOp {
+                    op: op.op,
+                    key: op.key,
+                    value: op.value,
                 }
             })
             .collect();

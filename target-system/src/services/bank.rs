@@ -1,0 +1,287 @@
+//! `shop bank`: the external payment provider. Charges are idempotent by their
+//! `Idempotency-Key`: the same key with the same request returns the same charge, with
+//! another request 422. It can be slow (`--latency`) and fail transiently
+//! (`--failure-rate`, answering 503 before doing anything). The ledger is durable.
+//!
+//! Decline rule: a charge over `--limit-cents` (default 1,000,000: $10,000) is declined.
+//!
+//! API: `POST /v1/charges` `{"amount_cents","reference"}` with `Idempotency-Key` ->
+//! `{"charge_id","status":"succeeded"|"declined","amount_cents","reference"}`;
+//! `GET /v1/ledger` (audit): every charge.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::args::{CommonArgs, duration};
+use crate::error::error;
+use crate::metrics::{HttpMetrics, new_registry};
+use crate::server::{self, Service};
+use crate::wal::{Committer, Durability, Machine, Wal, WalMetrics, spawn_committer};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Where the bank keeps its ledger.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Time to process a charge.
+    #[arg(long, env = "SHOP_BANK_LATENCY", default_value = "20ms", value_parser = duration)]
+    pub latency: Duration,
+    /// Share of charge requests (0 to 1) refused with 503, before any processing.
+    #[arg(long, env = "SHOP_BANK_FAILURE_RATE", default_value_t = 0.0)]
+    pub failure_rate: f64,
+    /// Charges above this many cents are declined.
+    #[arg(long, env = "SHOP_BANK_LIMIT_CENTS", default_value_t = 1_000_000)]
+    pub limit_cents: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Charge {
+    pub charge_id: String,
+    pub idempotency_key: String,
+    pub reference: String,
+    pub amount_cents: u64,
+    pub status: String,
+    pub created_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChargeRequest {
+    amount_cents: u64,
+    reference: String,
+}
+
+enum Op {
+    Charge {
+        key: String,
+        amount_cents: u64,
+        reference: String,
+    },
+    Ledger,
+}
+
+enum Reply {
+    Charge { charge: Charge, replayed: bool },
+    Mismatch,
+    Ledger(Vec<Charge>),
+}
+
+struct Ledger {
+    by_key: HashMap<String, usize>,
+    charges: Vec<Charge>,
+    limit_cents: u64,
+}
+
+impl Machine for Ledger {
+    type Op = Op;
+    type Reply = Reply;
+    type Record = Charge;
+
+    fn apply(&mut self, op: Op, records: &mut Vec<Charge>) -> Reply {
+        match op {
+            Op::Ledger => Reply::Ledger(self.charges.clone()),
+            Op::Charge {
+                key,
+                amount_cents,
+                reference,
+            } => {
+                if let Some(&i) = self.by_key.get(&key) {
+                    let c = &self.charges[i];
+                    if c.amount_cents != amount_cents || c.reference != reference {
+                        return Reply::Mismatch;
+                    }
+                    return Reply::Charge {
+                        charge: c.clone(),
+                        replayed: true,
+                    };
+                }
+                let status = if amount_cents > self.limit_cents {
+                    "declined"
+                } else {
+                    "succeeded"
+                };
+                let charge = Charge {
+                    charge_id: format!("ch_{:016x}", fastrand::u64(..)),
+                    idempotency_key: key.clone(),
+                    reference,
+                    amount_cents,
+                    status: status.to_owned(),
+                    created_ms: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_millis() as u64,
+                };
+                self.by_key.insert(key, self.charges.len());
+                self.charges.push(charge.clone());
+                records.push(charge.clone());
+                Reply::Charge {
+                    charge,
+                    replayed: false,
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+struct AppState {
+    ledger: Committer<Ledger>,
+    latency: Duration,
+    failure_rate: f64,
+    charges: Family<ResultLabels, Counter>,
+}
+
+async fn charge(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<ChargeRequest>, JsonRejection>,
+) -> Response {
+    let Some(key) = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "an Idempotency-Key header (1 to 255 characters) is required",
+        );
+    };
+    let req = match body {
+        Ok(Json(r)) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("bad charge: {}", e.body_text()),
+            );
+        }
+    };
+    if fastrand::f64() < s.failure_rate {
+        s.charges
+            .get_or_create(&ResultLabels {
+                result: "unavailable",
+            })
+            .inc();
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the bank is temporarily unavailable; try again",
+        );
+    }
+    tokio::time::sleep(s.latency).await;
+    let op = Op::Charge {
+        key: key.to_owned(),
+        amount_cents: req.amount_cents,
+        reference: req.reference,
+    };
+    match s.ledger.call(op).await {
+        Ok(Reply::Charge { charge, replayed }) => {
+            let result = if replayed {
+                "replayed"
+            } else {
+                if charge.status == "succeeded" {
+                    "succeeded"
+                } else {
+                    "declined"
+                }
+            };
+            s.charges.get_or_create(&ResultLabels { result }).inc();
+            let mut resp = Json(&charge).into_response();
+            if replayed {
+                resp.headers_mut()
+                    .insert("idempotent-replayed", "true".parse().unwrap());
+            }
+            resp
+        }
+        Ok(Reply::Mismatch) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "this Idempotency-Key was used for a different charge",
+        ),
+        Ok(Reply::Ledger(_)) => unreachable!("a charge answers a charge"),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the ledger writer has stopped",
+        ),
+    }
+}
+
+async fn ledger(State(s): State<Arc<AppState>>) -> Response {
+    match s.ledger.call(Op::Ledger).await {
+        Ok(Reply::Ledger(charges)) => {
+            Json(serde_json::json!({ "charges": charges })).into_response()
+        }
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the ledger writer has stopped",
+        ),
+    }
+}
+
+pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.failure_rate),
+        "--failure-rate must be from 0 to 1"
+    );
+    let mut registry = new_registry();
+    let http = HttpMetrics::register(&mut registry);
+    let charges = Family::<ResultLabels, Counter>::default();
+    let r = registry.sub_registry_with_prefix("bank");
+    r.register(
+        "charges",
+        "Charge requests, by result (succeeded, declined, replayed, unavailable)",
+        charges.clone(),
+    );
+    let wal_metrics = WalMetrics::register(r);
+    let (wal, records) = Wal::open::<Charge>(&args.data_dir.join("ledger.log"))?;
+    let mut machine = Ledger {
+        by_key: HashMap::new(),
+        charges: Vec::new(),
+        limit_cents: args.limit_cents,
+    };
+    for c in records {
+        machine
+            .by_key
+            .insert(c.idempotency_key.clone(), machine.charges.len());
+        machine.charges.push(c);
+    }
+    let (ledger_c, writer) = spawn_committer(machine, wal, Durability::Fsync, wal_metrics);
+    let state = Arc::new(AppState {
+        ledger: ledger_c,
+        latency: args.latency,
+        failure_rate: args.failure_rate,
+        charges,
+    });
+    let router = Router::new()
+        .route("/v1/charges", post(charge))
+        .route("/v1/ledger", get(ledger))
+        .fallback(server::not_found)
+        .with_state(state);
+    let service = Service {
+        name: "bank",
+        router,
+        registry,
+        http,
+        max_request_time: args.common.max_request_time,
+    };
+    let result = server::serve(args.common.listen, service, shutdown).await;
+    let _ = writer.await;
+    result
+}

@@ -1,0 +1,191 @@
+//! `shop notifications`: consumes payment outcome events and "sends" a notification for
+//! each, at most once per message id: the record of sent notifications is durable, and a
+//! redelivered message is only deleted again.
+//!
+//! API: `GET /v1/sent` (audit): every notification sent.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus_client::metrics::counter::Counter;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::args::{Addrs, CommonArgs, UpstreamArgs, addrs, duration};
+use crate::clients::{self, Handled};
+use crate::error::error;
+use crate::metrics::{HttpMetrics, new_registry};
+use crate::server::{self, Service};
+use crate::upstream::{Upstream, UpstreamMetrics};
+use crate::wal::{Committer, Durability, Machine, Wal, WalMetrics, spawn_committer};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub upstream: UpstreamArgs,
+    #[arg(long, value_parser = addrs)]
+    pub broker: Addrs,
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    #[arg(long, default_value = "notifications")]
+    pub queue: String,
+    /// How long a message that cannot be processed waits before its next delivery.
+    #[arg(long, env = "SHOP_REJECT_DELAY", default_value = "1s", value_parser = duration)]
+    pub reject_delay: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sent {
+    pub message_id: String,
+    pub order_id: String,
+    pub user: String,
+    pub outcome: String,
+    pub sent_ms: u64,
+}
+
+enum Op {
+    Record(Sent),
+    List,
+}
+
+enum Reply {
+    Recorded { duplicate: bool },
+    List(Vec<Sent>),
+}
+
+struct Outbox {
+    seen: HashSet<String>,
+    sent: Vec<Sent>,
+}
+
+impl Machine for Outbox {
+    type Op = Op;
+    type Reply = Reply;
+    type Record = Sent;
+
+    fn apply(&mut self, op: Op, records: &mut Vec<Sent>) -> Reply {
+        match op {
+            Op::List => Reply::List(self.sent.clone()),
+            Op::Record(s) => {
+                if !self.seen.insert(s.message_id.clone()) {
+                    return Reply::Recorded { duplicate: true };
+                }
+                self.sent.push(s.clone());
+                records.push(s);
+                Reply::Recorded { duplicate: false }
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Event {
+    order_id: String,
+    user: String,
+    outcome: String,
+}
+
+struct AppState {
+    outbox: Committer<Outbox>,
+}
+
+async fn sent(State(s): State<Arc<AppState>>) -> Response {
+    match s.outbox.call(Op::List).await {
+        Ok(Reply::List(sent)) => Json(serde_json::json!({ "sent": sent })).into_response(),
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the log writer has stopped",
+        ),
+    }
+}
+
+pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut registry = new_registry();
+    let http = HttpMetrics::register(&mut registry);
+    let upstream_metrics = UpstreamMetrics::register(&mut registry);
+    let sent_total: Counter = Counter::default();
+    let duplicates: Counter = Counter::default();
+    let r = registry.sub_registry_with_prefix("notifications");
+    r.register("sent", "Notifications sent", sent_total.clone());
+    r.register(
+        "duplicates",
+        "Redelivered events recognised by message id",
+        duplicates.clone(),
+    );
+    let wal_metrics = WalMetrics::register(r);
+    let (wal, records) = Wal::open::<Sent>(&args.data_dir.join("sent.log"))?;
+    let machine = Outbox {
+        seen: records.iter().map(|s| s.message_id.clone()).collect(),
+        sent: records,
+    };
+    let (outbox, writer) = spawn_committer(machine, wal, Durability::Fsync, wal_metrics);
+    let mut config = args.upstream.config();
+    config.per_try_timeout = Duration::from_secs(30);
+    let broker_up = Upstream::new("broker", &args.broker.0, config, upstream_metrics);
+    let broker = clients::Broker::new(broker_up.clone());
+    let state = Arc::new(AppState {
+        outbox: outbox.clone(),
+    });
+    let router = Router::new()
+        .route("/v1/sent", get(sent))
+        .fallback(server::not_found)
+        .with_state(state);
+    let service = Service {
+        name: "notifications",
+        router,
+        registry,
+        http,
+        max_request_time: args.common.max_request_time,
+    };
+    let queue = args.queue.clone();
+    let reject_delay = args.reject_delay;
+    let background = move |t: CancellationToken| async move {
+        let handle = |m: clients::Message| {
+            let outbox = outbox.clone();
+            let sent_total = sent_total.clone();
+            let duplicates = duplicates.clone();
+            async move {
+                let Ok(e) = serde_json::from_str::<Event>(&m.body) else {
+                    return Handled::Reject;
+                };
+                let sent = Sent {
+                    message_id: m.message_id,
+                    order_id: e.order_id,
+                    user: e.user,
+                    outcome: e.outcome,
+                    sent_ms: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_millis() as u64,
+                };
+                match outbox.call(Op::Record(sent)).await {
+                    Ok(Reply::Recorded { duplicate: true }) => {
+                        duplicates.inc();
+                        Handled::Done
+                    }
+                    Ok(_) => {
+                        sent_total.inc();
+                        Handled::Done
+                    }
+                    Err(_) => Handled::Later,
+                }
+            }
+        };
+        tokio::join!(
+            clients::consume(broker, queue, reject_delay, t.clone(), handle),
+            broker_up.run_health_checks(t.clone())
+        );
+    };
+    let result = server::serve_with(args.common.listen, service, shutdown, background).await;
+    let _ = writer.await;
+    result
+}

@@ -1,0 +1,775 @@
+//! `shop orders`: creates and reads orders, relays their events through a transactional
+//! outbox, and follows payment outcomes.
+//!
+//! **Create** (`POST /api/v1/orders`, Bearer token, `Idempotency-Key` required) follows
+//! Stripe's idempotency: the key is claimed in the user's shard (`if_absent`); a repeat
+//! of a finished request replays its stored answer (with `Idempotent-Replayed: true`), a
+//! different body under the same key is refused (422), and a repeat while the first is
+//! still running is refused (409). The order, its outbox entry and the finished
+//! idempotency record are one atomic batch, conditional on the claim, so a request that
+//! lost its claim cannot create a second order.
+//!
+//! **Relay**: every replica scans the outbox of every shard, claims an entry (a
+//! conditional write with an expiry), publishes it to the broker, then deletes it. An
+//! entry is published at least once; the claims keep replicas from all publishing the
+//! same entry in steady state, and an expired claim (a replica died mid-publish) is taken
+//! over.
+//!
+//! **Outcomes**: payment events from the `order-events` queue move an order from
+//! `pending` to `paid` or `failed`, once.
+//!
+//! Reads (`GET /api/v1/orders/{id}`) go to the shard's replica and fall back to the
+//! primary when the replica is down, behind, or does not have the order yet.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::Digest;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::args::{Addrs, CommonArgs, UpstreamArgs, addrs, duration};
+use crate::clients::{self, Handled, ReadFrom, Store, StoreError};
+use crate::deadline::Deadline;
+use crate::error::{dependency_error, error};
+use crate::jwt::{self, Verifier};
+use crate::metrics::{HttpMetrics, new_registry};
+use crate::server::{self, Service};
+use crate::upstream::{Upstream, UpstreamMetrics};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub upstream: UpstreamArgs,
+    /// Every shard's primary, in shard order.
+    #[arg(long, value_parser = addrs)]
+    pub store_primaries: Addrs,
+    /// Every shard's replica, in shard order.
+    #[arg(long, value_parser = addrs)]
+    pub store_replicas: Addrs,
+    #[arg(long, value_parser = addrs)]
+    pub broker: Addrs,
+    /// The cdn, for product prices.
+    #[arg(long, value_parser = addrs)]
+    pub cdn: Addrs,
+    /// Topic new orders are published to.
+    #[arg(long, default_value = "orders")]
+    pub topic: String,
+    /// Queue of payment outcomes.
+    #[arg(long, default_value = "order-events")]
+    pub events_queue: String,
+    /// How often each replica scans the outbox when nothing wakes it sooner.
+    #[arg(long, env = "SHOP_RELAY_INTERVAL", default_value = "200ms", value_parser = duration)]
+    pub relay_interval: Duration,
+    /// How long a replica's claim on an outbox entry lasts.
+    #[arg(long, env = "SHOP_RELAY_CLAIM_TTL", default_value = "10s", value_parser = duration)]
+    pub claim_ttl: Duration,
+    /// After this long, a request holding an idempotency key is presumed dead and the
+    /// key may be taken over.
+    #[arg(long, env = "SHOP_IDEMPOTENCY_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub in_flight_timeout: Duration,
+    #[arg(long, env = "SHOP_CATALOG_SIZE", default_value_t = 1000)]
+    pub products: u32,
+    #[arg(long, env = "SHOP_REJECT_DELAY", default_value = "1s", value_parser = duration)]
+    pub reject_delay: Duration,
+    /// UNSAFE: commit the order without an outbox entry and publish it afterwards, not
+    /// atomically: a crash or a broker outage in between strands the order. For
+    /// demonstrating the lost-event check.
+    #[arg(long, env = "SHOP_UNSAFE_NO_OUTBOX", default_value_t = false)]
+    pub unsafe_no_outbox: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct ItemRequest {
+    product_id: u32,
+    quantity: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateOrder {
+    items: Vec<ItemRequest>,
+}
+
+const MAX_ITEMS: usize = 50;
+const MAX_QUANTITY: u32 = 100;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShardLabels {
+    shard: String,
+}
+
+#[derive(Clone)]
+struct OrderMetrics {
+    created: Counter,
+    replays: Counter,
+    refused: Family<ReasonLabels, Counter>,
+    published: Counter,
+    claim_conflicts: Counter,
+    outbox_pending: Family<ShardLabels, Gauge>,
+    outcomes: Family<StatusLabels, Counter>,
+    fallbacks: Family<ReasonLabels, Counter>,
+}
+
+struct AppState {
+    verifier: Verifier,
+    store: Store,
+    broker: clients::Broker,
+    cdn: Arc<Upstream>,
+    topic: String,
+    in_flight_timeout: Duration,
+    claim_ttl: Duration,
+    products: u32,
+    unsafe_no_outbox: bool,
+    relay_wake: Notify,
+    relay_offset: AtomicUsize,
+    me: String,
+    metrics: OrderMetrics,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+/// Order ids sort by creation time, so a user's orders scan oldest first.
+fn new_order_id() -> String {
+    format!("ord_{:012x}{:08x}", now_ms(), fastrand::u32(..))
+}
+
+fn order_key(user: &str, id: &str) -> String {
+    format!("order/{user}/{id}")
+}
+
+fn store_failure(e: StoreError) -> Response {
+    dependency_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store",
+        format!("the order store is unavailable: {e}"),
+    )
+}
+
+fn user_of(s: &AppState, headers: &HeaderMap) -> Result<String, Response> {
+    s.verifier
+        .verify_header(headers.get(header::AUTHORIZATION))
+        .map(|c| c.sub)
+        .map_err(|e| error(StatusCode::UNAUTHORIZED, e.to_string()))
+}
+
+impl AppState {
+    /// Prices every item through the cdn; `Err` is the answer to give.
+    async fn price(
+        &self,
+        items: &[ItemRequest],
+        deadline: Deadline,
+    ) -> Result<(Vec<Value>, u64), Response> {
+        let fetches = items.iter().map(|item| async move {
+            let path = format!("/api/v1/products/{}", item.product_id);
+            (item, self.cdn.get(&path, deadline).await)
+        });
+        let mut priced = Vec::new();
+        let mut total = 0u64;
+        for (item, result) in futures::future::join_all(fetches).await {
+            let price = match result {
+                Ok((StatusCode::OK, _, body)) => serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v["price_cents"].as_u64()),
+                Ok((StatusCode::NOT_FOUND, _, _)) => {
+                    return Err(error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        format!("no product {}", item.product_id),
+                    ));
+                }
+                _ => None,
+            };
+            let Some(price) = price else {
+                return Err(dependency_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cdn",
+                    "cannot price the order: the catalog is unavailable",
+                ));
+            };
+            total += price * u64::from(item.quantity);
+            priced.push(json!({ "product_id": item.product_id, "quantity": item.quantity, "price_cents": price }));
+        }
+        Ok((priced, total))
+    }
+}
+
+async fn create(
+    State(s): State<Arc<AppState>>,
+    deadline: Deadline,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let user = match user_of(&s, &headers) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let Some(key) = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "an Idempotency-Key header (1 to 255 characters) is required",
+        );
+    };
+    let req: CreateOrder = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"items\":[{{\"product_id\":N,\"quantity\":N}}]}}: {e}"),
+            );
+        }
+    };
+    if req.items.is_empty() || req.items.len() > MAX_ITEMS {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("an order has 1 to {MAX_ITEMS} items"),
+        );
+    }
+    if let Some(bad) = req
+        .items
+        .iter()
+        .find(|i| i.product_id == 0 || i.product_id > s.products)
+    {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("no product {}", bad.product_id),
+        );
+    }
+    if let Some(bad) = req
+        .items
+        .iter()
+        .find(|i| i.quantity == 0 || i.quantity > MAX_QUANTITY)
+    {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "quantity {} of product {}: quantities are 1 to {MAX_QUANTITY}",
+                bad.quantity, bad.product_id
+            ),
+        );
+    }
+    let hash = hex(&sha2::Sha256::digest(
+        serde_json::to_vec(&req).expect("serialises"),
+    ));
+    let shard = s.store.shard(&user);
+    let idem_key = format!("idem/{user}/{key}");
+
+    // Claim the key, or learn what became of it.
+    let claim_value = json!({ "state": "in_flight", "request_hash": hash, "started_ms": now_ms() });
+    let put_claim =
+        json!({ "op": "put", "key": idem_key, "value": claim_value, "if_absent": true });
+    let claim = match s.store.batch(shard, vec![put_claim], deadline).await {
+        Ok(lsn) => lsn,
+        Err(StoreError::Conflict(_)) => match s
+            .store
+            .get(shard, &idem_key, ReadFrom::Primary, deadline)
+            .await
+        {
+            Ok(Some(existing)) => {
+                let v = &existing.value;
+                if v["request_hash"] != hash.as_str() {
+                    s.metrics
+                        .refused
+                        .get_or_create(&ReasonLabels {
+                            reason: "key_reused",
+                        })
+                        .inc();
+                    return error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "this Idempotency-Key was used with a different request body",
+                    );
+                }
+                if v["state"] == "done" {
+                    s.metrics.replays.inc();
+                    let status = v["response"]["status"]
+                        .as_u64()
+                        .and_then(|c| StatusCode::from_u16(c as u16).ok());
+                    let mut resp = (
+                        status.unwrap_or(StatusCode::CREATED),
+                        Json(v["response"]["body"].clone()),
+                    )
+                        .into_response();
+                    resp.headers_mut()
+                        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                    return resp;
+                }
+                let started = v["started_ms"].as_u64().unwrap_or(0);
+                if now_ms().saturating_sub(started) < s.in_flight_timeout.as_millis() as u64 {
+                    s.metrics
+                        .refused
+                        .get_or_create(&ReasonLabels {
+                            reason: "in_flight",
+                        })
+                        .inc();
+                    return error(
+                        StatusCode::CONFLICT,
+                        "a request with this Idempotency-Key is in progress; retry later",
+                    );
+                }
+                // The request holding the key is presumed dead: take the key over.
+                let takeover = json!({ "op": "put", "key": idem_key, "value": claim_value, "if_version": existing.version });
+                match s.store.batch(shard, vec![takeover], deadline).await {
+                    Ok(lsn) => lsn,
+                    Err(StoreError::Conflict(_)) => {
+                        return error(
+                            StatusCode::CONFLICT,
+                            "a request with this Idempotency-Key is in progress; retry later",
+                        );
+                    }
+                    Err(e) => return store_failure(e),
+                }
+            }
+            Ok(None) => {
+                return error(
+                    StatusCode::CONFLICT,
+                    "a request with this Idempotency-Key just ended; retry",
+                );
+            }
+            Err(e) => return store_failure(e),
+        },
+        Err(e) => return store_failure(e),
+    };
+
+    let (items, amount) = match s.price(&req.items, deadline).await {
+        Ok(p) => p,
+        Err(resp) => {
+            // Nothing was created: free the key so that the client's retry can succeed.
+            let release = json!({ "op": "delete", "key": idem_key, "if_version": claim });
+            let _ = s.store.batch(shard, vec![release], deadline).await;
+            return resp;
+        }
+    };
+    let order_id = new_order_id();
+    let now = now_ms();
+    let order = json!({
+        "order_id": order_id,
+        "user": user,
+        "status": "pending",
+        "items": items,
+        "amount_cents": amount,
+        "created_ms": now,
+        "updated_ms": now,
+    });
+    let response = json!({ "order_id": order_id, "status": "pending", "amount_cents": amount });
+    let event = json!({ "order_id": order_id, "user": user, "amount_cents": amount }).to_string();
+    let done = json!({ "state": "done", "request_hash": hash, "response": { "status": 201, "body": response } });
+    let mut ops = vec![
+        json!({ "op": "put", "key": order_key(&user, &order_id), "value": order, "if_absent": true }),
+        json!({ "op": "put", "key": idem_key, "value": done, "if_version": claim }),
+    ];
+    if !s.unsafe_no_outbox {
+        ops.push(json!({
+            "op": "put",
+            "key": format!("outbox/{order_id}"),
+            "value": { "topic": s.topic, "body": event, "claim": null },
+        }));
+    }
+    match s.store.batch(shard, ops, deadline).await {
+        Ok(_) => {}
+        Err(StoreError::Conflict(_)) => {
+            return error(
+                StatusCode::CONFLICT,
+                "a request with this Idempotency-Key is in progress; retry later",
+            );
+        }
+        // The batch may or may not have committed; the key stays claimed, so a retry
+        // either replays the order or, once the claim times out, creates it once.
+        Err(e) => return store_failure(e),
+    }
+    s.metrics.created.inc();
+    if s.unsafe_no_outbox {
+        if let Err(e) = s.broker.publish(&s.topic, &event).await {
+            tracing::error!(order = order_id, error = %e, "UNSAFE no-outbox mode: the order's event is lost");
+        }
+    } else {
+        s.relay_wake.notify_one();
+    }
+    (StatusCode::CREATED, Json(response)).into_response()
+}
+
+async fn get_order(
+    State(s): State<Arc<AppState>>,
+    deadline: Deadline,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let user = match user_of(&s, &headers) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let shard = s.store.shard(&user);
+    match s
+        .store
+        .get(shard, &order_key(&user, &id), ReadFrom::Replica, deadline)
+        .await
+    {
+        Ok(Some(item)) => Json(item.value).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no order {id}")),
+        Err(e) => store_failure(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListParams {
+    limit: Option<usize>,
+}
+
+async fn list(
+    State(s): State<Arc<AppState>>,
+    deadline: Deadline,
+    headers: HeaderMap,
+    Query(p): Query<ListParams>,
+) -> Response {
+    let user = match user_of(&s, &headers) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let limit = p.limit.unwrap_or(10).clamp(1, 100);
+    let shard = s.store.shard(&user);
+    match s
+        .store
+        .scan(shard, &format!("order/{user}/"), 100_000, deadline)
+        .await
+    {
+        Ok(items) => {
+            let orders: Vec<Value> = items
+                .into_iter()
+                .rev()
+                .take(limit)
+                .map(|i| i.value)
+                .collect();
+            Json(json!({ "orders": orders })).into_response()
+        }
+        Err(e) => store_failure(e),
+    }
+}
+
+/// Every order of every shard, for outside checkers.
+async fn audit(State(s): State<Arc<AppState>>, deadline: Deadline) -> Response {
+    let mut orders = Vec::new();
+    for shard in 0..s.store.shards() {
+        match s.store.scan(shard, "order/", usize::MAX, deadline).await {
+            Ok(items) => orders.extend(items.into_iter().map(|i| i.value)),
+            Err(e) => return store_failure(e),
+        }
+    }
+    Json(json!({ "orders": orders })).into_response()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Publishes the outbox entries of one shard that no other replica holds.
+async fn relay_shard(s: &AppState, shard: usize) {
+    let deadline = Deadline(Instant::now() + Duration::from_secs(5));
+    let Ok(items) = s.store.scan(shard, "outbox/", 200, deadline).await else {
+        return;
+    };
+    s.metrics
+        .outbox_pending
+        .get_or_create(&ShardLabels {
+            shard: shard.to_string(),
+        })
+        .set(items.len() as i64);
+    if items.is_empty() {
+        return;
+    }
+    // Replicas start at different entries, so that they mostly claim different ones.
+    let start = s.relay_offset.fetch_add(7, Ordering::Relaxed) % items.len();
+    for item in items[start..].iter().chain(&items[..start]) {
+        let now = now_ms();
+        let claim = &item.value["claim"];
+        let held_by = claim["owner"].as_str();
+        let live = claim["until_ms"].as_u64().is_some_and(|u| u > now);
+        if live && held_by != Some(s.me.as_str()) {
+            continue;
+        }
+        let mut claimed = item.value.clone();
+        claimed["claim"] =
+            json!({ "owner": s.me, "until_ms": now + s.claim_ttl.as_millis() as u64 });
+        let put =
+            json!({ "op": "put", "key": item.key, "value": claimed, "if_version": item.version });
+        let version = match s.store.batch(shard, vec![put], deadline).await {
+            Ok(lsn) => lsn,
+            Err(StoreError::Conflict(_)) => {
+                s.metrics.claim_conflicts.inc();
+                continue;
+            }
+            Err(_) => return,
+        };
+        let topic = item.value["topic"].as_str().unwrap_or(&s.topic);
+        let body = item.value["body"].as_str().unwrap_or_default();
+        if let Err(e) = s.broker.publish(topic, body).await {
+            // Keep the claim: it lapses, and the entry is published later.
+            tracing::warn!(error = %e, "cannot publish from the outbox; will retry");
+            return;
+        }
+        s.metrics.published.inc();
+        let delete = json!({ "op": "delete", "key": item.key, "if_version": version });
+        let _ = s.store.batch(shard, vec![delete], deadline).await;
+    }
+}
+
+async fn relay(s: Arc<AppState>, interval: Duration, shutdown: CancellationToken) {
+    loop {
+        for shard in 0..s.store.shards() {
+            relay_shard(&s, shard).await;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = s.relay_wake.notified() => {}
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Outcome {
+    order_id: String,
+    user: String,
+    outcome: String,
+    charge_id: Option<String>,
+}
+
+/// Applies one payment outcome to its order, once.
+async fn apply_outcome(s: &AppState, m: clients::Message) -> Handled {
+    let Ok(o) = serde_json::from_str::<Outcome>(&m.body) else {
+        return Handled::Reject;
+    };
+    let status: &'static str = match o.outcome.as_str() {
+        "paid" => "paid",
+        "failed" => "failed",
+        _ => return Handled::Reject,
+    };
+    let shard = s.store.shard(&o.user);
+    let key = order_key(&o.user, &o.order_id);
+    for _ in 0..5 {
+        let deadline = Deadline(Instant::now() + Duration::from_secs(5));
+        let item = match s.store.get(shard, &key, ReadFrom::Primary, deadline).await {
+            Ok(Some(i)) => i,
+            // An outcome for an order that does not exist is not ours to fix.
+            Ok(None) => return Handled::Reject,
+            Err(_) => return Handled::Later,
+        };
+        if item.value["status"] != "pending" {
+            return Handled::Done;
+        }
+        let mut order = item.value.clone();
+        order["status"] = json!(status);
+        order["updated_ms"] = json!(now_ms());
+        order["charge_id"] = json!(o.charge_id);
+        let put = json!({ "op": "put", "key": key, "value": order, "if_version": item.version });
+        match s.store.batch(shard, vec![put], deadline).await {
+            Ok(_) => {
+                s.metrics
+                    .outcomes
+                    .get_or_create(&StatusLabels { status })
+                    .inc();
+                return Handled::Done;
+            }
+            Err(StoreError::Conflict(_)) => continue,
+            Err(_) => return Handled::Later,
+        }
+    }
+    Handled::Later
+}
+
+pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let secret = jwt::secret_from_env()?;
+    anyhow::ensure!(
+        args.store_primaries.0.len() == args.store_replicas.0.len(),
+        "--store-primaries and --store-replicas must list one address per shard each"
+    );
+    let mut registry = new_registry();
+    let http = HttpMetrics::register(&mut registry);
+    let upstream_metrics = UpstreamMetrics::register(&mut registry);
+    let metrics = OrderMetrics {
+        created: Counter::default(),
+        replays: Counter::default(),
+        refused: Family::default(),
+        published: Counter::default(),
+        claim_conflicts: Counter::default(),
+        outbox_pending: Family::default(),
+        outcomes: Family::default(),
+        fallbacks: Family::default(),
+    };
+    let r = registry.sub_registry_with_prefix("orders");
+    r.register("created", "Orders created", metrics.created.clone());
+    r.register(
+        "idempotent_replays",
+        "Repeated requests answered from the idempotency record",
+        metrics.replays.clone(),
+    );
+    r.register(
+        "idempotency_refusals",
+        "Requests refused for their Idempotency-Key, by reason",
+        metrics.refused.clone(),
+    );
+    r.register(
+        "outbox_published",
+        "Outbox entries published to the broker",
+        metrics.published.clone(),
+    );
+    r.register(
+        "outbox_claim_conflicts",
+        "Outbox entries another replica claimed first",
+        metrics.claim_conflicts.clone(),
+    );
+    r.register(
+        "outbox_pending",
+        "Outbox entries waiting, by shard, at the last scan",
+        metrics.outbox_pending.clone(),
+    );
+    r.register(
+        "outcomes_applied",
+        "Payment outcomes applied to orders, by status",
+        metrics.outcomes.clone(),
+    );
+    r.register(
+        "replica_read_fallbacks",
+        "Reads sent to the primary instead of the replica, by reason",
+        metrics.fallbacks.clone(),
+    );
+
+    let mut store_config = args.upstream.config();
+    store_config.max_retries = 0;
+    let primaries = args
+        .store_primaries
+        .0
+        .iter()
+        .map(|a| {
+            Upstream::new(
+                "store-primary",
+                &[*a],
+                store_config.clone(),
+                upstream_metrics.clone(),
+            )
+        })
+        .collect::<Vec<_>>();
+    let replicas = args
+        .store_replicas
+        .0
+        .iter()
+        .map(|a| {
+            Upstream::new(
+                "store-replica",
+                &[*a],
+                store_config.clone(),
+                upstream_metrics.clone(),
+            )
+        })
+        .collect::<Vec<_>>();
+    let fallbacks = metrics.fallbacks.clone();
+    let store = Store::new(
+        primaries,
+        replicas,
+        Arc::new(move |reason| {
+            fallbacks.get_or_create(&ReasonLabels { reason }).inc();
+        }),
+    );
+    let mut broker_config = args.upstream.config();
+    broker_config.per_try_timeout = Duration::from_secs(30);
+    let broker_up = Upstream::new(
+        "broker",
+        &args.broker.0,
+        broker_config,
+        upstream_metrics.clone(),
+    );
+    let cdn = Upstream::new("cdn", &args.cdn.0, args.upstream.config(), upstream_metrics);
+    if args.unsafe_no_outbox {
+        tracing::warn!("UNSAFE: publishing order events without the outbox");
+    }
+    let state = Arc::new(AppState {
+        verifier: Verifier::new(&secret),
+        store: store.clone(),
+        broker: clients::Broker::new(broker_up.clone()),
+        cdn: cdn.clone(),
+        topic: args.topic.clone(),
+        in_flight_timeout: args.in_flight_timeout,
+        claim_ttl: args.claim_ttl,
+        products: args.products,
+        unsafe_no_outbox: args.unsafe_no_outbox,
+        relay_wake: Notify::new(),
+        relay_offset: AtomicUsize::new(fastrand::usize(..1000)),
+        me: format!("{:016x}", fastrand::u64(..)),
+        metrics,
+    });
+    let router = Router::new()
+        .route("/api/v1/orders", get(list).post(create))
+        .route("/api/v1/orders/{id}", get(get_order))
+        .route("/v1/audit/orders", get(audit))
+        .fallback(server::not_found)
+        .with_state(state.clone());
+    let service = Service {
+        name: "orders",
+        router,
+        registry,
+        http,
+        max_request_time: args.common.max_request_time,
+    };
+    let (interval, queue, reject_delay) = (
+        args.relay_interval,
+        args.events_queue.clone(),
+        args.reject_delay,
+    );
+    let background = move |t: CancellationToken| async move {
+        let consumer_state = state.clone();
+        let consumer = clients::consume(
+            state.broker.clone(),
+            queue,
+            reject_delay,
+            t.clone(),
+            move |m| {
+                let s = consumer_state.clone();
+                async move { apply_outcome(&s, m).await }
+            },
+        );
+        let checks = store
+            .upstreams()
+            .chain([&broker_up, &cdn])
+            .map(|u| u.clone().run_health_checks(t.clone()))
+            .collect::<Vec<_>>();
+        tokio::join!(
+            relay(state.clone(), interval, t.clone()),
+            consumer,
+            futures::future::join_all(checks)
+        );
+    };
+    server::serve_with(args.common.listen, service, shutdown, background).await
+}
