@@ -63,25 +63,50 @@ pub struct Message {
     pub receive_count: u32,
 }
 
+/// The broker, through two upstreams: `up` for short calls (send, publish, delete) and
+/// `poll` for long-polling receives. A receive holds its call for up to 20 s; sharing one
+/// circuit breaker would let waiting receives take every half-open trial slot and keep
+/// publishes refused long after the broker is back.
 #[derive(Clone)]
 pub struct Broker {
     up: Arc<Upstream>,
+    poll: Arc<Upstream>,
 }
 
 impl Broker {
-    pub fn new(up: Arc<Upstream>) -> Self {
-        Self { up }
+    /// Both upstreams over `addrs`, with the long poll's per-try timeout raised to fit.
+    pub fn new(
+        addrs: &[std::net::SocketAddr],
+        config: &crate::upstream::UpstreamConfig,
+        metrics: crate::upstream::UpstreamMetrics,
+    ) -> Self {
+        let up = Upstream::new("broker", addrs, config.clone(), metrics.clone());
+        let mut poll_config = config.clone();
+        poll_config.per_try_timeout = Duration::from_secs(30);
+        poll_config.health = None;
+        let poll = Upstream::new("broker-poll", addrs, poll_config, metrics);
+        Self { up, poll }
     }
 
+    /// The upstream of short calls, for its health checks.
     pub fn upstream(&self) -> &Arc<Upstream> {
         &self.up
     }
 
     async fn post(&self, path: &str, body: Value, timeout: Duration) -> Result<Value, ClientError> {
+        self.post_via(&self.up, path, body, timeout).await
+    }
+
+    async fn post_via(
+        &self,
+        up: &Upstream,
+        path: &str,
+        body: Value,
+        timeout: Duration,
+    ) -> Result<Value, ClientError> {
         // Sends are repeated after a failure: the broker delivers at least once anyway,
         // and every consumer of the shop is idempotent.
-        let (status, _, bytes) = self
-            .up
+        let (status, _, bytes) = up
             .post_json(
                 path,
                 &body,
@@ -124,7 +149,8 @@ impl Broker {
     ) -> Result<Vec<Message>, ClientError> {
         let body = json!({ "max_messages": max, "wait_ms": wait.as_millis() as u64 });
         let v = self
-            .post(
+            .post_via(
+                &self.poll,
                 &format!("/v1/queues/{queue}/receive"),
                 body,
                 wait + Duration::from_secs(5),
@@ -159,6 +185,13 @@ impl Broker {
         .await
         .map(drop)
     }
+}
+
+/// Wait before the next delivery of a message whose handling failed for the
+/// `receives`-th time: 500 ms doubling, at most 30 s.
+pub fn later_backoff(receives: u32) -> Duration {
+    let exp = receives.saturating_sub(1).min(6);
+    (Duration::from_millis(500) * (1u32 << exp)).min(Duration::from_secs(30))
 }
 
 /// What a handler did with a message.
@@ -208,13 +241,21 @@ pub async fn consume<F, Fut>(
         for m in messages {
             let receipt = m.receipt_handle.clone();
             let id = m.message_id.clone();
+            let receives = m.receive_count;
             match handle(m).await {
                 Handled::Done => {
                     if let Err(e) = broker.delete(&queue, &receipt).await {
                         tracing::warn!(queue, message = id, error = %e, "cannot delete a processed message");
                     }
                 }
-                Handled::Later => {}
+                Handled::Later => {
+                    // Come back soon rather than after the whole visibility timeout, and
+                    // later each time, so that a dependency's outage of a minute or two
+                    // does not use up the message's receives.
+                    let _ = broker
+                        .retry_later(&queue, &receipt, later_backoff(receives))
+                        .await;
+                }
                 Handled::Reject => {
                     tracing::warn!(
                         queue,
@@ -261,6 +302,8 @@ pub struct Store {
     primaries: Vec<Arc<Upstream>>,
     replicas: Vec<Arc<Upstream>>,
     on_fallback: FallbackHook,
+    /// How long a replica read may take before the primary is asked instead.
+    pub replica_timeout: Duration,
 }
 
 /// FNV-1a: stable across processes and versions, unlike std's hasher.
@@ -281,6 +324,7 @@ impl Store {
             primaries,
             replicas,
             on_fallback,
+            replica_timeout: Duration::from_millis(200),
         }
     }
 
@@ -338,7 +382,8 @@ impl Store {
         if from == ReadFrom::Replica
             && let Some(r) = self.replicas.get(shard)
         {
-            match r.get(&path, d).await {
+            let replica_deadline = Deadline(d.min_after(Instant::now(), self.replica_timeout));
+            match r.get(&path, replica_deadline).await {
                 Ok((StatusCode::OK, headers, body)) if lag(&headers) == 0 => {
                     if let Ok(item) = serde_json::from_slice(&body) {
                         return Ok(Some(item));
@@ -434,6 +479,17 @@ mod tests {
         assert!(
             (400..600).contains(&on_first),
             "{on_first} of 1000 on shard 0"
+        );
+    }
+
+    #[test]
+    fn retries_back_off_up_to_thirty_seconds() {
+        let waits: Vec<u64> = (1..=9)
+            .map(|n| later_backoff(n).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            waits,
+            [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
         );
     }
 

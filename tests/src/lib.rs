@@ -9,6 +9,7 @@
 //! - [`Up`]: a `faultline up` child process and what it printed.
 //! - [`metrics`]: reading one sample out of a `/metrics` page.
 
+pub mod invariants;
 pub mod metrics;
 
 use std::io::{BufRead, BufReader};
@@ -99,8 +100,25 @@ impl Shop {
     /// Starts the shop with extra environment for every service (`SHOP_*` settings).
     pub async fn start(env: &[(&str, &str)]) -> Shop {
         let path = shop_topology_path();
-        let mut topology = Topology::load(&path).expect("the bundled topology is valid");
-        topology.service_mut("gateway").unwrap().port = 0;
+        let topology = Topology::load(&path).expect("the bundled topology is valid");
+        Self::start_topology(topology, env).await
+    }
+
+    /// Starts a topology written for the test (its programs found beside the test's
+    /// binaries), e.g. a single broker.
+    pub async fn start_text(text: &str, env: &[(&str, &str)]) -> Shop {
+        let topology =
+            Topology::parse("test.toml", text, PathBuf::new()).expect("test topology is valid");
+        Self::start_topology(topology, env).await
+    }
+
+    async fn start_topology(mut topology: Topology, env: &[(&str, &str)]) -> Shop {
+        if let Some(ep) = topology.entrypoint.clone() {
+            topology.service_mut(&ep).unwrap().port = 0;
+        }
+        for svc in &mut topology.services {
+            svc.port = 0;
+        }
         for (k, v) in env {
             topology
                 .env
@@ -114,7 +132,10 @@ impl Shop {
             Ok(s) => s,
             Err(e) => panic!("the shop did not start: {e}"),
         };
-        let gateway = format!("http://{}", sup.entrypoint().unwrap());
+        let gateway = sup
+            .entrypoint()
+            .map(|a| format!("http://{a}"))
+            .unwrap_or_default();
         Shop {
             sup,
             gateway,
@@ -125,6 +146,49 @@ impl Shop {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.gateway)
+    }
+
+    /// `http://ADDR` of replica `name`, for its internal API.
+    pub fn replica_url(&self, name: &str, path: &str) -> String {
+        let addr = self.sup.replica_status(name).expect("known replica").addr;
+        format!("http://{addr}{path}")
+    }
+
+    /// POSTs an order; returns the status and the JSON answer.
+    pub async fn order(
+        &self,
+        token: &str,
+        key: &str,
+        items: serde_json::Value,
+    ) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
+        let resp = self
+            .http
+            .post(self.url("/api/v1/orders"))
+            .bearer_auth(token)
+            .header("idempotency-key", key)
+            .json(&serde_json::json!({ "items": items }))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        (
+            status,
+            resp.json().await.unwrap_or(serde_json::Value::Null),
+            headers,
+        )
+    }
+
+    /// GET of a replica's internal JSON endpoint.
+    pub async fn internal(&self, replica: &str, path: &str) -> serde_json::Value {
+        self.http
+            .get(self.replica_url(replica, path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// The `/metrics` page of replica `name`.

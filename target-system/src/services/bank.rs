@@ -146,6 +146,10 @@ struct ResultLabels {
 
 struct AppState {
     ledger: Committer<Ledger>,
+    /// Charges run as tasks of their own: like a real provider, the bank finishes a
+    /// charge it accepted even when the caller hangs up, which is exactly the case where
+    /// a retried payment needs the idempotency key.
+    tasks: tokio_util::task::TaskTracker,
     latency: Duration,
     failure_rate: f64,
     charges: Family<ResultLabels, Counter>,
@@ -186,13 +190,20 @@ async fn charge(
             "the bank is temporarily unavailable; try again",
         );
     }
-    tokio::time::sleep(s.latency).await;
     let op = Op::Charge {
         key: key.to_owned(),
         amount_cents: req.amount_cents,
         reference: req.reference,
     };
-    match s.ledger.call(op).await {
+    let (ledger, latency) = (s.ledger.clone(), s.latency);
+    let task = s.tasks.spawn(async move {
+        tokio::time::sleep(latency).await;
+        ledger.call(op).await
+    });
+    let Ok(result) = task.await else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "the charge task failed");
+    };
+    match result {
         Ok(Reply::Charge { charge, replayed }) => {
             let result = if replayed {
                 "replayed"
@@ -263,8 +274,10 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         machine.charges.push(c);
     }
     let (ledger_c, writer) = spawn_committer(machine, wal, Durability::Fsync, wal_metrics);
+    let tasks = tokio_util::task::TaskTracker::new();
     let state = Arc::new(AppState {
         ledger: ledger_c,
+        tasks: tasks.clone(),
         latency: args.latency,
         failure_rate: args.failure_rate,
         charges,
@@ -282,6 +295,8 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         max_request_time: args.common.max_request_time,
     };
     let result = server::serve(args.common.listen, service, shutdown).await;
+    tasks.close();
+    tasks.wait().await;
     let _ = writer.await;
     result
 }

@@ -23,7 +23,7 @@ use crate::clients::{self, Handled};
 use crate::error::error;
 use crate::metrics::{HttpMetrics, new_registry};
 use crate::server::{self, Service};
-use crate::upstream::{Upstream, UpstreamMetrics};
+use crate::upstream::UpstreamMetrics;
 use crate::wal::{Committer, Durability, Machine, Wal, WalMetrics, spawn_committer};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -128,10 +128,8 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         sent: records,
     };
     let (outbox, writer) = spawn_committer(machine, wal, Durability::Fsync, wal_metrics);
-    let mut config = args.upstream.config();
-    config.per_try_timeout = Duration::from_secs(30);
-    let broker_up = Upstream::new("broker", &args.broker.0, config, upstream_metrics);
-    let broker = clients::Broker::new(broker_up.clone());
+    let broker = clients::Broker::new(&args.broker.0, &args.upstream.config(), upstream_metrics);
+    let broker_up = broker.upstream().clone();
     let state = Arc::new(AppState {
         outbox: outbox.clone(),
     });

@@ -48,7 +48,7 @@ pub struct Args {
     pub reject_delay: Duration,
     /// UNSAFE: send every charge attempt with a new idempotency key, so a retried or
     /// redelivered payment charges twice. For demonstrating the double-charge check.
-    #[arg(long, env = "SHOP_UNSAFE_NO_IDEMPOTENCY", default_value_t = false)]
+    #[arg(long, env = "SHOP_UNSAFE_NO_IDEMPOTENCY", default_value_t = false, value_parser = clap::builder::BoolishValueParser::new())]
     pub unsafe_no_idempotency: bool,
 }
 
@@ -165,14 +165,12 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     if args.unsafe_no_idempotency {
         tracing::warn!("UNSAFE: charging without idempotency keys");
     }
-    let mut broker_config = args.upstream.config();
-    broker_config.per_try_timeout = Duration::from_secs(30);
-    let broker_up = Upstream::new(
-        "broker",
+    let broker = clients::Broker::new(
         &args.broker.0,
-        broker_config,
+        &args.upstream.config(),
         upstream_metrics.clone(),
     );
+    let broker_up = broker.upstream().clone();
     let bank = Upstream::new(
         "bank",
         &args.bank.0,
@@ -180,7 +178,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         upstream_metrics,
     );
     let worker = Worker {
-        broker: clients::Broker::new(broker_up.clone()),
+        broker: broker.clone(),
         bank: bank.clone(),
         topic: args.topic.clone(),
         unsafe_no_idempotency: args.unsafe_no_idempotency,

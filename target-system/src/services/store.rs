@@ -67,7 +67,7 @@ pub struct Args {
     pub primaries: Option<Addrs>,
     /// UNSAFE: acknowledge writes before they are written, flushing the log every
     /// 200 ms. A crash loses acknowledged writes. For demonstrating the durability checks.
-    #[arg(long, env = "SHOP_UNSAFE_NO_FSYNC", default_value_t = false)]
+    #[arg(long, env = "SHOP_UNSAFE_NO_FSYNC", default_value_t = false, value_parser = clap::builder::BoolishValueParser::new())]
     pub unsafe_no_fsync: bool,
     /// Batches a primary keeps in memory for replicas; one further behind gets a snapshot.
     #[arg(long, env = "SHOP_STORE_TAIL", default_value_t = 100_000)]
