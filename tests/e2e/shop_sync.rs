@@ -522,7 +522,15 @@ async fn the_callers_deadline_stops_work_downstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_replica_is_retried_around_and_ejected() {
-    let shop = Shop::start(&[("SHOP_PER_TRY_TIMEOUT", "250ms"), ("SHOP_EJECT_AFTER", "2")]).await;
+    // The cdn gives up on a try to content after 250 ms; the gateway leaves it room to
+    // retry (a caller's per-try timeout must exceed its callee's, or the propagated
+    // deadline leaves the callee no time for a second try).
+    let shop = Shop::start_with_args(
+        &[("SHOP_PER_TRY_TIMEOUT", "250ms"), ("SHOP_EJECT_AFTER", "2")],
+        "gateway",
+        &["--per-try-timeout", "3s"],
+    )
+    .await;
     shop.sup.pause("content-2").await.unwrap();
     for id in 1..=30 {
         let resp = get(&shop, &format!("/api/v1/products/{id}")).await;

@@ -19,7 +19,21 @@ fn up_prints_ready_and_the_table_and_stops_cleanly_on_sigterm() {
         up.rows.iter().map(|r| r.service.as_str()).collect();
     assert_eq!(
         services.into_iter().collect::<Vec<_>>(),
-        ["api", "auth", "cache", "cdn", "content", "gateway"]
+        [
+            "api",
+            "auth",
+            "bank",
+            "broker",
+            "cache",
+            "cdn",
+            "content",
+            "gateway",
+            "notifications",
+            "orders",
+            "payments",
+            "store-primary",
+            "store-replica"
+        ]
     );
     assert_eq!(up.rows.iter().filter(|r| r.service == "content").count(), 2);
     assert!(
@@ -53,7 +67,7 @@ fn up_prints_ready_and_the_table_and_stops_cleanly_on_sigterm() {
 fn sigkill_of_up_leaves_no_shop_process_behind() {
     let mut up = Up::start(&[], &[]);
     let pids: Vec<u32> = up.rows.iter().map(|r| r.pid).collect();
-    assert_eq!(pids.len(), 9);
+    assert_eq!(pids.len(), 21);
     assert!(pids.iter().all(|p| alive(*p)));
     kill(Pid::from_raw(up.child.id() as i32), Signal::SIGKILL).unwrap();
     up.child.wait().unwrap();

@@ -104,6 +104,21 @@ impl Shop {
         Self::start_topology(topology, env).await
     }
 
+    /// Starts the shop with `args` added to the command line of `service`'s replicas
+    /// (flags win over the `SHOP_*` environment, so one service can differ).
+    pub async fn start_with_args(env: &[(&str, &str)], service: &str, args: &[&str]) -> Shop {
+        let mut topology =
+            Topology::load(&shop_topology_path()).expect("the bundled topology is valid");
+        let svc = topology
+            .service_mut(service)
+            .expect("a service of the shop");
+        for a in args {
+            svc.command
+                .push(Template(vec![Piece::Lit((*a).to_owned())]));
+        }
+        Self::start_topology(topology, env).await
+    }
+
     /// Starts a topology written for the test (its programs found beside the test's
     /// binaries), e.g. a single broker.
     pub async fn start_text(text: &str, env: &[(&str, &str)]) -> Shop {
