@@ -5,12 +5,16 @@ local tokens = {}
 for line in io.lines(os.getenv("TOKENS")) do tokens[#tokens + 1] = line end
 local pace = tonumber(os.getenv("PACE_MS") or "0")
 local counter = 0
-local thread_id = 0
+-- `thread_id` is a global that setup() gives each thread (a local would shadow it).
 local threads = 0
 
 function setup(thread)
   thread:set("thread_id", threads)
   threads = threads + 1
+end
+
+function init(args)
+  math.randomseed(os.time() * 1000 + thread_id)
 end
 
 function request()

@@ -1,11 +1,15 @@
 -- wrk script: single-key put batches to a store primary, each a new key.
 local counter = 0
-local thread_id = 0
+-- `thread_id` is a global that setup() gives each thread (a local would shadow it).
 local threads = 0
 
 function setup(thread)
   thread:set("thread_id", threads)
   threads = threads + 1
+end
+
+function init(args)
+  math.randomseed(os.time() * 1000 + thread_id)
 end
 
 function request()
