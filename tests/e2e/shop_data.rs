@@ -56,6 +56,15 @@ fn stream_orders(
     })
 }
 
+/// Waits until the sum of metric `name` on `replica` reaches `at_least`.
+async fn wait_metric(shop: &Shop, replica: &str, name: &str, at_least: f64, what: &str) {
+    let end = Instant::now() + Duration::from_secs(20);
+    while sum(&shop.metrics(replica).await, name, &[]) < at_least {
+        assert!(Instant::now() < end, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn tokens(shop: &Shop, n: usize) -> Vec<String> {
     let mut out = Vec::new();
     for i in 1..=n {
@@ -282,16 +291,14 @@ async fn kill_store_primaries_under_load(env: &[(&str, &str)]) -> (Violations, u
     let shop = Arc::new(Shop::start(env).await);
     let stop = Arc::new(AtomicBool::new(false));
     let stream = stream_orders(&shop, tokens(&shop, 8).await, stop.clone());
-    let end = Instant::now() + Duration::from_secs(20);
-    while sum(
-        &shop.metrics("store-primary-1").await,
+    wait_metric(
+        &shop,
+        "store-primary-1",
         "shop_store_batches_total",
-        &[],
-    ) < 60.0
-    {
-        assert!(Instant::now() < end, "orders are not flowing");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        60.0,
+        "orders are not flowing",
+    )
+    .await;
     shop.sup.kill("store-primary-1", false).await.unwrap();
     shop.sup.kill("store-primary-2", false).await.unwrap();
     for p in ["store-primary-1", "store-primary-2"] {
@@ -308,16 +315,14 @@ async fn kill_store_primaries_under_load(env: &[(&str, &str)]) -> (Violations, u
         "shop_store_batches_total",
         &[],
     );
-    let end = Instant::now() + Duration::from_secs(20);
-    while sum(
-        &shop.metrics("store-primary-1").await,
+    wait_metric(
+        &shop,
+        "store-primary-1",
         "shop_store_batches_total",
-        &[],
-    ) < before + 30.0
-    {
-        assert!(Instant::now() < end, "orders did not resume");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        before + 30.0,
+        "orders did not resume",
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     let acked = stream.await.unwrap();
     let v = settle(&shop, &acked, SETTLE).await;
@@ -457,16 +462,14 @@ async fn sigkill_of_the_broker_in_the_shop_loses_no_order() {
     let shop = Arc::new(Shop::start(&[("SHOP_BROKER_VISIBILITY", "3s")]).await);
     let stop = Arc::new(AtomicBool::new(false));
     let stream = stream_orders(&shop, tokens(&shop, 6).await, stop.clone());
-    let end = Instant::now() + Duration::from_secs(20);
-    while sum(
-        &shop.metrics("broker-1").await,
+    wait_metric(
+        &shop,
+        "broker-1",
         "shop_broker_deletes_total",
-        &[],
-    ) < 30.0
-    {
-        assert!(Instant::now() < end, "messages are not flowing");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        30.0,
+        "messages are not flowing",
+    )
+    .await;
     shop.sup.kill("broker-1", false).await.unwrap();
     shop.sup
         .wait_for("broker-1", Duration::from_secs(20), |s| {
@@ -474,16 +477,14 @@ async fn sigkill_of_the_broker_in_the_shop_loses_no_order() {
         })
         .await
         .expect("restarted");
-    let end = Instant::now() + Duration::from_secs(20);
-    while sum(
-        &shop.metrics("broker-1").await,
+    wait_metric(
+        &shop,
+        "broker-1",
         "shop_broker_deletes_total",
-        &[],
-    ) < 30.0
-    {
-        assert!(Instant::now() < end, "messages did not resume");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        30.0,
+        "messages did not resume",
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     let acked = stream.await.unwrap();
     let v = settle(&shop, &acked, SETTLE).await;

@@ -750,6 +750,17 @@ impl AppState {
 const MAX_BODY: usize = 256 * 1024;
 
 #[allow(clippy::result_large_err)]
+fn check_size(body: &str) -> Result<(), Response> {
+    if body.len() > MAX_BODY {
+        return Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("message bodies are limited to {MAX_BODY} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+#[allow(clippy::result_large_err)]
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Response> {
     body.map(|Json(b)| b).map_err(|e| {
         error(
@@ -777,11 +788,8 @@ async fn send(
         Ok(r) => r,
         Err(e) => return e,
     };
-    if req.body.len() > MAX_BODY {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("message bodies are limited to {MAX_BODY} bytes"),
-        );
+    if let Err(e) = check_size(&req.body) {
+        return e;
     }
     let op = Op::Send {
         q,
@@ -813,11 +821,8 @@ async fn publish(
         Ok(r) => r,
         Err(e) => return e,
     };
-    if req.body.len() > MAX_BODY {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("message bodies are limited to {MAX_BODY} bytes"),
-        );
+    if let Err(e) = check_size(&req.body) {
+        return e;
     }
     match s
         .call(Op::Publish {
