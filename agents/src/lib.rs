@@ -11,6 +11,7 @@
 //! - [`diag`]: located errors in input files.
 
 pub mod diag;
+pub mod proxy;
 pub mod report;
 pub mod rundir;
 pub mod supervisor;

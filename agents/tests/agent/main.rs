@@ -1,5 +1,8 @@
-//! The `faultline-agent` binary's command line. (This test target also makes
+//! The `faultline-agent` crate through its real entry points: the binary's command line,
+//! and the fault proxies on real sockets. (This test target also makes
 //! `cargo test --workspace` build the binary.)
+
+mod proxy;
 
 use std::process::Command;
 

@@ -1,0 +1,591 @@
+//! Fault proxies: one TCP proxy per edge of a topology (client service -> server
+//! replica), through which that edge's traffic flows so that any edge can be faulted.
+//!
+//! Each connection is two pumps, one per direction, run by one task. A pump reads a
+//! chunk, passes it through the toxics of its direction that apply to this connection,
+//! and writes it on. The toxics live in a watch channel: a pump sees a change at its
+//! next chunk, and a pump waiting inside a toxic (latency, bandwidth, a held connection)
+//! wakes on the change, so adding or removing a toxic takes effect on live connections
+//! at once and never waits for traffic.
+
+pub mod http;
+pub mod toxic;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Mutex, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use toxic::{Direction, HttpMatch, Toxic, ToxicKind};
+
+use self::http::{Framer, Segment};
+
+/// Counters of one edge.
+#[derive(Debug, Default)]
+pub struct EdgeStats {
+    pub connections: AtomicU64,
+    pub active: AtomicU64,
+    pub bytes_upstream: AtomicU64,
+    pub bytes_downstream: AtomicU64,
+}
+
+impl EdgeStats {
+    fn bytes(&self, dir: Direction) -> &AtomicU64 {
+        match dir {
+            Direction::Upstream => &self.bytes_upstream,
+            Direction::Downstream => &self.bytes_downstream,
+        }
+    }
+}
+
+/// The proxy of one edge.
+pub struct EdgeProxy {
+    /// `client->server-N`.
+    pub name: String,
+    pub client: String,
+    pub server: String,
+    pub listen: SocketAddr,
+    pub target: SocketAddr,
+    toxics: watch::Sender<Arc<Vec<Toxic>>>,
+    pub stats: EdgeStats,
+}
+
+impl EdgeProxy {
+    /// Binds `listen` (port 0 picks one) for traffic to `target`.
+    pub async fn bind(
+        client: &str,
+        server: &str,
+        listen: SocketAddr,
+        target: SocketAddr,
+    ) -> io::Result<(Arc<Self>, TcpListener)> {
+        let listener = TcpListener::bind(listen).await?;
+        let proxy = Arc::new(Self {
+            name: format!("{client}->{server}"),
+            client: client.to_owned(),
+            server: server.to_owned(),
+            listen: listener.local_addr()?,
+            target,
+            toxics: watch::Sender::new(Arc::new(Vec::new())),
+            stats: EdgeStats::default(),
+        });
+        Ok((proxy, listener))
+    }
+
+    pub fn toxics(&self) -> Vec<Toxic> {
+        self.toxics.borrow().as_ref().clone()
+    }
+
+    /// Installs toxics, on live connections too.
+    pub fn add(&self, toxics: &[Toxic]) {
+        self.toxics.send_modify(|list| {
+            let mut v = list.as_ref().clone();
+            v.extend_from_slice(toxics);
+            *list = Arc::new(v);
+        });
+    }
+
+    /// Removes every toxic of fault `id`; returns how many there were.
+    pub fn remove(&self, id: &str) -> usize {
+        let mut removed = 0;
+        self.toxics.send_if_modified(|list| {
+            let before = list.len();
+            let v: Vec<Toxic> = list.iter().filter(|t| t.id != id).cloned().collect();
+            removed = before - v.len();
+            if removed > 0 {
+                *list = Arc::new(v);
+            }
+            removed > 0
+        });
+        removed
+    }
+
+    /// Accepts connections until `shutdown`; every connection ends with it.
+    pub async fn run(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        let tasks = TaskTracker::new();
+        let mut next = 0u64;
+        loop {
+            let (client, _) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(edge = %self.name, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
+            };
+            next += 1;
+            let proxy = self.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move { proxy.connection(client, next, shutdown).await });
+        }
+        tasks.close();
+        tasks.wait().await;
+    }
+
+    async fn connection(
+        self: Arc<Self>,
+        mut client: TcpStream,
+        n: u64,
+        shutdown: CancellationToken,
+    ) {
+        self.stats.connections.fetch_add(1, Ordering::Relaxed);
+        self.stats.active.fetch_add(1, Ordering::Relaxed);
+        let _active = Decrement(&self.stats.active);
+        let mut server = match TcpStream::connect(self.target).await {
+            Ok(s) => s,
+            Err(_) => {
+                // The replica is down: the client must see a failure, not a silent close.
+                let _ = client.set_zero_linger();
+                return;
+            }
+        };
+        let _ = client.set_nodelay(true);
+        let _ = server.set_nodelay(true);
+        let end = {
+            let (mut cr, cw) = client.split();
+            let (mut sr, sw) = server.split();
+            let cw = Mutex::new(cw);
+            let sw = Mutex::new(sw);
+            let up = pump(&self, Direction::Upstream, n, &mut cr, &sw, Some(&cw));
+            let down = pump(&self, Direction::Downstream, n, &mut sr, &cw, None);
+            tokio::pin!(up, down);
+            let (mut up_end, mut down_end) = (None, None);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break End::Close,
+                    e = &mut up, if up_end.is_none() => {
+                        if e != End::Eof { break e; }
+                        up_end = Some(e);
+                    }
+                    e = &mut down, if down_end.is_none() => {
+                        if e != End::Eof { break e; }
+                        down_end = Some(e);
+                    }
+                }
+                if up_end.is_some() && down_end.is_some() {
+                    break End::Eof;
+                }
+            }
+        };
+        if end == End::Reset {
+            let _ = client.set_zero_linger();
+            let _ = server.set_zero_linger();
+        }
+    }
+}
+
+struct Decrement<'a>(&'a AtomicU64);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The reader's side closed; the close was passed on.
+    Eof,
+    /// A toxic closed the connection.
+    Close,
+    /// A toxic resets the connection.
+    Reset,
+}
+
+/// The toxics of one direction that apply to one connection, and since when.
+struct Active {
+    list: Vec<Toxic>,
+    since: HashMap<String, Instant>,
+}
+
+impl Active {
+    fn refresh(&mut self, all: &[Toxic], dir: Direction, conn: u64) {
+        let now = Instant::now();
+        self.list = all
+            .iter()
+            .filter(|t| t.direction == dir && t.applies_to(conn))
+            .cloned()
+            .collect();
+        let ids: Vec<String> = self.list.iter().map(|t| t.id.clone()).collect();
+        self.since.retain(|id, _| ids.contains(id));
+        for id in ids {
+            self.since.entry(id).or_insert(now);
+        }
+    }
+
+    fn find(&self, f: impl Fn(&ToxicKind) -> bool) -> Option<&Toxic> {
+        self.list.iter().find(|t| f(&t.kind))
+    }
+
+    fn since(&self, t: &Toxic) -> Instant {
+        self.since.get(&t.id).copied().unwrap_or_else(Instant::now)
+    }
+
+    /// The next instant a toxic must act without traffic (a reset or a timeout's close).
+    fn deadline(&self) -> Option<Instant> {
+        self.list
+            .iter()
+            .filter_map(|t| match &t.kind {
+                ToxicKind::Reset { after } => Some(self.since(t) + *after),
+                ToxicKind::Timeout {
+                    close_after: Some(d),
+                } => Some(self.since(t) + *d),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// What the toxics say the connection must do now, if anything.
+    fn verdict(&self, now: Instant) -> Option<End> {
+        for t in &self.list {
+            match &t.kind {
+                ToxicKind::Reset { after } if now >= self.since(t) + *after => {
+                    return Some(End::Reset);
+                }
+                ToxicKind::Timeout {
+                    close_after: Some(d),
+                } if now >= self.since(t) + *d => return Some(End::Close),
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+const BUF: usize = 32 * 1024;
+
+async fn pump(
+    edge: &EdgeProxy,
+    dir: Direction,
+    conn: u64,
+    reader: &mut ReadHalf<'_>,
+    writer: &Mutex<WriteHalf<'_>>,
+    reply: Option<&Mutex<WriteHalf<'_>>>,
+) -> End {
+    let mut rx = edge.toxics.subscribe();
+    let mut active = Active {
+        list: Vec::new(),
+        since: HashMap::new(),
+    };
+    active.refresh(&rx.borrow_and_update(), dir, conn);
+    let mut framer = (dir == Direction::Upstream).then(Framer::default);
+    let mut discarding = false;
+    let mut requests = 0u64;
+    let mut passed = 0u64;
+    let mut buf = vec![0u8; BUF];
+    loop {
+        if rx.has_changed().unwrap_or(false) {
+            active.refresh(&rx.borrow_and_update(), dir, conn);
+        }
+        if let Some(end) = active.verdict(Instant::now()) {
+            return end;
+        }
+        let deadline = active.deadline();
+        let read = tokio::select! {
+            r = reader.read(&mut buf) => r,
+            changed = rx.changed() => {
+                // `changed` marks the new set as seen: take it now, or it is missed.
+                if changed.is_ok() {
+                    active.refresh(&rx.borrow_and_update(), dir, conn);
+                }
+                continue;
+            }
+            _ = sleep_until_opt(deadline) => continue,
+        };
+        let n = match read {
+            Ok(0) | Err(_) => {
+                if let Some(t) = active.find(|k| matches!(k, ToxicKind::SlowClose { .. }))
+                    && let ToxicKind::SlowClose { delay } = t.kind
+                {
+                    tokio::time::sleep(delay).await;
+                }
+                let _ = writer.lock().await.shutdown().await;
+                return End::Eof;
+            }
+            Ok(n) => n,
+        };
+        let arrived = Instant::now();
+        // A change made before these bytes were sent must apply to them, even when the
+        // read won the race against the change notification.
+        if rx.has_changed().unwrap_or(false) {
+            active.refresh(&rx.borrow_and_update(), dir, conn);
+        }
+        if active
+            .find(|k| matches!(k, ToxicKind::Timeout { .. }))
+            .is_some()
+        {
+            // A held connection: the bytes vanish.
+            continue;
+        }
+        let chunk = &buf[..n];
+        // Each piece: the request line (method, path) when it starts a request, and bytes.
+        let mut pieces: Vec<(Option<RequestLine>, Vec<u8>)> = Vec::new();
+        match framer.as_mut() {
+            Some(f) if !f.is_opaque() => {
+                let mut segs = Vec::new();
+                f.feed(chunk, &mut segs);
+                for s in segs {
+                    match s {
+                        Segment::Head {
+                            method,
+                            path,
+                            bytes,
+                        } => pieces.push((Some((method, path)), bytes)),
+                        Segment::Body(b) | Segment::Opaque(b) => pieces.push((None, b)),
+                    }
+                }
+            }
+            _ => pieces.push((None, chunk.to_vec())),
+        }
+        for (head, bytes) in pieces {
+            if let Some((method, path)) = head {
+                requests += 1;
+                discarding = false;
+                match http_decision(&active, conn, requests, &method, &path) {
+                    HttpDecision::Forward => {}
+                    HttpDecision::Delay(d) => {
+                        wait_toxic(&mut rx, &mut active, dir, conn, arrived + d, |_| true).await;
+                    }
+                    HttpDecision::Abort { status, fault } => {
+                        discarding = true;
+                        if let Some(reply) = reply {
+                            let body = format!("{{\"error\":\"aborted by fault {fault}\"}}");
+                            let resp = format!(
+                                "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-faultline-fault: {fault}\r\n\r\n{body}",
+                                reason(status),
+                                body.len()
+                            );
+                            if reply.lock().await.write_all(resp.as_bytes()).await.is_err() {
+                                return End::Close;
+                            }
+                        }
+                        continue;
+                    }
+                }
+            } else if discarding {
+                continue;
+            }
+            match forward(
+                edge,
+                dir,
+                conn,
+                &mut rx,
+                &mut active,
+                writer,
+                &bytes,
+                arrived,
+                &mut passed,
+            )
+            .await
+            {
+                Ok(None) => {}
+                Ok(Some(end)) => return end,
+                Err(_) => return End::Close,
+            }
+        }
+    }
+}
+
+type RequestLine = (String, String);
+
+enum HttpDecision {
+    Forward,
+    Delay(Duration),
+    Abort { status: u16, fault: String },
+}
+
+fn http_decision(
+    active: &Active,
+    conn: u64,
+    request: u64,
+    method: &str,
+    path: &str,
+) -> HttpDecision {
+    for t in &active.list {
+        let draw = || {
+            let mut rng = fastrand::Rng::with_seed(
+                t.seed ^ conn.rotate_left(32) ^ request.wrapping_mul(0x2545_F491_4F6C_DD1D),
+            );
+            rng.f64() * 100.0
+        };
+        match &t.kind {
+            ToxicKind::HttpAbort {
+                status,
+                percent,
+                matcher,
+            } if matcher.matches(method, path) && draw() < *percent => {
+                return HttpDecision::Abort {
+                    status: *status,
+                    fault: t.id.clone(),
+                };
+            }
+            ToxicKind::HttpDelay {
+                delay,
+                percent,
+                matcher,
+            } if matcher.matches(method, path) && draw() < *percent => {
+                return HttpDecision::Delay(*delay);
+            }
+            _ => {}
+        }
+    }
+    HttpDecision::Forward
+}
+
+fn reason(status: u16) -> &'static str {
+    http_reason(status).unwrap_or("Error")
+}
+
+fn http_reason(status: u16) -> Option<&'static str> {
+    Some(match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => return None,
+    })
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits until `until`, or until the toxics change so that `still` no longer holds for
+/// the new set (a removed latency toxic releases its data at once).
+async fn wait_toxic(
+    rx: &mut watch::Receiver<Arc<Vec<Toxic>>>,
+    active: &mut Active,
+    dir: Direction,
+    conn: u64,
+    until: Instant,
+    still: impl Fn(&Active) -> bool,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => return,
+            r = rx.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                active.refresh(&rx.borrow_and_update(), dir, conn);
+                if !still(active) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Passes `bytes` through the byte toxics and writes them. `Some(end)` when a toxic ends
+/// the connection.
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    edge: &EdgeProxy,
+    dir: Direction,
+    conn: u64,
+    rx: &mut watch::Receiver<Arc<Vec<Toxic>>>,
+    active: &mut Active,
+    writer: &Mutex<WriteHalf<'_>>,
+    bytes: &[u8],
+    arrived: Instant,
+    passed: &mut u64,
+) -> io::Result<Option<End>> {
+    if let Some(t) = active.find(|k| matches!(k, ToxicKind::Latency { .. }))
+        && let ToxicKind::Latency { latency, jitter } = t.kind
+    {
+        let jitter_ns = jitter.as_nanos() as i64;
+        let offset = if jitter_ns > 0 {
+            let mut rng = fastrand::Rng::with_seed(t.seed ^ conn ^ *passed);
+            rng.i64(-jitter_ns..=jitter_ns)
+        } else {
+            0
+        };
+        let delay = Duration::from_nanos((latency.as_nanos() as i64 + offset).max(0) as u64);
+        let id = t.id.clone();
+        wait_toxic(rx, active, dir, conn, arrived + delay, |a| {
+            a.list.iter().any(|t| t.id == id)
+        })
+        .await;
+    }
+    let mut bytes = bytes;
+    let mut end = None;
+    if let Some(t) = active.find(|k| matches!(k, ToxicKind::LimitData { .. }))
+        && let ToxicKind::LimitData { bytes: limit } = t.kind
+    {
+        let left = limit.saturating_sub(*passed) as usize;
+        if bytes.len() >= left {
+            bytes = &bytes[..left];
+            end = Some(End::Close);
+        }
+    }
+    let slicer = active
+        .find(|k| matches!(k, ToxicKind::Slicer { .. }))
+        .map(|t| (t.kind.clone(), t.seed));
+    let pieces: Vec<&[u8]> = match &slicer {
+        Some((
+            ToxicKind::Slicer {
+                average_size,
+                size_variation,
+                ..
+            },
+            seed,
+        )) => {
+            let mut rng = fastrand::Rng::with_seed(*seed ^ conn ^ *passed);
+            let mut out = Vec::new();
+            let mut rest = bytes;
+            while !rest.is_empty() {
+                let var = *size_variation.min(&(average_size - 1));
+                let size = (average_size - var + rng.usize(0..=2 * var)).clamp(1, rest.len());
+                out.push(&rest[..size]);
+                rest = &rest[size..];
+            }
+            out
+        }
+        _ => vec![bytes],
+    };
+    for (i, piece) in pieces.iter().enumerate() {
+        if i > 0
+            && let Some((ToxicKind::Slicer { delay, .. }, _)) = &slicer
+            && !delay.is_zero()
+        {
+            tokio::time::sleep(*delay).await;
+        }
+        writer.lock().await.write_all(piece).await?;
+        *passed += piece.len() as u64;
+        edge.stats
+            .bytes(dir)
+            .fetch_add(piece.len() as u64, Ordering::Relaxed);
+        if let Some(t) = active.find(|k| matches!(k, ToxicKind::Bandwidth { .. }))
+            && let ToxicKind::Bandwidth { rate } = t.kind
+        {
+            let until = Instant::now() + Duration::from_secs_f64(piece.len() as f64 / rate as f64);
+            let id = t.id.clone();
+            wait_toxic(rx, active, dir, conn, until, |a| {
+                a.list.iter().any(|t| t.id == id)
+            })
+            .await;
+        }
+    }
+    Ok(end)
+}
