@@ -113,17 +113,46 @@ async fn track_request(State(track): State<Track>, mut req: Request, next: Next)
     let method = req.method().as_str().to_owned();
     let deadline = Deadline::from_headers(req.headers(), track.max_request_time, start);
     req.extensions_mut().insert(deadline);
+    // If the caller hangs up, the server drops this future: the guard then records the
+    // request as 499 (nginx's "client closed request"), so abandoned work shows.
+    let mut guard = Recorded {
+        track: &track,
+        route,
+        method,
+        start,
+        status: None,
+    };
     let resp = match tokio::time::timeout_at(deadline.0, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => error(StatusCode::GATEWAY_TIMEOUT, "deadline exceeded"),
     };
-    let labels = HttpLabels {
-        route,
-        method,
-        status: resp.status().as_u16(),
-    };
-    track.http.observe(&labels, start.elapsed().as_secs_f64());
+    guard.status = Some(resp.status().as_u16());
     resp
+}
+
+/// Records one request's metrics when dropped, whether it was answered or abandoned.
+struct Recorded<'a> {
+    track: &'a Track,
+    route: String,
+    method: String,
+    start: Instant,
+    status: Option<u16>,
+}
+
+/// The status recorded for a request whose caller went away before the answer.
+pub const CLIENT_CLOSED: u16 = 499;
+
+impl Drop for Recorded<'_> {
+    fn drop(&mut self) {
+        let labels = HttpLabels {
+            route: std::mem::take(&mut self.route),
+            method: std::mem::take(&mut self.method),
+            status: self.status.unwrap_or(CLIENT_CLOSED),
+        };
+        self.track
+            .http
+            .observe(&labels, self.start.elapsed().as_secs_f64());
+    }
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

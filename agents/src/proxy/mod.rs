@@ -55,7 +55,8 @@ pub struct EdgeProxy {
     pub client: String,
     pub server: String,
     pub listen: SocketAddr,
-    pub target: SocketAddr,
+    /// The server replica's address; it changes if the replica is moved to another port.
+    target: std::sync::RwLock<SocketAddr>,
     toxics: watch::Sender<Arc<Vec<Toxic>>>,
     pub stats: EdgeStats,
 }
@@ -74,11 +75,20 @@ impl EdgeProxy {
             client: client.to_owned(),
             server: server.to_owned(),
             listen: listener.local_addr()?,
-            target,
+            target: std::sync::RwLock::new(target),
             toxics: watch::Sender::new(Arc::new(Vec::new())),
             stats: EdgeStats::default(),
         });
         Ok((proxy, listener))
+    }
+
+    pub fn target(&self) -> SocketAddr {
+        *self.target.read().unwrap()
+    }
+
+    /// Points new connections at `addr`.
+    pub fn set_target(&self, addr: SocketAddr) {
+        *self.target.write().unwrap() = addr;
     }
 
     pub fn toxics(&self) -> Vec<Toxic> {
@@ -143,7 +153,8 @@ impl EdgeProxy {
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
         self.stats.active.fetch_add(1, Ordering::Relaxed);
         let _active = Decrement(&self.stats.active);
-        let mut server = match TcpStream::connect(self.target).await {
+        let target = self.target();
+        let mut server = match TcpStream::connect(target).await {
             Ok(s) => s,
             Err(_) => {
                 // The replica is down: the client must see a failure, not a silent close.

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::proxy::EdgeProxy;
 use crate::rundir::{RunDir, tail};
 use crate::topology::{Piece, Topology};
 
@@ -38,6 +39,8 @@ pub struct SupervisorConfig {
     /// First wait before restarting a crashed replica; doubles per crash in a row.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Route every edge (client service -> server replica) through a fault proxy.
+    pub proxies: bool,
 }
 
 impl SupervisorConfig {
@@ -49,6 +52,7 @@ impl SupervisorConfig {
             health_interval: Duration::from_secs(1),
             backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            proxies: true,
         }
     }
 }
@@ -168,6 +172,8 @@ pub(crate) struct Replica {
 
 pub(crate) struct Shared {
     topology: Topology,
+    /// The fault proxy of every edge, when proxies are on.
+    edges: Vec<Arc<EdgeProxy>>,
     config: SupervisorConfig,
     programs: Vec<PathBuf>,
     secrets: HashMap<String, String>,
@@ -185,14 +191,26 @@ impl Shared {
         self.changed.send_modify(|n| *n += 1);
     }
 
-    /// The addresses a replica of `client` is given for `server`: every replica of
-    /// `server`.
-    fn upstream_addrs(&self, _client: &str, server: &str) -> Vec<SocketAddr> {
+    /// The addresses a replica of `client` is given for `server`: the proxy of each
+    /// edge to a replica of `server`, or the replicas themselves without proxies.
+    fn upstream_addrs(&self, client: &str, server: &str) -> Vec<SocketAddr> {
         self.replicas
             .iter()
             .filter(|r| self.topology.services[r.service].name == server)
-            .map(|r| r.status.borrow().addr)
+            .map(|r| {
+                self.edges
+                    .iter()
+                    .find(|e| e.client == client && e.server == r.name)
+                    .map_or_else(|| r.status.borrow().addr, |e| e.listen)
+            })
             .collect()
+    }
+
+    /// A replica moved to `addr`: point the proxies of its edges there.
+    pub(crate) fn retarget(&self, replica: &str, addr: SocketAddr) {
+        for e in self.edges.iter().filter(|e| e.server == replica) {
+            e.set_target(addr);
+        }
     }
 
     /// The command line and environment of replica `idx`, placeholders filled in.
@@ -240,6 +258,7 @@ impl Shared {
 pub struct Supervisor {
     shared: Arc<Shared>,
     tasks: Mutex<Vec<Option<JoinHandle<()>>>>,
+    proxy_tasks: Mutex<Vec<JoinHandle<()>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     cancel: CancellationToken,
 }
@@ -295,16 +314,40 @@ impl Supervisor {
                 receivers.push(Some(rx));
             }
         }
+        // One proxy per edge, bound before anything starts, so clients are given the
+        // proxies' addresses from their first start.
+        let cancel = CancellationToken::new();
+        let mut edges = Vec::new();
+        let mut proxy_tasks = Vec::new();
+        if config.proxies {
+            for svc in &topology.services {
+                for callee in &svc.calls {
+                    for r in replicas
+                        .iter()
+                        .filter(|r| topology.services[r.service].name == *callee)
+                    {
+                        let target = r.status.borrow().addr;
+                        let listen = SocketAddr::new(target.ip(), 0);
+                        let (proxy, listener) = EdgeProxy::bind(&svc.name, &r.name, listen, target)
+                            .await
+                            .map_err(StartError::Ports)?;
+                        proxy_tasks.push(tokio::spawn(proxy.clone().run(listener, cancel.clone())));
+                        edges.push(proxy);
+                    }
+                }
+            }
+        }
         let shared = Arc::new(Shared {
             topology,
+            edges,
             config,
             programs,
             secrets,
             replicas,
             changed: watch::Sender::new(0),
         });
-        let cancel = CancellationToken::new();
         let sup = Supervisor {
+            proxy_tasks: Mutex::new(proxy_tasks),
             tasks: Mutex::new((0..shared.replicas.len()).map(|_| None).collect()),
             writer: Mutex::new(Some(tokio::spawn(write_status(
                 shared.clone(),
@@ -398,6 +441,11 @@ impl Supervisor {
                 ),
             )),
         }
+    }
+
+    /// The fault proxy of every edge (empty without proxies).
+    pub fn edges(&self) -> &[Arc<EdgeProxy>] {
+        &self.shared.edges
     }
 
     pub fn topology(&self) -> &Topology {
@@ -527,6 +575,10 @@ impl Supervisor {
             }
         }
         self.cancel.cancel();
+        let proxies: Vec<_> = self.proxy_tasks.lock().unwrap().drain(..).collect();
+        for p in proxies {
+            let _ = p.await;
+        }
         let writer = self.writer.lock().unwrap().take();
         if let Some(w) = writer {
             let _ = w.await;

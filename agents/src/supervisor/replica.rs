@@ -160,7 +160,9 @@ impl Runner {
     fn reassign_port(&self) {
         let addr = self.status().addr;
         if let Ok(p) = ports::free_ports(addr.ip(), 1) {
-            self.update(|s| s.addr = SocketAddr::new(addr.ip(), p[0]));
+            let moved = SocketAddr::new(addr.ip(), p[0]);
+            self.update(|s| s.addr = moved);
+            self.shared.retarget(self.name(), moved);
         }
     }
 
