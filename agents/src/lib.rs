@@ -10,7 +10,12 @@
 //! - [`report`]: the ready line and status table printed by the binaries.
 //! - [`diag`]: located errors in input files.
 
+pub mod agent;
+pub mod api;
+pub mod client;
 pub mod diag;
+pub mod faults;
+pub mod metrics;
 pub mod proxy;
 pub mod report;
 pub mod rundir;

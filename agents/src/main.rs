@@ -1,25 +1,39 @@
 //! `faultline-agent`: the standalone agent, for machines that `faultline` does not run
-//! on. It supervises a topology in the foreground, as `faultline up` does.
+//! on. It supervises a topology and serves the control API that `faultline fault`,
+//! `heal` and `status` (with `--agent URL`) and `faultline run` talk to.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use faultline_agent::agent::{Agent, AgentOptions};
 use faultline_agent::report;
 use faultline_agent::rundir::RunDir;
-use faultline_agent::supervisor::{Supervisor, SupervisorConfig};
 use faultline_agent::topology::Topology;
 
-/// faultline's agent: supervises the processes of a topology on this machine.
+/// faultline's agent: supervises the processes of a topology on this machine and injects
+/// faults into them, behind an HTTP control API.
 #[derive(Parser)]
 #[command(name = "faultline-agent", version)]
 struct Args {
     /// The topology file to run.
     #[arg(long)]
     topology: PathBuf,
-    /// Run directory for logs and status (default: a new one under the faultline home).
+    /// Run directory for logs, status and the fault journal (default: a new one under the
+    /// faultline home). An agent restarted on the same directory heals what the previous
+    /// one left applied.
     #[arg(long)]
     run_dir: Option<PathBuf>,
+    /// Address of the control API. Anything but loopback needs --token.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Bearer token the API requires.
+    #[arg(long, env = "FAULTLINE_AGENT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Run every edge directly instead of through a fault proxy.
+    #[arg(long)]
+    no_proxies: bool,
 }
 
 fn main() -> ExitCode {
@@ -31,6 +45,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Err(e) = faultline_agent::api::check_bind(args.listen, args.token.as_deref()) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let topology = match Topology::load(&args.topology) {
         Ok(t) => t,
         Err(e) => {
@@ -51,27 +69,33 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        let mut config = SupervisorConfig::new(run_dir);
-        if let Some(dir) = std::env::current_exe()
+        let bin_path = std::env::current_exe()
             .ok()
             .and_then(|p| p.parent().map(PathBuf::from))
-        {
-            config.bin_path.push(dir);
-        }
-        let sup = match Supervisor::start(topology, config).await {
-            Ok(s) => s,
+            .into_iter()
+            .collect();
+        let opts = AgentOptions {
+            topology,
+            run_dir,
+            bin_path,
+            proxies: !args.no_proxies,
+            listen: args.listen,
+            token: args.token,
+        };
+        let agent = match Agent::start(opts).await {
+            Ok(a) => a,
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
         };
-        println!("{}", report::ready_line(&sup));
-        print!("{}", report::table(&sup.status()));
-        println!("run directory: {}", sup.run_dir().display());
+        println!("{}", report::ready_line(&agent.supervisor, &agent.url));
+        print!("{}", report::table(&agent.supervisor.status()));
+        println!("run directory: {}", agent.supervisor.run_dir().display());
         if let Err(e) = report::wait_for_signal().await {
             eprintln!("error: cannot wait for signals: {e}");
         }
-        sup.shutdown().await;
+        agent.shutdown().await;
         ExitCode::SUCCESS
     })
 }

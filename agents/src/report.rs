@@ -3,12 +3,13 @@
 
 use crate::supervisor::{ReplicaStatus, Supervisor};
 
-/// `ready: gateway=http://ADDR`, the line scripts wait for. `gateway` names the
-/// entrypoint whatever the service is called, so scripts need not know the topology.
-pub fn ready_line(sup: &Supervisor) -> String {
+/// `ready: gateway=http://ADDR agent=http://ADDR`, the line scripts wait for. `gateway`
+/// names the entrypoint whatever the service is called, so scripts need not know the
+/// topology.
+pub fn ready_line(sup: &Supervisor, agent_url: &str) -> String {
     match sup.entrypoint() {
-        Some(addr) => format!("ready: gateway=http://{addr}"),
-        None => "ready:".to_owned(),
+        Some(addr) => format!("ready: gateway=http://{addr} agent={agent_url}"),
+        None => format!("ready: agent={agent_url}"),
     }
 }
 

@@ -24,6 +24,38 @@ struct RawTopology {
     env: BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]
     services: BTreeMap<Spanned<String>, RawService>,
+    messaging: Option<RawMessaging>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMessaging {
+    broker: Spanned<String>,
+    #[serde(default)]
+    queues: BTreeMap<Spanned<String>, RawQueueUse>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueueUse {
+    #[serde(default)]
+    consumers: Vec<Spanned<String>>,
+    #[serde(default)]
+    producers: Vec<Spanned<String>>,
+}
+
+/// Which service hosts the queues and which services use each queue: what queue
+/// faults (poison, partitions of consumers or producers) act on.
+#[derive(Debug, Clone, Default)]
+pub struct Messaging {
+    pub broker: String,
+    pub queues: BTreeMap<String, QueueUse>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct QueueUse {
+    pub consumers: Vec<String>,
+    pub producers: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,6 +221,7 @@ pub struct Topology {
     pub entrypoint: Option<String>,
     pub env: Vec<(String, Template)>,
     pub services: Vec<Service>,
+    pub messaging: Option<Messaging>,
     /// Directory that relative program paths are resolved against.
     pub base_dir: PathBuf,
 }
@@ -241,6 +274,37 @@ impl Topology {
             None => None,
         };
         let services = start_order(services, &raw, &err)?;
+        let messaging = match &raw.messaging {
+            None => None,
+            Some(m) => {
+                let known = |s: &Spanned<String>| -> Result<String, SourceError> {
+                    if names.contains(s.get_ref().as_str()) {
+                        Ok(s.get_ref().clone())
+                    } else {
+                        Err(err(
+                            s.span(),
+                            format!(
+                                "`{}` is not a service; services are: {}",
+                                s.get_ref(),
+                                name_list()
+                            ),
+                        ))
+                    }
+                };
+                let broker = known(&m.broker)?;
+                let mut queues = BTreeMap::new();
+                for (q, u) in &m.queues {
+                    queues.insert(
+                        q.get_ref().clone(),
+                        QueueUse {
+                            consumers: u.consumers.iter().map(known).collect::<Result<_, _>>()?,
+                            producers: u.producers.iter().map(known).collect::<Result<_, _>>()?,
+                        },
+                    );
+                }
+                Some(Messaging { broker, queues })
+            }
+        };
         Ok(Topology {
             name: raw
                 .name
@@ -248,6 +312,7 @@ impl Topology {
             entrypoint,
             env,
             services,
+            messaging,
             base_dir,
         })
     }

@@ -3,6 +3,7 @@
 
 mod bundled;
 mod cmd;
+mod discover;
 mod exit;
 
 use std::process::ExitCode;
@@ -21,6 +22,12 @@ struct Cli {
 enum Command {
     /// Start a topology (the bundled shop by default) in the foreground.
     Up(cmd::up::Args),
+    /// Inject a fault through the agent (or `fault list`).
+    Fault(cmd::fault::Args),
+    /// Heal a fault, or all of them.
+    Heal(cmd::heal::Args),
+    /// Show the replicas and the faults in effect.
+    Status(cmd::status::Args),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +42,9 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Up(args) => cmd::up::run(args),
+        Command::Fault(args) => cmd::fault::run(args),
+        Command::Heal(args) => cmd::heal::run(args),
+        Command::Status(args) => cmd::status::run(args),
     };
     match result {
         Ok(code) => code.into(),

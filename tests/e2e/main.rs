@@ -1,5 +1,6 @@
 //! End-to-end tests through real processes and sockets.
 
+mod faults;
 mod shop_data;
 mod shop_sync;
 mod supervisor;

@@ -17,8 +17,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use faultline_agent::agent::{Agent, AgentOptions};
+use faultline_agent::client::AgentClient;
 use faultline_agent::rundir::RunDir;
-use faultline_agent::supervisor::{Supervisor, SupervisorConfig};
+use faultline_agent::supervisor::Supervisor;
 use faultline_agent::topology::{Piece, Template, Topology};
 
 /// The directory the workspace's binaries are built into: the test executable lives in
@@ -87,12 +91,17 @@ pub fn shop_topology_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target-system/topology.toml")
 }
 
-/// The bundled shop run by the supervisor library in this process, so tests can drive
-/// the supervisor's controls directly. Dropping it kills every replica.
+/// The bundled shop run by an agent in this process (supervisor, fault proxies, fault
+/// engine and control API), so tests can drive the supervisor's controls directly or go
+/// through the API. Dropping it kills every replica.
 pub struct Shop {
-    pub sup: Supervisor,
+    pub sup: Arc<Supervisor>,
+    pub faults: Arc<faultline_agent::faults::Faults>,
+    /// The control API's client.
+    pub agent: AgentClient,
     pub gateway: String,
     pub http: reqwest::Client,
+    _agent: Agent,
     _dir: tempfile::TempDir,
 }
 
@@ -140,21 +149,31 @@ impl Shop {
                 .push(((*k).to_owned(), Template(vec![Piece::Lit((*v).to_owned())])));
         }
         let dir = tempfile::tempdir().unwrap();
-        let mut config = SupervisorConfig::new(RunDir::at(dir.path()).unwrap());
         bin("shop");
-        config.bin_path.push(bin_dir());
-        let sup = match Supervisor::start(topology, config).await {
-            Ok(s) => s,
+        let opts = AgentOptions {
+            topology,
+            run_dir: RunDir::at(dir.path()).unwrap(),
+            bin_path: vec![bin_dir()],
+            proxies: true,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token: None,
+        };
+        let agent = match Agent::start(opts).await {
+            Ok(a) => a,
             Err(e) => panic!("the shop did not start: {e}"),
         };
+        let sup = agent.supervisor.clone();
         let gateway = sup
             .entrypoint()
             .map(|a| format!("http://{a}"))
             .unwrap_or_default();
         Shop {
             sup,
+            faults: agent.faults.clone(),
+            agent: AgentClient::new(&agent.url, None),
             gateway,
             http: client(),
+            _agent: agent,
             _dir: dir,
         }
     }
@@ -264,6 +283,7 @@ pub struct Row {
 pub struct Up {
     pub child: Child,
     pub gateway: String,
+    pub agent: String,
     pub rows: Vec<Row>,
     pub run_dir: PathBuf,
     pub stdout: Vec<String>,
@@ -306,7 +326,15 @@ impl Up {
             let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
             panic!("faultline up did not get ready; stdout: {stdout:?}\nstderr: {err}");
         };
-        let gateway = ready.trim_start_matches("ready: gateway=").to_owned();
+        let field = |key: &str| {
+            ready
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let gateway = field("gateway=");
+        let agent = field("agent=");
         let rows = stdout
             .iter()
             .skip_while(|l| !l.starts_with("SERVICE"))
@@ -328,6 +356,7 @@ impl Up {
         Up {
             child,
             gateway,
+            agent,
             rows,
             run_dir,
             stdout,

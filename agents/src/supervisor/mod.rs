@@ -57,7 +57,7 @@ impl SupervisorConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum ReplicaState {
     /// Started, not yet answering its health probe.
@@ -88,7 +88,7 @@ impl ReplicaState {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ReplicaStatus {
     /// `service-index`, as faults and commands name it.
     pub name: String,
@@ -441,6 +441,11 @@ impl Supervisor {
                 ),
             )),
         }
+    }
+
+    /// Whether edges run through fault proxies.
+    pub fn proxies(&self) -> bool {
+        self.shared.config.proxies
     }
 
     /// The fault proxy of every edge (empty without proxies).

@@ -1,3 +1,6 @@
 //! One module per command.
 
+pub mod fault;
+pub mod heal;
+pub mod status;
 pub mod up;

@@ -1,12 +1,14 @@
-//! `faultline up`: start a topology in the foreground, print where it is, and stop it
-//! cleanly on Ctrl-C or SIGTERM.
+//! `faultline up`: start a topology in the foreground with its embedded agent, print
+//! where everything is, and stop cleanly (healing every fault) on Ctrl-C or SIGTERM.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use faultline_agent::agent::{Agent, AgentError, AgentOptions};
 use faultline_agent::report;
 use faultline_agent::rundir::RunDir;
-use faultline_agent::supervisor::{StartError, Supervisor, SupervisorConfig};
+use faultline_agent::supervisor::StartError;
 
 use crate::bundled;
 use crate::exit::Exit;
@@ -19,10 +21,25 @@ pub struct Args {
     /// Port of the entrypoint (the gateway); 0 picks a free one.
     #[arg(long, value_name = "N")]
     pub gateway_port: Option<u16>,
-    /// Run directory for logs and status (default: a new one under
+    /// Run directory for logs, status and the fault journal (default: a new one under
     /// $FAULTLINE_HOME/runs, recorded as the latest run).
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
+    /// Run every edge directly instead of through a fault proxy (a baseline; network
+    /// faults are then unavailable).
+    #[arg(long)]
+    pub no_proxies: bool,
+    /// Address of the agent's control API. Anything but loopback needs --agent-token.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub agent_listen: SocketAddr,
+    /// Bearer token the agent's API requires.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "FAULTLINE_AGENT_TOKEN",
+        hide_env_values = true
+    )]
+    pub agent_token: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
@@ -48,6 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         }
         svc.port = port;
     }
+    faultline_agent::api::check_bind(args.agent_listen, args.agent_token.as_deref())?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let run_dir = match &args.run_dir {
@@ -55,23 +73,32 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             None => RunDir::create_in_home(),
         }
         .context("cannot create the run directory")?;
-        let mut config = SupervisorConfig::new(run_dir);
-        if let Some(dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(PathBuf::from)) {
-            config.bin_path.push(dir);
-        }
-        let sup = match Supervisor::start(topology, config).await {
-            Ok(s) => s,
-            Err(e @ StartError::ProgramNotFound { .. }) => {
+        let bin_path = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(PathBuf::from))
+            .into_iter()
+            .collect();
+        let opts = AgentOptions {
+            topology,
+            run_dir,
+            bin_path,
+            proxies: !args.no_proxies,
+            listen: args.agent_listen,
+            token: args.agent_token,
+        };
+        let agent = match Agent::start(opts).await {
+            Ok(a) => a,
+            Err(AgentError::Start(e @ StartError::ProgramNotFound { .. })) => {
                 anyhow::bail!("{e}\nhint: build every binary of the workspace first: cargo build --release --workspace")
             }
             Err(e) => return Err(e.into()),
         };
-        println!("{}", report::ready_line(&sup));
-        print!("{}", report::table(&sup.status()));
-        println!("logs: {}", sup.run_dir().join("logs").display());
+        println!("{}", report::ready_line(&agent.supervisor, &agent.url));
+        print!("{}", report::table(&agent.supervisor.status()));
+        println!("logs: {}", agent.supervisor.run_dir().join("logs").display());
         let waited = report::wait_for_signal().await;
         eprintln!("stopping...");
-        sup.shutdown().await;
+        agent.shutdown().await;
         waited.context("cannot wait for signals")?;
         Ok(Exit::Success)
     })

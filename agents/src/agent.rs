@@ -1,0 +1,106 @@
+//! An agent: a supervised topology with its fault proxies, the fault engine, its leases
+//! and the control API, started and stopped as one. `faultline up` embeds one; the
+//! `faultline-agent` binary runs one alone.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api;
+use crate::faults::{Faults, journal};
+use crate::rundir::RunDir;
+use crate::supervisor::{StartError, Supervisor, SupervisorConfig};
+use crate::topology::Topology;
+
+pub struct AgentOptions {
+    pub topology: Topology,
+    pub run_dir: RunDir,
+    /// Directories searched for programs before `PATH`.
+    pub bin_path: Vec<PathBuf>,
+    /// Route every edge through a fault proxy.
+    pub proxies: bool,
+    /// Where the control API listens (port 0 picks one).
+    pub listen: SocketAddr,
+    /// Bearer token the API requires; mandatory off loopback.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Unprotected(#[from] api::UnprotectedBind),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("cannot listen for the agent API on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("cannot read or write the fault journal: {0}")]
+    Journal(std::io::Error),
+}
+
+pub struct Agent {
+    pub supervisor: Arc<Supervisor>,
+    pub faults: Arc<Faults>,
+    /// `http://ADDR` of the control API.
+    pub url: String,
+    cancel: CancellationToken,
+    api: JoinHandle<std::io::Result<()>>,
+    leases: JoinHandle<()>,
+}
+
+impl Agent {
+    /// Checks the options, heals what a previous agent left in the run directory, starts
+    /// the topology and then the API. Nothing starts if the options are refused.
+    pub async fn start(opts: AgentOptions) -> Result<Agent, AgentError> {
+        api::check_bind(opts.listen, opts.token.as_deref())?;
+        let healed = journal::recover(opts.run_dir.path()).map_err(AgentError::Journal)?;
+        if !healed.is_empty() {
+            tracing::warn!(
+                count = healed.len(),
+                "healed faults left by a previous agent on this run directory"
+            );
+        }
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .map_err(|e| AgentError::Listen(opts.listen, e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| AgentError::Listen(opts.listen, e))?;
+        let mut config = SupervisorConfig::new(opts.run_dir.clone());
+        config.bin_path = opts.bin_path;
+        config.proxies = opts.proxies;
+        let supervisor = Arc::new(Supervisor::start(opts.topology, config).await?);
+        let faults = Faults::new(supervisor.clone());
+        let cancel = CancellationToken::new();
+        let api = tokio::spawn(api::serve(
+            listener,
+            faults.clone(),
+            opts.token,
+            cancel.clone(),
+        ));
+        let leases = tokio::spawn(faults.clone().run_leases(cancel.clone()));
+        let url = format!("http://{addr}");
+        let record = serde_json::json!({ "url": url, "pid": std::process::id() });
+        let _ = opts
+            .run_dir
+            .write_atomic("agent.json", record.to_string().as_bytes());
+        Ok(Agent {
+            supervisor,
+            faults,
+            url,
+            cancel,
+            api,
+            leases,
+        })
+    }
+
+    /// Heals every fault, stops the API, then stops the topology gracefully.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        let _ = self.leases.await;
+        let _ = self.api.await;
+        self.supervisor.shutdown().await;
+    }
+}

@@ -1,0 +1,223 @@
+//! The agent's control API (HTTP/JSON): status, faults in and out, leases, metrics.
+//! Only this module knows the API's routes; [`crate::client`] is its typed client.
+//!
+//! Bound to loopback by default. Any other address needs a bearer token, which every
+//! request but `/health` must then carry (compared in constant time).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
+
+use crate::faults::{FaultError, FaultInfo, FaultRequest, Faults};
+use crate::supervisor::ReplicaStatus;
+
+/// What `GET /v1/status` answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub topology: String,
+    /// `http://ADDR` of the entrypoint, if the topology has one.
+    pub entrypoint: Option<String>,
+    pub run_dir: String,
+    pub replicas: Vec<ReplicaStatus>,
+    pub faults: Vec<FaultInfo>,
+    pub edges: Vec<EdgeView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EdgeView {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub target: SocketAddr,
+    pub toxics: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the agent API would listen on {0}, which is not a loopback address, without a token: set a token (--agent-token or FAULTLINE_AGENT_TOKEN), or listen on 127.0.0.1"
+)]
+pub struct UnprotectedBind(pub SocketAddr);
+
+/// Refuses to expose the API beyond this machine without a token.
+pub fn check_bind(listen: SocketAddr, token: Option<&str>) -> Result<(), UnprotectedBind> {
+    if listen.ip().is_loopback() || token.is_some_and(|t| !t.is_empty()) {
+        Ok(())
+    } else {
+        Err(UnprotectedBind(listen))
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    faults: Arc<Faults>,
+    registry: Arc<Registry>,
+    token: Option<Arc<str>>,
+}
+
+fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": message.into() })),
+    )
+        .into_response()
+}
+
+fn fault_error(e: FaultError) -> Response {
+    let status = match e {
+        FaultError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        FaultError::UnknownTarget(_) | FaultError::NotFound(_) => StatusCode::NOT_FOUND,
+        FaultError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    json_error(status, e.to_string())
+}
+
+async fn authorize(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &s.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            let mut resp = json_error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return resp;
+        }
+    }
+    next.run(req).await
+}
+
+async fn status(State(s): State<AppState>) -> Response {
+    let sup = s.faults.supervisor();
+    axum::Json(Status {
+        topology: sup.topology().name.clone(),
+        entrypoint: sup.entrypoint().map(|a| format!("http://{a}")),
+        run_dir: sup.run_dir().display().to_string(),
+        replicas: sup.status(),
+        faults: s.faults.list(),
+        edges: sup
+            .edges()
+            .iter()
+            .map(|e| EdgeView {
+                name: e.name.clone(),
+                listen: e.listen,
+                target: e.target(),
+                toxics: e.toxics().len(),
+            })
+            .collect(),
+    })
+    .into_response()
+}
+
+async fn list(State(s): State<AppState>) -> Response {
+    axum::Json(serde_json::json!({ "faults": s.faults.list() })).into_response()
+}
+
+async fn inject(State(s): State<AppState>, body: Bytes) -> Response {
+    let req = match FaultRequest::from_json(&body) {
+        Ok(r) => r,
+        Err(msg) => return json_error(StatusCode::BAD_REQUEST, msg),
+    };
+    match s.faults.apply(req).await {
+        Ok(info) => (StatusCode::CREATED, axum::Json(info)).into_response(),
+        Err(e) => fault_error(e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Renew {
+    ttl_ms: Option<u64>,
+}
+
+async fn renew(State(s): State<AppState>, Path(id): Path<String>, body: Bytes) -> Response {
+    let renew: Renew = if body.is_empty() {
+        Renew::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    format!("expected {{\"ttl_ms\": N}}: {e}"),
+                );
+            }
+        }
+    };
+    match s.faults.renew(&id, renew.ttl_ms.map(Duration::from_millis)) {
+        Ok(info) => axum::Json(info).into_response(),
+        Err(e) => fault_error(e),
+    }
+}
+
+async fn heal(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    match s.faults.heal(&id, "healed").await {
+        Ok(info) => axum::Json(info).into_response(),
+        Err(e) => fault_error(e),
+    }
+}
+
+async fn heal_all(State(s): State<AppState>) -> Response {
+    let healed = s.faults.heal_all("healed").await;
+    axum::Json(serde_json::json!({ "healed": healed })).into_response()
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &s.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// Serves the API on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    faults: Arc<Faults>,
+    token: Option<String>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let state = AppState {
+        registry: Arc::new(crate::metrics::registry(&faults)),
+        faults,
+        token: token.filter(|t| !t.is_empty()).map(Arc::from),
+    };
+    let app = Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/faults", get(list).post(inject).delete(heal_all))
+        .route("/v1/faults/{id}", axum::routing::delete(heal))
+        .route("/v1/faults/{id}/renew", post(renew))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            json_error(
+                StatusCode::NOT_FOUND,
+                "no such route; see /v1/status, /v1/faults",
+            )
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .route("/health", get(|| async { "ok" }))
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
