@@ -23,7 +23,7 @@ enum Command {
     /// Start a topology (the bundled shop by default) in the foreground.
     Up(cmd::up::Args),
     /// Inject a fault through the agent (or `fault list`).
-    Fault(cmd::fault::Args),
+    Fault(Box<cmd::fault::Args>),
     /// Heal a fault, or all of them.
     Heal(cmd::heal::Args),
     /// Show the replicas and the faults in effect.
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Up(args) => cmd::up::run(args),
-        Command::Fault(args) => cmd::fault::run(args),
+        Command::Fault(args) => cmd::fault::run(*args),
         Command::Heal(args) => cmd::heal::run(args),
         Command::Status(args) => cmd::status::run(args),
     };
