@@ -132,6 +132,12 @@ enum Framing {
     Chunked,
 }
 
+/// Whether a chunk starts like an HTTP/1.x request line (a method and a space), so that
+/// framing can begin there on a connection that was not framed so far.
+pub fn starts_like_request(chunk: &[u8]) -> bool {
+    could_be_request(chunk) && chunk.iter().take(17).any(|b| *b == b' ')
+}
+
 /// Whether `buf` can be the start of an HTTP/1.x request: an upper-case method, a
 /// space, and (once the line is complete) `HTTP/1.` at its end. Anything else is another
 /// protocol, whose bytes must not wait for a head that never comes.

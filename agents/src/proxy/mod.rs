@@ -18,12 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
 use tokio_util::task::TaskTracker;
 
 pub use toxic::{Direction, HttpMatch, Toxic, ToxicKind};
@@ -144,17 +142,12 @@ impl EdgeProxy {
         tasks.wait().await;
     }
 
-    async fn connection(
-        self: Arc<Self>,
-        mut client: TcpStream,
-        n: u64,
-        shutdown: CancellationToken,
-    ) {
+    async fn connection(self: Arc<Self>, client: TcpStream, n: u64, shutdown: CancellationToken) {
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
         self.stats.active.fetch_add(1, Ordering::Relaxed);
         let _active = Decrement(&self.stats.active);
         let target = self.target();
-        let mut server = match TcpStream::connect(target).await {
+        let server = match TcpStream::connect(target).await {
             Ok(s) => s,
             Err(_) => {
                 // The replica is down: the client must see a failure, not a silent close.
@@ -165,12 +158,17 @@ impl EdgeProxy {
         let _ = client.set_nodelay(true);
         let _ = server.set_nodelay(true);
         let end = {
-            let (mut cr, cw) = client.split();
-            let (mut sr, sw) = server.split();
-            let cw = Mutex::new(cw);
-            let sw = Mutex::new(sw);
-            let up = pump(&self, Direction::Upstream, n, &mut cr, &sw, Some(&cw));
-            let down = pump(&self, Direction::Downstream, n, &mut sr, &cw, None);
+            // Both pumps use the sockets through shared references (readiness plus
+            // non-blocking reads and writes): no split halves, no lock around writes.
+            let up = pump(
+                &self,
+                Direction::Upstream,
+                n,
+                &client,
+                &server,
+                Some(&client),
+            );
+            let down = pump(&self, Direction::Downstream, n, &server, &client, None);
             tokio::pin!(up, down);
             let (mut up_end, mut down_end) = (None, None);
             loop {
@@ -281,9 +279,9 @@ async fn pump(
     edge: &EdgeProxy,
     dir: Direction,
     conn: u64,
-    reader: &mut ReadHalf<'_>,
-    writer: &Mutex<WriteHalf<'_>>,
-    reply: Option<&Mutex<WriteHalf<'_>>>,
+    reader: &TcpStream,
+    writer: &TcpStream,
+    reply: Option<&TcpStream>,
 ) -> End {
     let mut rx = edge.toxics.subscribe();
     let mut active = Active {
@@ -291,11 +289,14 @@ async fn pump(
         since: HashMap::new(),
     };
     active.refresh(&rx.borrow_and_update(), dir, conn);
-    let mut framer = (dir == Direction::Upstream).then(Framer::default);
+    // Requests are framed only once an HTTP toxic has applied to this connection: until
+    // then its bytes go straight through.
+    let mut framer: Option<Framer> = None;
     let mut discarding = false;
     let mut requests = 0u64;
     let mut passed = 0u64;
     let mut buf = vec![0u8; BUF];
+    let mut changes = ReusableBoxFuture::new(next_change(edge.toxics.subscribe()));
     loop {
         if rx.has_changed().unwrap_or(false) {
             active.refresh(&rx.borrow_and_update(), dir, conn);
@@ -305,10 +306,12 @@ async fn pump(
         }
         let deadline = active.deadline();
         let read = tokio::select! {
-            r = reader.read(&mut buf) => r,
-            changed = rx.changed() => {
-                // `changed` marks the new set as seen: take it now, or it is missed.
-                if changed.is_ok() {
+            r = read_some(reader, &mut buf) => r,
+            watcher = &mut changes => {
+                // Re-armed once per change, not once per read: registering a watch
+                // waiter on every read costs the proxy a lock per chunk.
+                changes.set(next_change(watcher));
+                if rx.has_changed().unwrap_or(false) {
                     active.refresh(&rx.borrow_and_update(), dir, conn);
                 }
                 continue;
@@ -322,7 +325,7 @@ async fn pump(
                 {
                     tokio::time::sleep(delay).await;
                 }
-                let _ = writer.lock().await.shutdown().await;
+                shutdown_write(writer);
                 return End::Eof;
             }
             Ok(n) => n,
@@ -333,6 +336,15 @@ async fn pump(
         if rx.has_changed().unwrap_or(false) {
             active.refresh(&rx.borrow_and_update(), dir, conn);
         }
+        let chunk = &buf[..n];
+        if active.list.is_empty() && framer.is_none() {
+            // The common case, no toxic: pass the bytes on as they are.
+            if write_all(writer, chunk).await.is_err() {
+                return End::Close;
+            }
+            edge.stats.bytes(dir).fetch_add(n as u64, Ordering::Relaxed);
+            continue;
+        }
         if active
             .find(|k| matches!(k, ToxicKind::Timeout { .. }))
             .is_some()
@@ -340,7 +352,15 @@ async fn pump(
             // A held connection: the bytes vanish.
             continue;
         }
-        let chunk = &buf[..n];
+        if framer.is_none()
+            && dir == Direction::Upstream
+            && active.find(ToxicKind::is_http).is_some()
+            && http::starts_like_request(chunk)
+        {
+            // HTTP clients that do not pipeline start each request with a fresh write:
+            // framing can begin at a chunk that starts like a request line.
+            framer = Some(Framer::default());
+        }
         // Each piece: the request line (method, path) when it starts a request, and bytes.
         let mut pieces: Vec<(Option<RequestLine>, Vec<u8>)> = Vec::new();
         match framer.as_mut() {
@@ -378,7 +398,7 @@ async fn pump(
                                 reason(status),
                                 body.len()
                             );
-                            if reply.lock().await.write_all(resp.as_bytes()).await.is_err() {
+                            if write_all(reply, resp.as_bytes()).await.is_err() {
                                 return End::Close;
                             }
                         }
@@ -475,6 +495,50 @@ fn http_reason(status: u16) -> Option<&'static str> {
     })
 }
 
+/// Reads what is there. Readiness comes first: the runtime knows from epoll whether the
+/// socket has data, which saves a read that would fail with EAGAIN.
+async fn read_some(s: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        s.readable().await?;
+        match s.try_read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Writes everything, trying first: a small write to a socket with room never waits.
+async fn write_all(s: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        match s.try_write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => s.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Passes a close on: the write side of `s` is shut (the read side stays open).
+fn shutdown_write(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: shutdown(2) on a file descriptor this socket owns and keeps open.
+    unsafe {
+        libc::shutdown(s.as_raw_fd(), libc::SHUT_WR);
+    }
+}
+
+/// Resolves (handing the receiver back) at the next change of the toxics.
+async fn next_change(mut rx: watch::Receiver<Arc<Vec<Toxic>>>) -> watch::Receiver<Arc<Vec<Toxic>>> {
+    if rx.changed().await.is_err() {
+        // The edge is gone; the connection ends with it.
+        std::future::pending::<()>().await;
+    }
+    rx
+}
+
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -517,7 +581,7 @@ async fn forward(
     conn: u64,
     rx: &mut watch::Receiver<Arc<Vec<Toxic>>>,
     active: &mut Active,
-    writer: &Mutex<WriteHalf<'_>>,
+    writer: &TcpStream,
     bytes: &[u8],
     arrived: Instant,
     passed: &mut u64,
@@ -582,7 +646,7 @@ async fn forward(
         {
             tokio::time::sleep(*delay).await;
         }
-        writer.lock().await.write_all(piece).await?;
+        write_all(writer, piece).await?;
         *passed += piece.len() as u64;
         edge.stats
             .bytes(dir)

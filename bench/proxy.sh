@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# The fault proxy's cost: wrk with HTTP keep-alive against nginx directly, through one
+# faultline edge proxy (no toxics), and through HAProxy in TCP mode, in one run. Then the
+# time from an agent API call to the fault being in effect, for kill and for partition.
+#
+# Needs: cargo build --release --workspace --bins --examples; wrk, haproxy, nginx-light from
+# Debian; python3. Everything on 127.0.0.1, stopped when the script ends.
+#
+# Usage: bench/proxy.sh [duration=15s] [connections=64]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-15s}
+CONNS=${2:-64}
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 1 200); do curl -sf -o /dev/null "$1" && return 0; sleep 0.05; done; echo "no answer from $1" >&2; exit 1; }
+
+echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)"
+NGINX_PORT=$(free_port); PROXY_PORT=$(free_port); HAPROXY_PORT=$(free_port); COPY_PORT=$(free_port)
+mkdir -p "$WORK/www" "$WORK/nginx"; chmod 755 "$WORK" "$WORK/www"
+head -c 170 /dev/zero | tr '\0' 'x' > "$WORK/www/index.html"; chmod 644 "$WORK/www/index.html"
+cat > "$WORK/nginx.conf" <<CONF
+daemon off;
+worker_processes auto;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx;
+  fastcgi_temp_path $WORK/nginx; uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$NGINX_PORT; location / { root $WORK/www; } }
+}
+CONF
+cat > "$WORK/haproxy.cfg" <<CONF
+global
+  maxconn 4000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+listen tcp
+  bind 127.0.0.1:$HAPROXY_PORT
+  server nginx 127.0.0.1:$NGINX_PORT
+CONF
+nginx -c "$WORK/nginx.conf" -p "$WORK/nginx" & PIDS+=($!)
+haproxy -f "$WORK/haproxy.cfg" -db 2>/dev/null & PIDS+=($!)
+target/release/examples/edge_proxy "127.0.0.1:$PROXY_PORT" "127.0.0.1:$NGINX_PORT" > /dev/null & PIDS+=($!)
+target/release/examples/plain_copy "127.0.0.1:$COPY_PORT" "127.0.0.1:$NGINX_PORT" & PIDS+=($!)
+for p in $NGINX_PORT $HAPROXY_PORT $PROXY_PORT $COPY_PORT; do wait_http "http://127.0.0.1:$p/"; done
+
+# Run-to-run noise on a shared 2-core machine is large (10-25%), so every target runs
+# ROUNDS times, interleaved, and the medians are compared.
+ROUNDS=${ROUNDS:-3}
+echo "## wrk -t2 -c$CONNS -d$DURATION --latency, $ROUNDS interleaved rounds"
+for round in $(seq 1 "$ROUNDS"); do
+  for t in direct:$NGINX_PORT faultline-proxy:$PROXY_PORT haproxy-tcp:$HAPROXY_PORT tokio-copy:$COPY_PORT; do
+    wrk -t2 -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:${t#*:}/" > "$WORK/${t%%:*}.$round.wrk"
+  done
+done
+python3 - "$WORK" "$ROUNDS" <<'PY'
+import re, statistics, sys
+work, rounds = sys.argv[1], int(sys.argv[2])
+def ms(v, unit): return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+res = {}
+for name in ["direct", "faultline-proxy", "haproxy-tcp", "tokio-copy"]:
+    rps, p50, p99 = [], [], []
+    for r in range(1, rounds + 1):
+        t = open(f"{work}/{name}.{r}.wrk").read()
+        rps.append(float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1)))
+        p50.append(ms(*re.search(r"50%\s+([\d.]+)(us|ms|s)", t).groups()))
+        p99.append(ms(*re.search(r"99%\s+([\d.]+)(us|ms|s)", t).groups()))
+    res[name] = (statistics.median(rps), statistics.median(p50), statistics.median(p99))
+    print(f"{name:16} req/s median {res[name][0]:8.0f} (runs {', '.join(f'{x:.0f}' for x in rps)})  p50 {res[name][1]:.2f} ms  p99 {res[name][2]:.2f} ms")
+d, p, h = res["direct"], res["faultline-proxy"], res["haproxy-tcp"]
+print(f"ratio proxy/direct {p[0]/d[0]:.2f}, haproxy/direct {h[0]/d[0]:.2f}, proxy/haproxy {p[0]/h[0]:.2f}, proxy/tokio-copy {p[0]/res['tokio-copy'][0]:.2f}")
+print(f"added latency over direct: proxy p50 +{p[1]-d[1]:.2f} ms p99 +{p[2]-d[2]:.2f} ms; haproxy p50 +{h[1]-d[1]:.2f} ms p99 +{h[2]-d[2]:.2f} ms")
+PY
+
+echo "## time from the API call to the fault in effect (faultline up, release build)"
+target/release/faultline up --gateway-port 0 --run-dir "$WORK/run" > "$WORK/up.out" 2>/dev/null & PIDS+=($!)
+until grep -q '^logs:' "$WORK/up.out" 2>/dev/null; do sleep 0.05; done
+AGENT=$(sed -n "s/^ready: .*agent=//p" "$WORK/up.out")
+echo "# agent at $AGENT"
+python3 - "$AGENT" <<'PY'
+import http.client, json, os, sys, time, urllib.parse
+agent = urllib.parse.urlparse(sys.argv[1])
+def call(method, path, body=None):
+    c = http.client.HTTPConnection(agent.hostname, agent.port)
+    c.request(method, path, json.dumps(body) if body else None, {"content-type": "application/json"})
+    r = c.getresponse(); data = r.read(); c.close()
+    return r.status, json.loads(data) if data else None
+def replica(name):
+    _, st = call("GET", "/v1/status")
+    return next(r for r in st["replicas"] if r["name"] == name)
+def alive(pid):
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except OSError:
+        return False
+def pct(v, p): v = sorted(v); return v[min(len(v) - 1, int(p * len(v)))]
+kill_api, kill_dead = [], []
+for _ in range(20):
+    while replica("content-1")["state"] != "healthy": time.sleep(0.01)
+    pid = replica("content-1")["pid"]
+    t0 = time.perf_counter()
+    status, f = call("POST", "/v1/faults", {"kind": "kill", "target": "content-1", "hold": True, "ttl_ms": 60000})
+    t1 = time.perf_counter()
+    while alive(pid): pass
+    t2 = time.perf_counter()
+    assert status == 201, f
+    kill_api.append((t1 - t0) * 1000); kill_dead.append((t2 - t0) * 1000)
+    call("DELETE", f"/v1/faults/{f['id']}")
+part_api = []
+for _ in range(20):
+    t0 = time.perf_counter()
+    status, f = call("POST", "/v1/faults", {"kind": "partition", "target": "orders", "with": "broker", "ttl_ms": 60000})
+    part_api.append((time.perf_counter() - t0) * 1000)
+    assert status == 201, f
+    call("DELETE", f"/v1/faults/{f['id']}")
+print(f"kill (hold): API answered p50 {pct(kill_api, .5):.2f} ms p99 {pct(kill_api, .99):.2f} ms; process gone p50 {pct(kill_dead, .5):.2f} ms p99 {pct(kill_dead, .99):.2f} ms")
+print(f"partition orders<->broker: API answered (toxics installed on every edge) p50 {pct(part_api, .5):.2f} ms p99 {pct(part_api, .99):.2f} ms")
+PY
