@@ -729,3 +729,95 @@ async fn a_zone_outage_holds_every_replica_of_the_zone_until_healed() {
             .unwrap_or_else(|| panic!("{r} back"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_partition_cuts_consumers_off_until_healed_and_the_metrics_show_it() {
+    let shop = Shop::start(&[("SHOP_BROKER_VISIBILITY", "3s")]).await;
+    let token = shop.login("user40", "pass40").await;
+    let f = shop
+        .agent
+        .inject(&FaultRequest {
+            spec: FaultSpec::QueuePartition {
+                side: faultline_agent::faults::QueueSide::Consumers,
+            },
+            target: "payments".into(),
+            ttl_ms: Some(60_000),
+            seed: None,
+        })
+        .await
+        .unwrap();
+    let metrics = || async {
+        reqwest::get(format!("{}/metrics", shop.agent.url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let m = metrics().await;
+    assert_eq!(
+        sum(
+            &m,
+            "faultline_agent_faults_active",
+            &[("kind", "queue-partition"), ("target", "payments")]
+        ),
+        1.0,
+        "{m}"
+    );
+    let mut acked = BTreeSet::new();
+    for i in 0..5 {
+        let (status, body, _) = shop
+            .order(
+                &token,
+                &format!("q{i}"),
+                json!([{"product_id": 50 + i, "quantity": 1}]),
+            )
+            .await;
+        assert_eq!(status, 201);
+        acked.insert(body["order_id"].as_str().unwrap().to_owned());
+    }
+    // The payments reach the queue; the consumers' long polls were cut mid-flight (the
+    // broker hands messages out into a dead connection, where they stay in flight until
+    // their visibility runs out), and nothing gets paid.
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let q = shop.internal("broker-1", "/v1/queues/payments").await;
+        if q["visible"].as_u64().unwrap() + q["in_flight"].as_u64().unwrap() >= 5 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the payments never reached the queue: {q}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut processed = 0.0;
+    for r in ["payments-1", "payments-2"] {
+        processed += sum(&shop.metrics(r).await, "shop_payments_processed_total", &[]);
+    }
+    assert_eq!(processed, 0.0, "payments got through the partition");
+    shop.agent.heal(&f.id).await.unwrap();
+    assert!(
+        settle(&shop, &acked, Duration::from_secs(60))
+            .await
+            .is_empty()
+    );
+    let m = metrics().await;
+    assert_eq!(sum(&m, "faultline_agent_faults_active", &[]), 0.0);
+    assert_eq!(
+        sum(
+            &m,
+            "faultline_agent_faults_healed_total",
+            &[("kind", "queue-partition"), ("reason", "healed")]
+        ),
+        1.0
+    );
+    assert!(
+        sum(
+            &m,
+            "faultline_agent_proxy_transferred_bytes_total",
+            &[("edge", "payments->broker-1"), ("direction", "downstream")]
+        ) > 0.0
+    );
+}
