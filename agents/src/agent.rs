@@ -15,6 +15,16 @@ use crate::rundir::RunDir;
 use crate::supervisor::{StartError, Supervisor, SupervisorConfig};
 use crate::topology::Topology;
 
+/// The directory of the running binary: where the workspace's other binaries (the shop)
+/// are found first.
+pub fn beside_current_exe() -> Vec<PathBuf> {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(PathBuf::from))
+        .into_iter()
+        .collect()
+}
+
 pub struct AgentOptions {
     pub topology: Topology,
     pub run_dir: RunDir,

@@ -69,15 +69,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        let bin_path = std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(PathBuf::from))
-            .into_iter()
-            .collect();
         let opts = AgentOptions {
             topology,
             run_dir,
-            bin_path,
+            bin_path: faultline_agent::agent::beside_current_exe(),
             proxies: !args.no_proxies,
             listen: args.listen,
             token: args.token,

@@ -342,13 +342,7 @@ impl Faults {
                 .collect()
         };
         let on_edges = |target: &str, toxics: Vec<Toxic>| -> Result<Plan, FaultError> {
-            let edges = self.edges_of(target)?;
-            Ok(Plan {
-                undo: Undo::Toxics {
-                    edges: edges.iter().map(|e| e.name.clone()).collect(),
-                },
-                action: Action::Toxics(edges, toxics),
-            })
+            Ok(Plan::on_edges(self.edges_of(target)?, toxics))
         };
         let ms = Duration::from_millis;
         match &req.spec {
@@ -546,19 +540,14 @@ impl Faults {
                         req.target
                     )));
                 }
-                Ok(Plan {
-                    undo: Undo::Toxics {
-                        edges: edges.iter().map(|e| e.name.clone()).collect(),
-                    },
-                    action: Action::Toxics(
-                        edges,
-                        toxics(
-                            ToxicKind::Timeout { close_after: None },
-                            Directions::Both,
-                            1.0,
-                        ),
+                Ok(Plan::on_edges(
+                    edges,
+                    toxics(
+                        ToxicKind::Timeout { close_after: None },
+                        Directions::Both,
+                        1.0,
                     ),
-                })
+                ))
             }
             FaultSpec::ZoneOutage => {
                 let replicas: Vec<String> = self
@@ -611,19 +600,14 @@ impl Faults {
                         req.target
                     )));
                 }
-                Ok(Plan {
-                    undo: Undo::Toxics {
-                        edges: edges.iter().map(|e| e.name.clone()).collect(),
-                    },
-                    action: Action::Toxics(
-                        edges,
-                        toxics(
-                            ToxicKind::Timeout { close_after: None },
-                            Directions::Both,
-                            1.0,
-                        ),
+                Ok(Plan::on_edges(
+                    edges,
+                    toxics(
+                        ToxicKind::Timeout { close_after: None },
+                        Directions::Both,
+                        1.0,
                     ),
-                })
+                ))
             }
         }
     }
@@ -844,6 +828,18 @@ fn parse_pid(target: &str) -> Result<Option<u32>, FaultError> {
 struct Plan {
     undo: Undo,
     action: Action,
+}
+
+impl Plan {
+    /// `toxics` on every one of `edges`, removed again on heal.
+    fn on_edges(edges: Vec<Arc<EdgeProxy>>, toxics: Vec<Toxic>) -> Plan {
+        Plan {
+            undo: Undo::Toxics {
+                edges: edges.iter().map(|e| e.name.clone()).collect(),
+            },
+            action: Action::Toxics(edges, toxics),
+        }
+    }
 }
 
 enum Action {

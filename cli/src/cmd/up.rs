@@ -73,15 +73,10 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             None => RunDir::create_in_home(),
         }
         .context("cannot create the run directory")?;
-        let bin_path = std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(PathBuf::from))
-            .into_iter()
-            .collect();
         let opts = AgentOptions {
             topology,
             run_dir,
-            bin_path,
+            bin_path: faultline_agent::agent::beside_current_exe(),
             proxies: !args.no_proxies,
             listen: args.agent_listen,
             token: args.agent_token,
