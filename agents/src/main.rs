@@ -62,7 +62,7 @@ fn main() -> ExitCode {
             Some(p) => RunDir::at(p),
             None => RunDir::create_in_home(),
         };
-        let run_dir = match run_dir {
+        let run_dir = match run_dir.and_then(|d| d.mark_latest().map(|()| d)) {
             Ok(d) => d,
             Err(e) => {
                 eprintln!("error: cannot create the run directory: {e}");

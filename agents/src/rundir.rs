@@ -32,24 +32,30 @@ impl RunDir {
         })
     }
 
-    /// Creates a new run directory under `<home>/runs` and points `<home>/latest` at it.
+    /// Creates a new run directory under `<home>/runs`.
     pub fn create_in_home() -> io::Result<Self> {
         let home = faultline_home();
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        let dir = Self::at(
+        Self::at(
             &home
                 .join("runs")
                 .join(format!("{secs}-{}", std::process::id())),
-        )?;
+        )
+    }
+
+    /// Points `<home>/latest` at this run directory, which is how later commands find
+    /// the most recent run on the machine.
+    pub fn mark_latest(&self) -> io::Result<()> {
+        let home = faultline_home();
+        std::fs::create_dir_all(&home)?;
         let latest = home.join("latest");
         let tmp = home.join(format!(".latest-{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&dir.path, &tmp)?;
-        std::fs::rename(&tmp, &latest)?;
-        Ok(dir)
+        std::os::unix::fs::symlink(&self.path, &tmp)?;
+        std::fs::rename(&tmp, &latest)
     }
 
     pub fn path(&self) -> &Path {

@@ -446,6 +446,7 @@ fn start_agent(
     extra: &[&str],
 ) -> (Child, String) {
     let mut child = Command::new(bin("faultline-agent"))
+        .env("FAULTLINE_HOME", run_dir.with_extension("home"))
         .arg("--topology")
         .arg(topology)
         .arg("--run-dir")
@@ -820,4 +821,36 @@ async fn a_queue_partition_cuts_consumers_off_until_healed_and_the_metrics_show_
             &[("edge", "payments->broker-1"), ("direction", "downstream")]
         ) > 0.0
     );
+}
+
+#[test]
+fn stopping_faultline_up_heals_its_faults_and_commands_find_it_as_the_latest_run() {
+    let mut up = Up::start(&[], &[]);
+    let mut victim = Command::new("sleep").arg("300").spawn().unwrap();
+    let pid = victim.id();
+    // No --agent: the command finds the run through $FAULTLINE_HOME/latest.
+    let out = Command::new(bin("faultline"))
+        .env("FAULTLINE_HOME", &up.home)
+        .env_remove("FAULTLINE_AGENT")
+        .args(["fault", "pause", &format!("pid:{pid}"), "--ttl", "5m"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(wait_until(Duration::from_secs(2), || process_state(pid) == Some('T')));
+    kill(Pid::from_raw(up.child.id() as i32), Signal::SIGTERM).unwrap();
+    assert_eq!(up.child.wait().unwrap().code(), Some(0));
+    assert_eq!(
+        process_state(pid),
+        Some('S'),
+        "the pause ended with the run, long before its 5 minutes"
+    );
+    let journal = std::fs::read_to_string(up.run_dir.join("faults.jsonl")).unwrap();
+    assert!(journal.contains("\"reason\":\"shutdown\""), "{journal}");
+    let _ = victim.kill();
+    let _ = victim.wait();
 }

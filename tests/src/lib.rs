@@ -288,6 +288,8 @@ pub struct Up {
     pub run_dir: PathBuf,
     pub stdout: Vec<String>,
     pub stderr_path: PathBuf,
+    /// `FAULTLINE_HOME` of this run: commands given it find this run as the latest.
+    pub home: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -298,7 +300,9 @@ impl Up {
         let dir = tempfile::tempdir().unwrap();
         let run_dir = dir.path().join("run");
         let stderr_path = dir.path().join("stderr");
+        let home = dir.path().join("home");
         let mut child = Command::new(bin("faultline"))
+            .env("FAULTLINE_HOME", &home)
             .arg("up")
             .args(["--gateway-port", "0", "--run-dir"])
             .arg(&run_dir)
@@ -361,6 +365,7 @@ impl Up {
             run_dir,
             stdout,
             stderr_path,
+            home,
             _dir: dir,
         }
     }

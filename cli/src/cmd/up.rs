@@ -22,7 +22,8 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub gateway_port: Option<u16>,
     /// Run directory for logs, status and the fault journal (default: a new one under
-    /// $FAULTLINE_HOME/runs, recorded as the latest run).
+    /// $FAULTLINE_HOME/runs). Either way it is recorded as the latest run, which
+    /// `faultline fault`, `heal` and `status` talk to by default.
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
     /// Run every edge directly instead of through a fault proxy (a baseline; network
@@ -73,6 +74,9 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             None => RunDir::create_in_home(),
         }
         .context("cannot create the run directory")?;
+        run_dir
+            .mark_latest()
+            .context("cannot record the run as the latest")?;
         let opts = AgentOptions {
             topology,
             run_dir,
