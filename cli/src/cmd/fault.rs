@@ -263,12 +263,17 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     };
     let info = runtime.block_on(client.inject(&request))?;
     println!("{}", info.id);
-    eprintln!(
-        "{} on {} for {}s (heal early with `faultline heal {}`)",
-        info.kind,
-        info.target,
-        info.remaining_ms.div_ceil(1000),
-        info.id
-    );
+    if info.healed_ms.is_some() {
+        // Nothing to undo (a kill without --hold, a restart, poison): already over.
+        eprintln!("{} on {}: done", info.kind, info.target);
+    } else {
+        eprintln!(
+            "{} on {} for {}s (heal early with `faultline heal {}`)",
+            info.kind,
+            info.target,
+            info.remaining_ms.div_ceil(1000),
+            info.id
+        );
+    }
     Ok(Exit::Success)
 }
