@@ -37,7 +37,9 @@ for i in 1 2 3 4 5; do
 done
 
 # --- the shop's gateway --------------------------------------------------------------
-SHOP_RATE_LIMIT_RPS=0 $BIN/faultline up --gateway-port 0 --run-dir "$WORK/run" > "$WORK/up.out" 2>&1 &
+# --no-proxies: two hops (gateway, cdn) against two hops (HAProxy, nginx); with the fault
+# proxies on, every shop edge is one hop more.
+SHOP_RATE_LIMIT_RPS=0 $BIN/faultline up --no-proxies --gateway-port 0 --run-dir "$WORK/run" > "$WORK/up.out" 2>&1 &
 PIDS+=($!)
 until grep -q '^ready:' "$WORK/up.out" 2>/dev/null; do sleep 0.05; done
 GW=$(sed -n 's/^ready: gateway=//p' "$WORK/up.out")

@@ -380,6 +380,9 @@ async fn pump(
             }
             _ => pieces.push((None, chunk.to_vec())),
         }
+        // What passes of this chunk is written in one go, as it came: cutting a request's
+        // head from its body into two writes would change what the server sees.
+        let mut out: Vec<u8> = Vec::with_capacity(n);
         for (head, bytes) in pieces {
             if let Some((method, path)) = head {
                 requests += 1;
@@ -387,10 +390,41 @@ async fn pump(
                 match http_decision(&active, conn, requests, &method, &path) {
                     HttpDecision::Forward => {}
                     HttpDecision::Delay(d) => {
+                        // What came before this request goes now; the request waits.
+                        if let Some(end) = flush(
+                            edge,
+                            dir,
+                            conn,
+                            &mut rx,
+                            &mut active,
+                            writer,
+                            &mut out,
+                            arrived,
+                            &mut passed,
+                        )
+                        .await
+                        {
+                            return end;
+                        }
                         wait_toxic(&mut rx, &mut active, dir, conn, arrived + d, |_| true).await;
                     }
                     HttpDecision::Abort { status, fault } => {
                         discarding = true;
+                        if let Some(end) = flush(
+                            edge,
+                            dir,
+                            conn,
+                            &mut rx,
+                            &mut active,
+                            writer,
+                            &mut out,
+                            arrived,
+                            &mut passed,
+                        )
+                        .await
+                        {
+                            return end;
+                        }
                         if let Some(reply) = reply {
                             let body = format!("{{\"error\":\"aborted by fault {fault}\"}}");
                             let resp = format!(
@@ -408,28 +442,51 @@ async fn pump(
             } else if discarding {
                 continue;
             }
-            match forward(
-                edge,
-                dir,
-                conn,
-                &mut rx,
-                &mut active,
-                writer,
-                &bytes,
-                arrived,
-                &mut passed,
-            )
-            .await
-            {
-                Ok(None) => {}
-                Ok(Some(end)) => return end,
-                Err(_) => return End::Close,
-            }
+            out.extend_from_slice(&bytes);
+        }
+        if let Some(end) = flush(
+            edge,
+            dir,
+            conn,
+            &mut rx,
+            &mut active,
+            writer,
+            &mut out,
+            arrived,
+            &mut passed,
+        )
+        .await
+        {
+            return end;
         }
     }
 }
 
 type RequestLine = (String, String);
+
+/// Forwards what `out` holds through the byte toxics, and empties it.
+#[allow(clippy::too_many_arguments)]
+async fn flush(
+    edge: &EdgeProxy,
+    dir: Direction,
+    conn: u64,
+    rx: &mut watch::Receiver<Arc<Vec<Toxic>>>,
+    active: &mut Active,
+    writer: &TcpStream,
+    out: &mut Vec<u8>,
+    arrived: Instant,
+    passed: &mut u64,
+) -> Option<End> {
+    if out.is_empty() {
+        return None;
+    }
+    let result = forward(edge, dir, conn, rx, active, writer, out, arrived, passed).await;
+    out.clear();
+    match result {
+        Ok(end) => end,
+        Err(_) => Some(End::Close),
+    }
+}
 
 enum HttpDecision {
     Forward,
