@@ -42,7 +42,7 @@ done
 SHOP_RATE_LIMIT_RPS=0 $BIN/faultline up --no-proxies --gateway-port 0 --run-dir "$WORK/run" > "$WORK/up.out" 2>&1 &
 PIDS+=($!)
 until grep -q '^ready:' "$WORK/up.out" 2>/dev/null; do sleep 0.05; done
-GW=$(sed -n 's/^ready: gateway=//p' "$WORK/up.out")
+GW=$(sed -n 's/^ready: gateway=\([^ ]*\).*/\1/p' "$WORK/up.out")
 curl -sf -o "$WORK/product.json" "$GW/api/v1/products/1"
 curl -sf -D - -o /dev/null "$GW/api/v1/products/1" | grep -i '^x-cache: HIT' > /dev/null
 SIZE=$(stat -c %s "$WORK/product.json")

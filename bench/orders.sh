@@ -29,7 +29,7 @@ echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d:
 SHOP_RATE_LIMIT_RPS=0 $BIN/faultline up --gateway-port 0 --run-dir "$WORK/run" > "$WORK/up.out" 2>&1 &
 PIDS+=($!)
 until grep -q '^logs:' "$WORK/up.out" 2>/dev/null; do sleep 0.05; done
-GW=$(sed -n 's/^ready: gateway=//p' "$WORK/up.out")
+GW=$(sed -n 's/^ready: gateway=\([^ ]*\).*/\1/p' "$WORK/up.out")
 addr() { awk -v r="$1" '$2==r {print $4}' "$WORK/up.out"; }
 for i in $(seq 1 64); do
   curl -sf -X POST "$GW/api/v1/auth/login" -H 'content-type: application/json' \
