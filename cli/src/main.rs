@@ -5,6 +5,7 @@ mod bundled;
 mod cmd;
 mod discover;
 mod exit;
+mod load;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,8 @@ enum Command {
     Heal(cmd::heal::Args),
     /// Show the replicas and the faults in effect.
     Status(cmd::status::Args),
+    /// Load one URL (open model with -r, closed with -c) and summarise the latency.
+    Load(Box<cmd::load::Args>),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Fault(args) => cmd::fault::run(*args),
         Command::Heal(args) => cmd::heal::run(args),
         Command::Status(args) => cmd::status::run(args),
+        Command::Load(args) => cmd::load::run_cmd(*args),
     };
     match result {
         Ok(code) => code.into(),

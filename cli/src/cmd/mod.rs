@@ -2,5 +2,6 @@
 
 pub mod fault;
 pub mod heal;
+pub mod load;
 pub mod status;
 pub mod up;

@@ -1,6 +1,8 @@
 //! The `faultline` binary's command line. (This test target also makes
 //! `cargo test --workspace` build the binary the end-to-end tests run.)
 
+mod load;
+
 use std::process::Command;
 
 fn faultline(args: &[&str]) -> (Option<i32>, String, String) {

@@ -1,0 +1,347 @@
+//! `faultline load URL`: ad-hoc load against one URL, like oha: open model with `-r`
+//! (a rate, latency from the intended send time), closed model with `-c` alone; a text
+//! summary or `--json`.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Uri};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::exit::Exit;
+use crate::load::client::Target;
+use crate::load::schedule::{Schedule, Stage};
+use crate::load::stats::Percentiles;
+use crate::load::{LoadSpec, Model, Summary, run};
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 500ms, 10s, 1m)"))
+}
+
+/// Load one URL: open model with `-r` (requests a second, whatever the server does),
+/// closed model without (`-c` users one request after another).
+///
+/// Examples:
+///   faultline load http://127.0.0.1:8080/api/v1/products/1 -r 2000 -d 30s
+///   faultline load http://127.0.0.1:8080/api/v1/products/1 -c 64 -n 100000 --json
+///   faultline load http://127.0.0.1:8080/api/v1/auth/login -m POST \
+///     -H 'content-type: application/json' -b '{"username":"user1","password":"pass1"}'
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// The URL (http only).
+    pub url: String,
+    /// Requests a second (open model). Without it, the closed model runs `-c` users.
+    #[arg(short = 'r', long)]
+    pub rate: Option<f64>,
+    /// Open model: rise from 0 to the rate over this long first (then hold it).
+    #[arg(long, value_parser = duration, requires = "rate")]
+    pub ramp: Option<Duration>,
+    /// Connections (open model) or users (closed model).
+    #[arg(short = 'c', long, default_value_t = 50)]
+    pub connections: usize,
+    /// How long to run (default 10s unless -n is given).
+    #[arg(short = 'd', long, value_parser = duration)]
+    pub duration: Option<Duration>,
+    /// How many requests to send.
+    #[arg(short = 'n', long)]
+    pub count: Option<u64>,
+    #[arg(short = 'm', long, default_value = "GET")]
+    pub method: String,
+    /// A header, `name: value`. Repeatable.
+    #[arg(short = 'H', long = "header")]
+    pub headers: Vec<String>,
+    /// The request body.
+    #[arg(short = 'b', long, conflicts_with = "body_file")]
+    pub body: Option<String>,
+    /// The request body, from a file.
+    #[arg(long)]
+    pub body_file: Option<std::path::PathBuf>,
+    /// Longest wait for one answer.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub timeout: Duration,
+    /// Open model: requests waiting or running at most; further ones are dropped and
+    /// counted.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_in_flight: usize,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The spec the arguments describe.
+pub async fn spec(a: &Args) -> anyhow::Result<LoadSpec> {
+    let uri: Uri = a
+        .url
+        .parse()
+        .with_context(|| format!("`{}` is not a URL (write http://HOST:PORT/PATH)", a.url))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => bail!("`{}`: only http is supported, not {other}", a.url),
+        None => bail!("`{}` needs a scheme: http://HOST:PORT/PATH", a.url),
+    }
+    let host = uri.host().context("the URL has no host")?;
+    let port = uri.port_u16().unwrap_or(80);
+    let authority = format!("{host}:{port}");
+    let addr = tokio::net::lookup_host(&authority)
+        .await
+        .with_context(|| format!("cannot resolve {authority}"))?
+        .next()
+        .with_context(|| format!("{authority} resolves to no address"))?;
+    let method: Method = a
+        .method
+        .to_uppercase()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("`{}` is not an HTTP method", a.method))?;
+    let mut headers = HeaderMap::new();
+    for h in &a.headers {
+        let (name, value) = h
+            .split_once(':')
+            .with_context(|| format!("header `{h}` must be `name: value`"))?;
+        let name: HeaderName = name
+            .trim()
+            .parse()
+            .with_context(|| format!("`{}` is not a header name", name.trim()))?;
+        let value: HeaderValue = value
+            .trim()
+            .parse()
+            .with_context(|| format!("header `{h}` has a bad value"))?;
+        headers.append(name, value);
+    }
+    let body = match (&a.body, &a.body_file) {
+        (Some(b), _) => Bytes::from(b.clone()),
+        (None, Some(f)) => {
+            Bytes::from(std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?)
+        }
+        (None, None) => Bytes::new(),
+    };
+    if a.connections == 0 {
+        bail!("-c must be at least 1");
+    }
+    let target = Target {
+        addr,
+        authority,
+        path_and_query: uri
+            .path_and_query()
+            .map_or("/".to_owned(), |p| p.to_string()),
+        method,
+        headers,
+        body,
+        timeout: a.timeout,
+    };
+    let model = match a.rate {
+        Some(r) if !(r > 0.0 && r.is_finite()) => bail!("-r must be a positive rate, not {r}"),
+        Some(rate) => {
+            let duration = match (a.duration, a.count) {
+                (Some(d), _) => d,
+                (None, Some(n)) => Duration::from_secs_f64(n as f64 / rate),
+                (None, None) => Duration::from_secs(10),
+            };
+            let schedule = match a.ramp {
+                None => Schedule::constant(rate, duration),
+                Some(ramp) if ramp > duration => bail!(
+                    "--ramp {} is longer than the run",
+                    humantime::format_duration(ramp)
+                ),
+                Some(ramp) => Schedule::ramping(
+                    0.0,
+                    vec![
+                        Stage {
+                            duration: ramp,
+                            target: rate,
+                        },
+                        Stage {
+                            duration: duration - ramp,
+                            target: rate,
+                        },
+                    ],
+                ),
+            };
+            Model::Open {
+                schedule,
+                max_in_flight: a.max_in_flight,
+            }
+        }
+        None => Model::Closed {
+            users: a.connections,
+            duration: a.duration.or(if a.count.is_none() {
+                Some(Duration::from_secs(10))
+            } else {
+                None
+            }),
+            think: Duration::ZERO,
+        },
+    };
+    Ok(LoadSpec {
+        target,
+        model,
+        connections: a.connections,
+        count: a.count,
+    })
+}
+
+pub fn summary_json(s: &Summary) -> serde_json::Value {
+    let secs = s.elapsed.as_secs_f64();
+    let requests = s.stats.requests();
+    let ok = s
+        .stats
+        .statuses
+        .iter()
+        .filter(|(c, _)| **c < 500)
+        .map(|(_, n)| n)
+        .sum::<u64>();
+    json!({
+        "requests": requests,
+        "duration_s": secs,
+        "requests_per_s": requests as f64 / secs,
+        "success_ratio": if requests == 0 { 0.0 } else { ok as f64 / requests as f64 },
+        "dropped": s.dropped,
+        "statuses": s.stats.statuses.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "errors": s.stats.errors,
+        "bytes": s.stats.bytes,
+        "latency_ms": Percentiles::of(&s.stats.latency),
+        "service_time_ms": Percentiles::of(&s.stats.service),
+        "scheduler_lag_ms": Percentiles::of(&s.stats.lag),
+    })
+}
+
+fn line(label: &str, p: &Percentiles) -> String {
+    format!(
+        "  {label:<44} p50 {:>8.2}  p90 {:>8.2}  p99 {:>8.2}  p99.9 {:>8.2}  max {:>8.2}  ms",
+        p.p50, p.p90, p.p99, p.p999, p.max
+    )
+}
+
+pub fn summary_text(s: &Summary, open: bool) -> String {
+    let secs = s.elapsed.as_secs_f64();
+    let requests = s.stats.requests();
+    let mut out = String::new();
+    out.push_str(&format!(
+        "requests   {requests} in {secs:.2} s: {:.1}/s{}\n",
+        requests as f64 / secs,
+        if open {
+            format!(", {} dropped (in-flight bound reached)", s.dropped)
+        } else {
+            String::new()
+        }
+    ));
+    let statuses: Vec<String> = s
+        .stats
+        .statuses
+        .iter()
+        .map(|(c, n)| format!("{c}: {n}"))
+        .collect();
+    out.push_str(&format!(
+        "statuses   {}\n",
+        if statuses.is_empty() {
+            "none".into()
+        } else {
+            statuses.join(", ")
+        }
+    ));
+    let errors: Vec<String> = s
+        .stats
+        .errors
+        .iter()
+        .map(|(k, n)| {
+            format!(
+                "{}: {n}",
+                serde_json::to_value(k).unwrap().as_str().unwrap()
+            )
+        })
+        .collect();
+    out.push_str(&format!(
+        "errors     {}\n",
+        if errors.is_empty() {
+            "none".into()
+        } else {
+            errors.join(", ")
+        }
+    ));
+    out.push_str("latency\n");
+    if open {
+        out.push_str(&line(
+            "from the intended send (no coordinated omission)",
+            &Percentiles::of(&s.stats.latency),
+        ));
+        out.push('\n');
+        out.push_str(&line(
+            "from the actual send",
+            &Percentiles::of(&s.stats.service),
+        ));
+        out.push('\n');
+        out.push_str(&line(
+            "scheduler lag (the generator, when it grows)",
+            &Percentiles::of(&s.stats.lag),
+        ));
+        out.push('\n');
+    } else {
+        out.push_str(&line("per request", &Percentiles::of(&s.stats.latency)));
+        out.push('\n');
+    }
+    out
+}
+
+fn progress(snap: &crate::load::Snapshot, tick: Duration) {
+    let p = Percentiles::of(&snap.stats.latency);
+    eprintln!(
+        "t={:>5.1}s  {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}  dropped {}  in flight {}",
+        snap.elapsed.as_secs_f64(),
+        snap.stats.requests() as f64 / tick.as_secs_f64(),
+        p.p50,
+        p.p99,
+        snap.stats.errors.values().sum::<u64>(),
+        snap.dropped,
+        snap.in_flight
+    );
+}
+
+pub fn run_cmd(args: Args) -> anyhow::Result<Exit> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let spec = match spec(&args).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return Ok(Exit::BadInput);
+            }
+        };
+        let open = matches!(spec.model, Model::Open { .. });
+        if let Model::Open { schedule, .. } = &spec.model {
+            eprintln!(
+                "{:.0} requests planned over {}",
+                schedule.total(),
+                humantime::format_duration(schedule.duration())
+            );
+        }
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        let signals = tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            s.cancel();
+        });
+        // Progress on stderr every 5 s: the summary goes to stdout.
+        let tick = Duration::from_secs(5);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let printer = tokio::spawn(async move {
+            while let Some(snap) = rx.recv().await {
+                let snap: crate::load::Snapshot = snap;
+                if snap.stats.requests() > 0 {
+                    progress(&snap, tick);
+                }
+            }
+        });
+        let summary = run(spec, tick, Some(tx), stop).await;
+        let _ = printer.await;
+        signals.abort();
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&summary_json(&summary))?);
+        } else {
+            print!("{}", summary_text(&summary, open));
+        }
+        Ok(Exit::Success)
+    })
+}

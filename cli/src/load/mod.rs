@@ -1,0 +1,298 @@
+//! The load engine: open model (an arrival-rate schedule, each request's latency measured
+//! from its intended send time, a bound on requests in flight with the excess counted as
+//! dropped) and closed model (N users, optional think time). Workers keep their own
+//! statistics; the run folds them into one snapshot per tick and a total. It knows
+//! nothing of the terminal: callers get snapshots on a channel and a summary at the end.
+//!
+//! # Layout
+//!
+//! - [`schedule`]: when each open-model request is due.
+//! - [`client`]: the lean one-connection-per-worker HTTP/1.1 client.
+//! - [`stats`]: counts and HDR histograms, merged exactly.
+
+pub mod client;
+pub mod schedule;
+pub mod stats;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use self::client::{Conn, Target};
+use self::schedule::Schedule;
+use self::stats::Stats;
+
+#[derive(Debug, Clone)]
+pub enum Model {
+    /// Requests arrive on `schedule`, whatever the target does; at most `max_in_flight`
+    /// wait or run at once, the rest are dropped (and counted).
+    Open {
+        schedule: Schedule,
+        max_in_flight: usize,
+    },
+    /// `users` send one request after another, pausing `think` in between.
+    Closed {
+        users: usize,
+        duration: Option<Duration>,
+        think: Duration,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    pub target: Target,
+    pub model: Model,
+    /// Connections (workers) of an open-model run.
+    pub connections: usize,
+    /// Stop after this many requests.
+    pub count: Option<u64>,
+}
+
+/// How early before a send its coarse sleep ends: tokio's timer ticks every millisecond
+/// and fires on the tick after the deadline.
+const TIMER_TICK: Duration = Duration::from_millis(2);
+
+/// One tick's worth of results.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// End of the tick, from the start of the run.
+    pub elapsed: Duration,
+    pub stats: Stats,
+    pub dropped: u64,
+    pub in_flight: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub elapsed: Duration,
+    pub stats: Stats,
+    pub dropped: u64,
+}
+
+struct Shared {
+    target: Target,
+    workers: Vec<Mutex<Stats>>,
+    dropped: AtomicU64,
+    in_flight: AtomicUsize,
+    started: AtomicU64,
+}
+
+impl Shared {
+    /// Takes every worker's statistics since the last tick.
+    fn drain(&self) -> Stats {
+        let mut total = Stats::default();
+        for w in &self.workers {
+            let mut s = w.lock().unwrap();
+            total.merge(&s);
+            s.clear();
+        }
+        total
+    }
+}
+
+fn record(
+    stats: &Mutex<Stats>,
+    intended: Instant,
+    sent: Instant,
+    result: Result<(hyper::StatusCode, u64), stats::ErrorKind>,
+) {
+    let done = Instant::now();
+    let us = |d: Duration| (d.as_micros() as u64).max(1);
+    let mut s = stats.lock().unwrap();
+    let _ = s.latency.record(us(done - intended));
+    let _ = s.service.record(us(done - sent));
+    let _ = s.lag.record(us(sent.saturating_duration_since(intended)));
+    match result {
+        Ok((status, bytes)) => {
+            *s.statuses.entry(status.as_u16()).or_default() += 1;
+            s.bytes += bytes;
+        }
+        Err(kind) => *s.errors.entry(kind).or_default() += 1,
+    }
+}
+
+/// Runs the load until its schedule, duration or count ends, or `stop` fires; sends a
+/// snapshot every `tick` to `ticks` if given.
+pub async fn run(
+    spec: LoadSpec,
+    tick: Duration,
+    ticks: Option<mpsc::Sender<Snapshot>>,
+    stop: CancellationToken,
+) -> Summary {
+    let workers = match &spec.model {
+        Model::Open { .. } => spec.connections.max(1),
+        Model::Closed { users, .. } => (*users).max(1),
+    };
+    let shared = Arc::new(Shared {
+        target: spec.target.clone(),
+        workers: (0..workers).map(|_| Mutex::new(Stats::default())).collect(),
+        dropped: AtomicU64::new(0),
+        in_flight: AtomicUsize::new(0),
+        started: AtomicU64::new(0),
+    });
+    let start = Instant::now();
+    let mut total = Stats::default();
+    let load = async {
+        match spec.model.clone() {
+            Model::Open {
+                schedule,
+                max_in_flight,
+            } => {
+                open(
+                    shared.clone(),
+                    schedule,
+                    max_in_flight.max(1),
+                    spec.count,
+                    start,
+                    stop.clone(),
+                )
+                .await
+            }
+            Model::Closed {
+                duration, think, ..
+            } => {
+                let end = duration.map(|d| start + d);
+                closed(shared.clone(), end, think, spec.count, stop.clone()).await
+            }
+        }
+    };
+    tokio::pin!(load);
+    let mut interval = tokio::time::interval_at(start + tick, tick);
+    let mut last_dropped = 0;
+    loop {
+        tokio::select! {
+            _ = &mut load => break,
+            _ = interval.tick() => {
+                let stats = shared.drain();
+                total.merge(&stats);
+                let dropped = shared.dropped.load(Ordering::Relaxed);
+                if let Some(tx) = &ticks {
+                    let _ = tx.try_send(Snapshot {
+                        elapsed: start.elapsed(),
+                        stats,
+                        dropped: dropped - last_dropped,
+                        in_flight: shared.in_flight.load(Ordering::Relaxed),
+                    });
+                }
+                last_dropped = dropped;
+            }
+        }
+    }
+    let rest = shared.drain();
+    total.merge(&rest);
+    let dropped = shared.dropped.load(Ordering::Relaxed);
+    if let Some(tx) = &ticks {
+        let _ = tx.try_send(Snapshot {
+            elapsed: start.elapsed(),
+            stats: rest,
+            dropped: dropped - last_dropped,
+            in_flight: 0,
+        });
+    }
+    Summary {
+        elapsed: start.elapsed(),
+        stats: total,
+        dropped,
+    }
+}
+
+async fn open(
+    shared: Arc<Shared>,
+    schedule: Schedule,
+    max_in_flight: usize,
+    count: Option<u64>,
+    start: Instant,
+    stop: CancellationToken,
+) {
+    let (tx, rx) = async_channel::unbounded::<Instant>();
+    // Workers are tasks of their own, so the run uses every core; the set is awaited
+    // before the run returns, so none outlives it.
+    let mut workers = JoinSet::new();
+    for i in 0..shared.workers.len() {
+        let (shared, rx) = (shared.clone(), rx.clone());
+        workers.spawn(async move {
+            let mut conn = Conn::default();
+            while let Ok(intended) = rx.recv().await {
+                let sent = Instant::now();
+                let result = conn.request(&shared.target).await;
+                record(&shared.workers[i], intended, sent, result);
+                shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
+        });
+    }
+    let dispatch = async {
+        let mut n = 0u64;
+        while count.is_none_or(|c| n < c) {
+            let Some(due) = schedule.due(n) else { break };
+            let at = start + due;
+            // The n-th send is due at its computed instant; waking late sends it at once,
+            // and its latency still counts from `at`.
+            if at > Instant::now() {
+                // A tokio timer fires on the next millisecond tick after its deadline: sleep
+                // to a tick before `at`, then yield until `at` itself, so the schedule
+                // holds to well under a millisecond.
+                let coarse = at.checked_sub(TIMER_TICK).unwrap_or(at);
+                if coarse > Instant::now() {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep_until(coarse) => {}
+                    }
+                }
+                while Instant::now() < at {
+                    tokio::task::yield_now().await;
+                }
+            }
+            n += 1;
+            if shared.in_flight.load(Ordering::Relaxed) >= max_in_flight {
+                shared.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            shared.in_flight.fetch_add(1, Ordering::Relaxed);
+            let _ = tx.send(at).await;
+        }
+        tx.close();
+    };
+    dispatch.await;
+    workers.join_all().await;
+}
+
+async fn closed(
+    shared: Arc<Shared>,
+    end: Option<Instant>,
+    think: Duration,
+    count: Option<u64>,
+    stop: CancellationToken,
+) {
+    let mut users = JoinSet::new();
+    for i in 0..shared.workers.len() {
+        let (shared, stop) = (shared.clone(), stop.clone());
+        users.spawn(async move {
+            let mut conn = Conn::default();
+            loop {
+                if stop.is_cancelled() || end.is_some_and(|e| Instant::now() >= e) {
+                    return;
+                }
+                if count.is_some_and(|c| shared.started.fetch_add(1, Ordering::Relaxed) >= c) {
+                    return;
+                }
+                shared.in_flight.fetch_add(1, Ordering::Relaxed);
+                let sent = Instant::now();
+                let result = conn.request(&shared.target).await;
+                record(&shared.workers[i], sent, sent, result);
+                shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+                if !think.is_zero() {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(think) => {}
+                    }
+                }
+            }
+        });
+    }
+    users.join_all().await;
+}
