@@ -6,7 +6,6 @@ use std::process::ExitCode;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     Success = 0,
-    #[allow(dead_code)]
     HypothesisFailed = 1,
     BadInput = 2,
 }

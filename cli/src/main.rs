@@ -6,6 +6,7 @@ mod cmd;
 mod discover;
 mod exit;
 mod load;
+mod slo;
 
 use std::process::ExitCode;
 

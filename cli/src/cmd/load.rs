@@ -16,6 +16,7 @@ use crate::load::client::Target;
 use crate::load::schedule::{Schedule, Stage};
 use crate::load::stats::Percentiles;
 use crate::load::{LoadSpec, Model, Summary, run};
+use crate::slo::{self, Counts, Evaluation, Objective, Windows};
 
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 500ms, 10s, 1m)"))
@@ -67,6 +68,10 @@ pub struct Args {
     /// counted.
     #[arg(long, default_value_t = 10_000)]
     pub max_in_flight: usize,
+    /// An objective the run must meet, like k6's thresholds: `availability>=99.9` or
+    /// `latency<200ms>=99`. Repeatable. A missed objective makes the exit code 1.
+    #[arg(long = "slo")]
+    pub slos: Vec<Objective>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -183,7 +188,7 @@ pub async fn spec(a: &Args) -> anyhow::Result<LoadSpec> {
     })
 }
 
-pub fn summary_json(s: &Summary) -> serde_json::Value {
+pub fn summary_json(s: &Summary, slos: &[Evaluation]) -> serde_json::Value {
     let secs = s.elapsed.as_secs_f64();
     let requests = s.stats.requests();
     let ok = s
@@ -205,7 +210,30 @@ pub fn summary_json(s: &Summary) -> serde_json::Value {
         "latency_ms": Percentiles::of(&s.stats.latency),
         "service_time_ms": Percentiles::of(&s.stats.service),
         "scheduler_lag_ms": Percentiles::of(&s.stats.lag),
+        "slos": slos,
     })
+}
+
+fn slo_text(e: &[Evaluation]) -> String {
+    if e.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("objectives (burn-rate windows {w})\n");
+    let windows = format!("{}s/{}s", e[0].windows.short_s, e[0].windows.long_s);
+    out = out.replace("{w}", &windows);
+    for ev in e {
+        out.push_str(&format!(
+            "  {:<24} {:<4} SLI {:>9}  objective {:>8}  budget left {:>7}  max burn short {:>6.1}x long {:>6.1}x\n",
+            ev.name,
+            if ev.met { "MET" } else { "MISS" },
+            ev.sli.map_or("-".to_owned(), |s| format!("{:.4}%", s * 100.0)),
+            format!("{}%", ev.objective * 100.0),
+            if ev.budget_remaining.is_finite() { format!("{:.0}%", ev.budget_remaining * 100.0) } else { "none".into() },
+            ev.max_short_burn,
+            ev.max_long_burn
+        ));
+    }
+    out
 }
 
 fn line(label: &str, p: &Percentiles) -> String {
@@ -285,16 +313,20 @@ pub fn summary_text(s: &Summary, open: bool) -> String {
     out
 }
 
-fn progress(snap: &crate::load::Snapshot, tick: Duration) {
-    let p = Percentiles::of(&snap.stats.latency);
+fn progress(
+    snap: &crate::load::Snapshot,
+    window: &crate::load::stats::Stats,
+    dropped: u64,
+    span: Duration,
+) {
+    let p = Percentiles::of(&window.latency);
     eprintln!(
-        "t={:>5.1}s  {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}  dropped {}  in flight {}",
+        "t={:>5.1}s  {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}  dropped {dropped}  in flight {}",
         snap.elapsed.as_secs_f64(),
-        snap.stats.requests() as f64 / tick.as_secs_f64(),
+        window.requests() as f64 / span.as_secs_f64(),
         p.p50,
         p.p99,
-        snap.stats.errors.values().sum::<u64>(),
-        snap.dropped,
+        window.errors.values().sum::<u64>(),
         snap.in_flight
     );
 }
@@ -323,24 +355,53 @@ pub fn run_cmd(args: Args) -> anyhow::Result<Exit> {
             let _ = tokio::signal::ctrl_c().await;
             s.cancel();
         });
-        // Progress on stderr every 5 s: the summary goes to stdout.
-        let tick = Duration::from_secs(5);
-        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-        let printer = tokio::spawn(async move {
+        // Snapshots come every second (the SLO engine's resolution); a progress line
+        // goes to stderr every 5 s and the summary to stdout.
+        let tick = Duration::from_secs(1);
+        let objectives = args.slos.clone();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let collector = tokio::spawn(async move {
+            let mut per_second: Vec<Vec<Counts>> = vec![Vec::new(); objectives.len()];
+            let mut window = crate::load::stats::Stats::default();
+            let mut dropped = 0u64;
+            let mut n = 0u64;
             while let Some(snap) = rx.recv().await {
                 let snap: crate::load::Snapshot = snap;
-                if snap.stats.requests() > 0 {
-                    progress(&snap, tick);
+                for (o, secs) in objectives.iter().zip(per_second.iter_mut()) {
+                    secs.push(slo::counts(&o.kind, &snap.stats));
+                }
+                window.merge(&snap.stats);
+                dropped += snap.dropped;
+                n += 1;
+                if n.is_multiple_of(5) && window.requests() + dropped > 0 {
+                    progress(&snap, &window, dropped, Duration::from_secs(5));
+                    window.clear();
+                    dropped = 0;
                 }
             }
+            per_second
         });
         let summary = run(spec, tick, Some(tx), stop).await;
-        let _ = printer.await;
+        let per_second = collector.await.unwrap_or_default();
         signals.abort();
+        let windows = Windows::scaled(summary.elapsed);
+        let evaluations: Vec<Evaluation> = args
+            .slos
+            .iter()
+            .zip(&per_second)
+            .map(|(o, secs)| slo::evaluate(o, secs, &[], windows))
+            .collect();
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&summary_json(&summary))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&summary_json(&summary, &evaluations))?
+            );
         } else {
             print!("{}", summary_text(&summary, open));
+            print!("{}", slo_text(&evaluations));
+        }
+        if evaluations.iter().any(|e| !e.met) {
+            return Ok(Exit::HypothesisFailed);
         }
         Ok(Exit::Success)
     })

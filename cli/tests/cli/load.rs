@@ -183,3 +183,62 @@ fn bad_load_input_is_named() {
         assert!(err.contains(message), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn objectives_decide_the_exit_code() {
+    let (addr, _rt) = server(false);
+    let url = format!("http://{addr}/");
+    let (code, s, err) = load(&[
+        &url,
+        "-r",
+        "200",
+        "-d",
+        "3s",
+        "--slo",
+        "availability>=99.9",
+        "--json",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(s["slos"][0]["met"], true, "{s}");
+    assert_eq!(s["slos"][0]["budget_remaining"], 1.0);
+    // No request is answered within a microsecond: the objective is missed, exit 1.
+    let (code, s, err) = load(&[
+        &url,
+        "-r",
+        "200",
+        "-d",
+        "3s",
+        "--slo",
+        "availability>=99.9",
+        "--slo",
+        "latency<1us>=50",
+        "--json",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(s["slos"][1]["met"], false);
+    assert_eq!(s["slos"][1]["sli"], 0.0);
+    // Against a dead port every request fails: availability is missed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (code, s, _) = load(&[
+        &format!("http://127.0.0.1:{port}/"),
+        "-r",
+        "50",
+        "-d",
+        "2s",
+        "--slo",
+        "availability>=99",
+        "--json",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        s["slos"][0]["max_short_burn"].as_f64().unwrap() > 14.4,
+        "{s}"
+    );
+    let (code, _, err) = load(&[&url, "-n", "1", "--slo", "uptime>=99"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("unknown SLI `uptime`"), "{err}");
+}

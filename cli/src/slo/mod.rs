@@ -1,0 +1,482 @@
+//! The SLO engine: service level indicators over a run's per-second counts, error budgets,
+//! burn rates over a short and a long window (the SRE workbook's method, windows scaled
+//! to the run), figures per phase, time to detect and time to recover. It performs no
+//! I/O and reads no clock: it is arithmetic over what the load engine counted.
+
+pub mod spec;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::load::stats::Stats;
+
+pub use spec::{Objective, SliKind};
+
+/// Good and total events of one SLI in one interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub good: u64,
+    pub total: u64,
+}
+
+impl Counts {
+    pub fn bad(&self) -> u64 {
+        self.total - self.good
+    }
+
+    pub fn add(&mut self, other: Counts) {
+        self.good += other.good;
+        self.total += other.total;
+    }
+
+    /// The SLI: the good share, or `None` without events.
+    pub fn ratio(&self) -> Option<f64> {
+        (self.total > 0).then(|| self.good as f64 / self.total as f64)
+    }
+}
+
+/// The counts an SLI takes from one interval's statistics. Availability: good is any
+/// answer below 500 (errors and timeouts are bad). Latency: good is a request answered
+/// within the threshold (measured from its intended send time).
+pub fn counts(kind: &SliKind, stats: &Stats) -> Counts {
+    match kind {
+        SliKind::Availability => {
+            let total = stats.requests();
+            let good = stats
+                .statuses
+                .iter()
+                .filter(|(s, _)| **s < 500)
+                .map(|(_, n)| n)
+                .sum();
+            Counts { good, total }
+        }
+        SliKind::Latency { threshold } => {
+            let total = stats.latency.len();
+            let us = threshold.as_micros() as u64;
+            let good = if total == 0 {
+                0
+            } else {
+                stats.latency.count_between(0, us)
+            };
+            Counts { good, total }
+        }
+    }
+}
+
+/// The short and long windows of the burn-rate alerts. The SRE workbook pages on 14.4x
+/// over 1 h and 5 min for a 30-day budget; a run of minutes keeps the 12:1 ratio with
+/// windows scaled to it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Windows {
+    pub short_s: u64,
+    pub long_s: u64,
+}
+
+impl Windows {
+    /// The long window is a sixth of the run (at least 12 s, at most 1 h); the short one
+    /// a twelfth of that (at least 1 s).
+    pub fn scaled(run: Duration) -> Self {
+        let long = (run.as_secs() / 6).clamp(12, 3600);
+        Windows {
+            short_s: (long / 12).max(1),
+            long_s: long,
+        }
+    }
+}
+
+/// A named stretch of the run, in seconds from its start: `[start, end)`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Phase {
+    pub name: String,
+    pub start_s: usize,
+    pub end_s: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhaseFigures {
+    pub name: String,
+    pub sli: Option<f64>,
+    pub good: u64,
+    pub total: u64,
+    pub met: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Evaluation {
+    pub name: String,
+    pub objective: f64,
+    pub sli: Option<f64>,
+    pub good: u64,
+    pub total: u64,
+    /// Share of the error budget left at the end (negative when overspent).
+    pub budget_remaining: f64,
+    pub windows: Windows,
+    pub max_short_burn: f64,
+    pub max_long_burn: f64,
+    /// Seconds where both windows burned faster than `page_burn` (the workbook's
+    /// multi-window alert).
+    pub alert_seconds: Vec<usize>,
+    pub phases: Vec<PhaseFigures>,
+    pub met: bool,
+}
+
+/// The burn-rate factor of the fast page (14.4x: 2% of a 30-day budget in an hour).
+pub const PAGE_BURN: f64 = 14.4;
+
+fn window_sum(seconds: &[Counts], end: usize, len: u64) -> Counts {
+    let start = (end + 1).saturating_sub(len as usize);
+    let mut c = Counts::default();
+    for s in &seconds[start..=end] {
+        c.add(*s);
+    }
+    c
+}
+
+/// Burn rate of a window: its bad share over the allowed bad share.
+pub fn burn(c: Counts, objective: f64) -> f64 {
+    let allowed = 1.0 - objective;
+    match c.ratio() {
+        Some(r) if allowed > 0.0 => (1.0 - r) / allowed,
+        Some(r) if r < 1.0 => f64::INFINITY,
+        _ => 0.0,
+    }
+}
+
+/// Evaluates one objective over a run's per-second counts.
+pub fn evaluate(
+    obj: &Objective,
+    seconds: &[Counts],
+    phases: &[Phase],
+    windows: Windows,
+) -> Evaluation {
+    let mut all = Counts::default();
+    for s in seconds {
+        all.add(*s);
+    }
+    let allowed_bad = (1.0 - obj.objective) * all.total as f64;
+    let budget_remaining = if allowed_bad > 0.0 {
+        1.0 - all.bad() as f64 / allowed_bad
+    } else if all.bad() == 0 {
+        1.0
+    } else {
+        f64::NEG_INFINITY
+    };
+    let (mut max_short, mut max_long) = (0.0f64, 0.0f64);
+    let mut alert_seconds = Vec::new();
+    for t in 0..seconds.len() {
+        let short = burn(window_sum(seconds, t, windows.short_s), obj.objective);
+        let long = burn(window_sum(seconds, t, windows.long_s), obj.objective);
+        max_short = max_short.max(short);
+        max_long = max_long.max(long);
+        if short > PAGE_BURN && long > PAGE_BURN {
+            alert_seconds.push(t);
+        }
+    }
+    let phases = phases
+        .iter()
+        .map(|p| {
+            let mut c = Counts::default();
+            for s in seconds
+                .iter()
+                .take(p.end_s.min(seconds.len()))
+                .skip(p.start_s)
+            {
+                c.add(*s);
+            }
+            PhaseFigures {
+                name: p.name.clone(),
+                sli: c.ratio(),
+                good: c.good,
+                total: c.total,
+                met: c.ratio().is_none_or(|r| r >= obj.objective),
+            }
+        })
+        .collect();
+    let sli = all.ratio();
+    Evaluation {
+        name: obj.name.clone(),
+        objective: obj.objective,
+        sli,
+        good: all.good,
+        total: all.total,
+        budget_remaining,
+        windows,
+        max_short_burn: max_short,
+        max_long_burn: max_long,
+        alert_seconds,
+        phases,
+        met: sli.is_none_or(|s| s >= obj.objective),
+    }
+}
+
+/// Seconds from `fault_start` until the short window first shows the objective broken.
+// The experiment runner (the rest of issue 5) reports it per fault; tested here already.
+#[allow(dead_code)]
+pub fn time_to_detect(
+    seconds: &[Counts],
+    objective: f64,
+    fault_start: usize,
+    short: u64,
+) -> Option<usize> {
+    (fault_start..seconds.len())
+        .find(|t| {
+            window_sum(seconds, *t, short)
+                .ratio()
+                .is_some_and(|r| r < objective)
+        })
+        .map(|t| t - fault_start)
+}
+
+/// Seconds from `heal` until the per-second SLI is back within objective and stays
+/// there for `settle` seconds (seconds without events count as within).
+#[allow(dead_code)]
+pub fn time_to_recover(
+    seconds: &[Counts],
+    objective: f64,
+    heal: usize,
+    settle: usize,
+) -> Option<usize> {
+    let ok = |t: usize| seconds[t].ratio().is_none_or(|r| r >= objective);
+    (heal..seconds.len())
+        .find(|t| t + settle <= seconds.len() && (*t..t + settle).all(ok))
+        .map(|t| t - heal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(objective: f64) -> Objective {
+        Objective {
+            name: "availability".into(),
+            kind: SliKind::Availability,
+            objective,
+        }
+    }
+
+    #[test]
+    fn budget_and_verdict() {
+        // 10,000 requests at 99.9%: 10 bad allowed; 5 bad leaves half the budget.
+        let mut s = vec![
+            Counts {
+                good: 1000,
+                total: 1000
+            };
+            10
+        ];
+        s[3] = Counts {
+            good: 995,
+            total: 1000,
+        };
+        let e = evaluate(
+            &obj(0.999),
+            &s,
+            &[],
+            Windows {
+                short_s: 1,
+                long_s: 12,
+            },
+        );
+        assert_eq!(e.total, 10_000);
+        assert!(
+            (e.budget_remaining - 0.5).abs() < 1e-9,
+            "{}",
+            e.budget_remaining
+        );
+        assert!(e.met);
+        assert!((e.sli.unwrap() - 0.9995).abs() < 1e-12);
+        // 20 bad overspends it.
+        s[4] = Counts {
+            good: 985,
+            total: 1000,
+        };
+        let e = evaluate(
+            &obj(0.999),
+            &s,
+            &[],
+            Windows {
+                short_s: 1,
+                long_s: 12,
+            },
+        );
+        assert!(
+            (e.budget_remaining + 1.0).abs() < 1e-9,
+            "{}",
+            e.budget_remaining
+        );
+        assert!(!e.met);
+    }
+
+    #[test]
+    fn burn_rates_over_both_windows_and_the_multi_window_alert() {
+        // 60 good seconds, then seconds at 50% errors, against 99%: a burn of 50x.
+        let good = Counts {
+            good: 100,
+            total: 100,
+        };
+        let bad = Counts {
+            good: 50,
+            total: 100,
+        };
+        let w = Windows {
+            short_s: 2,
+            long_s: 24,
+        };
+        let mut s = vec![good; 60];
+        s.extend(vec![bad; 5]);
+        let e = evaluate(&obj(0.99), &s, &[], w);
+        assert!(
+            (e.max_short_burn - 50.0).abs() < 1e-9,
+            "{}",
+            e.max_short_burn
+        );
+        // The long window at the end holds 5 bad seconds: 250 bad of 2400, 10.4x.
+        assert!(
+            (e.max_long_burn - 250.0 / 2400.0 / 0.01).abs() < 1e-9,
+            "{}",
+            e.max_long_burn
+        );
+        assert!(
+            e.alert_seconds.is_empty(),
+            "a 5 s blip does not page: the long window stays under 14.4x"
+        );
+        // Ten bad seconds: the long window passes 14.4x once it holds seven of them.
+        s.extend(vec![bad; 5]);
+        let e = evaluate(&obj(0.99), &s, &[], w);
+        assert_eq!(e.alert_seconds, vec![66, 67, 68, 69]);
+    }
+
+    #[test]
+    fn phases_detect_and_recover() {
+        // Baseline 10 s, a fault from 10 to 20 (30% errors), recovery from 20 with two
+        // bad seconds before it settles.
+        let mut s = vec![
+            Counts {
+                good: 100,
+                total: 100
+            };
+            10
+        ];
+        s.extend(vec![
+            Counts {
+                good: 70,
+                total: 100
+            };
+            10
+        ]);
+        s.extend([
+            Counts {
+                good: 80,
+                total: 100,
+            },
+            Counts {
+                good: 95,
+                total: 100,
+            },
+        ]);
+        s.extend(vec![
+            Counts {
+                good: 100,
+                total: 100
+            };
+            10
+        ]);
+        let phases = vec![
+            Phase {
+                name: "baseline".into(),
+                start_s: 0,
+                end_s: 10,
+            },
+            Phase {
+                name: "fault".into(),
+                start_s: 10,
+                end_s: 20,
+            },
+            Phase {
+                name: "recovery".into(),
+                start_s: 20,
+                end_s: 32,
+            },
+        ];
+        let e = evaluate(
+            &obj(0.99),
+            &s,
+            &phases,
+            Windows {
+                short_s: 1,
+                long_s: 12,
+            },
+        );
+        assert_eq!(e.phases[0].sli, Some(1.0));
+        assert!(e.phases[0].met);
+        assert!((e.phases[1].sli.unwrap() - 0.7).abs() < 1e-12);
+        assert!(!e.phases[1].met);
+        assert!(
+            !e.phases[2].met,
+            "the recovery phase holds the two bad seconds"
+        );
+        assert_eq!(time_to_detect(&s, 0.99, 10, 1), Some(0));
+        assert_eq!(
+            time_to_detect(&s, 0.99, 10, 5),
+            Some(0),
+            "any bad second breaks a window of good ones"
+        );
+        assert_eq!(time_to_detect(&s[..10], 0.99, 0, 1), None);
+        assert_eq!(time_to_recover(&s, 0.99, 20, 5), Some(2));
+        assert_eq!(
+            time_to_recover(&s[..23], 0.99, 20, 5),
+            None,
+            "not settled before the end"
+        );
+    }
+
+    #[test]
+    fn windows_scale_with_the_run() {
+        assert_eq!(
+            Windows::scaled(Duration::from_secs(60)),
+            Windows {
+                short_s: 1,
+                long_s: 12
+            }
+        );
+        assert_eq!(
+            Windows::scaled(Duration::from_secs(600)),
+            Windows {
+                short_s: 8,
+                long_s: 100
+            }
+        );
+        assert_eq!(
+            Windows::scaled(Duration::from_secs(30 * 86400)),
+            Windows {
+                short_s: 300,
+                long_s: 3600
+            }
+        );
+    }
+
+    #[test]
+    fn latency_counts_come_from_the_histogram() {
+        let mut st = Stats::default();
+        for ms in [10u64, 20, 30, 250, 400] {
+            st.latency.record(ms * 1000).unwrap();
+            *st.statuses.entry(200).or_default() += 1;
+        }
+        let c = counts(
+            &SliKind::Latency {
+                threshold: Duration::from_millis(200),
+            },
+            &st,
+        );
+        assert_eq!(c, Counts { good: 3, total: 5 });
+        *st.statuses.entry(503).or_default() += 1;
+        *st.errors
+            .entry(crate::load::stats::ErrorKind::Timeout)
+            .or_default() += 1;
+        assert_eq!(
+            counts(&SliKind::Availability, &st),
+            Counts { good: 5, total: 7 }
+        );
+    }
+}
