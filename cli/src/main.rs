@@ -5,6 +5,7 @@ mod bundled;
 mod cmd;
 mod discover;
 mod exit;
+mod experiment;
 mod load;
 mod slo;
 
@@ -32,6 +33,10 @@ enum Command {
     Status(cmd::status::Args),
     /// Load one URL (open model with -r, closed with -c) and summarise the latency.
     Load(Box<cmd::load::Args>),
+    /// Validate experiment files without running them.
+    Check(cmd::check::Args),
+    /// Print the JSON Schema of experiment files.
+    Schema(cmd::check::SchemaArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +55,8 @@ fn main() -> ExitCode {
         Command::Heal(args) => cmd::heal::run(args),
         Command::Status(args) => cmd::status::run(args),
         Command::Load(args) => cmd::load::run_cmd(*args),
+        Command::Check(args) => cmd::check::run(args),
+        Command::Schema(args) => cmd::check::schema(args),
     };
     match result {
         Ok(code) => code.into(),

@@ -12,10 +12,10 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::exit::Exit;
-use crate::load::client::Target;
+use crate::load::client::{Endpoint, Req};
 use crate::load::schedule::{Schedule, Stage};
 use crate::load::stats::Percentiles;
-use crate::load::{LoadSpec, Model, Summary, run};
+use crate::load::{LoadSpec, Model, Summary, Work, run};
 use crate::slo::{self, Counts, Evaluation, Objective, Windows};
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -126,16 +126,18 @@ pub async fn spec(a: &Args) -> anyhow::Result<LoadSpec> {
     if a.connections == 0 {
         bail!("-c must be at least 1");
     }
-    let target = Target {
+    let endpoint = Endpoint {
         addr,
         authority,
+        timeout: a.timeout,
+    };
+    let req = Req {
         path_and_query: uri
             .path_and_query()
             .map_or("/".to_owned(), |p| p.to_string()),
         method,
         headers,
         body,
-        timeout: a.timeout,
     };
     let model = match a.rate {
         Some(r) if !(r > 0.0 && r.is_finite()) => bail!("-r must be a positive rate, not {r}"),
@@ -181,7 +183,8 @@ pub async fn spec(a: &Args) -> anyhow::Result<LoadSpec> {
         },
     };
     Ok(LoadSpec {
-        target,
+        endpoint,
+        work: Work::Fixed(req),
         model,
         connections: a.connections,
         count: a.count,

@@ -1,5 +1,6 @@
 //! One module per command.
 
+pub mod check;
 pub mod fault;
 pub mod heal;
 pub mod load;

@@ -15,17 +15,23 @@ use tokio::task::JoinHandle;
 
 use super::stats::ErrorKind;
 
-/// What every request of a plain load run is.
+/// Where requests go.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub struct Endpoint {
     pub addr: SocketAddr,
     /// `host:port` for the Host header.
     pub authority: String,
-    pub path_and_query: String,
+    /// Longest wait for one answer.
+    pub timeout: Duration,
+}
+
+/// One request.
+#[derive(Debug, Clone)]
+pub struct Req {
     pub method: Method,
+    pub path_and_query: String,
     pub headers: HeaderMap,
     pub body: Bytes,
-    pub timeout: Duration,
 }
 
 /// One worker's connection.
@@ -84,9 +90,9 @@ impl Conn {
         Ok(())
     }
 
-    /// Sends one request and reads the whole answer: its status and body size.
-    pub async fn request(&mut self, t: &Target) -> Result<(StatusCode, u64), ErrorKind> {
-        let result = tokio::time::timeout(t.timeout, self.exchange(t)).await;
+    /// Sends one request and reads the whole answer: its status and body.
+    pub async fn request(&mut self, ep: &Endpoint, t: &Req) -> Result<(StatusCode, Bytes), ErrorKind> {
+        let result = tokio::time::timeout(ep.timeout, self.exchange(ep, t)).await;
         match result {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => {
@@ -101,19 +107,19 @@ impl Conn {
         }
     }
 
-    async fn exchange(&mut self, t: &Target) -> Result<(StatusCode, u64), ErrorKind> {
+    async fn exchange(&mut self, ep: &Endpoint, t: &Req) -> Result<(StatusCode, Bytes), ErrorKind> {
         let ready = match self.sender.as_mut() {
             Some(s) => s.ready().await.is_ok(),
             None => false,
         };
         if !ready {
-            self.connect(t.addr).await?;
+            self.connect(ep.addr).await?;
         }
         let sender = self.sender.as_mut().expect("connected above");
         let mut req = Request::builder()
             .method(t.method.clone())
             .uri(t.path_and_query.as_str())
-            .header(hyper::header::HOST, t.authority.as_str());
+            .header(hyper::header::HOST, ep.authority.as_str());
         for (k, v) in &t.headers {
             req = req.header(k, v);
         }
@@ -123,6 +129,6 @@ impl Conn {
         let resp = sender.send_request(req).await.map_err(|e| classify(&e))?;
         let status = resp.status();
         let body = resp.into_body().collect().await.map_err(|e| classify(&e))?;
-        Ok((status, body.to_bytes().len() as u64))
+        Ok((status, body.to_bytes()))
     }
 }

@@ -9,11 +9,15 @@
 //! - [`schedule`]: when each open-model request is due.
 //! - [`client`]: the lean one-connection-per-worker HTTP/1.1 client.
 //! - [`stats`]: counts and HDR histograms, merged exactly.
+//! - [`flow`], [`template`]: what an experiment's virtual users do.
 
 pub mod client;
+pub mod flow;
 pub mod schedule;
 pub mod stats;
+pub mod template;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,7 +27,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use self::client::{Conn, Target};
+use self::client::{Conn, Endpoint, Req};
+use self::flow::{Flows, Vu};
 use self::schedule::Schedule;
 use self::stats::Stats;
 
@@ -43,11 +48,21 @@ pub enum Model {
     },
 }
 
+/// What each iteration sends.
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// The same request every time (`faultline load URL`).
+    Fixed(Req),
+    /// A flow of steps, picked by weight (experiments).
+    Flows(Arc<Flows>),
+}
+
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
-    pub target: Target,
+    pub endpoint: Endpoint,
+    pub work: Work,
     pub model: Model,
-    /// Connections (workers) of an open-model run.
+    /// Connections (workers, each a virtual user) of an open-model run.
     pub connections: usize,
     /// Stop after this many requests.
     pub count: Option<u64>,
@@ -63,6 +78,9 @@ pub struct Snapshot {
     /// End of the tick, from the start of the run.
     pub elapsed: Duration,
     pub stats: Stats,
+    /// Per step of the flows, in [`Flows::steps`] order (empty for fixed requests).
+    pub steps: Vec<Stats>,
+    /// Iterations that could not start (the in-flight bound).
     pub dropped: u64,
     pub in_flight: usize,
 }
@@ -71,27 +89,111 @@ pub struct Snapshot {
 pub struct Summary {
     pub elapsed: Duration,
     pub stats: Stats,
+    pub steps: Vec<Stats>,
     pub dropped: u64,
+    /// Iterations started.
+    pub iterations: u64,
+    /// Values recorded by steps with `record`, by variable name, in order.
+    pub history: BTreeMap<String, Vec<String>>,
 }
 
 struct Shared {
-    target: Target,
+    endpoint: Endpoint,
+    work: Work,
     workers: Vec<Mutex<Stats>>,
+    steps: Vec<Mutex<Stats>>,
+    history: Mutex<BTreeMap<String, Vec<String>>>,
+    seq: AtomicU64,
     dropped: AtomicU64,
     in_flight: AtomicUsize,
+    /// Iterations started.
     started: AtomicU64,
+    /// Closed model with a count: iterations claimed by users.
+    claimed: AtomicU64,
+}
+
+/// A worker's own state: its connection and, for flows, its virtual user.
+struct Worker {
+    index: usize,
+    conn: Conn,
+    vu: Option<Vu>,
 }
 
 impl Shared {
-    /// Takes every worker's statistics since the last tick.
-    fn drain(&self) -> Stats {
+    /// Takes every worker's and step's statistics since the last tick.
+    fn drain(&self) -> (Stats, Vec<Stats>) {
         let mut total = Stats::default();
         for w in &self.workers {
             let mut s = w.lock().unwrap();
             total.merge(&s);
             s.clear();
         }
-        total
+        let steps = self
+            .steps
+            .iter()
+            .map(|m| {
+                let mut s = m.lock().unwrap();
+                let out = s.clone();
+                s.clear();
+                out
+            })
+            .collect();
+        (total, steps)
+    }
+
+    fn worker(&self, index: usize) -> Worker {
+        Worker {
+            index,
+            conn: Conn::default(),
+            vu: match &self.work {
+                Work::Fixed(_) => None,
+                Work::Flows(f) => Some(f.new_vu(index)),
+            },
+        }
+    }
+
+    /// One iteration: the fixed request, or a flow's due steps. The first request's
+    /// latency counts from `intended`; each later step's from the end of the one before.
+    async fn iterate(&self, w: &mut Worker, intended: Instant) {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        match &self.work {
+            Work::Fixed(req) => {
+                let sent = Instant::now();
+                let result = w.conn.request(&self.endpoint, req).await;
+                let result = result.map(|(status, body)| (status, body.len() as u64));
+                record(&self.workers[w.index], intended, sent, &result);
+            }
+            Work::Flows(flows) => {
+                let vu = w.vu.as_mut().expect("flows give every worker a user");
+                let flow = flows.pick(vu).clone();
+                let due: Vec<usize> = flows.due_steps(&flow, vu).collect();
+                let mut from = intended;
+                for step in due {
+                    let req = flows.render(step, vu, &self.seq);
+                    let sent = Instant::now();
+                    let result = w.conn.request(&self.endpoint, &req).await;
+                    let counted = result
+                        .as_ref()
+                        .map(|(status, body)| (*status, body.len() as u64))
+                        .map_err(|e| *e);
+                    record(&self.workers[w.index], from, sent, &counted);
+                    record(&self.steps[step], from, sent, &counted);
+                    let Ok((status, body)) = result else { break };
+                    match flows.absorb(step, vu, status, &body) {
+                        Ok(Some((key, value))) => self
+                            .history
+                            .lock()
+                            .unwrap()
+                            .entry(key)
+                            .or_default()
+                            .push(value),
+                        Ok(None) => {}
+                        Err(()) => break,
+                    }
+                    from = Instant::now();
+                }
+            }
+        }
     }
 }
 
@@ -99,7 +201,7 @@ fn record(
     stats: &Mutex<Stats>,
     intended: Instant,
     sent: Instant,
-    result: Result<(hyper::StatusCode, u64), stats::ErrorKind>,
+    result: &Result<(hyper::StatusCode, u64), stats::ErrorKind>,
 ) {
     let done = Instant::now();
     let us = |d: Duration| (d.as_micros() as u64).max(1);
@@ -112,7 +214,7 @@ fn record(
             *s.statuses.entry(status.as_u16()).or_default() += 1;
             s.bytes += bytes;
         }
-        Err(kind) => *s.errors.entry(kind).or_default() += 1,
+        Err(kind) => *s.errors.entry(*kind).or_default() += 1,
     }
 }
 
@@ -128,15 +230,25 @@ pub async fn run(
         Model::Open { .. } => spec.connections.max(1),
         Model::Closed { users, .. } => (*users).max(1),
     };
+    let steps = match &spec.work {
+        Work::Fixed(_) => 0,
+        Work::Flows(f) => f.steps.len(),
+    };
     let shared = Arc::new(Shared {
-        target: spec.target.clone(),
+        endpoint: spec.endpoint.clone(),
+        work: spec.work.clone(),
         workers: (0..workers).map(|_| Mutex::new(Stats::default())).collect(),
+        steps: (0..steps).map(|_| Mutex::new(Stats::default())).collect(),
+        history: Mutex::new(BTreeMap::new()),
+        seq: AtomicU64::new(0),
         dropped: AtomicU64::new(0),
         in_flight: AtomicUsize::new(0),
         started: AtomicU64::new(0),
+        claimed: AtomicU64::new(0),
     });
     let start = Instant::now();
     let mut total = Stats::default();
+    let mut total_steps: Vec<Stats> = Vec::new();
     let load = async {
         match spec.model.clone() {
             Model::Open {
@@ -168,13 +280,15 @@ pub async fn run(
         tokio::select! {
             _ = &mut load => break,
             _ = interval.tick() => {
-                let stats = shared.drain();
+                let (stats, steps) = shared.drain();
                 total.merge(&stats);
+                merge_steps(&mut total_steps, &steps);
                 let dropped = shared.dropped.load(Ordering::Relaxed);
                 if let Some(tx) = &ticks {
                     let _ = tx.try_send(Snapshot {
                         elapsed: start.elapsed(),
                         stats,
+                        steps,
                         dropped: dropped - last_dropped,
                         in_flight: shared.in_flight.load(Ordering::Relaxed),
                     });
@@ -183,21 +297,36 @@ pub async fn run(
             }
         }
     }
-    let rest = shared.drain();
+    let (rest, rest_steps) = shared.drain();
     total.merge(&rest);
+    merge_steps(&mut total_steps, &rest_steps);
     let dropped = shared.dropped.load(Ordering::Relaxed);
     if let Some(tx) = &ticks {
         let _ = tx.try_send(Snapshot {
             elapsed: start.elapsed(),
             stats: rest,
+            steps: rest_steps,
             dropped: dropped - last_dropped,
             in_flight: 0,
         });
     }
+    let history = std::mem::take(&mut *shared.history.lock().unwrap());
     Summary {
         elapsed: start.elapsed(),
         stats: total,
+        steps: total_steps,
         dropped,
+        iterations: shared.started.load(Ordering::Relaxed),
+        history,
+    }
+}
+
+fn merge_steps(total: &mut Vec<Stats>, steps: &[Stats]) {
+    if total.len() < steps.len() {
+        total.resize_with(steps.len(), Stats::default);
+    }
+    for (t, s) in total.iter_mut().zip(steps) {
+        t.merge(s);
     }
 }
 
@@ -216,11 +345,9 @@ async fn open(
     for i in 0..shared.workers.len() {
         let (shared, rx) = (shared.clone(), rx.clone());
         workers.spawn(async move {
-            let mut conn = Conn::default();
+            let mut w = shared.worker(i);
             while let Ok(intended) = rx.recv().await {
-                let sent = Instant::now();
-                let result = conn.request(&shared.target).await;
-                record(&shared.workers[i], intended, sent, result);
+                shared.iterate(&mut w, intended).await;
                 shared.in_flight.fetch_sub(1, Ordering::Relaxed);
             }
         });
@@ -272,18 +399,16 @@ async fn closed(
     for i in 0..shared.workers.len() {
         let (shared, stop) = (shared.clone(), stop.clone());
         users.spawn(async move {
-            let mut conn = Conn::default();
+            let mut w = shared.worker(i);
             loop {
                 if stop.is_cancelled() || end.is_some_and(|e| Instant::now() >= e) {
                     return;
                 }
-                if count.is_some_and(|c| shared.started.fetch_add(1, Ordering::Relaxed) >= c) {
+                if count.is_some_and(|c| shared.claimed.fetch_add(1, Ordering::Relaxed) >= c) {
                     return;
                 }
                 shared.in_flight.fetch_add(1, Ordering::Relaxed);
-                let sent = Instant::now();
-                let result = conn.request(&shared.target).await;
-                record(&shared.workers[i], sent, sent, result);
+                shared.iterate(&mut w, Instant::now()).await;
                 shared.in_flight.fetch_sub(1, Ordering::Relaxed);
                 if !think.is_zero() {
                     tokio::select! {

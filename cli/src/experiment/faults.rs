@@ -1,0 +1,495 @@
+//! The fault timeline of an experiment file: each `[[faults]]` entry becomes the agent's
+//! `FaultRequest` (durations written as "200ms" turn into the API's milliseconds), with
+//! errors placed on the key at fault; targets are checked against the topology when it
+//! is known before the run.
+
+use std::collections::BTreeSet;
+use std::ops::Range;
+use std::time::Duration;
+
+use faultline_agent::faults::{FaultRequest, FaultSpec};
+use faultline_agent::topology::Topology;
+use schemars::JsonSchema;
+use toml::Spanned;
+
+/// One entry of the timeline, as written (the schema of `[[faults]]`).
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+pub struct FaultEntry {
+    /// When the fault starts, from the start of the load ("20s").
+    at: String,
+    /// How long it lasts; the runner heals it then. Required for faults that last
+    /// (pause, network and HTTP faults, partitions, held kills); not allowed for
+    /// instant ones (restart, poison).
+    duration: Option<String>,
+    /// A service, a replica (`orders-2`), an edge (`payments->bank`), a zone or a queue,
+    /// as the kind requires; for partition, a comma-separated list of services.
+    target: String,
+    /// Seed of the fault's own random draws (default: from the experiment's seed).
+    seed: Option<u64>,
+    #[serde(flatten)]
+    params: FaultParams,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum Direction {
+    Upstream,
+    Downstream,
+    Both,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum Side {
+    Consumers,
+    Producers,
+}
+
+/// The kind and its parameters (durations as strings like "200ms").
+#[derive(JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+#[allow(dead_code)]
+enum FaultParams {
+    /// SIGKILL; with `hold`, the replica stays down until the fault heals.
+    Kill { hold: Option<bool> },
+    /// SIGTERM; with `hold`, the replica stays down until the fault heals.
+    Terminate { hold: Option<bool> },
+    /// SIGSTOP until the fault heals.
+    Pause {},
+    /// SIGTERM and start again at once.
+    Restart {},
+    Latency {
+        delay: String,
+        jitter: Option<String>,
+        direction: Option<Direction>,
+        toxicity: Option<f64>,
+    },
+    Bandwidth {
+        /// Bytes a second.
+        rate: u64,
+        direction: Option<Direction>,
+        toxicity: Option<f64>,
+    },
+    Blackhole {
+        close_after: Option<String>,
+        direction: Option<Direction>,
+        toxicity: Option<f64>,
+    },
+    Reset {
+        after: Option<String>,
+        direction: Option<Direction>,
+        toxicity: Option<f64>,
+    },
+    Slicer {
+        average_size: usize,
+        size_variation: Option<usize>,
+        delay: Option<String>,
+        direction: Option<Direction>,
+        toxicity: Option<f64>,
+    },
+    SlowClose {
+        delay: String,
+        direction: Option<Direction>,
+        toxicity: Option<f64>,
+    },
+    LimitData {
+        bytes: u64,
+        direction: Option<Direction>,
+        toxicity: Option<f64>,
+    },
+    HttpAbort {
+        status: u16,
+        percent: Option<f64>,
+        method: Option<String>,
+        path: Option<String>,
+    },
+    HttpDelay {
+        delay: String,
+        percent: Option<f64>,
+        method: Option<String>,
+        path: Option<String>,
+    },
+    /// Both directions of every edge between `target` and `with`.
+    Partition { with: String },
+    ZoneOutage {},
+    Poison { count: usize },
+    QueuePartition { side: Option<Side> },
+}
+
+/// A fault of the timeline, ready for the agent.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub at: Duration,
+    /// `None` for instant faults.
+    pub duration: Option<Duration>,
+    pub request: FaultRequest,
+    /// `kind target`, for reports.
+    pub label: String,
+    /// Where `target` is written, for errors found when the run starts.
+    pub target_span: Range<usize>,
+}
+
+/// The text of a table: TOML gives the span of an `[[array]]` table's header only, so
+/// the table runs on to the next header (or the end).
+fn table_region(text: &str, span: &Range<usize>) -> Range<usize> {
+    if text.get(span.clone()).is_some_and(|t| t.starts_with('[')) {
+        let end = text[span.end..]
+            .find("\n[")
+            .map_or(text.len(), |i| span.end + i);
+        span.start..end
+    } else {
+        span.clone()
+    }
+}
+
+/// Where in `text` (within the table at `within`) the key `key` is written.
+pub fn key_span(text: &str, within: &Range<usize>, key: &str) -> Option<Range<usize>> {
+    let within = &table_region(text, within);
+    let region = text.get(within.clone())?;
+    let mut from = 0;
+    while let Some(i) = region[from..].find(key) {
+        let start = from + i;
+        let before = region[..start].chars().next_back();
+        let after = region[start + key.len()..].trim_start();
+        let boundary = before.is_none_or(|c| c.is_whitespace() || c == '{' || c == ',');
+        if boundary && after.starts_with('=') {
+            return Some(within.start + start..within.start + start + key.len());
+        }
+        from = start + key.len();
+    }
+    None
+}
+
+/// Where the value of `key` starts (after `=` and blanks).
+pub fn value_span(text: &str, within: &Range<usize>, key: &str) -> Option<Range<usize>> {
+    let k = key_span(text, within, key)?;
+    let within = table_region(text, within);
+    let rest = &text[k.end..within.end];
+    let eq = rest.find('=')?;
+    let skip = rest[eq + 1..].len() - rest[eq + 1..].trim_start().len();
+    let start = k.end + eq + 1 + skip;
+    Some(start..start + 1)
+}
+
+/// Turns `(toml key, JSON key)` renames around in a message from the API's parser.
+const RENAMES: &[(&str, &str)] = &[
+    ("delay", "delay_ms"),
+    ("delay", "delay_us"),
+    ("jitter", "jitter_ms"),
+    ("close_after", "close_after_ms"),
+    ("after", "after_ms"),
+];
+
+fn humane(message: &str) -> String {
+    let mut m = message.to_owned();
+    for (toml, json) in RENAMES {
+        m = m.replace(&format!("`{json}`"), &format!("`{toml}`"));
+    }
+    m
+}
+
+fn parse_duration(v: &toml::Value, key: &str) -> Result<Duration, String> {
+    let s = v.as_str().ok_or_else(|| {
+        format!("`{key}` is a duration: write it as a string, like \"200ms\" or \"30s\"")
+    })?;
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{key}`: `{s}` is not a duration ({e}); write 200ms, 30s, 2m"))
+}
+
+/// An error at `key` of the entry if it is written there, else at the entry.
+fn at_key(text: &str, span: &Range<usize>, key: &str) -> Range<usize> {
+    value_span(text, span, key).unwrap_or(span.start..span.start + 1)
+}
+
+/// The first backticked word of `message` that is a key of `table`.
+fn key_in_message<'a>(message: &'a str, table: &toml::Table) -> Option<&'a str> {
+    message
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .find(|w| table.contains_key(*w))
+}
+
+/// Converts one entry; errors come with the byte range they concern.
+pub fn convert(
+    text: &str,
+    entry: &Spanned<toml::Table>,
+    seed: u64,
+    run: Duration,
+) -> Result<Planned, (Range<usize>, String)> {
+    let span = entry.span();
+    let table = entry.get_ref();
+    let err_at = |key: &str, message: String| (at_key(text, &span, key), message);
+    let kind = match table.get("kind") {
+        None => {
+            return Err((
+                span.start..span.start + 1,
+                format!(
+                    "this fault has no `kind`; kinds are: {}",
+                    FaultSpec::KINDS.join(", ")
+                ),
+            ));
+        }
+        Some(k) => match k.as_str() {
+            Some(k) if FaultSpec::KINDS.contains(&k) => k.to_owned(),
+            _ => {
+                return Err(err_at(
+                    "kind",
+                    format!(
+                        "unknown fault kind {k}; kinds are: {}",
+                        FaultSpec::KINDS.join(", ")
+                    ),
+                ));
+            }
+        },
+    };
+    let target = match table.get("target").map(|t| t.as_str()) {
+        Some(Some(t)) if !t.trim().is_empty() => t.to_owned(),
+        Some(_) => {
+            return Err(err_at(
+                "target",
+                "`target` must name a service, replica, edge, zone or queue".into(),
+            ));
+        }
+        None => {
+            return Err((
+                span.start..span.start + 1,
+                format!("this `{kind}` fault has no `target`"),
+            ));
+        }
+    };
+    let at = match table.get("at") {
+        None => {
+            return Err((
+                span.start..span.start + 1,
+                "this fault has no `at` (when it starts, like \"20s\")".into(),
+            ));
+        }
+        Some(v) => parse_duration(v, "at").map_err(|m| err_at("at", m))?,
+    };
+    if at >= run {
+        return Err(err_at(
+            "at",
+            format!(
+                "`at` {} is not within the run's duration of {}",
+                humantime::format_duration(at),
+                humantime::format_duration(run)
+            ),
+        ));
+    }
+    let duration = match table.get("duration") {
+        None => None,
+        Some(v) => {
+            let d = parse_duration(v, "duration").map_err(|m| err_at("duration", m))?;
+            if d.is_zero() {
+                return Err(err_at("duration", "`duration` must be above zero".into()));
+            }
+            Some(d)
+        }
+    };
+    let mut body = serde_json::Map::new();
+    let mut fault_seed = None;
+    for (key, value) in table {
+        match key.as_str() {
+            "at" | "duration" | "target" => {}
+            "seed" => {
+                fault_seed = Some(
+                    value
+                        .as_integer()
+                        .and_then(|i| u64::try_from(i).ok())
+                        .ok_or_else(|| err_at("seed", "`seed` is a whole number".into()))?,
+                )
+            }
+            "delay" | "jitter" | "close_after" | "after" => {
+                let d = parse_duration(value, key).map_err(|m| err_at(key, m))?;
+                let (json, n) = match (key.as_str(), kind.as_str()) {
+                    ("delay", "slicer") => ("delay_us".to_owned(), d.as_micros() as u64),
+                    _ => (format!("{key}_ms"), d.as_millis() as u64),
+                };
+                body.insert(json, n.into());
+            }
+            _ => {
+                let v = serde_json::to_value(value).map_err(|e| err_at(key, e.to_string()))?;
+                body.insert(key.clone(), v);
+            }
+        }
+    }
+    body.insert("target".into(), target.clone().into());
+    body.insert(
+        "seed".into(),
+        fault_seed
+            .unwrap_or(seed ^ (at.as_millis() as u64).wrapping_mul(0x9E37_79B9))
+            .into(),
+    );
+    let json = serde_json::Value::Object(body).to_string();
+    let request = FaultRequest::from_json(json.as_bytes()).map_err(|m| {
+        let m = humane(&m);
+        match key_in_message(&m, table) {
+            Some(k) if m.starts_with("unknown field") => (
+                key_span(text, &span, k).unwrap_or(span.start..span.start + 1),
+                m.clone(),
+            ),
+            Some(k) => err_at(k, m.clone()),
+            None => err_at("kind", m.clone()),
+        }
+    })?;
+    let instant = matches!(
+        request.spec,
+        FaultSpec::Restart | FaultSpec::Poison { .. } | FaultSpec::Kill { hold: false }
+            | FaultSpec::Terminate { hold: false }
+    );
+    let lasting = !instant;
+    match (duration, lasting) {
+        (None, true) => {
+            return Err((
+                span.start..span.start + 1,
+                format!(
+                    "this `{kind}` fault lasts until healed: give it a `duration` (like \"15s\")"
+                ),
+            ));
+        }
+        (Some(_), false) if matches!(request.spec, FaultSpec::Restart | FaultSpec::Poison { .. }) => {
+            return Err(err_at(
+                "duration",
+                format!("a `{kind}` fault happens at once and has no `duration`"),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(d) = duration
+        && at + d > run
+    {
+        return Err(err_at(
+            "duration",
+            format!(
+                "the fault would end at {}, after the run ends at {}",
+                humantime::format_duration(at + d),
+                humantime::format_duration(run)
+            ),
+        ));
+    }
+    let label = match &request.spec {
+        FaultSpec::Partition { with } => format!("partition {target} | {with}"),
+        _ => format!("{kind} {target}"),
+    };
+    Ok(Planned {
+        at,
+        duration,
+        request,
+        label,
+        target_span: at_key(text, &span, "target"),
+    })
+}
+
+/// Checks the target of a fault against the topology it will run on.
+pub fn check_target(topo: &Topology, spec: &FaultSpec, target: &str) -> Result<(), String> {
+    let services: Vec<&str> = topo.services.iter().map(|s| s.name.as_str()).collect();
+    let service_of = |name: &str| -> Option<String> {
+        topo.services.iter().find_map(|s| {
+            if s.name == name {
+                return Some(s.name.clone());
+            }
+            (1..=s.replicas)
+                .any(|i| s.replica_name(i) == name)
+                .then(|| s.name.clone())
+        })
+    };
+    let list = |l: &str| -> Result<BTreeSet<String>, String> {
+        l.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                if services.contains(&s) {
+                    Ok(s.to_owned())
+                } else {
+                    Err(format!(
+                        "no service `{s}`; services are: {}",
+                        services.join(", ")
+                    ))
+                }
+            })
+            .collect()
+    };
+    match spec {
+        FaultSpec::Kill { .. }
+        | FaultSpec::Terminate { .. }
+        | FaultSpec::Pause
+        | FaultSpec::Restart => {
+            if target.starts_with("pid:") {
+                return Ok(());
+            }
+            service_of(target).map(|_| ()).ok_or_else(|| {
+                format!(
+                    "no service or replica `{target}`; services are: {} (a replica is service-N)",
+                    services.join(", ")
+                )
+            })
+        }
+        FaultSpec::Partition { with } => {
+            list(target)?;
+            list(with)?;
+            Ok(())
+        }
+        FaultSpec::ZoneOutage => {
+            let zones: BTreeSet<&str> = topo
+                .services
+                .iter()
+                .flat_map(|s| s.zones.iter().map(String::as_str))
+                .collect();
+            if zones.contains(target) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "no zone `{target}`; zones are: {}",
+                    zones.into_iter().collect::<Vec<_>>().join(", ")
+                ))
+            }
+        }
+        FaultSpec::Poison { .. } | FaultSpec::QueuePartition { .. } => {
+            let queues: Vec<String> = topo
+                .messaging
+                .as_ref()
+                .map(|m| m.queues.keys().cloned().collect())
+                .unwrap_or_default();
+            if queues.iter().any(|q| q == target) {
+                Ok(())
+            } else if queues.is_empty() {
+                Err("queue faults need a topology with a [messaging] table".into())
+            } else {
+                Err(format!(
+                    "no queue `{target}`; queues are: {}",
+                    queues.join(", ")
+                ))
+            }
+        }
+        _ => {
+            let Some((client, server)) = target.split_once("->") else {
+                return Err(format!(
+                    "`{target}` is not an edge: a `{}` fault targets an edge such as orders->broker or orders->broker-1",
+                    spec.kind()
+                ));
+            };
+            let (client, server) = (client.trim(), server.trim());
+            let Some(c) = topo.service(client) else {
+                return Err(format!(
+                    "no service `{client}`; services are: {}",
+                    services.join(", ")
+                ));
+            };
+            match service_of(server) {
+                Some(s) if c.calls.contains(&s) => Ok(()),
+                _ => Err(format!(
+                    "no edge `{client}->{server}`; {client} calls: {}",
+                    if c.calls.is_empty() {
+                        "nothing".to_owned()
+                    } else {
+                        c.calls.join(", ")
+                    }
+                )),
+            }
+        }
+    }
+}

@@ -1,0 +1,839 @@
+//! Experiment files: parsed (`raw`), then checked into an [`Experiment`] the runner can
+//! execute without further questions. Every problem comes back as `file:line:column`
+//! with the valid choices named, and all problems at once where they are independent.
+//!
+//! - [`raw`]: the file as written, and the source of the JSON Schema.
+//! - [`faults`]: the fault timeline, converted to the agent's requests.
+
+pub mod faults;
+pub mod raw;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use faultline_agent::diag::SourceError;
+use faultline_agent::topology::Topology;
+use hyper::Method;
+use hyper::header::HeaderName;
+use toml::Spanned;
+
+use crate::bundled;
+use crate::load::flow::{Capture, Flow, Flows, Pool, Step};
+use crate::load::schedule::{Schedule, Stage};
+use crate::load::template::Template;
+use crate::slo::Objective;
+
+pub use faults::Planned;
+
+/// The built-in shop workload, as a file users can copy.
+pub const SHOP_WORKLOAD: &str =
+    include_str!("../../../target-system/experiments/workloads/shop.toml");
+pub const SHOP_WORKLOAD_NAME: &str = "<bundled>/workloads/shop.toml";
+/// The demo gameday.
+pub const DEMO: &str = include_str!("../../../target-system/experiments/demo.toml");
+pub const DEMO_NAME: &str = "<bundled>/experiments/demo.toml";
+
+#[derive(Debug, Clone)]
+pub enum TargetSpec {
+    /// Start this topology with an embedded agent.
+    Start {
+        topology: Box<Topology>,
+        bundled: bool,
+    },
+    /// A running system: load to `url`, faults (if any) through `agent`.
+    Running {
+        url: Option<String>,
+        agent: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum LoadModel {
+    Open {
+        schedule: Schedule,
+        max_in_flight: usize,
+    },
+    Closed {
+        think: Duration,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadPlan {
+    pub model: LoadModel,
+    pub users: usize,
+    pub timeout: Duration,
+    pub flows: Arc<Flows>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Slo {
+    pub name: String,
+    pub objective: Objective,
+    /// Index into the flows' steps, when the SLO judges one step.
+    pub step: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AbortRule {
+    /// Index into [`Experiment::slos`].
+    pub slo: usize,
+    pub burn_rate: f64,
+    pub sustained: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Checks {
+    pub invariants: bool,
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub path: String,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    pub file: String,
+    /// The file's text, to place errors found when the run starts.
+    pub text: String,
+    pub name: String,
+    pub description: String,
+    pub seed: u64,
+    pub duration: Duration,
+    pub target: TargetSpec,
+    pub load: LoadPlan,
+    pub slos: Vec<Slo>,
+    pub faults: Vec<Planned>,
+    pub aborts: Vec<AbortRule>,
+    pub checks: Checks,
+    pub steady_state: Vec<Probe>,
+}
+
+/// What may override the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub seed: Option<u64>,
+    pub agent: Option<String>,
+}
+
+/// All problems of a file.
+#[derive(Debug)]
+pub struct Problems(pub Vec<SourceError>);
+
+impl std::fmt::Display for Problems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "error: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    text: &'a str,
+    errors: Vec<SourceError>,
+}
+
+impl Ctx<'_> {
+    fn err(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.errors
+            .push(SourceError::at(self.file, self.text, span, message));
+    }
+
+    fn whole(&mut self, message: impl Into<String>) {
+        self.errors.push(SourceError::whole_file(self.file, message));
+    }
+
+    fn duration(&mut self, s: &Spanned<String>, what: &str) -> Option<Duration> {
+        match humantime::parse_duration(s.get_ref()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err(
+                    s.span(),
+                    format!(
+                        "{what}: `{}` is not a duration ({e}); write 500ms, 30s, 2m",
+                        s.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A template written in a TOML string at `s`; errors point into the string.
+    fn template(&mut self, s: &Spanned<String>) -> Option<Template> {
+        match Template::parse(s.get_ref()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let span = s.span();
+                // A basic or literal string starts with one quote; the offset inside
+                // is exact when the string has no escapes before it.
+                let at = span.start + 1 + e.offset;
+                self.err(at..at + 1, e.message);
+                None
+            }
+        }
+    }
+}
+
+/// Reads and checks an experiment file.
+pub fn load_file(path: &Path, overrides: &Overrides) -> Result<Experiment, Problems> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Problems(vec![SourceError::whole_file(
+            &name,
+            format!("cannot read it: {e}"),
+        )])
+    })?;
+    let base = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    parse(&name, &text, &base, overrides)
+}
+
+/// Checks an experiment given as text; relative paths resolve against `base`.
+pub fn parse(
+    file: &str,
+    text: &str,
+    base: &Path,
+    overrides: &Overrides,
+) -> Result<Experiment, Problems> {
+    let raw: raw::Experiment = toml::from_str(text)
+        .map_err(|e| Problems(vec![SourceError::from_toml(file, text, &e)]))?;
+    let mut cx = Ctx {
+        file,
+        text,
+        errors: Vec::new(),
+    };
+    let seed = overrides.seed.or(raw.seed).unwrap_or(1);
+    let duration = cx.duration(&raw.duration, "`duration`");
+    let duration = match duration {
+        Some(d) if d.is_zero() => {
+            cx.err(raw.duration.span(), "`duration` must be above zero");
+            None
+        }
+        other => other,
+    };
+    if raw.name.get_ref().trim().is_empty() {
+        cx.err(raw.name.span(), "`name` must not be empty");
+    }
+
+    // Target.
+    let target = target(&mut cx, &raw.target, base, overrides);
+
+    // Load: the workload's flows, then the file's own.
+    let (pool, flows) = match &raw.load.get_ref().workload {
+        None => (None, Vec::new()),
+        Some(w) if w.get_ref() == "shop" => {
+            match toml::from_str::<raw::WorkloadFile>(SHOP_WORKLOAD) {
+                Ok(f) => (f.load.pool, f.load.flows),
+                Err(e) => {
+                    return Err(Problems(vec![SourceError::from_toml(
+                        SHOP_WORKLOAD_NAME,
+                        SHOP_WORKLOAD,
+                        &e,
+                    )]));
+                }
+            }
+        }
+        Some(w) => {
+            let p = base.join(w.get_ref());
+            match std::fs::read_to_string(&p) {
+                Err(e) => {
+                    cx.err(
+                        w.span(),
+                        format!(
+                            "cannot read the workload {}: {e} (the built-in one is \"shop\")",
+                            p.display()
+                        ),
+                    );
+                    (None, Vec::new())
+                }
+                Ok(t) => match toml::from_str::<raw::WorkloadFile>(&t) {
+                    Ok(f) => (f.load.pool, f.load.flows),
+                    Err(e) => {
+                        return Err(Problems(vec![SourceError::from_toml(
+                            &p.display().to_string(),
+                            &t,
+                            &e,
+                        )]));
+                    }
+                },
+            }
+        }
+    };
+    // A workload file's spans point into that file: its problems are reported there.
+    let workload_text = match &raw.load.get_ref().workload {
+        Some(w) if w.get_ref() == "shop" => Some(SHOP_WORKLOAD.to_owned()),
+        Some(w) => std::fs::read_to_string(base.join(w.get_ref())).ok(),
+        None => None,
+    };
+    let pool = raw.load.get_ref().pool.as_ref().or(pool.as_ref());
+    let load_span = raw.load.span();
+    let flows_built = {
+        let own: Vec<&raw::Flow> = raw.load.get_ref().flows.iter().collect();
+        let theirs: Vec<&raw::Flow> = flows.iter().collect();
+        build_flows(&mut cx, workload_text.as_deref(), &theirs, &own, pool, seed, load_span.clone())
+    };
+    let load = flows_built.and_then(|f| load_plan(&mut cx, raw.load.get_ref(), load_span, f, duration));
+
+    // SLOs.
+    let mut slos = Vec::new();
+    let mut slo_names: HashMap<String, usize> = HashMap::new();
+    for s in &raw.slo {
+        let objective: Objective = match s.objective.get_ref().parse() {
+            Ok(o) => o,
+            Err(m) => {
+                cx.err(s.objective.span(), m);
+                continue;
+            }
+        };
+        let step = match (&s.step, &load) {
+            (Some(step), Some(l)) => match l.flows.steps.iter().position(|x| x.name == *step.get_ref()) {
+                Some(i) => Some(i),
+                None => {
+                    let names: Vec<&str> = l.flows.steps.iter().map(|s| s.name.as_str()).collect();
+                    cx.err(
+                        step.span(),
+                        format!(
+                            "no step `{}`; steps are: {}",
+                            step.get_ref(),
+                            names.join(", ")
+                        ),
+                    );
+                    continue;
+                }
+            },
+            _ => None,
+        };
+        let name = s.name.clone().unwrap_or_else(|| match (&s.step, &objective) {
+            (Some(step), o) => format!("{} {}", step.get_ref(), o.name),
+            (None, o) => o.name.clone(),
+        });
+        if slo_names.insert(name.clone(), slos.len()).is_some() {
+            cx.err(
+                s.objective.span(),
+                format!("two SLOs are named `{name}`: give one a `name`"),
+            );
+        }
+        slos.push(Slo {
+            name,
+            objective,
+            step,
+        });
+    }
+
+    // Faults.
+    let mut planned = Vec::new();
+    if let Some(run) = duration {
+        for entry in &raw.faults {
+            match faults::convert(text, entry, seed, run) {
+                Ok(p) => planned.push(p),
+                Err((span, m)) => cx.err(span, m),
+            }
+        }
+    }
+    match &target {
+        Some(TargetSpec::Start { topology, .. }) => {
+            for p in &planned {
+                if let Err(m) = faults::check_target(topology, &p.request.spec, &p.request.target) {
+                    cx.err(p.target_span.clone(), m);
+                }
+            }
+        }
+        Some(TargetSpec::Running { agent: None, .. }) if !raw.faults.is_empty() => {
+            cx.err(
+                raw.faults[0].span(),
+                "faults need an agent: set `agent` under [target] (or pass --agent), or leave out `url` to start the bundled system",
+            );
+        }
+        _ => {}
+    }
+    planned.sort_by_key(|p| p.at);
+
+    // Abort guards.
+    let mut aborts = Vec::new();
+    for a in &raw.abort {
+        let Some(slo) = slo_names.get(a.slo.get_ref()).copied() else {
+            let names: Vec<&str> = slos.iter().map(|s| s.name.as_str()).collect();
+            cx.err(
+                a.slo.span(),
+                format!(
+                    "no SLO named `{}`; SLOs are: {}",
+                    a.slo.get_ref(),
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            );
+            continue;
+        };
+        if !(a.burn_rate > 0.0 && a.burn_rate.is_finite()) {
+            let span = faults::value_span(text, &a.slo.span(), "burn_rate")
+                .unwrap_or_else(|| a.slo.span());
+            cx.err(span, "`burn_rate` must be above zero");
+            continue;
+        }
+        let sustained = match &a.for_ {
+            None => Duration::from_secs(5),
+            Some(f) => match cx.duration(f, "`for`") {
+                Some(d) => d,
+                None => continue,
+            },
+        };
+        aborts.push(AbortRule {
+            slo,
+            burn_rate: a.burn_rate,
+            sustained,
+        });
+    }
+
+    // Checks and probes.
+    let is_shop = matches!(&target, Some(TargetSpec::Start { bundled: true, .. }));
+    let invariants = raw.checks.invariants.unwrap_or(is_shop);
+    if invariants && matches!(&target, Some(TargetSpec::Running { agent: None, .. })) {
+        cx.whole(
+            "[checks] invariants need an agent (to find the shop's audit endpoints): set `agent` under [target]",
+        );
+    }
+    let drain_timeout = match &raw.checks.drain_timeout {
+        None => Some(Duration::from_secs(30)),
+        Some(d) => cx.duration(d, "`drain_timeout`"),
+    };
+    let mut steady_state = Vec::new();
+    for p in &raw.steady_state {
+        if !p.path.get_ref().starts_with('/') {
+            cx.err(p.path.span(), "a probe's `path` starts with /");
+        }
+        steady_state.push(Probe {
+            path: p.path.get_ref().clone(),
+            status: p.status.unwrap_or(200),
+        });
+    }
+
+    if !cx.errors.is_empty() {
+        cx.errors.sort_by_key(|e| (e.line, e.column));
+        return Err(Problems(cx.errors));
+    }
+    Ok(Experiment {
+        file: file.to_owned(),
+        text: text.to_owned(),
+        name: raw.name.into_inner(),
+        description: raw.description,
+        seed,
+        duration: duration.expect("checked"),
+        target: target.expect("checked"),
+        load: load.expect("checked"),
+        slos,
+        faults: planned,
+        aborts,
+        checks: Checks {
+            invariants,
+            drain_timeout: drain_timeout.expect("checked"),
+        },
+        steady_state,
+    })
+}
+
+fn target(
+    cx: &mut Ctx<'_>,
+    t: &raw::Target,
+    base: &Path,
+    overrides: &Overrides,
+) -> Option<TargetSpec> {
+    let agent = overrides
+        .agent
+        .clone()
+        .or_else(|| t.agent.as_ref().map(|a| a.get_ref().clone()));
+    let check_url = |cx: &mut Ctx<'_>, s: &Spanned<String>, what: &str| {
+        let ok = s
+            .get_ref()
+            .parse::<hyper::Uri>()
+            .ok()
+            .is_some_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
+        if !ok {
+            cx.err(
+                s.span(),
+                format!(
+                    "`{what}` must be an http:// URL, like http://127.0.0.1:8080, not `{}`",
+                    s.get_ref()
+                ),
+            );
+        }
+        ok
+    };
+    if let Some(u) = &t.url
+        && !check_url(cx, u, "url")
+    {
+        return None;
+    }
+    if let Some(a) = &t.agent
+        && !check_url(cx, a, "agent")
+    {
+        return None;
+    }
+    if t.url.is_some() || agent.is_some() {
+        if let Some(topo) = &t.topology {
+            cx.err(
+                topo.span(),
+                "`topology` starts a system; `url` and `agent` use a running one: choose one",
+            );
+            return None;
+        }
+        return Some(TargetSpec::Running {
+            url: t.url.as_ref().map(|u| u.get_ref().trim_end_matches('/').to_owned()),
+            agent,
+        });
+    }
+    match &t.topology {
+        None => match bundled::load_topology(None) {
+            Ok(topo) => Some(TargetSpec::Start {
+                topology: Box::new(topo),
+                bundled: true,
+            }),
+            Err(e) => {
+                cx.errors.push(e);
+                None
+            }
+        },
+        Some(p) => match Topology::load(&base.join(p.get_ref())) {
+            Ok(topo) => {
+                if topo.entrypoint.is_none() {
+                    cx.err(
+                        p.span(),
+                        "the topology has no `entrypoint`, so the load has nowhere to go",
+                    );
+                    return None;
+                }
+                Some(TargetSpec::Start {
+                    topology: Box::new(topo),
+                    bundled: false,
+                })
+            }
+            Err(e) => {
+                cx.err(p.span(), format!("the topology does not load: {e}"));
+                None
+            }
+        },
+    }
+}
+
+/// Builds the flows: steps are shared by name across flows (a step with only a name
+/// reuses the definition); variables must be captured before they are read.
+fn build_flows<'a>(
+    cx: &mut Ctx<'a>,
+    workload_text: Option<&'a str>,
+    workload: &[&raw::Flow],
+    own: &[&raw::Flow],
+    pool: Option<&raw::Pool>,
+    seed: u64,
+    load_span: Range<usize>,
+) -> Option<Flows> {
+    let mut steps: Vec<Step> = Vec::new();
+    let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
+    let mut flows = Vec::new();
+    let start_errors = cx.errors.len();
+    // Workload flows come from another text: errors there are reported in it.
+    let mut sub = Ctx {
+        file: if workload_text == Some(SHOP_WORKLOAD) {
+            SHOP_WORKLOAD_NAME
+        } else {
+            "<workload>"
+        },
+        text: workload_text.unwrap_or(""),
+        errors: Vec::new(),
+    };
+    for (from_workload, f) in workload
+        .iter()
+        .map(|f| (true, *f))
+        .chain(own.iter().map(|f| (false, *f)))
+    {
+        let cx: &mut Ctx<'_> = if from_workload { &mut sub } else { &mut *cx };
+        let mut indices = Vec::new();
+        for s in &f.steps {
+            let name = s.name.get_ref().clone();
+            let defines = s.path.is_some();
+            match (by_name.get(&name), defines) {
+                (Some(i), false) => indices.push(*i),
+                (None, false) => cx.err(
+                    s.name.span(),
+                    format!(
+                        "step `{name}` has no `path` and no step of that name is defined before it"
+                    ),
+                ),
+                (Some(_), true) => cx.err(
+                    s.name.span(),
+                    format!(
+                        "step `{name}` is defined twice; to reuse it, write only {{ name = \"{name}\" }}"
+                    ),
+                ),
+                (None, true) => {
+                    if let Some(step) = step(cx, s) {
+                        by_name.insert(name, steps.len());
+                        indices.push(steps.len());
+                        steps.push(step);
+                    }
+                }
+            }
+        }
+        if f.steps.is_empty() {
+            cx.err(f.name.span(), format!("flow `{}` has no steps", f.name.get_ref()));
+        }
+        // Variables: captured by an earlier step of this flow, or given to every user.
+        let mut known: Vec<String> = vec!["vu".into()];
+        if pool.is_some() {
+            known.extend(["username".into(), "password".into()]);
+        }
+        for (s, i) in f.steps.iter().zip(indices.iter()) {
+            let step = &steps[*i];
+            let reads = step
+                .path
+                .vars()
+                .chain(step.headers.iter().flat_map(|(_, t)| t.vars()))
+                .chain(step.body.iter().flat_map(|t| t.vars()));
+            for v in reads {
+                if !known.iter().any(|k| k == v) {
+                    cx.err(
+                        s.name.span(),
+                        format!(
+                            "step `{}` reads `{{{{{v}}}}}`, which no earlier step of flow `{}` captures; known here: {}",
+                            step.name,
+                            f.name.get_ref(),
+                            known.join(", ")
+                        ),
+                    );
+                }
+            }
+            known.extend(step.captures.iter().map(|c| c.var.clone()));
+        }
+        flows.push(Flow {
+            name: f.name.get_ref().clone(),
+            weight: f.weight.unwrap_or(1),
+            steps: indices,
+        });
+    }
+    cx.errors.append(&mut sub.errors);
+    if flows.is_empty() {
+        cx.err(
+            load_span.clone(),
+            "[load] has no flows: set `workload = \"shop\"` or write [[load.flows]]",
+        );
+    }
+    if flows.iter().all(|f| f.weight == 0) && !flows.is_empty() {
+        cx.err(load_span, "every flow has weight 0");
+    }
+    let pool = match pool {
+        None => None,
+        Some(p) => {
+            if p.count == 0 {
+                cx.err(p.username.span(), "the pool's `count` must be at least 1");
+            }
+            match (cx.template(&p.username), cx.template(&p.password)) {
+                (Some(username), Some(password)) => Some(Pool {
+                    count: p.count.max(1),
+                    username,
+                    password,
+                }),
+                _ => None,
+            }
+        }
+    };
+    if cx.errors.len() > start_errors {
+        return None;
+    }
+    Some(Flows {
+        steps,
+        flows,
+        pool,
+        seed,
+    })
+}
+
+fn step(cx: &mut Ctx<'_>, s: &raw::Step) -> Option<Step> {
+    let method = match &s.method {
+        None => Method::GET,
+        Some(m) => match Method::from_bytes(m.get_ref().to_uppercase().as_bytes()) {
+            Ok(m) => m,
+            Err(_) => {
+                cx.err(m.span(), format!("`{}` is not an HTTP method", m.get_ref()));
+                return None;
+            }
+        },
+    };
+    let path_text = s.path.as_ref().expect("defining steps have a path");
+    if !path_text.get_ref().starts_with('/') {
+        cx.err(
+            path_text.span(),
+            format!("`path` starts with / (it is joined to the target's URL), not `{}`", path_text.get_ref()),
+        );
+        return None;
+    }
+    let path = cx.template(path_text)?;
+    let mut headers = Vec::new();
+    for (k, v) in &s.headers {
+        let Ok(name) = HeaderName::from_bytes(k.as_bytes()) else {
+            cx.err(v.span(), format!("`{k}` is not a header name"));
+            return None;
+        };
+        headers.push((name, cx.template(v)?));
+    }
+    let body = match &s.body {
+        Some(b) => Some(cx.template(b)?),
+        None => None,
+    };
+    for code in &s.expect {
+        if !(100..=599).contains(code) {
+            cx.err(s.name.span(), format!("`expect` holds {code}, which is not an HTTP status"));
+            return None;
+        }
+    }
+    let captures = s
+        .capture
+        .iter()
+        .map(|(var, path)| Capture {
+            var: var.clone(),
+            path: path.get_ref().split('.').map(str::to_owned).collect(),
+        })
+        .collect::<Vec<_>>();
+    let record = match &s.record {
+        None => None,
+        Some(r) if s.capture.contains_key(r.get_ref()) => Some(r.get_ref().clone()),
+        Some(r) => {
+            cx.err(
+                r.span(),
+                format!(
+                    "`record` names `{}`, which this step does not capture",
+                    r.get_ref()
+                ),
+            );
+            return None;
+        }
+    };
+    Some(Step {
+        name: s.name.get_ref().clone(),
+        method,
+        path,
+        headers,
+        body,
+        once: s.once,
+        expect: s.expect.clone(),
+        captures,
+        record,
+    })
+}
+
+fn load_plan(
+    cx: &mut Ctx<'_>,
+    l: &raw::Load,
+    at: Range<usize>,
+    flows: Flows,
+    duration: Option<Duration>,
+) -> Option<LoadPlan> {
+    let timeout = match &l.timeout {
+        None => Duration::from_secs(10),
+        Some(t) => cx.duration(t, "`timeout`")?,
+    };
+    let duration = duration?;
+    let model = match l.model {
+        raw::ModelKind::Open => {
+            let schedule = match (l.rate, l.stages.is_empty()) {
+                (Some(_), false) => {
+                    cx.err(at.clone(), "[load] has both `rate` and `stages`: choose one");
+                    return None;
+                }
+                (None, true) => {
+                    cx.err(
+                        at.clone(),
+                        "the open model needs `rate` (iterations a second) or `stages` under [load]",
+                    );
+                    return None;
+                }
+                (Some(r), true) => {
+                    if !(r > 0.0 && r.is_finite()) {
+                        cx.err(at.clone(), format!("[load] `rate` must be above zero, not {r}"));
+                        return None;
+                    }
+                    Schedule::constant(r, duration)
+                }
+                (None, false) => {
+                    let mut stages = Vec::new();
+                    for s in &l.stages {
+                        let d = cx.duration(&s.duration, "a stage's `duration`")?;
+                        if !(s.target >= 0.0 && s.target.is_finite()) {
+                            cx.err(s.duration.span(), "a stage's `target` must be zero or above");
+                            return None;
+                        }
+                        stages.push(Stage {
+                            duration: d,
+                            target: s.target,
+                        });
+                    }
+                    let total: Duration = stages.iter().map(|s| s.duration).sum();
+                    if total != duration {
+                        cx.err(
+                            l.stages[0].duration.span(),
+                            format!(
+                                "the stages add up to {}, but the experiment lasts {}",
+                                humantime::format_duration(total),
+                                humantime::format_duration(duration)
+                            ),
+                        );
+                        return None;
+                    }
+                    Schedule::ramping(l.start_rate, stages)
+                }
+            };
+            LoadModel::Open {
+                schedule,
+                max_in_flight: l.max_in_flight.unwrap_or(10_000).max(1),
+            }
+        }
+        raw::ModelKind::Closed => {
+            if l.rate.is_some() || !l.stages.is_empty() {
+                cx.err(
+                    at.clone(),
+                    "the closed model runs `users` one iteration after another: `rate` and `stages` belong to the open model",
+                );
+                return None;
+            }
+            LoadModel::Closed {
+                think: match &l.think {
+                    None => Duration::ZERO,
+                    Some(t) => cx.duration(t, "`think`")?,
+                },
+            }
+        }
+    };
+    let users = l.users.unwrap_or(match model {
+        LoadModel::Open { .. } => 50,
+        LoadModel::Closed { .. } => 10,
+    });
+    if users == 0 {
+        cx.err(at.clone(), "[load] `users` must be at least 1");
+        return None;
+    }
+    Some(LoadPlan {
+        model,
+        users,
+        timeout,
+        flows: Arc::new(flows),
+    })
+}
+
+/// The JSON Schema of experiment files.
+pub fn schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(raw::Experiment)).expect("schemas serialise")
+}

@@ -1,0 +1,243 @@
+//! The experiment file as written: serde types that keep the place of every value the
+//! loader checks further (`Spanned`), and from which the JSON Schema is generated
+//! (`faultline schema`). Doc comments here become the schema's descriptions.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A faultline experiment: load against a system, a fault timeline, SLOs that judge it,
+/// checks after it.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "faultline experiment")]
+pub struct Experiment {
+    /// Shown in reports.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub description: String,
+    /// Seed of every random draw (flows, template values, fault draws); `--seed` overrides.
+    pub seed: Option<u64>,
+    /// How long the load runs: a duration such as "90s" or "2m".
+    #[schemars(with = "String")]
+    pub duration: Spanned<String>,
+    #[serde(default)]
+    pub target: Target,
+    #[schemars(with = "Load")]
+    pub load: Spanned<Load>,
+    /// Service level objectives that judge the run.
+    #[serde(default)]
+    pub slo: Vec<Slo>,
+    /// The fault timeline.
+    #[serde(default)]
+    #[schemars(with = "Vec<super::faults::FaultEntry>")]
+    pub faults: Vec<Spanned<toml::Table>>,
+    /// Guards: abort the run (and heal everything) when one trips.
+    #[serde(default)]
+    pub abort: Vec<Abort>,
+    #[serde(default)]
+    pub checks: Checks,
+    /// Requests that must answer as expected before the load starts and after the run
+    /// (Chaos Toolkit's steady-state hypothesis).
+    #[serde(default)]
+    pub steady_state: Vec<Probe>,
+}
+
+/// What the experiment runs against. Without `url` and `agent`, faultline starts the
+/// bundled shop (or `topology`) itself, with an embedded fault agent.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// A topology file to start instead of the bundled shop (relative to this file).
+    #[schemars(with = "Option<String>")]
+    pub topology: Option<Spanned<String>>,
+    /// Base URL of a running system: the load goes there. Without `agent`, the
+    /// experiment can have no faults.
+    #[schemars(with = "Option<String>")]
+    pub url: Option<Spanned<String>>,
+    /// Control API of a running agent (`faultline up` prints it): faults go there, and
+    /// its topology's entrypoint is the base URL unless `url` is set. `--agent` overrides.
+    #[schemars(with = "Option<String>")]
+    pub agent: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// Iterations arrive at a rate whatever the system does; latency counts from each
+    /// iteration's intended start (no coordinated omission).
+    #[default]
+    Open,
+    /// `users` run one iteration after another, pausing `think` in between.
+    Closed,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Load {
+    #[serde(default)]
+    pub model: ModelKind,
+    /// Open model: iterations a second, held for the whole run.
+    pub rate: Option<f64>,
+    /// Open model, with `stages`: the rate the first stage starts from.
+    #[serde(default)]
+    pub start_rate: f64,
+    /// Open model: ramps, each from the previous rate to `target` over `duration`
+    /// (instead of `rate`; they must add up to the experiment's duration).
+    #[serde(default)]
+    pub stages: Vec<Stage>,
+    /// Virtual users: closed model users, open model connections (default 10 / 50).
+    pub users: Option<usize>,
+    /// Closed model: pause between a user's iterations, like "100ms".
+    #[schemars(with = "Option<String>")]
+    pub think: Option<Spanned<String>>,
+    /// Open model: iterations waiting or running at most; further ones are dropped and
+    /// counted (default 10000).
+    pub max_in_flight: Option<usize>,
+    /// Longest wait for one answer (default "10s").
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Spanned<String>>,
+    /// A built-in workload (`shop`) or a workload file (relative to this file) whose
+    /// `[load.pool]` and `[[load.flows]]` are used; flows written here come on top.
+    #[schemars(with = "Option<String>")]
+    pub workload: Option<Spanned<String>>,
+    /// Who virtual users log in as: user `n` renders `username` and `password` with `{{n}}`.
+    pub pool: Option<Pool>,
+    #[serde(default)]
+    pub flows: Vec<Flow>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    #[schemars(with = "String")]
+    pub duration: Spanned<String>,
+    /// Iterations a second at the end of the stage.
+    pub target: f64,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    pub count: u64,
+    #[schemars(with = "String")]
+    pub username: Spanned<String>,
+    #[schemars(with = "String")]
+    pub password: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Flow {
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// Relative share of iterations (default 1).
+    pub weight: Option<u32>,
+    pub steps: Vec<Step>,
+}
+
+/// One request. A step with only a `name` reuses the step of that name defined in
+/// another flow (the same statistics, the same once-per-user state).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Unique per definition; statistics and step SLOs use it.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// Default GET.
+    #[schemars(with = "Option<String>")]
+    pub method: Option<Spanned<String>>,
+    /// Path and query, templated: `/api/v1/orders/{{order_id}}`.
+    #[schemars(with = "Option<String>")]
+    pub path: Option<Spanned<String>>,
+    /// Templated header values.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub headers: BTreeMap<String, Spanned<String>>,
+    /// Templated body.
+    #[schemars(with = "Option<String>")]
+    pub body: Option<Spanned<String>>,
+    /// Run once per virtual user (a login), and again only after it failed.
+    #[serde(default)]
+    pub once: bool,
+    /// Statuses that count as success (default: any 2xx). Another status ends the
+    /// iteration.
+    #[serde(default)]
+    pub expect: Vec<u16>,
+    /// Variables taken from the JSON answer: `{ token = "token", id = "items.0.id" }`.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub capture: BTreeMap<String, Spanned<String>>,
+    /// A captured variable recorded in the run's history when the step succeeds
+    /// (`order_id`: the acknowledged orders the checks verify).
+    #[schemars(with = "Option<String>")]
+    pub record: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Slo {
+    /// Default: the objective as written.
+    pub name: Option<String>,
+    /// `availability>=99.5` (answers below 500) or `latency<300ms>=99` (answers within
+    /// the threshold, from the intended send).
+    #[schemars(with = "String")]
+    pub objective: Spanned<String>,
+    /// Judge only this step's requests.
+    #[schemars(with = "Option<String>")]
+    pub step: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Abort {
+    /// The SLO (by name) whose burn rate is watched.
+    #[schemars(with = "String")]
+    pub slo: Spanned<String>,
+    /// Abort when the short-window burn rate stays above this...
+    pub burn_rate: f64,
+    /// ...for this long (default "5s").
+    #[serde(rename = "for")]
+    #[schemars(with = "Option<String>")]
+    pub for_: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Checks {
+    /// The shop's invariants after the run (default: on when the target is the bundled
+    /// shop): no acknowledged order lost, every order terminal, no double charge, dead
+    /// letter queues holding only injected poison.
+    pub invariants: Option<bool>,
+    /// How long to wait for the queues to drain before checking (default "30s").
+    #[schemars(with = "Option<String>")]
+    pub drain_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    /// Path on the target, like "/api/v1/products/1".
+    #[schemars(with = "String")]
+    pub path: Spanned<String>,
+    /// Expected status (default 200).
+    pub status: Option<u16>,
+}
+
+/// A workload file: the `[load]` part of an experiment with a pool and flows only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadFile {
+    pub load: WorkloadLoad,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadLoad {
+    pub pool: Option<Pool>,
+    #[serde(default)]
+    pub flows: Vec<Flow>,
+}
