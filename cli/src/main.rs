@@ -7,6 +7,7 @@ mod discover;
 mod exit;
 mod experiment;
 mod load;
+mod run;
 mod slo;
 
 use std::process::ExitCode;
@@ -33,6 +34,10 @@ enum Command {
     Status(cmd::status::Args),
     /// Load one URL (open model with -r, closed with -c) and summarise the latency.
     Load(Box<cmd::load::Args>),
+    /// Run an experiment file: load, faults, SLOs, checks, reports.
+    Run(Box<cmd::run::Args>),
+    /// Run the demo gameday on the bundled shop.
+    Demo(Box<cmd::run::DemoArgs>),
     /// Validate experiment files without running them.
     Check(cmd::check::Args),
     /// Print the JSON Schema of experiment files.
@@ -55,6 +60,8 @@ fn main() -> ExitCode {
         Command::Heal(args) => cmd::heal::run(args),
         Command::Status(args) => cmd::status::run(args),
         Command::Load(args) => cmd::load::run_cmd(*args),
+        Command::Run(args) => cmd::run::run(*args),
+        Command::Demo(args) => cmd::run::demo(*args),
         Command::Check(args) => cmd::check::run(args),
         Command::Schema(args) => cmd::check::schema(args),
     };

@@ -309,7 +309,12 @@ impl Runner {
         let how = status
             .as_ref()
             .map_or_else(|| "ended".to_owned(), describe_exit);
-        tracing::warn!(replica = self.name(), pid, exit = %how, "replica exited");
+        if self.cancel.is_cancelled() {
+            // Stopped with the supervisor: expected, not worth a warning.
+            tracing::info!(replica = self.name(), pid, exit = %how, "replica stopped");
+        } else {
+            tracing::warn!(replica = self.name(), pid, exit = %how, "replica exited");
+        }
         self.update(|s| {
             s.last_exit = Some(how);
             s.pid = None;

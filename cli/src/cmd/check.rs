@@ -51,6 +51,21 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
                         ""
                     }
                 );
+                let total: u32 = e.load.flows.flows.iter().map(|f| f.weight).sum();
+                let flows: Vec<String> = e
+                    .load
+                    .flows
+                    .flows
+                    .iter()
+                    .map(|f| {
+                        format!(
+                            "{} {:.0}%",
+                            f.name,
+                            f.weight as f64 * 100.0 / total.max(1) as f64
+                        )
+                    })
+                    .collect();
+                println!("  flows: {}", flows.join(", "));
             }
             Err(problems) => {
                 bad = true;

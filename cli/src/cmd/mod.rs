@@ -4,5 +4,6 @@ pub mod check;
 pub mod fault;
 pub mod heal;
 pub mod load;
+pub mod run;
 pub mod status;
 pub mod up;

@@ -100,8 +100,6 @@ pub struct Probe {
 #[derive(Debug, Clone)]
 pub struct Experiment {
     pub file: String,
-    /// The file's text, to place errors found when the run starts.
-    pub text: String,
     pub name: String,
     pub description: String,
     pub seed: u64,
@@ -430,7 +428,6 @@ pub fn parse(
     }
     Ok(Experiment {
         file: file.to_owned(),
-        text: text.to_owned(),
         name: raw.name.into_inner(),
         description: raw.description,
         seed,

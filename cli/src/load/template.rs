@@ -84,10 +84,6 @@ impl Template {
         })
     }
 
-    pub fn is_static(&self) -> bool {
-        self.pieces.iter().all(|p| matches!(p, Piece::Text(_)))
-    }
-
     /// Renders; a variable the scope lacks renders as nothing (loading rejects templates
     /// that read a variable no earlier step captures, so this only happens when a capture
     /// found nothing, and that step has already failed).
@@ -197,7 +193,6 @@ mod tests {
         let u = render(&Template::parse("{{uuid}}").unwrap(), &vars, 9);
         assert_eq!(u.len(), 36);
         assert_eq!(&u[14..15], "4", "version 4 layout: {u}");
-        assert!(Template::parse("plain").unwrap().is_static());
     }
 
     #[test]

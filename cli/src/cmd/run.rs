@@ -1,0 +1,145 @@
+//! `faultline run FILE`: a gameday from an experiment file, judged by its SLOs and checks,
+//! with JSON, JUnit and Markdown reports; `faultline demo`: the bundled demo gameday.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::exit::Exit;
+use crate::experiment::{self, Experiment, Overrides};
+use crate::run::report::Report;
+use crate::run::{self, Options};
+
+/// Run an experiment: bring up the bundled shop (or use the running system the file or
+/// --agent names), run the load and the fault timeline, heal everything (also on Ctrl-C
+/// or SIGTERM), drain, check, and judge. Exit code 0: the hypothesis held; 1: it did
+/// not, or the run aborted on a guard or was interrupted; 2: bad input or setup error.
+///
+/// Examples:
+///   faultline run target-system/experiments/demo.toml --report out/
+///   faultline run gameday.toml --junit junit.xml --seed 7
+///   faultline run gameday.toml --agent http://127.0.0.1:7400
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// The experiment file.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Run the demo gameday on the bundled shop: a minute of baseline, an orders replica
+/// killed, latency on payments, the payments consumers cut off from the broker, poison
+/// messages, and recovery; then the checks. Same options and exit codes as `run`.
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Common {
+    /// Write report.json, report.md and junit.xml into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// Write a JUnit XML report here.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Seed of every random draw (overrides the file's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Run against the agent of a running `faultline up` (or a standalone agent) instead
+    /// of starting the system.
+    #[arg(long, value_name = "URL")]
+    pub agent: Option<String>,
+    /// Bearer token of that agent's API.
+    #[arg(long, env = "FAULTLINE_AGENT_TOKEN", hide_env_values = true)]
+    pub agent_token: Option<String>,
+    /// Print the report as JSON on stdout instead of the Markdown summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<Exit> {
+    let overrides = overrides(&args.common);
+    match experiment::load_file(&args.file, &overrides) {
+        Ok(exp) => execute(exp, &args.common),
+        Err(problems) => {
+            eprintln!("{problems}");
+            Ok(Exit::BadInput)
+        }
+    }
+}
+
+pub fn demo(args: DemoArgs) -> anyhow::Result<Exit> {
+    let overrides = overrides(&args.common);
+    match experiment::parse(experiment::DEMO_NAME, experiment::DEMO, Path::new("."), &overrides) {
+        Ok(exp) => execute(exp, &args.common),
+        Err(problems) => {
+            eprintln!("{problems}");
+            Ok(Exit::BadInput)
+        }
+    }
+}
+
+fn overrides(c: &Common) -> Overrides {
+    Overrides {
+        seed: c.seed,
+        agent: c.agent.clone(),
+    }
+}
+
+fn write_reports(report: &Report, c: &Common) -> anyhow::Result<()> {
+    if let Some(dir) = &c.report {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        for (name, text) in [
+            ("report.json", report.json()),
+            ("report.md", report.markdown()),
+            ("junit.xml", report.junit()),
+        ] {
+            let p = dir.join(name);
+            std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))?;
+        }
+        eprintln!("reports: {}", dir.display());
+    }
+    if let Some(p) = &c.junit {
+        if let Some(parent) = p.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).ok();
+        }
+        std::fs::write(p, report.junit()).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    // GitHub Actions shows this file on the run's page.
+    if let Some(p) = std::env::var_os("GITHUB_STEP_SUMMARY") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(p) {
+            let _ = f.write_all(report.markdown().as_bytes());
+        }
+    }
+    Ok(())
+}
+
+fn execute(exp: Experiment, c: &Common) -> anyhow::Result<Exit> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let opts = Options {
+        agent_token: c.agent_token.clone(),
+        progress_every: None,
+    };
+    let report = match runtime.block_on(run::execute(&exp, &opts)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(Exit::BadInput);
+        }
+    };
+    write_reports(&report, c)?;
+    if c.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.markdown());
+    }
+    Ok(match report.status {
+        run::report::RunStatus::Error => Exit::BadInput,
+        _ if report.passed => Exit::Success,
+        _ => Exit::HypothesisFailed,
+    })
+}

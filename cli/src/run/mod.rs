@@ -1,0 +1,660 @@
+//! The gameday runner: brings up the target (the bundled shop with an embedded agent, or
+//! a running system and agent), checks the steady state, runs the load and the fault
+//! timeline together, watches the abort guards, heals everything on completion, abort,
+//! Ctrl-C or SIGTERM, drains the queues, runs the checks, and judges the SLOs per phase.
+//!
+//! - [`timeline`]: faults applied, renewed and healed through the agent.
+//! - [`checks`]: drain, the shop's invariants, steady-state probes.
+//! - [`report`]: the report and its JSON, JUnit and Markdown forms.
+
+pub mod checks;
+pub mod report;
+pub mod timeline;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use faultline_agent::agent::{Agent, AgentError, AgentOptions};
+use faultline_agent::client::AgentClient;
+use faultline_agent::rundir::RunDir;
+use faultline_agent::supervisor::StartError;
+use serde::Serialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::experiment::{Experiment, LoadModel, TargetSpec};
+use crate::load::client::Endpoint;
+use crate::load::stats::{Percentiles, Stats};
+use crate::load::{self, LoadSpec, Model, Snapshot, Work};
+use crate::slo::{self, Counts, Phase, Windows};
+
+use self::checks::CheckResult;
+use self::report::{LoadTotals, Report, RunStatus, Second, SloFault, SloReport, StepTotals};
+
+/// Something that happened during the run, seconds from the start of the load.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub t_s: f64,
+    pub kind: String,
+    pub message: String,
+}
+
+/// The run's event log, shared by its parts; every event is also printed to stderr.
+#[derive(Clone, Default)]
+pub struct Events(Arc<Mutex<Vec<Event>>>);
+
+impl Events {
+    pub fn push(&self, t_s: f64, kind: &str, message: &str) {
+        eprintln!("[{t_s:>6.1}s] {message}");
+        self.0.lock().unwrap().push(Event {
+            t_s,
+            kind: kind.to_owned(),
+            message: message.to_owned(),
+        });
+    }
+
+    fn take(&self) -> Vec<Event> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// What the target is during a run.
+struct Live {
+    /// `http://host:port` the load goes to.
+    base: String,
+    agent: Option<AgentClient>,
+    /// The agent this run started, shut down (healing everything) at the end.
+    embedded: Option<Agent>,
+    label: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub agent_token: Option<String>,
+    /// Print a progress line this often (stderr).
+    pub progress_every: Option<Duration>,
+}
+
+async fn bring_up(exp: &Experiment, opts: &Options) -> anyhow::Result<Live> {
+    match &exp.target {
+        TargetSpec::Start { topology, bundled } => {
+            let run_dir = RunDir::create_in_home().context("cannot create the run directory")?;
+            run_dir
+                .mark_latest()
+                .context("cannot record the run as the latest")?;
+            eprintln!(
+                "starting {} ({} services)...",
+                if *bundled {
+                    "the bundled shop".to_owned()
+                } else {
+                    format!("topology `{}`", topology.name)
+                },
+                topology.services.len()
+            );
+            let agent = match Agent::start(AgentOptions {
+                topology: (**topology).clone(),
+                run_dir,
+                bin_path: faultline_agent::agent::beside_current_exe(),
+                proxies: true,
+                listen: "127.0.0.1:0".parse().expect("an address"),
+                token: None,
+            })
+            .await
+            {
+                Ok(a) => a,
+                Err(AgentError::Start(e @ StartError::ProgramNotFound { .. })) => bail!(
+                    "{e}\nhint: build every binary of the workspace first: cargo build --release --workspace"
+                ),
+                Err(e) => return Err(e.into()),
+            };
+            let entry = agent
+                .supervisor
+                .status()
+                .into_iter()
+                .find(|r| Some(&r.service) == topology.entrypoint.as_ref())
+                .map(|r| r.addr)
+                .context("the topology's entrypoint has no replica")?;
+            eprintln!(
+                "ready: gateway=http://{entry} agent={} (logs: {})",
+                agent.url,
+                agent.supervisor.run_dir().join("logs").display()
+            );
+            Ok(Live {
+                base: format!("http://{entry}"),
+                agent: Some(AgentClient::new(&agent.url, None)),
+                embedded: Some(agent),
+                label: if *bundled {
+                    "the bundled shop".into()
+                } else {
+                    format!("topology `{}`", topology.name)
+                },
+            })
+        }
+        TargetSpec::Running { url, agent } => {
+            let client = agent
+                .as_ref()
+                .map(|a| AgentClient::new(a, opts.agent_token.clone()));
+            let base = match (url, &client) {
+                (Some(u), _) => u.clone(),
+                (None, Some(c)) => c
+                    .status()
+                    .await
+                    .with_context(|| format!("cannot use the agent at {}", c.url()))?
+                    .entrypoint
+                    .context("the agent's topology has no entrypoint: set `url` under [target]")?,
+                (None, None) => bail!("the experiment names neither a url nor an agent"),
+            };
+            if let Some(c) = &client {
+                // Reachable before anything starts: a wrong URL is a setup error.
+                c.status()
+                    .await
+                    .with_context(|| format!("cannot use the agent at {}", c.url()))?;
+            }
+            Ok(Live {
+                label: base.clone(),
+                base,
+                agent: client,
+                embedded: None,
+            })
+        }
+    }
+}
+
+async fn endpoint(base: &str, timeout: Duration) -> anyhow::Result<Endpoint> {
+    let uri: hyper::Uri = base
+        .parse()
+        .with_context(|| format!("`{base}` is not a URL"))?;
+    if uri.path() != "/" && !uri.path().is_empty() {
+        bail!("the target URL `{base}` has a path; write the base URL only (steps give paths)");
+    }
+    let host = uri.host().context("the target URL has no host")?;
+    let authority = format!("{host}:{}", uri.port_u16().unwrap_or(80));
+    let addr = tokio::net::lookup_host(&authority)
+        .await
+        .with_context(|| format!("cannot resolve {authority}"))?
+        .next()
+        .with_context(|| format!("{authority} resolves to no address"))?;
+    Ok(Endpoint {
+        addr,
+        authority,
+        timeout,
+    })
+}
+
+/// Phases of the run in whole seconds: baseline, each lasting fault, recovery.
+fn phases(exp: &Experiment, seconds: usize) -> Vec<Phase> {
+    let mut out = Vec::new();
+    let first = exp.faults.first().map_or(seconds, |f| f.at.as_secs() as usize);
+    out.push(Phase {
+        name: "baseline".into(),
+        start_s: 0,
+        end_s: first.min(seconds),
+    });
+    let mut last_end = 0;
+    for f in &exp.faults {
+        let start = f.at.as_secs() as usize;
+        let end = match f.duration {
+            Some(d) => (f.at + d).as_secs_f64().ceil() as usize,
+            None => start + 1,
+        };
+        last_end = last_end.max(end);
+        out.push(Phase {
+            name: f.label.clone(),
+            start_s: start,
+            end_s: end.min(seconds.max(start)),
+        });
+    }
+    if !exp.faults.is_empty() {
+        out.push(Phase {
+            name: "recovery".into(),
+            start_s: last_end.min(seconds),
+            end_s: seconds,
+        });
+    }
+    out
+}
+
+fn slo_counts(exp: &Experiment, snap: &Snapshot) -> Vec<Counts> {
+    exp.slos
+        .iter()
+        .map(|s| {
+            let stats = match s.step {
+                Some(i) => snap.steps.get(i).unwrap_or(&snap.stats),
+                None => &snap.stats,
+            };
+            slo::counts(&s.objective.kind, stats)
+        })
+        .collect()
+}
+
+fn second_row(exp: &Experiment, t: usize, snap: &Snapshot, counts: &[Counts]) -> Second {
+    let s = &snap.stats;
+    let ok: u64 = s
+        .statuses
+        .iter()
+        .filter(|(c, _)| **c < 500)
+        .map(|(_, n)| n)
+        .sum();
+    let p = Percentiles::of(&s.latency);
+    Second {
+        t,
+        requests: s.requests(),
+        ok,
+        errors: s.requests() - ok,
+        dropped: snap.dropped,
+        p50_ms: p.p50,
+        p99_ms: p.p99,
+        max_ms: p.max,
+        sli: exp
+            .slos
+            .iter()
+            .zip(counts)
+            .filter_map(|(slo, c)| Some((slo.name.clone(), c.ratio()?)))
+            .collect(),
+    }
+}
+
+fn totals(exp: &Experiment, summary: &load::Summary) -> LoadTotals {
+    let statuses = |s: &Stats| {
+        s.statuses
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let secs = summary.elapsed.as_secs_f64().max(1e-9);
+    LoadTotals {
+        model: match &exp.load.model {
+            LoadModel::Open { schedule, .. } => format!(
+                "open, {:.0} iterations planned, {} connections",
+                schedule.total(),
+                exp.load.users
+            ),
+            LoadModel::Closed { think } => format!(
+                "closed, {} users, think {}",
+                exp.load.users,
+                humantime::format_duration(*think)
+            ),
+        },
+        iterations: summary.iterations,
+        requests: summary.stats.requests(),
+        dropped: summary.dropped,
+        requests_per_s: summary.stats.requests() as f64 / secs,
+        statuses: statuses(&summary.stats),
+        errors: summary.stats.errors.clone(),
+        latency_ms: Percentiles::of(&summary.stats.latency),
+        service_time_ms: Percentiles::of(&summary.stats.service),
+        scheduler_lag_ms: Percentiles::of(&summary.stats.lag),
+        steps: exp
+            .load
+            .flows
+            .steps
+            .iter()
+            .zip(summary.steps.iter())
+            .map(|(step, s)| StepTotals {
+                name: step.name.clone(),
+                requests: s.requests(),
+                statuses: statuses(s),
+                errors: s.errors.clone(),
+                latency_ms: Percentiles::of(&s.latency),
+            })
+            .collect(),
+        recorded: summary
+            .history
+            .iter()
+            .map(|(k, v)| (k.clone(), v.len()))
+            .collect(),
+    }
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn signalled() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Runs the experiment. `Err` is a setup error (exit code 2): nothing was judged.
+pub async fn execute(exp: &Experiment, opts: &Options) -> anyhow::Result<Report> {
+    let live = bring_up(exp, opts).await?;
+    let result = run_on(exp, opts, &live).await;
+    if let Some(agent) = live.embedded {
+        eprintln!("stopping the system...");
+        agent.shutdown().await;
+    }
+    result
+}
+
+async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result<Report> {
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .context("an HTTP client")?;
+    let endpoint = endpoint(&live.base, exp.load.timeout).await?;
+    let events = Events::default();
+    let mut checks: Vec<CheckResult> = Vec::new();
+    let mut failures = Vec::new();
+
+    // Steady state before: a system that is not healthy to begin with says nothing
+    // about faults, so the run stops here.
+    for p in &exp.steady_state {
+        let c = checks::probe(&http, &live.base, &p.path, p.status, "before").await;
+        if !c.passed {
+            failures.push(format!("{}: {}", c.name, c.detail));
+        }
+        checks.push(c);
+    }
+    let windows = Windows::scaled(exp.duration);
+    if !failures.is_empty() {
+        return Ok(empty_report(exp, live, started_ms, failures, checks, windows));
+    }
+
+    let stop = CancellationToken::new();
+    let fault_failed = CancellationToken::new();
+    let model = match &exp.load.model {
+        LoadModel::Open {
+            schedule,
+            max_in_flight,
+        } => Model::Open {
+            schedule: schedule.clone(),
+            max_in_flight: *max_in_flight,
+        },
+        LoadModel::Closed { think } => Model::Closed {
+            users: exp.load.users,
+            duration: Some(exp.duration),
+            think: *think,
+        },
+    };
+    let spec = LoadSpec {
+        endpoint,
+        work: Work::Flows(exp.load.flows.clone()),
+        model,
+        connections: exp.load.users,
+        count: None,
+    };
+    eprintln!(
+        "running `{}` for {} (seed {}): {} faults, {} SLOs",
+        exp.name,
+        humantime::format_duration(exp.duration),
+        exp.seed,
+        exp.faults.len(),
+        exp.slos.len()
+    );
+    let t0 = Instant::now();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Snapshot>(1024);
+    let load_task = tokio::spawn(load::run(spec, Duration::from_secs(1), Some(tx), stop.clone()));
+    let timeline = live.agent.clone().map(|client| {
+        tokio::spawn(timeline::run(
+            client,
+            exp.faults.clone(),
+            t0,
+            stop.clone(),
+            fault_failed.clone(),
+            events.clone(),
+        ))
+    });
+
+    // Watch: per-second counts, abort guards, progress, signals, fault failures.
+    let mut per_slo: Vec<Vec<Counts>> = vec![Vec::new(); exp.slos.len()];
+    let mut rows: Vec<Second> = Vec::new();
+    let mut above: Vec<usize> = vec![0; exp.aborts.len()];
+    let mut status = RunStatus::Completed;
+    let progress_every = opts.progress_every.unwrap_or(Duration::from_secs(5));
+    let mut window = Stats::default();
+    let mut window_dropped = 0;
+    let mut last_progress = Instant::now();
+    let signal = signalled();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            snap = rx.recv() => {
+                let Some(snap) = snap else { break };
+                let t = rows.len();
+                let counts = slo_counts(exp, &snap);
+                for (series, c) in per_slo.iter_mut().zip(&counts) {
+                    series.push(*c);
+                }
+                rows.push(second_row(exp, t, &snap, &counts));
+                window.merge(&snap.stats);
+                window_dropped += snap.dropped;
+                // Abort guards: the SLO's short-window burn rate above the limit for
+                // the sustained time.
+                for (i, rule) in exp.aborts.iter().enumerate() {
+                    let series = &per_slo[rule.slo];
+                    let from = series.len().saturating_sub(windows.short_s as usize);
+                    let mut c = Counts::default();
+                    for x in &series[from..] {
+                        c.add(*x);
+                    }
+                    let burn = slo::burn(c, exp.slos[rule.slo].objective.objective);
+                    above[i] = if burn > rule.burn_rate { above[i] + 1 } else { 0 };
+                    if above[i] as u64 >= rule.sustained.as_secs().max(1) && status == RunStatus::Completed {
+                        let m = format!(
+                            "abort: SLO `{}` burned its budget at {:.1}x (limit {}x) for {} s",
+                            exp.slos[rule.slo].name, burn, rule.burn_rate, above[i]
+                        );
+                        events.push(t0.elapsed().as_secs_f64(), "abort", &m);
+                        failures.push(m);
+                        status = RunStatus::Aborted;
+                        stop.cancel();
+                    }
+                }
+                if last_progress.elapsed() >= progress_every {
+                    let span = last_progress.elapsed().as_secs_f64();
+                    let p = Percentiles::of(&window.latency);
+                    let errs = window.requests() - window.statuses.iter().filter(|(c, _)| **c < 500).map(|(_, n)| n).sum::<u64>();
+                    let slis: Vec<String> = exp.slos.iter().zip(&per_slo).map(|(s, series)| {
+                        let mut c = Counts::default();
+                        for x in series { c.add(*x); }
+                        format!("{} {}", s.name, c.ratio().map_or("-".into(), |r| format!("{:.2}%", r * 100.0)))
+                    }).collect();
+                    eprintln!(
+                        "t={:>4.0}s/{}s  {:>7.1} req/s  errors {}  p50 {:.1} ms  p99 {:.1} ms  dropped {}  in flight {}  |  {}",
+                        snap.elapsed.as_secs_f64(),
+                        exp.duration.as_secs(),
+                        window.requests() as f64 / span,
+                        errs,
+                        p.p50,
+                        p.p99,
+                        window_dropped,
+                        snap.in_flight,
+                        slis.join("  ")
+                    );
+                    window.clear();
+                    window_dropped = 0;
+                    last_progress = Instant::now();
+                }
+            }
+            _ = &mut signal, if status == RunStatus::Completed => {
+                let m = "interrupted (Ctrl-C or SIGTERM): healing every fault and stopping";
+                events.push(t0.elapsed().as_secs_f64(), "interrupted", m);
+                failures.push("the run was interrupted".into());
+                status = RunStatus::Interrupted;
+                stop.cancel();
+            }
+            _ = fault_failed.cancelled(), if status == RunStatus::Completed => {
+                failures.push("a fault could not be applied".into());
+                status = RunStatus::Error;
+                stop.cancel();
+            }
+        }
+    }
+    let summary = load_task.await.context("the load engine failed")?;
+    // The load has ended: every fault of the timeline heals now, whatever its plan.
+    stop.cancel();
+    let faults = match timeline {
+        Some(t) => t.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let elapsed = t0.elapsed();
+    for f in &faults {
+        if let Some(e) = &f.error {
+            failures.push(format!("fault {}: {e}", f.label));
+        }
+    }
+
+    // After: drain, invariants, steady state (the system may need a moment to settle).
+    if status != RunStatus::Interrupted {
+        if let (true, Some(client)) = (exp.checks.invariants, &live.agent) {
+            eprintln!("draining the queues (at most {})...", humantime::format_duration(exp.checks.drain_timeout));
+            let drained = checks::drain(client, &http, exp.checks.drain_timeout).await;
+            let acknowledged: BTreeSet<String> = summary
+                .history
+                .get("order_id")
+                .map(|v| v.iter().cloned().collect())
+                .unwrap_or_default();
+            checks.push(drained);
+            checks.extend(checks::invariants(client, &http, &acknowledged, Duration::from_secs(10)).await);
+        }
+        for p in &exp.steady_state {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let c = loop {
+                let c = checks::probe(&http, &live.base, &p.path, p.status, "after").await;
+                if c.passed || Instant::now() >= deadline {
+                    break c;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            };
+            checks.push(c);
+        }
+    }
+    for c in &checks {
+        if !c.passed && !failures.iter().any(|f| f.starts_with(&c.name)) {
+            failures.push(format!("{}: {}", c.name, c.detail));
+        }
+    }
+
+    // SLOs, per phase, with detection and recovery per fault.
+    let seconds = rows.len();
+    let phases = phases(exp, seconds);
+    let settle = (windows.short_s as usize).max(3);
+    let slos: Vec<SloReport> = exp
+        .slos
+        .iter()
+        .zip(&per_slo)
+        .map(|(s, series)| {
+            let mut evaluation = slo::evaluate(&s.objective, series, &phases, windows);
+            evaluation.name = s.name.clone();
+            let per_fault = faults
+                .iter()
+                .filter_map(|f| {
+                    let applied = f.applied_at_s? as usize;
+                    Some(SloFault {
+                        fault: f.label.clone(),
+                        time_to_detect_s: slo::time_to_detect(
+                            series,
+                            s.objective.objective,
+                            applied,
+                            windows.short_s,
+                        ),
+                        time_to_recover_s: f.healed_at_s.and_then(|h| {
+                            slo::time_to_recover(
+                                series,
+                                s.objective.objective,
+                                (h.ceil() as usize).min(seconds),
+                                settle,
+                            )
+                        }),
+                    })
+                })
+                .collect();
+            SloReport {
+                evaluation,
+                step: s.step.map(|i| exp.load.flows.steps[i].name.clone()),
+                faults: per_fault,
+            }
+        })
+        .collect();
+    for s in &slos {
+        if !s.evaluation.met {
+            failures.push(format!(
+                "SLO `{}` missed: {} against {}%",
+                s.evaluation.name,
+                s.evaluation
+                    .sli
+                    .map_or("-".into(), |v| format!("{:.3}%", v * 100.0)),
+                s.evaluation.objective * 100.0
+            ));
+        }
+    }
+    Ok(Report {
+        experiment: exp.name.clone(),
+        description: exp.description.clone(),
+        file: exp.file.clone(),
+        seed: exp.seed,
+        started_ms,
+        planned_duration_s: exp.duration.as_secs_f64(),
+        elapsed_s: elapsed.as_secs_f64(),
+        target: live.label.clone(),
+        status,
+        passed: failures.is_empty(),
+        failures,
+        load: totals(exp, &summary),
+        phases,
+        faults,
+        slos,
+        checks,
+        events: events.take(),
+        seconds: rows,
+    })
+}
+
+fn empty_report(
+    exp: &Experiment,
+    live: &Live,
+    started_ms: u64,
+    failures: Vec<String>,
+    checks: Vec<CheckResult>,
+    windows: Windows,
+) -> Report {
+    let summary = load::Summary {
+        elapsed: Duration::ZERO,
+        stats: Stats::default(),
+        steps: Vec::new(),
+        dropped: 0,
+        iterations: 0,
+        history: BTreeMap::new(),
+    };
+    Report {
+        experiment: exp.name.clone(),
+        description: exp.description.clone(),
+        file: exp.file.clone(),
+        seed: exp.seed,
+        started_ms,
+        planned_duration_s: exp.duration.as_secs_f64(),
+        elapsed_s: 0.0,
+        target: live.label.clone(),
+        status: RunStatus::Aborted,
+        passed: false,
+        failures,
+        load: totals(exp, &summary),
+        phases: Vec::new(),
+        faults: Vec::new(),
+        slos: exp
+            .slos
+            .iter()
+            .map(|s| SloReport {
+                evaluation: slo::Evaluation {
+                    name: s.name.clone(),
+                    ..slo::evaluate(&s.objective, &[], &[], windows)
+                },
+                step: s.step.map(|i| exp.load.flows.steps[i].name.clone()),
+                faults: Vec::new(),
+            })
+            .collect(),
+        checks,
+        events: Vec::new(),
+        seconds: Vec::new(),
+    }
+}
