@@ -73,7 +73,12 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
 
 pub fn demo(args: DemoArgs) -> anyhow::Result<Exit> {
     let overrides = overrides(&args.common);
-    match experiment::parse(experiment::DEMO_NAME, experiment::DEMO, Path::new("."), &overrides) {
+    match experiment::parse(
+        experiment::DEMO_NAME,
+        experiment::DEMO,
+        Path::new("."),
+        &overrides,
+    ) {
         Ok(exp) => execute(exp, &args.common),
         Err(problems) => {
             eprintln!("{problems}");
@@ -106,12 +111,17 @@ fn write_reports(report: &Report, c: &Common) -> anyhow::Result<()> {
         if let Some(parent) = p.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).ok();
         }
-        std::fs::write(p, report.junit()).with_context(|| format!("cannot write {}", p.display()))?;
+        std::fs::write(p, report.junit())
+            .with_context(|| format!("cannot write {}", p.display()))?;
     }
     // GitHub Actions shows this file on the run's page.
     if let Some(p) = std::env::var_os("GITHUB_STEP_SUMMARY") {
         use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(p) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(p)
+        {
             let _ = f.write_all(report.markdown().as_bytes());
         }
     }

@@ -54,9 +54,13 @@ enum Side {
 #[allow(dead_code)]
 enum FaultParams {
     /// SIGKILL; with `hold`, the replica stays down until the fault heals.
-    Kill { hold: Option<bool> },
+    Kill {
+        hold: Option<bool>,
+    },
     /// SIGTERM; with `hold`, the replica stays down until the fault heals.
-    Terminate { hold: Option<bool> },
+    Terminate {
+        hold: Option<bool>,
+    },
     /// SIGSTOP until the fault heals.
     Pause {},
     /// SIGTERM and start again at once.
@@ -113,10 +117,16 @@ enum FaultParams {
         path: Option<String>,
     },
     /// Both directions of every edge between `target` and `with`.
-    Partition { with: String },
+    Partition {
+        with: String,
+    },
     ZoneOutage {},
-    Poison { count: usize },
-    QueuePartition { side: Option<Side> },
+    Poison {
+        count: usize,
+    },
+    QueuePartition {
+        side: Option<Side>,
+    },
 }
 
 /// A fault of the timeline, ready for the agent.
@@ -338,7 +348,9 @@ pub fn convert(
     })?;
     let instant = matches!(
         request.spec,
-        FaultSpec::Restart | FaultSpec::Poison { .. } | FaultSpec::Kill { hold: false }
+        FaultSpec::Restart
+            | FaultSpec::Poison { .. }
+            | FaultSpec::Kill { hold: false }
             | FaultSpec::Terminate { hold: false }
     );
     let lasting = !instant;
@@ -351,7 +363,9 @@ pub fn convert(
                 ),
             ));
         }
-        (Some(_), false) if matches!(request.spec, FaultSpec::Restart | FaultSpec::Poison { .. }) => {
+        (Some(_), false)
+            if matches!(request.spec, FaultSpec::Restart | FaultSpec::Poison { .. }) =>
+        {
             return Err(err_at(
                 "duration",
                 format!("a `{kind}` fault happens at once and has no `duration`"),

@@ -149,7 +149,8 @@ impl Ctx<'_> {
     }
 
     fn whole(&mut self, message: impl Into<String>) {
-        self.errors.push(SourceError::whole_file(self.file, message));
+        self.errors
+            .push(SourceError::whole_file(self.file, message));
     }
 
     fn duration(&mut self, s: &Spanned<String>, what: &str) -> Option<Duration> {
@@ -207,8 +208,8 @@ pub fn parse(
     base: &Path,
     overrides: &Overrides,
 ) -> Result<Experiment, Problems> {
-    let raw: raw::Experiment = toml::from_str(text)
-        .map_err(|e| Problems(vec![SourceError::from_toml(file, text, &e)]))?;
+    let raw: raw::Experiment =
+        toml::from_str(text).map_err(|e| Problems(vec![SourceError::from_toml(file, text, &e)]))?;
     let mut cx = Ctx {
         file,
         text,
@@ -282,9 +283,18 @@ pub fn parse(
     let flows_built = {
         let own: Vec<&raw::Flow> = raw.load.get_ref().flows.iter().collect();
         let theirs: Vec<&raw::Flow> = flows.iter().collect();
-        build_flows(&mut cx, workload_text.as_deref(), &theirs, &own, pool, seed, load_span.clone())
+        build_flows(
+            &mut cx,
+            workload_text.as_deref(),
+            &theirs,
+            &own,
+            pool,
+            seed,
+            load_span.clone(),
+        )
     };
-    let load = flows_built.and_then(|f| load_plan(&mut cx, raw.load.get_ref(), load_span, f, duration));
+    let load =
+        flows_built.and_then(|f| load_plan(&mut cx, raw.load.get_ref(), load_span, f, duration));
 
     // SLOs.
     let mut slos = Vec::new();
@@ -298,27 +308,33 @@ pub fn parse(
             }
         };
         let step = match (&s.step, &load) {
-            (Some(step), Some(l)) => match l.flows.steps.iter().position(|x| x.name == *step.get_ref()) {
-                Some(i) => Some(i),
-                None => {
-                    let names: Vec<&str> = l.flows.steps.iter().map(|s| s.name.as_str()).collect();
-                    cx.err(
-                        step.span(),
-                        format!(
-                            "no step `{}`; steps are: {}",
-                            step.get_ref(),
-                            names.join(", ")
-                        ),
-                    );
-                    continue;
+            (Some(step), Some(l)) => {
+                match l.flows.steps.iter().position(|x| x.name == *step.get_ref()) {
+                    Some(i) => Some(i),
+                    None => {
+                        let names: Vec<&str> =
+                            l.flows.steps.iter().map(|s| s.name.as_str()).collect();
+                        cx.err(
+                            step.span(),
+                            format!(
+                                "no step `{}`; steps are: {}",
+                                step.get_ref(),
+                                names.join(", ")
+                            ),
+                        );
+                        continue;
+                    }
                 }
-            },
+            }
             _ => None,
         };
-        let name = s.name.clone().unwrap_or_else(|| match (&s.step, &objective) {
-            (Some(step), o) => format!("{} {}", step.get_ref(), o.name),
-            (None, o) => o.name.clone(),
-        });
+        let name = s
+            .name
+            .clone()
+            .unwrap_or_else(|| match (&s.step, &objective) {
+                (Some(step), o) => format!("{} {}", step.get_ref(), o.name),
+                (None, o) => o.name.clone(),
+            });
         if slo_names.insert(name.clone(), slos.len()).is_some() {
             cx.err(
                 s.objective.span(),
@@ -491,7 +507,10 @@ fn target(
             return None;
         }
         return Some(TargetSpec::Running {
-            url: t.url.as_ref().map(|u| u.get_ref().trim_end_matches('/').to_owned()),
+            url: t
+                .url
+                .as_ref()
+                .map(|u| u.get_ref().trim_end_matches('/').to_owned()),
             agent,
         });
     }
@@ -587,7 +606,10 @@ fn build_flows<'a>(
             }
         }
         if f.steps.is_empty() {
-            cx.err(f.name.span(), format!("flow `{}` has no steps", f.name.get_ref()));
+            cx.err(
+                f.name.span(),
+                format!("flow `{}` has no steps", f.name.get_ref()),
+            );
         }
         // Variables: captured by an earlier step of this flow, or given to every user.
         let mut known: Vec<String> = vec!["vu".into()];
@@ -674,7 +696,10 @@ fn step(cx: &mut Ctx<'_>, s: &raw::Step) -> Option<Step> {
     if !path_text.get_ref().starts_with('/') {
         cx.err(
             path_text.span(),
-            format!("`path` starts with / (it is joined to the target's URL), not `{}`", path_text.get_ref()),
+            format!(
+                "`path` starts with / (it is joined to the target's URL), not `{}`",
+                path_text.get_ref()
+            ),
         );
         return None;
     }
@@ -693,7 +718,10 @@ fn step(cx: &mut Ctx<'_>, s: &raw::Step) -> Option<Step> {
     };
     for code in &s.expect {
         if !(100..=599).contains(code) {
-            cx.err(s.name.span(), format!("`expect` holds {code}, which is not an HTTP status"));
+            cx.err(
+                s.name.span(),
+                format!("`expect` holds {code}, which is not an HTTP status"),
+            );
             return None;
         }
     }
@@ -748,7 +776,10 @@ fn load_plan(
         raw::ModelKind::Open => {
             let schedule = match (l.rate, l.stages.is_empty()) {
                 (Some(_), false) => {
-                    cx.err(at.clone(), "[load] has both `rate` and `stages`: choose one");
+                    cx.err(
+                        at.clone(),
+                        "[load] has both `rate` and `stages`: choose one",
+                    );
                     return None;
                 }
                 (None, true) => {
@@ -760,7 +791,10 @@ fn load_plan(
                 }
                 (Some(r), true) => {
                     if !(r > 0.0 && r.is_finite()) {
-                        cx.err(at.clone(), format!("[load] `rate` must be above zero, not {r}"));
+                        cx.err(
+                            at.clone(),
+                            format!("[load] `rate` must be above zero, not {r}"),
+                        );
                         return None;
                     }
                     Schedule::constant(r, duration)
@@ -770,7 +804,10 @@ fn load_plan(
                     for s in &l.stages {
                         let d = cx.duration(&s.duration, "a stage's `duration`")?;
                         if !(s.target >= 0.0 && s.target.is_finite()) {
-                            cx.err(s.duration.span(), "a stage's `target` must be zero or above");
+                            cx.err(
+                                s.duration.span(),
+                                "a stage's `target` must be zero or above",
+                            );
                             return None;
                         }
                         stages.push(Stage {

@@ -91,7 +91,11 @@ impl Conn {
     }
 
     /// Sends one request and reads the whole answer: its status and body.
-    pub async fn request(&mut self, ep: &Endpoint, t: &Req) -> Result<(StatusCode, Bytes), ErrorKind> {
+    pub async fn request(
+        &mut self,
+        ep: &Endpoint,
+        t: &Req,
+    ) -> Result<(StatusCode, Bytes), ErrorKind> {
         let result = tokio::time::timeout(ep.timeout, self.exchange(ep, t)).await;
         match result {
             Ok(Ok(r)) => Ok(r),

@@ -111,10 +111,7 @@ impl Template {
                     }
                 }
                 Piece::Seq => {
-                    let n = scope
-                        .seq
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                        + 1;
+                    let n = scope.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                     let _ = write!(out, "{n}");
                 }
                 Piece::RandomInt(a, b) => {
@@ -215,6 +212,11 @@ mod tests {
                 .message
                 .contains("not an expression")
         );
-        assert!(Template::parse("{{}}").unwrap_err().message.contains("empty"));
+        assert!(
+            Template::parse("{{}}")
+                .unwrap_err()
+                .message
+                .contains("empty")
+        );
     }
 }

@@ -93,8 +93,16 @@ async fn bring_up(exp: &Experiment, opts: &Options) -> anyhow::Result<Live> {
                 },
                 topology.services.len()
             );
+            // The runner knows where the entrypoint is: a free port, never a fixed one
+            // (runs side by side, and beside a `faultline up`, must not collide).
+            let mut topology = (**topology).clone();
+            if let Some(ep) = topology.entrypoint.clone()
+                && let Some(svc) = topology.service_mut(&ep)
+            {
+                svc.port = 0;
+            }
             let agent = match Agent::start(AgentOptions {
-                topology: (**topology).clone(),
+                topology: topology.clone(),
                 run_dir,
                 bin_path: faultline_agent::agent::beside_current_exe(),
                 proxies: true,
@@ -186,7 +194,10 @@ async fn endpoint(base: &str, timeout: Duration) -> anyhow::Result<Endpoint> {
 /// Phases of the run in whole seconds: baseline, each lasting fault, recovery.
 fn phases(exp: &Experiment, seconds: usize) -> Vec<Phase> {
     let mut out = Vec::new();
-    let first = exp.faults.first().map_or(seconds, |f| f.at.as_secs() as usize);
+    let first = exp
+        .faults
+        .first()
+        .map_or(seconds, |f| f.at.as_secs() as usize);
     out.push(Phase {
         name: "baseline".into(),
         start_s: 0,
@@ -357,7 +368,9 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
     }
     let windows = Windows::scaled(exp.duration);
     if !failures.is_empty() {
-        return Ok(empty_report(exp, live, started_ms, failures, checks, windows));
+        return Ok(empty_report(
+            exp, live, started_ms, failures, checks, windows,
+        ));
     }
 
     let stop = CancellationToken::new();
@@ -393,7 +406,12 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
     );
     let t0 = Instant::now();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Snapshot>(1024);
-    let load_task = tokio::spawn(load::run(spec, Duration::from_secs(1), Some(tx), stop.clone()));
+    let load_task = tokio::spawn(load::run(
+        spec,
+        Duration::from_secs(1),
+        Some(tx),
+        stop.clone(),
+    ));
     let timeline = live.agent.clone().map(|client| {
         tokio::spawn(timeline::run(
             client,
@@ -507,7 +525,10 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
     // After: drain, invariants, steady state (the system may need a moment to settle).
     if status != RunStatus::Interrupted {
         if let (true, Some(client)) = (exp.checks.invariants, &live.agent) {
-            eprintln!("draining the queues (at most {})...", humantime::format_duration(exp.checks.drain_timeout));
+            eprintln!(
+                "draining the queues (at most {})...",
+                humantime::format_duration(exp.checks.drain_timeout)
+            );
             let drained = checks::drain(client, &http, exp.checks.drain_timeout).await;
             let acknowledged: BTreeSet<String> = summary
                 .history
@@ -515,7 +536,9 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
                 .map(|v| v.iter().cloned().collect())
                 .unwrap_or_default();
             checks.push(drained);
-            checks.extend(checks::invariants(client, &http, &acknowledged, Duration::from_secs(10)).await);
+            checks.extend(
+                checks::invariants(client, &http, &acknowledged, Duration::from_secs(10)).await,
+            );
         }
         for p in &exp.steady_state {
             let deadline = Instant::now() + Duration::from_secs(10);

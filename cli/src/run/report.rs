@@ -161,7 +161,12 @@ impl Report {
             case(format!("slo: {}", e.name), e.met, message, "slo");
         }
         for c in &self.checks {
-            case(format!("check: {}", c.name), c.passed, c.detail.clone(), "check");
+            case(
+                format!("check: {}", c.name),
+                c.passed,
+                c.detail.clone(),
+                "check",
+            );
         }
         for f in &self.faults {
             let ok = f.error.is_none();
@@ -210,8 +215,14 @@ impl Report {
         let _ = writeln!(
             m,
             "**Load** ({}): {} iterations, {} requests ({:.1}/s), {} dropped; latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms.\n",
-            l.model, l.iterations, l.requests, l.requests_per_s, l.dropped,
-            l.latency_ms.p50, l.latency_ms.p99, l.latency_ms.max
+            l.model,
+            l.iterations,
+            l.requests,
+            l.requests_per_s,
+            l.dropped,
+            l.latency_ms.p50,
+            l.latency_ms.p99,
+            l.latency_ms.max
         );
         if !self.slos.is_empty() {
             m.push_str("### SLOs\n\n| SLO | objective | SLI | budget left | max burn (short / long) | verdict |\n|---|---|---|---|---|---|\n");
@@ -277,10 +288,10 @@ impl Report {
                     f.planned_at_s,
                     f.planned_duration_s
                         .map_or(String::new(), |d| format!(" for {d:.0} s")),
-                    f.applied_at_s.map_or(
-                        f.error.clone().unwrap_or("-".into()),
-                        |v| format!("{v:.1} s")
-                    ),
+                    f.applied_at_s
+                        .map_or(f.error.clone().unwrap_or("-".into()), |v| format!(
+                            "{v:.1} s"
+                        )),
                     f.healed_at_s.map_or("-".into(), |v| format!("{v:.1} s")),
                     dr.join("; ")
                 );

@@ -1,0 +1,499 @@
+//! `faultline run` and `faultline demo` as a CI job runs them: real binaries, the real
+//! shop, real faults; the verdict read from the exit code and the reports.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use faultline_tests::{Up, bin, wait_until};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+struct Dir {
+    dir: tempfile::TempDir,
+}
+
+impl Dir {
+    fn new() -> Dir {
+        Dir {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+}
+
+fn faultline(d: &Dir, args: &[&str]) -> Command {
+    let mut c = Command::new(bin("faultline"));
+    c.env("FAULTLINE_HOME", d.home()).args(args);
+    c
+}
+
+fn run(d: &Dir, args: &[&str]) -> Output {
+    faultline(d, args).output().expect("run faultline")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn report(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap()
+}
+
+fn active_faults(agent: &str) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = reqwest::blocking::Client::new()
+        .get(format!("{agent}/v1/faults"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    v["faults"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn run_judges_a_gameday_and_writes_its_reports() {
+    let d = Dir::new();
+    let file = d.write(
+        "gameday.toml",
+        r#"
+name = "kill-and-poison"
+description = "an orders replica down for 4 s, poison in the payments queue"
+seed = 3
+duration = "12s"
+
+[load]
+rate = 40
+users = 16
+workload = "shop"
+
+[[slo]]
+name = "availability"
+objective = "availability>=95"
+
+[[slo]]
+objective = "latency<1s>=90"
+step = "create order"
+
+[[faults]]
+at = "3s"
+duration = "4s"
+kind = "kill"
+target = "orders-1"
+hold = true
+
+[[faults]]
+at = "5s"
+kind = "poison"
+target = "payments"
+count = 3
+
+[[steady_state]]
+path = "/api/v1/products/1"
+"#,
+    );
+    let out_dir = d.path("out");
+    let junit = d.path("ci/junit.xml");
+    let out = run(
+        &d,
+        &[
+            "run",
+            file.to_str().unwrap(),
+            "--report",
+            out_dir.to_str().unwrap(),
+            "--junit",
+            junit.to_str().unwrap(),
+        ],
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains("PASSED"), "{stdout}");
+    // Not a terminal: plain progress lines.
+    assert!(
+        stderr.contains("t=   5s/12s") || stderr.contains("t=   6s/12s"),
+        "{stderr}"
+    );
+
+    let r = report(&out_dir);
+    assert_eq!(r["status"], "completed");
+    assert_eq!(r["passed"], true);
+    assert_eq!(r["seed"], 3);
+    let seconds = r["seconds"].as_array().unwrap().len();
+    assert!((12..=13).contains(&seconds), "{seconds} per-second rows");
+    let faults = r["faults"].as_array().unwrap();
+    assert_eq!(faults.len(), 2);
+    let kill = &faults[0];
+    assert_eq!(kill["label"], "kill orders-1");
+    let applied = kill["applied_at_s"].as_f64().unwrap();
+    let healed = kill["healed_at_s"].as_f64().unwrap();
+    assert!((2.9..3.8).contains(&applied), "applied at {applied}");
+    assert!((6.9..7.8).contains(&healed), "healed at {healed}");
+    let phases: Vec<&str> = r["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        ["baseline", "kill orders-1", "poison payments", "recovery"]
+    );
+    let slos = r["slos"].as_array().unwrap();
+    assert_eq!(slos[1]["name"], "create order latency<1s>=90");
+    assert_eq!(slos[1]["step"], "create order");
+    assert!(slos[1]["total"].as_u64().unwrap() > 0);
+    let acked = r["load"]["recorded"]["order_id"].as_u64().unwrap();
+    assert!(acked > 10, "{acked} orders acknowledged");
+    let checks: Vec<(&str, bool)> = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["passed"].as_bool().unwrap()))
+        .collect();
+    for name in [
+        "queues drained",
+        "no acknowledged order lost",
+        "every order terminal",
+        "no order charged twice",
+        "dead letter queues hold only injected poison",
+        "steady state after: GET /api/v1/products/1",
+    ] {
+        assert!(checks.contains(&(name, true)), "{name} in {checks:?}");
+    }
+    let dlq = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "dead letter queues hold only injected poison")
+        .unwrap();
+    assert_eq!(dlq["detail"], "3 poison messages, nothing else");
+
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains(r#"<testcase name="slo: availability""#),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(r#"<testcase name="check: no acknowledged order lost""#),
+        "{xml}"
+    );
+    assert!(!xml.contains("<failure"), "{xml}");
+    assert_eq!(
+        xml,
+        std::fs::read_to_string(out_dir.join("junit.xml")).unwrap()
+    );
+    let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(md.contains("| kill orders-1 | 3 s for 4 s |"), "{md}");
+}
+
+#[test]
+fn a_missed_objective_fails_the_run_and_says_why() {
+    let d = Dir::new();
+    let file = d.write(
+        "failing.toml",
+        r#"
+name = "cdn-aborts"
+duration = "8s"
+
+[load]
+rate = 50
+users = 16
+[[load.flows]]
+name = "view"
+steps = [{ name = "product", path = "/api/v1/products/{{random_int 1 1000}}" }]
+
+[[slo]]
+name = "availability"
+objective = "availability>=99.9"
+
+[[faults]]
+at = "2s"
+duration = "4s"
+kind = "http-abort"
+target = "gateway->cdn"
+status = 503
+percent = 100
+"#,
+    );
+    let out_dir = d.path("out");
+    let out = run(
+        &d,
+        &[
+            "run",
+            file.to_str().unwrap(),
+            "--report",
+            out_dir.to_str().unwrap(),
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("FAILED"), "{stdout}");
+    let r = report(&out_dir);
+    assert_eq!(r["passed"], false);
+    assert_eq!(r["status"], "completed");
+    let failures = r["failures"].as_array().unwrap();
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.as_str().unwrap().starts_with("SLO `availability` missed")),
+        "{failures:?}"
+    );
+    // The damage sits in the fault's phase, and the SLO noticed it.
+    let slo = &r["slos"][0];
+    let phases = slo["phases"].as_array().unwrap();
+    let baseline = phases[0]["sli"].as_f64().unwrap();
+    let during = phases[1]["sli"].as_f64().unwrap();
+    assert!(baseline > 0.999, "baseline {baseline}");
+    assert!(during < 0.5, "during the fault {during}");
+    let ttd = slo["faults"][0]["time_to_detect_s"].as_u64();
+    assert!(ttd.is_some_and(|t| t <= 2), "time to detect {ttd:?}");
+    let xml = std::fs::read_to_string(out_dir.join("junit.xml")).unwrap();
+    assert!(
+        xml.contains(r#"<failure message="SLI "#),
+        "a failure with the reason: {xml}"
+    );
+    // No invariant checks without the bundled workload's orders? They run: the target is
+    // the bundled shop; with no orders placed, nothing can be lost.
+    assert!(
+        r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["passed"] == true)
+    );
+}
+
+fn experiment_against(agent: &str, body: &str) -> String {
+    format!(
+        r#"
+name = "against-a-running-agent"
+duration = "40s"
+
+[target]
+agent = "{agent}"
+
+[load]
+rate = 20
+users = 8
+[[load.flows]]
+name = "view"
+steps = [{{ name = "product", path = "/api/v1/products/{{{{random_int 1 1000}}}}" }}]
+
+[checks]
+invariants = false
+{body}
+"#
+    )
+}
+
+#[test]
+fn an_abort_guard_stops_the_run_and_every_fault_is_healed() {
+    let up = Up::start(&[], &[]);
+    let d = Dir::new();
+    let file = d.write(
+        "abort.toml",
+        &experiment_against(
+            &up.agent,
+            r#"
+[[slo]]
+name = "availability"
+objective = "availability>=99"
+
+[[faults]]
+at = "2s"
+duration = "30s"
+kind = "http-abort"
+target = "gateway->cdn"
+status = 500
+
+[[abort]]
+slo = "availability"
+burn_rate = 10
+for = "2s"
+"#,
+        ),
+    );
+    let out_dir = d.path("out");
+    let started = std::time::Instant::now();
+    let out = run(
+        &d,
+        &[
+            "run",
+            file.to_str().unwrap(),
+            "--report",
+            out_dir.to_str().unwrap(),
+        ],
+    );
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        took < Duration::from_secs(20),
+        "the guard stopped it: {took:?}"
+    );
+    // Healed by the runner itself, not by a lapsing lease: nothing is left now.
+    assert_eq!(active_faults(&up.agent), Vec::<serde_json::Value>::new());
+    let r = report(&out_dir);
+    assert_eq!(r["status"], "aborted");
+    assert!(
+        r["failures"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("abort: SLO `availability` burned its budget"),
+        "{}",
+        r["failures"]
+    );
+    assert!(r["faults"][0]["healed_at_s"].as_f64().is_some());
+}
+
+/// Starts a run against `up`'s agent with one long fault and waits until the agent has
+/// applied it.
+fn start_long_fault_run(up: &Up, d: &Dir) -> Child {
+    let file = d.write(
+        "long.toml",
+        &experiment_against(
+            &up.agent,
+            r#"
+[[faults]]
+at = "1s"
+duration = "35s"
+kind = "latency"
+target = "payments->bank"
+delay = "50ms"
+"#,
+        ),
+    );
+    let child = faultline(
+        d,
+        &[
+            "run",
+            file.to_str().unwrap(),
+            "--report",
+            d.path("out").to_str().unwrap(),
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || active_faults(&up.agent).len()
+            == 1),
+        "the run applied its fault"
+    );
+    child
+}
+
+#[test]
+fn a_sigkilled_run_leaves_faults_that_heal_when_their_lease_lapses() {
+    let up = Up::start(&[], &[]);
+    let d = Dir::new();
+    let mut child = start_long_fault_run(&up, &d);
+    let fault = active_faults(&up.agent).remove(0);
+    // The runner leases for at most 15 s and renews; killed, it renews no more.
+    let lease_ms = fault["expires_ms"].as_u64().unwrap() - fault["applied_ms"].as_u64().unwrap();
+    assert!(lease_ms <= 15_500, "lease {lease_ms} ms");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+    let killed = std::time::Instant::now();
+    assert_eq!(active_faults(&up.agent).len(), 1, "nobody healed it yet");
+    assert!(
+        wait_until(Duration::from_secs(20), || active_faults(&up.agent)
+            .is_empty()),
+        "the agent healed the fault when its lease lapsed"
+    );
+    // Well before the fault's planned 35 s: the lease, not the plan, ended it.
+    assert!(killed.elapsed() < Duration::from_secs(17));
+}
+
+#[test]
+fn sigterm_heals_at_once_and_reports_the_run_interrupted() {
+    let up = Up::start(&[], &[]);
+    let d = Dir::new();
+    let mut child = start_long_fault_run(&up, &d);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(active_faults(&up.agent), Vec::<serde_json::Value>::new());
+    let r = report(&d.path("out"));
+    assert_eq!(r["status"], "interrupted");
+    assert!(r["elapsed_s"].as_f64().unwrap() < 30.0);
+}
+
+#[test]
+fn a_bad_file_is_refused_before_anything_starts() {
+    let d = Dir::new();
+    let file = d.write(
+        "bad.toml",
+        "name = \"x\"\nduration = \"10s\"\n[load]\nrate = 5\nworkload = \"shop\"\n\n[[faults]]\nat = \"1s\"\nduration = \"2s\"\nkind = \"pause\"\ntarget = \"orderz\"\n",
+    );
+    let out = run(&d, &["run", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:11:10: no service or replica `orderz`",
+            file.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!d.home().exists(), "no run directory was made");
+}
+
+#[test]
+fn the_demo_passes_on_the_bundled_shop() {
+    let d = Dir::new();
+    let out_dir = d.path("out");
+    let out = run(&d, &["demo", "--report", out_dir.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    let r = report(&out_dir);
+    assert_eq!(r["experiment"], "demo");
+    let labels: Vec<&str> = r["faults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "kill orders-2",
+            "latency payments->bank",
+            "queue-partition payments",
+            "poison payments"
+        ]
+    );
+    assert!(
+        r["faults"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["error"].is_null() && f["healed_at_s"].is_number())
+    );
+}
