@@ -871,3 +871,194 @@ fn load_plan(
 pub fn schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(raw::Experiment)).expect("schemas serialise")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_text(text: &str) -> Result<Experiment, Problems> {
+        parse("x.toml", text, Path::new("."), &Overrides::default())
+    }
+
+    const HEAD: &str = "name = \"t\"\nduration = \"60s\"\n[load]\nrate = 10\nworkload = \"shop\"\n";
+
+    #[test]
+    fn the_committed_schema_is_the_generated_one() {
+        let committed: serde_json::Value =
+            serde_json::from_str(include_str!("../../../schemas/experiment.schema.json")).unwrap();
+        assert_eq!(
+            committed,
+            schema(),
+            "schemas/experiment.schema.json is stale: run `faultline schema > schemas/experiment.schema.json`"
+        );
+    }
+
+    #[test]
+    fn the_demo_and_the_shop_workload_load() {
+        let e = parse(DEMO_NAME, DEMO, Path::new("."), &Overrides::default()).unwrap();
+        assert_eq!(e.name, "demo");
+        assert_eq!(e.faults.len(), 4);
+        assert!(
+            e.checks.invariants,
+            "the bundled shop is checked by default"
+        );
+        let names: Vec<&str> = e.load.flows.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "list products",
+                "view product",
+                "login",
+                "home",
+                "create order",
+                "order status",
+                "recent orders"
+            ]
+        );
+        let login = &e.load.flows.steps[2];
+        assert!(login.once);
+        assert_eq!(e.load.flows.flows.len(), 5);
+        // `--seed` wins over the file.
+        let seeded = parse(
+            DEMO_NAME,
+            DEMO,
+            Path::new("."),
+            &Overrides {
+                seed: Some(9),
+                agent: None,
+            },
+        )
+        .unwrap();
+        assert_eq!((e.seed, seeded.seed), (42, 9));
+    }
+
+    #[test]
+    fn every_fault_kind_of_the_agent_can_be_written() {
+        let faults = [
+            ("kill", "orders-2", "hold = true\nduration = \"5s\""),
+            ("terminate", "orders", ""),
+            ("pause", "content-1", "duration = \"5s\""),
+            ("restart", "auth-1", ""),
+            (
+                "latency",
+                "payments->bank",
+                "delay = \"200ms\"\njitter = \"20ms\"\nduration = \"5s\"",
+            ),
+            (
+                "bandwidth",
+                "gateway->cdn",
+                "rate = 10000\nduration = \"5s\"",
+            ),
+            (
+                "blackhole",
+                "orders->broker",
+                "close_after = \"1s\"\nduration = \"5s\"",
+            ),
+            (
+                "reset",
+                "orders->broker-1",
+                "after = \"10ms\"\nduration = \"5s\"",
+            ),
+            (
+                "slicer",
+                "cdn->content",
+                "average_size = 10\ndelay = \"50us\"\nduration = \"5s\"",
+            ),
+            (
+                "slow-close",
+                "cdn->content",
+                "delay = \"1s\"\nduration = \"5s\"",
+            ),
+            (
+                "limit-data",
+                "cdn->content",
+                "bytes = 100\nduration = \"5s\"",
+            ),
+            (
+                "http-abort",
+                "gateway->cdn",
+                "status = 503\npercent = 50\npath = \"/api/v1/products\"\nduration = \"5s\"",
+            ),
+            (
+                "http-delay",
+                "gateway->api",
+                "delay = \"300ms\"\nduration = \"5s\"",
+            ),
+            (
+                "partition",
+                "orders",
+                "with = \"broker\"\nduration = \"5s\"",
+            ),
+            ("zone-outage", "b", "duration = \"5s\""),
+            ("poison", "payments", "count = 5"),
+            (
+                "queue-partition",
+                "payments",
+                "side = \"producers\"\nduration = \"5s\"",
+            ),
+        ];
+        assert_eq!(
+            faults.len(),
+            faultline_agent::faults::FaultSpec::KINDS.len()
+        );
+        let mut text = HEAD.to_owned();
+        for (kind, target, params) in faults {
+            text.push_str(&format!(
+                "\n[[faults]]\nat = \"10s\"\nkind = \"{kind}\"\ntarget = \"{target}\"\n{params}\n"
+            ));
+        }
+        let e = parse_text(&text).unwrap_or_else(|p| panic!("{p}"));
+        let kinds: Vec<&str> = e.faults.iter().map(|f| f.request.spec.kind()).collect();
+        assert_eq!(kinds.len(), 17);
+        let slicer = e
+            .faults
+            .iter()
+            .find(|f| f.request.spec.kind() == "slicer")
+            .unwrap();
+        assert!(
+            matches!(
+                slicer.request.spec,
+                faultline_agent::faults::FaultSpec::Slicer { delay_us: 50, .. }
+            ),
+            "{:?}",
+            slicer.request.spec
+        );
+        let latency = e
+            .faults
+            .iter()
+            .find(|f| f.label == "latency payments->bank")
+            .unwrap();
+        assert_eq!(latency.duration, Some(Duration::from_secs(5)));
+        assert!(latency.request.seed.is_some(), "fault draws are seeded");
+    }
+
+    #[test]
+    fn problems_are_all_reported_with_their_place() {
+        let text = format!(
+            "{HEAD}\n[[slo]]\nobjective = \"availability>=99\"\n[[abort]]\nslo = \"avail\"\nburn_rate = 10\n\n[[faults]]\nat = \"5s\"\nduration = \"5s\"\nkind = \"latency\"\ntarget = \"bank->payments\"\ndelay = \"5ms\"\n"
+        );
+        let p = parse_text(&text).unwrap_err();
+        let lines: Vec<String> = p.0.iter().map(|e| e.to_string()).collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].starts_with("x.toml:10:7: no SLO named `avail`; SLOs are: availability>=99"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with("x.toml:17:10: no edge `bank->payments`; bank calls: nothing"),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn a_url_target_without_an_agent_cannot_have_faults() {
+        let text = "name = \"t\"\nduration = \"10s\"\n[target]\nurl = \"http://127.0.0.1:9\"\n[load]\nrate = 1\n[[load.flows]]\nname = \"f\"\nsteps = [{ name = \"a\", path = \"/\" }]\n[[faults]]\nat = \"1s\"\nkind = \"restart\"\ntarget = \"x\"\n";
+        let p = parse_text(text).unwrap_err().to_string();
+        assert!(p.contains("x.toml:10:1: faults need an agent"), "{p}");
+        // Without faults it is a plain load test, with no invariant checks by default.
+        let text = text.split("[[faults]]").next().unwrap();
+        let e = parse_text(text).unwrap();
+        assert!(!e.checks.invariants);
+        assert!(matches!(e.target, TargetSpec::Running { agent: None, .. }));
+    }
+}
