@@ -1,6 +1,7 @@
 //! `faultline run` and `faultline demo` as a CI job runs them: real binaries, the real
 //! shop, real faults; the verdict read from the exit code and the reports.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -427,11 +428,11 @@ fn a_sigkilled_run_leaves_faults_that_heal_when_their_lease_lapses() {
 }
 
 #[test]
-fn sigterm_heals_at_once_and_reports_the_run_interrupted() {
+fn sigint_heals_at_once_and_reports_the_run_interrupted() {
     let up = Up::start(&[], &[]);
     let d = Dir::new();
     let mut child = start_long_fault_run(&up, &d);
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(1));
     assert_eq!(active_faults(&up.agent), Vec::<serde_json::Value>::new());
@@ -496,4 +497,182 @@ fn the_demo_passes_on_the_bundled_shop() {
             .iter()
             .all(|f| f["error"].is_null() && f["healed_at_s"].is_number())
     );
+}
+
+/// Reads the `ready:` line the runner prints when it started the system itself.
+fn ready_agent(stderr: &mut impl std::io::BufRead) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "no ready line");
+        if let Some(rest) = line.strip_prefix("ready: ") {
+            return rest
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("agent="))
+                .unwrap()
+                .to_owned();
+        }
+    }
+}
+
+#[test]
+fn sigterm_of_a_run_that_started_the_shop_leaves_no_process_behind() {
+    let d = Dir::new();
+    let file = d.write(
+        "long.toml",
+        r#"
+name = "long"
+duration = "60s"
+[load]
+rate = 20
+workload = "shop"
+[[faults]]
+at = "1s"
+duration = "50s"
+kind = "pause"
+target = "content-1"
+"#,
+    );
+    let mut child = faultline(&d, &["run", file.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let agent = ready_agent(&mut stderr);
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    assert!(wait_until(Duration::from_secs(20), || active_faults(
+        &agent
+    )
+    .len()
+        == 1));
+    let status: serde_json::Value = reqwest::blocking::get(format!("{agent}/v1/status"))
+        .unwrap()
+        .json()
+        .unwrap();
+    let pids: Vec<u32> = status["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["pid"].as_u64().map(|p| p as u32))
+        .collect();
+    assert_eq!(pids.len(), 21);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+    let left: Vec<u32> = pids
+        .into_iter()
+        .filter(|p| faultline_tests::alive(*p))
+        .collect();
+    assert!(left.is_empty(), "replicas left running: {left:?}");
+}
+
+/// Runs `experiment` against the bundled shop with `env` (the runner passes its
+/// environment to every replica) and returns the checks of its report by name.
+fn checks_of(env: &[(&str, &str)], experiment: &str) -> BTreeMap<String, (bool, String)> {
+    let d = Dir::new();
+    let file = d.write("x.toml", experiment);
+    let out_dir = d.path("out");
+    let out = faultline(
+        &d,
+        &[
+            "run",
+            file.to_str().unwrap(),
+            "--report",
+            out_dir.to_str().unwrap(),
+        ],
+    )
+    .envs(env.iter().copied())
+    .output()
+    .unwrap();
+    let r = report(&out_dir);
+    assert!(
+        out.status.code() == Some(if r["passed"] == true { 0 } else { 1 }),
+        "{}",
+        text(&out.stderr)
+    );
+    r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_owned(),
+                (
+                    c["passed"] == true,
+                    c["detail"].as_str().unwrap().to_owned(),
+                ),
+            )
+        })
+        .collect()
+}
+
+const ORDERS_ONLY: &str = r#"
+[load.pool]
+count = 100
+username = "user{{n}}"
+password = "pass{{n}}"
+[[load.flows]]
+name = "order"
+[[load.flows.steps]]
+name = "login"
+once = true
+method = "POST"
+path = "/api/v1/auth/login"
+headers = { content-type = "application/json" }
+body = '{"username":"{{username}}","password":"{{password}}"}'
+capture = { token = "token" }
+[[load.flows.steps]]
+name = "create order"
+method = "POST"
+path = "/api/v1/orders"
+headers = { authorization = "Bearer {{token}}", content-type = "application/json", idempotency-key = "{{uuid}}" }
+body = '{"items":[{"product_id":{{random_int 1 50}},"quantity":1}]}'
+expect = [201]
+capture = { order_id = "order_id" }
+record = "order_id"
+"#;
+
+#[test]
+fn the_checker_catches_lost_orders_when_the_store_does_not_fsync() {
+    let experiment = format!(
+        "name = \"no-fsync\"\nduration = \"8s\"\n[load]\nrate = 150\nusers = 32\n{ORDERS_ONLY}\n[[faults]]\nat = \"4s\"\nkind = \"kill\"\ntarget = \"store-primary\"\n"
+    );
+    let checks = checks_of(&[("SHOP_UNSAFE_NO_FSYNC", "1")], &experiment);
+    let (passed, detail) = &checks["no acknowledged order lost"];
+    assert!(!passed, "{detail}");
+    assert!(
+        detail.contains("acknowledged orders are missing"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn the_checker_catches_stranded_orders_without_the_outbox() {
+    let experiment = format!(
+        "name = \"no-outbox\"\nduration = \"8s\"\n[load]\nrate = 40\nusers = 16\n{ORDERS_ONLY}\n[[faults]]\nat = \"2s\"\nduration = \"3s\"\nkind = \"kill\"\ntarget = \"broker\"\nhold = true\n[checks]\ndrain_timeout = \"10s\"\n"
+    );
+    let checks = checks_of(&[("SHOP_UNSAFE_NO_OUTBOX", "1")], &experiment);
+    let (passed, detail) = &checks["every order terminal"];
+    assert!(!passed, "{detail}");
+    assert!(detail.contains("still pending"), "{detail}");
+}
+
+#[test]
+fn the_checker_catches_double_charges_without_idempotency_keys() {
+    // The bank answers slowly, so payments holds messages mid-charge when it is killed;
+    // the broker redelivers them.
+    let experiment = format!(
+        "name = \"no-idempotency\"\nduration = \"8s\"\n[load]\nrate = 20\nusers = 16\n{ORDERS_ONLY}\n[[faults]]\nat = \"4s\"\nkind = \"kill\"\ntarget = \"payments\"\n"
+    );
+    let checks = checks_of(
+        &[
+            ("SHOP_UNSAFE_NO_IDEMPOTENCY", "1"),
+            ("SHOP_BANK_LATENCY", "1s"),
+            ("SHOP_BROKER_VISIBILITY", "2s"),
+        ],
+        &experiment,
+    );
+    let (passed, detail) = &checks["no order charged twice"];
+    assert!(!passed, "{detail}");
+    assert!(detail.contains("charged more than once"), "{detail}");
 }
