@@ -371,7 +371,7 @@ pub fn run_cmd(args: Args) -> anyhow::Result<Exit> {
             while let Some(snap) = rx.recv().await {
                 let snap: crate::load::Snapshot = snap;
                 for (o, secs) in objectives.iter().zip(per_second.iter_mut()) {
-                    secs.push(slo::counts(&o.kind, &snap.stats));
+                    secs.push(slo::counts(&o.kind, &snap.stats, &[]));
                 }
                 window.merge(&snap.stats);
                 dropped += snap.dropped;

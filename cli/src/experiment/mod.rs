@@ -75,6 +75,8 @@ pub struct Slo {
     pub objective: Objective,
     /// Index into the flows' steps, when the SLO judges one step.
     pub step: Option<usize>,
+    /// Availability: statuses below 500 that count as bad too.
+    pub also_bad: Vec<u16>,
 }
 
 #[derive(Debug, Clone)]
@@ -341,10 +343,25 @@ pub fn parse(
                 format!("two SLOs are named `{name}`: give one a `name`"),
             );
         }
+        if !s.also_bad.is_empty() && !matches!(objective.kind, crate::slo::SliKind::Availability) {
+            cx.err(
+                s.objective.span(),
+                "`also_bad` belongs to availability objectives",
+            );
+        }
+        if let Some(code) = s.also_bad.iter().find(|c| !(100..=499).contains(*c)) {
+            cx.err(
+                s.objective.span(),
+                format!(
+                    "`also_bad` lists statuses from 100 to 499 (5xx are bad already), not {code}"
+                ),
+            );
+        }
         slos.push(Slo {
             name,
             objective,
             step,
+            also_bad: s.also_bad.clone(),
         });
     }
 

@@ -189,6 +189,10 @@ pub struct Slo {
     /// Judge only this step's requests.
     #[schemars(with = "Option<String>")]
     pub step: Option<Spanned<String>>,
+    /// Availability: answers below 500 that count as bad too, like [429] when being
+    /// rate limited is an outage for your users.
+    #[serde(default)]
+    pub also_bad: Vec<u16>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

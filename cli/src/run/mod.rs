@@ -235,7 +235,7 @@ fn slo_counts(exp: &Experiment, snap: &Snapshot) -> Vec<Counts> {
                 Some(i) => snap.steps.get(i).unwrap_or(&snap.stats),
                 None => &snap.stats,
             };
-            slo::counts(&s.objective.kind, stats)
+            slo::counts(&s.objective.kind, stats, &s.also_bad)
         })
         .collect()
 }

@@ -37,16 +37,17 @@ impl Counts {
 }
 
 /// The counts an SLI takes from one interval's statistics. Availability: good is any
-/// answer below 500 (errors and timeouts are bad). Latency: good is a request answered
-/// within the threshold (measured from its intended send time).
-pub fn counts(kind: &SliKind, stats: &Stats) -> Counts {
+/// answer below 500 that is not in `also_bad` (errors and timeouts are bad). Latency:
+/// good is a request answered within the threshold (measured from its intended send
+/// time).
+pub fn counts(kind: &SliKind, stats: &Stats, also_bad: &[u16]) -> Counts {
     match kind {
         SliKind::Availability => {
             let total = stats.requests();
             let good = stats
                 .statuses
                 .iter()
-                .filter(|(s, _)| **s < 500)
+                .filter(|(s, _)| **s < 500 && !also_bad.contains(s))
                 .map(|(_, n)| n)
                 .sum();
             Counts { good, total }
@@ -468,6 +469,7 @@ mod tests {
                 threshold: Duration::from_millis(200),
             },
             &st,
+            &[],
         );
         assert_eq!(c, Counts { good: 3, total: 5 });
         *st.statuses.entry(503).or_default() += 1;
@@ -475,8 +477,14 @@ mod tests {
             .entry(crate::load::stats::ErrorKind::Timeout)
             .or_default() += 1;
         assert_eq!(
-            counts(&SliKind::Availability, &st),
+            counts(&SliKind::Availability, &st, &[]),
             Counts { good: 5, total: 7 }
+        );
+        // Being rate limited can count as an outage too.
+        *st.statuses.entry(429).or_default() += 2;
+        assert_eq!(
+            counts(&SliKind::Availability, &st, &[429]),
+            Counts { good: 5, total: 9 }
         );
     }
 }
