@@ -132,7 +132,7 @@ fn execute(exp: Experiment, c: &Common) -> anyhow::Result<Exit> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let opts = Options {
         agent_token: c.agent_token.clone(),
-        progress_every: None,
+        ..Options::default()
     };
     let report = match runtime.block_on(run::execute(&exp, &opts)) {
         Ok(r) => r,

@@ -39,6 +39,21 @@ impl Schedule {
         self.stages.iter().map(|s| s.duration).sum()
     }
 
+    /// The rate the schedule asks for at `t` from the start (0 past the end).
+    pub fn rate_at(&self, t: Duration) -> f64 {
+        let mut left = t.as_secs_f64();
+        let mut r0 = self.start_rate;
+        for s in &self.stages {
+            let d = s.duration.as_secs_f64();
+            if left < d {
+                return r0 + (s.target - r0) * left / d;
+            }
+            left -= d;
+            r0 = s.target;
+        }
+        0.0
+    }
+
     /// Sends due over the whole schedule.
     pub fn total(&self) -> f64 {
         let mut r0 = self.start_rate;
@@ -121,5 +136,8 @@ mod tests {
             ],
         );
         assert_eq!(s.due(550), Some(Duration::from_millis(10_500)));
+        assert_eq!(s.rate_at(Duration::from_secs(5)), 50.0);
+        assert_eq!(s.rate_at(Duration::from_millis(10_500)), 100.0);
+        assert_eq!(s.rate_at(Duration::from_secs(12)), 0.0);
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod checks;
 pub mod report;
+pub mod state;
 pub mod timeline;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,6 +32,7 @@ use crate::load::{self, LoadSpec, Model, Snapshot, Work};
 use crate::slo::{self, Counts, Phase, Windows};
 
 use self::checks::CheckResult;
+use self::state::{QueueNow, RunState, Stage};
 use self::report::{LoadTotals, Report, RunStatus, Second, SloFault, SloReport, StepTotals};
 
 /// Something that happened during the run, seconds from the start of the load.
@@ -41,13 +43,20 @@ pub struct Event {
     pub message: String,
 }
 
-/// The run's event log, shared by its parts; every event is also printed to stderr.
+/// The run's event log, shared by its parts; every event is also printed to stderr
+/// unless a live view shows them.
 #[derive(Clone, Default)]
-pub struct Events(Arc<Mutex<Vec<Event>>>);
+pub struct Events(Arc<Mutex<Vec<Event>>>, bool);
 
 impl Events {
+    pub fn new(quiet: bool) -> Self {
+        Events(Arc::default(), quiet)
+    }
+
     pub fn push(&self, t_s: f64, kind: &str, message: &str) {
-        eprintln!("[{t_s:>6.1}s] {message}");
+        if !self.1 {
+            eprintln!("[{t_s:>6.1}s] {message}");
+        }
         self.0.lock().unwrap().push(Event {
             t_s,
             kind: kind.to_owned(),
@@ -57,6 +66,10 @@ impl Events {
 
     fn take(&self) -> Vec<Event> {
         std::mem::take(&mut *self.0.lock().unwrap())
+    }
+
+    fn snapshot(&self) -> Vec<Event> {
+        self.0.lock().unwrap().clone()
     }
 }
 
@@ -75,6 +88,63 @@ pub struct Options {
     pub agent_token: Option<String>,
     /// Print a progress line this often (stderr).
     pub progress_every: Option<Duration>,
+    /// A live view renders the run: print nothing to stderr.
+    pub quiet: bool,
+    /// Where the run's state goes every second (the TUI).
+    pub live: Option<tokio::sync::watch::Sender<RunState>>,
+}
+
+/// What the observer last saw of the system.
+#[derive(Default)]
+struct Observed {
+    replicas: Vec<faultline_agent::supervisor::ReplicaStatus>,
+    faults: Vec<faultline_agent::faults::FaultInfo>,
+    queues: Vec<QueueNow>,
+}
+
+/// Polls the agent's status and the broker's queues every second until `stop`.
+async fn observe(
+    client: AgentClient,
+    http: reqwest::Client,
+    into: Arc<Mutex<Observed>>,
+    stop: CancellationToken,
+) {
+    loop {
+        if let Ok(status) = client.status().await {
+            let broker = status
+                .replicas
+                .iter()
+                .find(|r| r.service == "broker")
+                .map(|r| r.addr);
+            let queues = match broker {
+                Some(addr) => match http
+                    .get(format!("http://{addr}/v1/queues"))
+                    .timeout(Duration::from_secs(1))
+                    .send()
+                    .await
+                {
+                    Ok(r) => r
+                        .json::<serde_json::Value>()
+                        .await
+                        .ok()
+                        .and_then(|v| serde_json::from_value(v["queues"].clone()).ok())
+                        .unwrap_or_default(),
+                    Err(_) => Vec::new(),
+                },
+                None => Vec::new(),
+            };
+            let mut o = into.lock().unwrap();
+            o.replicas = status.replicas;
+            o.faults = status.faults;
+            if broker.is_none() || !queues.is_empty() {
+                o.queues = queues;
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
 }
 
 async fn bring_up(exp: &Experiment, opts: &Options) -> anyhow::Result<Live> {
@@ -319,6 +389,64 @@ fn totals(exp: &Experiment, summary: &load::Summary) -> LoadTotals {
     }
 }
 
+/// Brings the live state up to date with the seconds counted so far.
+#[allow(clippy::too_many_arguments)]
+fn update(
+    state: &mut RunState,
+    exp: &Experiment,
+    rows: &[Second],
+    per_slo: &[Vec<Counts>],
+    windows: Windows,
+    t0: Instant,
+    events: &Events,
+    observed: &Mutex<Observed>,
+) {
+    let t = t0.elapsed();
+    state.elapsed_s = t.as_secs_f64().min(exp.duration.as_secs_f64());
+    state.target_rate = match &exp.load.model {
+        LoadModel::Open { schedule, .. } => Some(schedule.rate_at(t)),
+        LoadModel::Closed { .. } => None,
+    };
+    state.seconds = rows.to_vec();
+    state.slos = exp
+        .slos
+        .iter()
+        .zip(per_slo)
+        .map(|(s, series)| slo::now(&s.name, s.objective.objective, series, windows))
+        .collect();
+    state.events = events.snapshot();
+    // Fault windows from the events: applied opens one, healed closes it.
+    let mut windows_now: Vec<(String, f64, Option<f64>)> = Vec::new();
+    for e in &state.events {
+        if let Some(label) = e.message.strip_prefix("applied: ") {
+            windows_now.push((label.to_owned(), e.t_s, None));
+        } else if let Some(label) = e.message.strip_prefix("healed: ")
+            && let Some(w) = windows_now
+                .iter_mut()
+                .find(|w| w.0 == label && w.2.is_none())
+        {
+            w.2 = Some(e.t_s);
+        }
+    }
+    let active: Vec<String> = windows_now
+        .iter()
+        .filter(|w| w.2.is_none())
+        .map(|w| w.0.split(" (").next().unwrap_or(&w.0).to_owned())
+        .collect();
+    state.phase = if !active.is_empty() {
+        active.join(", ")
+    } else if windows_now.is_empty() {
+        "baseline".into()
+    } else {
+        "recovery".into()
+    };
+    state.windows = windows_now;
+    let o = observed.lock().unwrap();
+    state.replicas = o.replicas.clone();
+    state.faults = o.faults.clone();
+    state.queues = o.queues.clone();
+}
+
 /// Waits for SIGINT or SIGTERM.
 async fn signalled() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -353,7 +481,30 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
         .build()
         .context("an HTTP client")?;
     let endpoint = endpoint(&live.base, exp.load.timeout).await?;
-    let events = Events::default();
+    let events = Events::new(opts.quiet);
+    let observed = Arc::new(Mutex::new(Observed::default()));
+    let observing = CancellationToken::new();
+    if let Some(client) = &live.agent {
+        tokio::spawn(observe(
+            client.clone(),
+            http.clone(),
+            observed.clone(),
+            observing.clone(),
+        ));
+    }
+    let mut state = RunState {
+        experiment: exp.name.clone(),
+        seed: exp.seed,
+        target: live.label.clone(),
+        duration_s: exp.duration.as_secs_f64(),
+        ..RunState::default()
+    };
+    let publish = |state: &RunState| {
+        if let Some(tx) = &opts.live {
+            tx.send_replace(state.clone());
+        }
+    };
+    publish(&state);
     let mut checks: Vec<CheckResult> = Vec::new();
     let mut failures = Vec::new();
 
@@ -396,15 +547,16 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
         connections: exp.load.users,
         count: None,
     };
-    eprintln!(
+    if !opts.quiet { eprintln!(
         "running `{}` for {} (seed {}): {} faults, {} SLOs",
         exp.name,
         humantime::format_duration(exp.duration),
         exp.seed,
         exp.faults.len(),
         exp.slos.len()
-    );
+    ); }
     let t0 = Instant::now();
+    state.stage = Stage::Running;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Snapshot>(1024);
     let load_task = tokio::spawn(load::run(
         spec,
@@ -444,6 +596,8 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
                     series.push(*c);
                 }
                 rows.push(second_row(exp, t, &snap, &counts));
+                update(&mut state, exp, &rows, &per_slo, windows, t0, &events, &observed);
+                publish(&state);
                 window.merge(&snap.stats);
                 window_dropped += snap.dropped;
                 // Abort guards: the SLO's short-window burn rate above the limit for
@@ -468,7 +622,7 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
                         stop.cancel();
                     }
                 }
-                if last_progress.elapsed() >= progress_every {
+                if !opts.quiet && last_progress.elapsed() >= progress_every {
                     let span = last_progress.elapsed().as_secs_f64();
                     let p = Percentiles::of(&window.latency);
                     let errs = window.requests() - window.statuses.iter().filter(|(c, _)| **c < 500).map(|(_, n)| n).sum::<u64>();
@@ -521,6 +675,10 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
             failures.push(format!("fault {}: {e}", f.label));
         }
     }
+
+    state.stage = Stage::Checking;
+    update(&mut state, exp, &rows, &per_slo, windows, t0, &events, &observed);
+    publish(&state);
 
     // After: drain, invariants, steady state (the system may need a moment to settle).
     if status != RunStatus::Interrupted {
@@ -611,6 +769,11 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
             ));
         }
     }
+    observing.cancel();
+    state.stage = Stage::Done;
+    state.passed = Some(failures.is_empty());
+    update(&mut state, exp, &rows, &per_slo, windows, t0, &events, &observed);
+    publish(&state);
     Ok(Report {
         experiment: exp.name.clone(),
         description: exp.description.clone(),

@@ -211,9 +211,57 @@ pub fn evaluate(
     }
 }
 
+/// An objective as it stands after the seconds so far: what live views show.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SloNow {
+    pub name: String,
+    pub objective: f64,
+    pub sli: Option<f64>,
+    /// Share of the error budget left (negative when overspent).
+    pub budget_remaining: f64,
+    /// Burn rates over the last short and long windows.
+    pub short_burn: f64,
+    pub long_burn: f64,
+    /// Both windows above the page factor (the workbook's multi-window alert).
+    pub alerting: bool,
+    /// The objective holds over the run so far.
+    pub met: bool,
+}
+
+/// The state of an objective after `seconds`.
+pub fn now(name: &str, objective: f64, seconds: &[Counts], windows: Windows) -> SloNow {
+    let mut all = Counts::default();
+    for s in seconds {
+        all.add(*s);
+    }
+    let (short_burn, long_burn) = match seconds.len() {
+        0 => (0.0, 0.0),
+        n => (
+            burn(window_sum(seconds, n - 1, windows.short_s), objective),
+            burn(window_sum(seconds, n - 1, windows.long_s), objective),
+        ),
+    };
+    let allowed_bad = (1.0 - objective) * all.total as f64;
+    let budget_remaining = if allowed_bad > 0.0 {
+        1.0 - all.bad() as f64 / allowed_bad
+    } else if all.bad() == 0 {
+        1.0
+    } else {
+        f64::NEG_INFINITY
+    };
+    SloNow {
+        name: name.to_owned(),
+        objective,
+        sli: all.ratio(),
+        budget_remaining,
+        short_burn,
+        long_burn,
+        alerting: short_burn > PAGE_BURN && long_burn > PAGE_BURN,
+        met: all.ratio().is_none_or(|r| r >= objective),
+    }
+}
+
 /// Seconds from `fault_start` until the short window first shows the objective broken.
-// The experiment runner (the rest of issue 5) reports it per fault; tested here already.
-#[allow(dead_code)]
 pub fn time_to_detect(
     seconds: &[Counts],
     objective: f64,
@@ -231,7 +279,6 @@ pub fn time_to_detect(
 
 /// Seconds from `heal` until the per-second SLI is back within objective and stays
 /// there for `settle` seconds (seconds without events count as within).
-#[allow(dead_code)]
 pub fn time_to_recover(
     seconds: &[Counts],
     objective: f64,
