@@ -9,6 +9,7 @@ mod experiment;
 mod load;
 mod run;
 mod slo;
+mod tui;
 
 use std::process::ExitCode;
 
@@ -38,6 +39,8 @@ enum Command {
     Run(Box<cmd::run::Args>),
     /// Run the demo gameday on the bundled shop.
     Demo(Box<cmd::run::DemoArgs>),
+    /// The live dashboard, attached to a running `faultline up`.
+    Tui(cmd::tui::Args),
     /// Validate experiment files without running them.
     Check(cmd::check::Args),
     /// Print the JSON Schema of experiment files.
@@ -62,9 +65,12 @@ fn main() -> ExitCode {
         Command::Load(args) => cmd::load::run_cmd(*args),
         Command::Run(args) => cmd::run::run(*args),
         Command::Demo(args) => cmd::run::demo(*args),
+        Command::Tui(args) => cmd::tui::run(args),
         Command::Check(args) => cmd::check::run(args),
         Command::Schema(args) => cmd::check::schema(args),
     };
+    // Whatever happened, the terminal is left as it was found.
+    tui::restore();
     match result {
         Ok(code) => code.into(),
         Err(e) => {

@@ -6,4 +6,5 @@ pub mod heal;
 pub mod load;
 pub mod run;
 pub mod status;
+pub mod tui;
 pub mod up;

@@ -58,6 +58,9 @@ pub struct Common {
     /// Print the report as JSON on stdout instead of the Markdown summary.
     #[arg(long)]
     pub json: bool,
+    /// No live dashboard, even on a terminal (progress lines on stderr instead).
+    #[arg(long)]
+    pub no_tui: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
@@ -129,12 +132,34 @@ fn write_reports(report: &Report, c: &Common) -> anyhow::Result<()> {
 }
 
 fn execute(exp: Experiment, c: &Common) -> anyhow::Result<Exit> {
+    use std::io::IsTerminal;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    let opts = Options {
+    let tui = !c.no_tui && !c.json && std::io::stdout().is_terminal();
+    let mut opts = Options {
         agent_token: c.agent_token.clone(),
         ..Options::default()
     };
-    let report = match runtime.block_on(run::execute(&exp, &opts)) {
+    let result = if tui {
+        let (tx, rx) = tokio::sync::watch::channel(crate::run::state::RunState::default());
+        let interrupt = tokio_util::sync::CancellationToken::new();
+        opts.live = Some(tx);
+        opts.quiet = true;
+        opts.interrupt = Some(interrupt.clone());
+        let token = c.agent_token.clone();
+        runtime.block_on(async move {
+            let running = tokio::spawn(async move { run::execute(&exp, &opts).await });
+            let shown = crate::tui::run(rx, None, token, interrupt).await;
+            if !running.is_finished() {
+                eprintln!("stopping: healing every fault, draining, checking...");
+            }
+            let report = running.await.context("the run failed")?;
+            shown?;
+            report
+        })
+    } else {
+        runtime.block_on(run::execute(&exp, &opts))
+    };
+    let report = match result {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e:#}");

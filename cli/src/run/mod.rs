@@ -32,8 +32,8 @@ use crate::load::{self, LoadSpec, Model, Snapshot, Work};
 use crate::slo::{self, Counts, Phase, Windows};
 
 use self::checks::CheckResult;
-use self::state::{QueueNow, RunState, Stage};
 use self::report::{LoadTotals, Report, RunStatus, Second, SloFault, SloReport, StepTotals};
+use self::state::{QueueNow, RunState, Stage};
 
 /// Something that happened during the run, seconds from the start of the load.
 #[derive(Debug, Clone, Serialize)]
@@ -92,17 +92,52 @@ pub struct Options {
     pub quiet: bool,
     /// Where the run's state goes every second (the TUI).
     pub live: Option<tokio::sync::watch::Sender<RunState>>,
+    /// Stops the run like Ctrl-C does (the TUI's q).
+    pub interrupt: Option<CancellationToken>,
 }
 
 /// What the observer last saw of the system.
 #[derive(Default)]
-struct Observed {
-    replicas: Vec<faultline_agent::supervisor::ReplicaStatus>,
-    faults: Vec<faultline_agent::faults::FaultInfo>,
-    queues: Vec<QueueNow>,
+pub(crate) struct Observed {
+    pub replicas: Vec<faultline_agent::supervisor::ReplicaStatus>,
+    pub faults: Vec<faultline_agent::faults::FaultInfo>,
+    pub queues: Vec<QueueNow>,
 }
 
-/// Polls the agent's status and the broker's queues every second until `stop`.
+/// One look at the system: the agent's status and the broker's queues (when the
+/// topology has a broker). `None` when the agent does not answer.
+pub(crate) async fn observe_once(client: &AgentClient, http: &reqwest::Client) -> Option<Observed> {
+    let status = client.status().await.ok()?;
+    let broker = status
+        .replicas
+        .iter()
+        .find(|r| r.service == "broker")
+        .map(|r| r.addr);
+    let queues = match broker {
+        Some(addr) => match http
+            .get(format!("http://{addr}/v1/queues"))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await
+        {
+            Ok(r) => r
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|v| serde_json::from_value(v["queues"].clone()).ok())
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        },
+        None => Vec::new(),
+    };
+    Some(Observed {
+        replicas: status.replicas,
+        faults: status.faults,
+        queues,
+    })
+}
+
+/// Polls the system every second until `stop`.
 async fn observe(
     client: AgentClient,
     http: reqwest::Client,
@@ -110,34 +145,13 @@ async fn observe(
     stop: CancellationToken,
 ) {
     loop {
-        if let Ok(status) = client.status().await {
-            let broker = status
-                .replicas
-                .iter()
-                .find(|r| r.service == "broker")
-                .map(|r| r.addr);
-            let queues = match broker {
-                Some(addr) => match http
-                    .get(format!("http://{addr}/v1/queues"))
-                    .timeout(Duration::from_secs(1))
-                    .send()
-                    .await
-                {
-                    Ok(r) => r
-                        .json::<serde_json::Value>()
-                        .await
-                        .ok()
-                        .and_then(|v| serde_json::from_value(v["queues"].clone()).ok())
-                        .unwrap_or_default(),
-                    Err(_) => Vec::new(),
-                },
-                None => Vec::new(),
-            };
-            let mut o = into.lock().unwrap();
-            o.replicas = status.replicas;
-            o.faults = status.faults;
-            if broker.is_none() || !queues.is_empty() {
-                o.queues = queues;
+        if let Some(o) = observe_once(&client, &http).await {
+            let mut into = into.lock().unwrap();
+            into.replicas = o.replicas;
+            into.faults = o.faults;
+            // A broker that did not answer keeps its last figures.
+            if !o.queues.is_empty() || into.queues.is_empty() {
+                into.queues = o.queues;
             }
         }
         tokio::select! {
@@ -497,6 +511,7 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
         seed: exp.seed,
         target: live.label.clone(),
         duration_s: exp.duration.as_secs_f64(),
+        agent_url: live.agent.as_ref().map(|a| a.url().to_owned()),
         ..RunState::default()
     };
     let publish = |state: &RunState| {
@@ -547,14 +562,16 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
         connections: exp.load.users,
         count: None,
     };
-    if !opts.quiet { eprintln!(
-        "running `{}` for {} (seed {}): {} faults, {} SLOs",
-        exp.name,
-        humantime::format_duration(exp.duration),
-        exp.seed,
-        exp.faults.len(),
-        exp.slos.len()
-    ); }
+    if !opts.quiet {
+        eprintln!(
+            "running `{}` for {} (seed {}): {} faults, {} SLOs",
+            exp.name,
+            humantime::format_duration(exp.duration),
+            exp.seed,
+            exp.faults.len(),
+            exp.slos.len()
+        );
+    }
     let t0 = Instant::now();
     state.stage = Stage::Running;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Snapshot>(1024);
@@ -584,7 +601,13 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
     let mut window = Stats::default();
     let mut window_dropped = 0;
     let mut last_progress = Instant::now();
-    let signal = signalled();
+    let interrupt = opts.interrupt.clone().unwrap_or_default();
+    let signal = async {
+        tokio::select! {
+            _ = signalled() => {}
+            _ = interrupt.cancelled() => {}
+        }
+    };
     tokio::pin!(signal);
     loop {
         tokio::select! {
@@ -649,7 +672,7 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
                 }
             }
             _ = &mut signal, if status == RunStatus::Completed => {
-                let m = "interrupted (Ctrl-C or SIGTERM): healing every fault and stopping";
+                let m = "interrupted (Ctrl-C, SIGTERM or q): healing every fault and stopping";
                 events.push(t0.elapsed().as_secs_f64(), "interrupted", m);
                 failures.push("the run was interrupted".into());
                 status = RunStatus::Interrupted;
@@ -677,7 +700,9 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
     }
 
     state.stage = Stage::Checking;
-    update(&mut state, exp, &rows, &per_slo, windows, t0, &events, &observed);
+    update(
+        &mut state, exp, &rows, &per_slo, windows, t0, &events, &observed,
+    );
     publish(&state);
 
     // After: drain, invariants, steady state (the system may need a moment to settle).
@@ -772,7 +797,9 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
     observing.cancel();
     state.stage = Stage::Done;
     state.passed = Some(failures.is_empty());
-    update(&mut state, exp, &rows, &per_slo, windows, t0, &events, &observed);
+    update(
+        &mut state, exp, &rows, &per_slo, windows, t0, &events, &observed,
+    );
     publish(&state);
     Ok(Report {
         experiment: exp.name.clone(),

@@ -40,6 +40,8 @@ pub struct RunState {
     pub experiment: String,
     pub seed: u64,
     pub target: String,
+    /// The agent's API, when there is one (the TUI's controls use it).
+    pub agent_url: Option<String>,
     pub stage: Stage,
     pub elapsed_s: f64,
     pub duration_s: f64,

@@ -1,0 +1,351 @@
+//! The dashboard's own state: the run state it was last given, the selection, the help
+//! overlay, the faults it applied itself and its log. Keys turn into [`Action`]s the loop
+//! carries out through the agent; nothing here performs I/O, so key sequences are tested
+//! without a terminal.
+
+use std::collections::BTreeSet;
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+use crate::run::state::RunState;
+
+/// What a key asks for, carried out by the loop through the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// SIGKILL a replica (the supervisor restarts it).
+    Kill(String),
+    /// SIGSTOP a replica until resumed (or the dashboard quits).
+    Pause(String),
+    /// Heal the pause of a replica.
+    Resume {
+        replica: String,
+        fault: String,
+    },
+    /// 200 ms latency on every edge into a replica.
+    Latency(String),
+    /// Cut a service off from the broker.
+    PartitionFromBroker(String),
+    /// Heal these faults.
+    Heal(Vec<String>),
+    HealAll,
+}
+
+#[derive(Debug, Default)]
+pub struct App {
+    pub state: RunState,
+    /// Index into `state.replicas`.
+    pub selected: usize,
+    pub help: bool,
+    pub quit: bool,
+    /// Actions waiting for the loop.
+    pub pending: Vec<Action>,
+    /// Faults this dashboard applied: healed when it quits.
+    pub applied: BTreeSet<String>,
+    /// What the dashboard did, with times from the start of the run.
+    pub log: Vec<(f64, String)>,
+    /// Edges into each replica, `client->replica`, from the agent.
+    pub edges: Vec<String>,
+    pub no_color: bool,
+}
+
+impl App {
+    pub fn selected_replica(&self) -> Option<&faultline_agent::supervisor::ReplicaStatus> {
+        self.state.replicas.get(self.selected)
+    }
+
+    /// Takes a new run state, keeping the selection on the same replica.
+    pub fn set_state(&mut self, state: RunState) {
+        let name = self.selected_replica().map(|r| r.name.clone());
+        self.state = state;
+        if let Some(name) = name
+            && let Some(i) = self.state.replicas.iter().position(|r| r.name == name)
+        {
+            self.selected = i;
+        }
+        self.selected = self
+            .selected
+            .min(self.state.replicas.len().saturating_sub(1));
+    }
+
+    pub fn note(&mut self, message: impl Into<String>) {
+        self.log.push((self.state.elapsed_s, message.into()));
+    }
+
+    /// The faults in effect that concern `replica` (or its whole service).
+    pub fn faults_on(
+        &self,
+        replica: &str,
+        service: &str,
+    ) -> Vec<&faultline_agent::faults::FaultInfo> {
+        self.state
+            .faults
+            .iter()
+            .filter(|f| {
+                f.target == replica
+                    || f.target == service
+                    || f.target.ends_with(&format!("->{replica}"))
+                    || f.target.ends_with(&format!("->{service}"))
+                    || f.target.split(',').any(|s| s.trim() == service)
+            })
+            .collect()
+    }
+
+    fn move_to_service(&mut self, forward: bool) {
+        let Some(cur) = self.selected_replica().map(|r| r.service.clone()) else {
+            return;
+        };
+        let n = self.state.replicas.len();
+        let mut i = self.selected;
+        for _ in 0..n {
+            i = if forward {
+                (i + 1) % n
+            } else {
+                (i + n - 1) % n
+            };
+            if self.state.replicas[i].service != cur {
+                // The first replica of that service.
+                let svc = self.state.replicas[i].service.clone();
+                while i > 0 && self.state.replicas[i - 1].service == svc {
+                    i -= 1;
+                }
+                self.selected = i;
+                return;
+            }
+        }
+    }
+
+    pub fn key(&mut self, k: KeyEvent) {
+        if self.help {
+            // Any key closes the help; q still quits.
+            self.help = false;
+            if !matches!(k.code, KeyCode::Char('q')) {
+                return;
+            }
+        }
+        let n = self.state.replicas.len();
+        let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
+        match k.code {
+            KeyCode::Char('c') if ctrl => self.quit = true,
+            KeyCode::Char('q') | KeyCode::Esc => self.quit = true,
+            KeyCode::Char('?') => self.help = true,
+            KeyCode::Down | KeyCode::Char('j') if n > 0 => self.selected = (self.selected + 1) % n,
+            KeyCode::Up | KeyCode::Char('k') if n > 0 => {
+                self.selected = (self.selected + n - 1) % n
+            }
+            KeyCode::Right | KeyCode::Char('l') => self.move_to_service(true),
+            KeyCode::Left | KeyCode::Char('h') => self.move_to_service(false),
+            KeyCode::Char('x') => {
+                if let Some(r) = self.selected_replica() {
+                    self.pending.push(Action::Kill(r.name.clone()));
+                }
+            }
+            KeyCode::Char('p') => {
+                if let Some(r) = self.selected_replica() {
+                    let paused = self
+                        .state
+                        .faults
+                        .iter()
+                        .find(|f| f.kind == "pause" && f.target == r.name);
+                    let action = match paused {
+                        Some(f) => Action::Resume {
+                            replica: r.name.clone(),
+                            fault: f.id.clone(),
+                        },
+                        None => Action::Pause(r.name.clone()),
+                    };
+                    self.pending.push(action);
+                }
+            }
+            KeyCode::Char('d') => {
+                if let Some(r) = self.selected_replica() {
+                    self.pending.push(Action::Latency(r.name.clone()));
+                }
+            }
+            KeyCode::Char('b') => {
+                if let Some(r) = self.selected_replica() {
+                    self.pending
+                        .push(Action::PartitionFromBroker(r.service.clone()));
+                }
+            }
+            KeyCode::Char('u') => {
+                if let Some(r) = self.selected_replica() {
+                    let ids: Vec<String> = self
+                        .faults_on(&r.name, &r.service)
+                        .iter()
+                        .map(|f| f.id.clone())
+                        .collect();
+                    if ids.is_empty() {
+                        let m = format!("no fault on {} to heal", r.name);
+                        self.note(m);
+                    } else {
+                        self.pending.push(Action::Heal(ids));
+                    }
+                }
+            }
+            KeyCode::Char('U') => self.pending.push(Action::HealAll),
+            _ => {}
+        }
+    }
+}
+
+/// The keys, for the help overlay and the README.
+pub const KEYS: &[(&str, &str)] = &[
+    ("↑ ↓ / k j", "select a replica"),
+    ("← → / h l", "previous / next service"),
+    ("x", "kill the replica (SIGKILL; it restarts)"),
+    ("p", "pause / resume the replica (SIGSTOP / SIGCONT)"),
+    ("d", "200 ms latency on every edge into the replica"),
+    ("b", "partition the replica's service from the broker"),
+    ("u", "heal the faults on the selection"),
+    ("U", "heal every fault"),
+    ("?", "this help"),
+    (
+        "q, Ctrl-C",
+        "heal the faults this dashboard applied, and quit",
+    ),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use faultline_agent::supervisor::{ReplicaState, ReplicaStatus};
+
+    pub fn replica(service: &str, index: u32) -> ReplicaStatus {
+        ReplicaStatus {
+            name: format!("{service}-{index}"),
+            service: service.into(),
+            index,
+            zone: "a".into(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            state: ReplicaState::Healthy,
+            pid: Some(100 + index),
+            restarts: 0,
+            last_exit: None,
+            log: "x.log".into(),
+        }
+    }
+
+    fn press(app: &mut App, keys: &str) {
+        for c in keys.chars() {
+            app.key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
+        }
+    }
+
+    fn app() -> App {
+        let mut app = App::default();
+        app.set_state(RunState {
+            replicas: vec![
+                replica("auth", 1),
+                replica("auth", 2),
+                replica("orders", 1),
+                replica("orders", 2),
+                replica("orders", 3),
+                replica("payments", 1),
+            ],
+            ..RunState::default()
+        });
+        app
+    }
+
+    #[test]
+    fn keys_move_the_selection_between_replicas_and_services() {
+        let mut a = app();
+        assert_eq!(a.selected_replica().unwrap().name, "auth-1");
+        press(&mut a, "jj");
+        assert_eq!(a.selected_replica().unwrap().name, "orders-1");
+        a.key(KeyEvent::new(KeyCode::Down, KeyModifiers::NONE));
+        assert_eq!(a.selected_replica().unwrap().name, "orders-2");
+        press(&mut a, "l");
+        assert_eq!(a.selected_replica().unwrap().name, "payments-1");
+        press(&mut a, "l");
+        assert_eq!(a.selected_replica().unwrap().name, "auth-1", "wraps around");
+        press(&mut a, "h");
+        assert_eq!(a.selected_replica().unwrap().name, "payments-1");
+        press(&mut a, "h");
+        assert_eq!(a.selected_replica().unwrap().name, "orders-1");
+        press(&mut a, "k");
+        assert_eq!(a.selected_replica().unwrap().name, "auth-2");
+    }
+
+    #[test]
+    fn keys_become_actions_on_the_selection() {
+        let mut a = app();
+        press(&mut a, "jjj");
+        press(&mut a, "xpdb");
+        assert_eq!(
+            a.pending,
+            [
+                Action::Kill("orders-2".into()),
+                Action::Pause("orders-2".into()),
+                Action::Latency("orders-2".into()),
+                Action::PartitionFromBroker("orders".into()),
+            ]
+        );
+        a.pending.clear();
+        // Paused already: p resumes, u heals what is on the selection.
+        let mut state = a.state.clone();
+        state.faults = vec![faultline_agent::faults::FaultInfo {
+            id: "f1".into(),
+            kind: "pause".into(),
+            target: "orders-2".into(),
+            request: faultline_agent::faults::FaultRequest {
+                spec: faultline_agent::faults::FaultSpec::Pause,
+                target: "orders-2".into(),
+                ttl_ms: None,
+                seed: None,
+            },
+            applied_ms: 0,
+            expires_ms: 0,
+            remaining_ms: 0,
+            healed_ms: None,
+        }];
+        a.set_state(state);
+        assert_eq!(a.selected_replica().unwrap().name, "orders-2");
+        press(&mut a, "puU");
+        assert_eq!(
+            a.pending,
+            [
+                Action::Resume {
+                    replica: "orders-2".into(),
+                    fault: "f1".into()
+                },
+                Action::Heal(vec!["f1".into()]),
+                Action::HealAll
+            ]
+        );
+        // Nothing on payments-1: u only says so.
+        press(&mut a, "l");
+        a.pending.clear();
+        press(&mut a, "u");
+        assert!(a.pending.is_empty());
+        assert_eq!(a.log.last().unwrap().1, "no fault on payments-1 to heal");
+    }
+
+    #[test]
+    fn help_and_quit() {
+        let mut a = app();
+        press(&mut a, "?");
+        assert!(a.help);
+        press(&mut a, "x");
+        assert!(
+            !a.help && a.pending.is_empty(),
+            "a key closes the help only"
+        );
+        a.key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+        assert!(a.quit);
+    }
+
+    #[test]
+    fn the_selection_follows_its_replica_across_updates() {
+        let mut a = app();
+        press(&mut a, "jjj");
+        let mut state = a.state.clone();
+        state.replicas.remove(0);
+        a.set_state(state);
+        assert_eq!(a.selected_replica().unwrap().name, "orders-2");
+        a.set_state(RunState::default());
+        assert!(a.selected_replica().is_none());
+        press(&mut a, "jkxlh");
+        assert!(a.pending.is_empty());
+    }
+}

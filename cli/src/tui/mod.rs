@@ -1,0 +1,348 @@
+//! The live terminal dashboard. It draws the run state the runner publishes (or, for
+//! `faultline tui`, what a running agent reports) a few times a second, turns keys into
+//! fault actions through the agent, and on quit heals the faults it applied. The
+//! terminal is restored on quit, on panic and on SIGTERM.
+//!
+//! - [`app`]: the dashboard's state and keys (no I/O, tested without a terminal).
+//! - [`view`]: drawing (tested on ratatui's `TestBackend`).
+
+pub mod app;
+pub mod view;
+
+use std::io::Write;
+use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use faultline_agent::client::AgentClient;
+use faultline_agent::faults::{FaultRequest, FaultSpec};
+use ratatui::crossterm::event::{self, Event as TermEvent, KeyEventKind};
+use ratatui::crossterm::terminal::{
+    EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
+};
+use ratatui::crossterm::{cursor, execute};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use self::app::{Action, App};
+use crate::run::state::{RunState, Stage};
+
+/// How often the screen is redrawn.
+const FRAME: Duration = Duration::from_millis(250);
+/// Leases of the faults the dashboard applies; renewed while it runs.
+const LEASE: Duration = Duration::from_secs(30);
+
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// Puts the terminal back: cooked mode, main screen, cursor shown. Safe to call twice.
+pub fn restore() {
+    if ACTIVE.swap(false, Ordering::SeqCst) {
+        let _ = disable_raw_mode();
+        let _ = execute!(std::io::stdout(), LeaveAlternateScreen, cursor::Show);
+        let _ = std::io::stdout().flush();
+    }
+}
+
+/// Raw mode and the alternate screen until dropped (or a panic, whose hook restores
+/// first so the message is readable).
+struct Screen;
+
+impl Screen {
+    fn enter() -> anyhow::Result<Screen> {
+        static HOOK: Once = Once::new();
+        HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                restore();
+                previous(info);
+            }));
+        });
+        enable_raw_mode().context("cannot put the terminal in raw mode")?;
+        ACTIVE.store(true, Ordering::SeqCst);
+        execute!(std::io::stdout(), EnterAlternateScreen, cursor::Hide)
+            .context("cannot switch to the alternate screen")?;
+        Ok(Screen)
+    }
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        restore();
+    }
+}
+
+/// Reads terminal events on a thread of its own (crossterm's reads block).
+fn terminal_events(stop: std::sync::Arc<AtomicBool>) -> mpsc::UnboundedReceiver<TermEvent> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match event::poll(Duration::from_millis(100)) {
+                Ok(true) => match event::read() {
+                    Ok(e) => {
+                        if tx.send(e).is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                },
+                Ok(false) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    rx
+}
+
+/// Carries out one action through the agent; returns what to log and the faults applied.
+async fn perform(client: &AgentClient, action: Action, edges: &[String]) -> (String, Vec<String>) {
+    let inject = |spec: FaultSpec, target: String| FaultRequest {
+        spec,
+        target,
+        ttl_ms: Some(LEASE.as_millis() as u64),
+        seed: None,
+    };
+    let requests: Vec<FaultRequest> = match &action {
+        Action::Kill(r) => vec![inject(FaultSpec::Kill { hold: false }, r.clone())],
+        Action::Pause(r) => vec![inject(FaultSpec::Pause, r.clone())],
+        Action::Latency(r) => {
+            let clients: std::collections::BTreeSet<&str> = edges
+                .iter()
+                .filter_map(|e| e.strip_suffix(&format!("->{r}")))
+                .collect();
+            if clients.is_empty() {
+                return (format!("no edge leads into {r}: nothing to slow"), vec![]);
+            }
+            clients
+                .into_iter()
+                .map(|c| {
+                    inject(
+                        FaultSpec::Latency {
+                            delay_ms: 200,
+                            jitter_ms: 0,
+                            direction: Default::default(),
+                            toxicity: 1.0,
+                        },
+                        format!("{c}->{r}"),
+                    )
+                })
+                .collect()
+        }
+        Action::PartitionFromBroker(s) => vec![inject(
+            FaultSpec::Partition {
+                with: "broker".into(),
+            },
+            s.clone(),
+        )],
+        Action::Resume { replica, fault } => {
+            return match client.heal(fault).await {
+                Ok(_) => (format!("resumed {replica} (healed {fault})"), vec![]),
+                Err(e) => (format!("cannot resume {replica}: {e}"), vec![]),
+            };
+        }
+        Action::Heal(ids) => {
+            let mut done = Vec::new();
+            for id in ids {
+                match client.heal(id).await {
+                    Ok(_) => done.push(id.clone()),
+                    Err(e) => return (format!("cannot heal {id}: {e}"), vec![]),
+                }
+            }
+            return (format!("healed {}", done.join(", ")), vec![]);
+        }
+        Action::HealAll => {
+            return match client.heal_all().await {
+                Ok(h) => (format!("healed every fault ({})", h.len()), vec![]),
+                Err(e) => (format!("cannot heal: {e}"), vec![]),
+            };
+        }
+    };
+    let mut ids = Vec::new();
+    let mut said = Vec::new();
+    for r in requests {
+        let label = format!("{} {}", r.spec.kind(), r.target);
+        match client.inject(&r).await {
+            Ok(info) => {
+                said.push(format!("{label} ({})", info.id));
+                ids.push(info.id);
+            }
+            Err(e) => said.push(format!("cannot {label}: {e}")),
+        }
+    }
+    (said.join("; "), ids)
+}
+
+/// Runs the dashboard until the user quits (or `done` fires and is acknowledged with q).
+/// `interrupt` is cancelled when the user quits: a run then stops and heals.
+pub async fn run(
+    mut state: watch::Receiver<RunState>,
+    mut agent: Option<AgentClient>,
+    token: Option<String>,
+    interrupt: CancellationToken,
+) -> anyhow::Result<()> {
+    let screen = Screen::enter()?;
+    let backend = ratatui::backend::CrosstermBackend::new(std::io::stdout());
+    let mut terminal = ratatui::Terminal::new(backend).context("cannot draw on the terminal")?;
+    terminal.clear().ok();
+    let stop_reader = std::sync::Arc::new(AtomicBool::new(false));
+    let mut keys = terminal_events(stop_reader.clone());
+    let mut app = App {
+        no_color: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
+        ..App::default()
+    };
+    app.set_state(state.borrow().clone());
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, Vec<String>)>();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch SIGTERM")?;
+    let mut frame = tokio::time::interval(FRAME);
+    let mut renew = tokio::time::interval(LEASE / 3);
+    let mut edges_at = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = frame.tick() => {
+                terminal.draw(|f| view::draw(f, &app)).context("cannot draw")?;
+            }
+            changed = state.changed() => {
+                if changed.is_err() {
+                    // The run is over and gone: keep the last picture until q.
+                    state = watch::channel(app.state.clone()).1;
+                    continue;
+                }
+                app.set_state(state.borrow_and_update().clone());
+                if agent.is_none()
+                    && let Some(url) = &app.state.agent_url
+                {
+                    agent = Some(AgentClient::new(url, token.clone()));
+                }
+                if let Some(client) = &agent
+                    && (app.edges.is_empty() || edges_at.elapsed() > Duration::from_secs(10))
+                    && let Ok(s) = client.status().await
+                {
+                    app.edges = s.edges.into_iter().map(|e| e.name).collect();
+                    edges_at = tokio::time::Instant::now();
+                }
+            }
+            e = keys.recv() => {
+                match e {
+                    Some(TermEvent::Key(k)) if k.kind != KeyEventKind::Release => app.key(k),
+                    Some(TermEvent::Resize(..)) => {
+                        terminal.autoresize().ok();
+                    }
+                    Some(_) => {}
+                    None => app.quit = true,
+                }
+                if agent.is_none()
+                    && let Some(url) = &app.state.agent_url
+                {
+                    agent = Some(AgentClient::new(url, token.clone()));
+                }
+                for action in std::mem::take(&mut app.pending) {
+                    match &agent {
+                        None => app.note("no agent: faults cannot be applied from here"),
+                        Some(client) => {
+                            let (client, tx, edges) = (client.clone(), done_tx.clone(), app.edges.clone());
+                            tokio::spawn(async move {
+                                let _ = tx.send(perform(&client, action, &edges).await);
+                            });
+                        }
+                    }
+                }
+                if app.quit {
+                    break;
+                }
+                terminal.draw(|f| view::draw(f, &app)).context("cannot draw")?;
+            }
+            Some((said, ids)) = done_rx.recv() => {
+                app.note(said);
+                app.applied.extend(ids);
+            }
+            _ = renew.tick() => {
+                if let Some(client) = &agent {
+                    let live: Vec<String> = app.state.faults.iter().map(|f| f.id.clone()).collect();
+                    app.applied.retain(|id| live.contains(id) || app.state.faults.is_empty());
+                    for id in &app.applied {
+                        let _ = client.renew(id, Some(LEASE)).await;
+                    }
+                }
+            }
+            _ = term.recv() => {
+                app.note("SIGTERM");
+                break;
+            }
+        }
+    }
+    // Leave no fault of ours behind, then hand the terminal back.
+    if let Some(client) = &agent {
+        for id in std::mem::take(&mut app.applied) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), client.heal(&id)).await;
+        }
+    }
+    interrupt.cancel();
+    stop_reader.store(true, Ordering::Relaxed);
+    drop(terminal);
+    drop(screen);
+    Ok(())
+}
+
+/// `faultline tui`: the state of a running `faultline up` (or agent), once a second:
+/// replicas, faults, queues, and an event for every change of a replica's state.
+pub async fn attach(client: AgentClient, tx: watch::Sender<RunState>, stop: CancellationToken) {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("an HTTP client");
+    let start = tokio::time::Instant::now();
+    let mut state = RunState {
+        experiment: "faultline up".into(),
+        target: client.url().to_owned(),
+        stage: Stage::Running,
+        phase: "attached".into(),
+        ..RunState::default()
+    };
+    let mut seen: std::collections::BTreeMap<String, (String, u32)> = Default::default();
+    loop {
+        let t = start.elapsed().as_secs_f64();
+        state.elapsed_s = t;
+        state.duration_s = t;
+        if let Some(o) = crate::run::observe_once(&client, &http).await {
+            for r in &o.replicas {
+                let word = format!("{:?}", r.state).to_lowercase();
+                let before = seen.insert(r.name.clone(), (word.clone(), r.restarts));
+                if let Some((was, restarts)) = before {
+                    if was != word {
+                        state.events.push(crate::run::Event {
+                            t_s: t,
+                            kind: "replica".into(),
+                            message: format!("{}: {was} -> {word}", r.name),
+                        });
+                    }
+                    if r.restarts > restarts {
+                        state.events.push(crate::run::Event {
+                            t_s: t,
+                            kind: "restart".into(),
+                            message: format!("{} restarted ({} restarts)", r.name, r.restarts),
+                        });
+                    }
+                }
+            }
+            state.phase = if o.faults.is_empty() {
+                "no fault active".into()
+            } else {
+                o.faults
+                    .iter()
+                    .map(|f| format!("{} {}", f.kind, f.target))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            state.replicas = o.replicas;
+            state.faults = o.faults;
+            state.queues = o.queues;
+        }
+        tx.send_replace(state.clone());
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}

@@ -1,0 +1,633 @@
+//! Drawing the dashboard: a header, throughput and latency over time (fault windows
+//! marked), the SLO table, the services grid, the queues, the event log. It draws the
+//! run state as given and computes no figure of its own. At 80x24 the charts collapse
+//! and the lists scroll; a large terminal gets taller charts and longer lists. Colour is
+//! never the only signal: every status is also a word, and `NO_COLOR` turns colour off.
+
+use faultline_agent::supervisor::ReplicaState;
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{
+    Axis, Block, Borders, Cell, Chart, Clear, Dataset, GraphType, Paragraph, Row, Table, Wrap,
+};
+
+use super::app::{App, KEYS};
+use crate::run::state::Stage;
+
+fn color(app: &App, c: Color) -> Style {
+    if app.no_color {
+        Style::default()
+    } else {
+        Style::default().fg(c)
+    }
+}
+
+fn state_word(s: ReplicaState) -> (&'static str, Color) {
+    match s {
+        ReplicaState::Healthy => ("UP", Color::Green),
+        ReplicaState::Starting => ("STARTING", Color::Yellow),
+        ReplicaState::Unhealthy => ("UNHEALTHY", Color::Red),
+        ReplicaState::Paused => ("PAUSED", Color::Magenta),
+        ReplicaState::Backoff => ("RESTARTING", Color::Yellow),
+        ReplicaState::Held => ("DOWN", Color::Red),
+        ReplicaState::Stopped => ("STOPPED", Color::DarkGray),
+    }
+}
+
+pub fn draw(f: &mut Frame, app: &App) {
+    let area = f.area();
+    let small = area.height < 32 || area.width < 100;
+    let slo_rows = app.state.slos.len().max(1) as u16 + 3;
+    let [header, charts, slos, middle, events] = Layout::vertical([
+        Constraint::Length(2),
+        Constraint::Length(if small { 5 } else { (area.height / 4).max(10) }),
+        Constraint::Length(slo_rows.min(area.height / 4).max(3)),
+        Constraint::Fill(1),
+        Constraint::Length(if small { 5 } else { (area.height / 5).max(8) }),
+    ])
+    .areas(area);
+    draw_header(f, app, header);
+    draw_charts(f, app, charts, small);
+    draw_slos(f, app, slos, small);
+    let [services, queues] = Layout::horizontal(if small {
+        [Constraint::Percentage(55), Constraint::Percentage(45)]
+    } else {
+        [Constraint::Percentage(60), Constraint::Percentage(40)]
+    })
+    .areas(middle);
+    draw_services(f, app, services, small);
+    draw_queues(f, app, queues, small);
+    draw_events(f, app, events);
+    if app.help {
+        draw_help(f, app, area);
+    }
+}
+
+fn draw_header(f: &mut Frame, app: &App, area: Rect) {
+    let s = &app.state;
+    let stage = match (s.stage, s.passed) {
+        (Stage::Starting, _) => ("STARTING", Color::Yellow),
+        (Stage::Running, _) => ("RUNNING", Color::Cyan),
+        (Stage::Checking, _) => ("CHECKING", Color::Yellow),
+        (Stage::Done, Some(true)) => ("PASSED", Color::Green),
+        (Stage::Done, _) => ("FAILED", Color::Red),
+    };
+    let achieved = s.seconds.last().map_or(0, |r| r.requests);
+    let rate = match s.target_rate {
+        Some(r) => format!("target {r:.0} it/s, achieved {achieved} req/s"),
+        None => format!("{achieved} req/s"),
+    };
+    let title = Line::from(vec![
+        Span::styled(
+            "faultline ",
+            color(app, Color::Cyan).add_modifier(Modifier::BOLD),
+        ),
+        Span::raw(format!("{}  ", s.experiment)),
+        Span::styled(
+            format!("[{}]", stage.0),
+            color(app, stage.1).add_modifier(Modifier::BOLD),
+        ),
+        Span::raw(format!(
+            "  {:.0}/{:.0} s  seed {}  {}",
+            s.elapsed_s, s.duration_s, s.seed, s.target
+        )),
+    ]);
+    let second = Line::from(vec![
+        Span::raw("phase: "),
+        Span::styled(s.phase.clone(), color(app, Color::Yellow)),
+        Span::raw(format!("   {rate}   ? keys  q quit")),
+    ]);
+    f.render_widget(Paragraph::new(vec![title, second]), area);
+}
+
+fn draw_charts(f: &mut Frame, app: &App, area: Rect, small: bool) {
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
+    let rows = &app.state.seconds;
+    // The last minute (or what fits), seconds on the x axis.
+    let span = if small { 60 } else { 120 };
+    let from = rows.len().saturating_sub(span);
+    let rows = &rows[from..];
+    let x0 = from as f64;
+    let x1 = (from + span.max(rows.len())) as f64;
+    let ok: Vec<(f64, f64)> = rows.iter().map(|r| (r.t as f64, r.ok as f64)).collect();
+    let err: Vec<(f64, f64)> = rows.iter().map(|r| (r.t as f64, r.errors as f64)).collect();
+    let p50: Vec<(f64, f64)> = rows.iter().map(|r| (r.t as f64, r.p50_ms)).collect();
+    let p99: Vec<(f64, f64)> = rows.iter().map(|r| (r.t as f64, r.p99_ms)).collect();
+    let max_rps = rows.iter().map(|r| r.requests).max().unwrap_or(1).max(1) as f64;
+    let max_ms = rows.iter().map(|r| r.p99_ms).fold(1.0f64, f64::max);
+    // Fault windows: a line along the top of the latency chart while a fault is active.
+    let mut marks: Vec<(f64, f64)> = Vec::new();
+    for (_, start, end) in &app.state.windows {
+        let end = end.unwrap_or(app.state.elapsed_s);
+        let mut t = start.max(x0);
+        while t <= end {
+            marks.push((t, max_ms * 1.05));
+            t += 0.25;
+        }
+    }
+    let throughput = Chart::new(vec![
+        Dataset::default()
+            .name("ok")
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(color(app, Color::Green))
+            .data(&ok),
+        Dataset::default()
+            .name("errors")
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(color(app, Color::Red))
+            .data(&err),
+    ])
+    .block(
+        Block::default()
+            .borders(Borders::ALL)
+            .title("throughput (req/s: ok, errors)"),
+    )
+    .x_axis(Axis::default().bounds([x0, x1]))
+    .y_axis(
+        Axis::default()
+            .bounds([0.0, max_rps * 1.1])
+            .labels(vec![Span::raw("0"), Span::raw(format!("{max_rps:.0}"))]),
+    );
+    let latency = Chart::new(vec![
+        Dataset::default()
+            .name("p50")
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(color(app, Color::Cyan))
+            .data(&p50),
+        Dataset::default()
+            .name("p99")
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(color(app, Color::Magenta))
+            .data(&p99),
+        Dataset::default()
+            .name("fault")
+            .marker(Marker::Block)
+            .graph_type(GraphType::Scatter)
+            .style(color(app, Color::Yellow))
+            .data(&marks),
+    ])
+    .block(Block::default().borders(Borders::ALL).title(format!(
+        "latency ms (p50, p99{})",
+        if app.state.windows.is_empty() {
+            ""
+        } else {
+            "; ▀ fault active"
+        }
+    )))
+    .x_axis(Axis::default().bounds([x0, x1]))
+    .y_axis(
+        Axis::default()
+            .bounds([0.0, max_ms * 1.1])
+            .labels(vec![Span::raw("0"), Span::raw(format!("{max_ms:.0}"))]),
+    );
+    f.render_widget(throughput, left);
+    f.render_widget(latency, right);
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{:.2}%", v * 100.0))
+}
+
+fn draw_slos(f: &mut Frame, app: &App, area: Rect, small: bool) {
+    let header = if small {
+        Row::new(["SLO", "target", "SLI", "budget", "short", "burn", "status"])
+    } else {
+        Row::new([
+            "SLO",
+            "objective",
+            "SLI",
+            "budget left",
+            "burn short",
+            "burn long",
+            "status",
+        ])
+    }
+    .style(Style::default().add_modifier(Modifier::BOLD));
+    let rows: Vec<Row> = app
+        .state
+        .slos
+        .iter()
+        .map(|s| {
+            let (word, c) = if s.alerting {
+                ("BURNING", Color::Red)
+            } else if !s.met {
+                ("BREACHED", Color::Red)
+            } else if s.short_burn > 1.0 {
+                ("AT RISK", Color::Yellow)
+            } else {
+                ("OK", Color::Green)
+            };
+            Row::new(vec![
+                Cell::from(s.name.clone()),
+                Cell::from(format!("{}%", s.objective * 100.0)),
+                Cell::from(pct(s.sli)),
+                Cell::from(if s.budget_remaining.is_finite() {
+                    format!("{:.0}%", s.budget_remaining * 100.0)
+                } else {
+                    "none".into()
+                }),
+                Cell::from(format!("{:.1}x", s.short_burn)),
+                Cell::from(format!("{:.1}x", s.long_burn)),
+                Cell::from(word).style(color(app, c).add_modifier(Modifier::BOLD)),
+            ])
+        })
+        .collect();
+    let empty = rows.is_empty();
+    let widths = if small {
+        [
+            Constraint::Fill(3),
+            Constraint::Length(7),
+            Constraint::Length(8),
+            Constraint::Length(7),
+            Constraint::Length(7),
+            Constraint::Length(7),
+            Constraint::Length(8),
+        ]
+    } else {
+        [
+            Constraint::Fill(3),
+            Constraint::Length(10),
+            Constraint::Length(9),
+            Constraint::Length(12),
+            Constraint::Length(11),
+            Constraint::Length(10),
+            Constraint::Length(9),
+        ]
+    };
+    let table = Table::new(rows, widths).header(header).block(
+        Block::default().borders(Borders::ALL).title(if empty {
+            "SLOs (none in this run)"
+        } else {
+            "SLOs"
+        }),
+    );
+    f.render_widget(table, area);
+}
+
+fn draw_services(f: &mut Frame, app: &App, area: Rect, small: bool) {
+    let visible = area.height.saturating_sub(3) as usize;
+    // Scroll so the selection stays in view.
+    let first = app.selected.saturating_sub(visible.saturating_sub(1));
+    let rows: Vec<Row> = app
+        .state
+        .replicas
+        .iter()
+        .enumerate()
+        .skip(first)
+        .take(visible)
+        .map(|(i, r)| {
+            let (word, c) = state_word(r.state);
+            let faults: Vec<String> = app
+                .faults_on(&r.name, &r.service)
+                .iter()
+                .map(|f| f.kind.clone())
+                .collect();
+            let selected = i == app.selected;
+            let row = Row::new(vec![
+                Cell::from(format!("{}{}", if selected { "> " } else { "  " }, r.name)),
+                Cell::from(r.zone.clone()),
+                Cell::from(word).style(color(app, c).add_modifier(Modifier::BOLD)),
+                Cell::from(r.restarts.to_string()),
+                Cell::from(faults.join(",")).style(color(app, Color::Yellow)),
+            ]);
+            if selected {
+                row.style(Style::default().add_modifier(Modifier::REVERSED))
+            } else {
+                row
+            }
+        })
+        .collect();
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Min(17),
+            Constraint::Length(4),
+            Constraint::Length(10),
+            Constraint::Length(if small { 3 } else { 8 }),
+            Constraint::Fill(1),
+        ],
+    )
+    .header(
+        Row::new([
+            "replica",
+            "zone",
+            "state",
+            if small { "rst" } else { "restarts" },
+            "faults",
+        ])
+        .style(Style::default().add_modifier(Modifier::BOLD)),
+    )
+    .block(Block::default().borders(Borders::ALL).title(format!(
+        "services ({} replicas, {} faults active)",
+        app.state.replicas.len(),
+        app.state.faults.len()
+    )));
+    f.render_widget(table, area);
+}
+
+fn draw_queues(f: &mut Frame, app: &App, area: Rect, small: bool) {
+    let rows: Vec<Row> = app
+        .state
+        .queues
+        .iter()
+        .filter(|q| q.dlq.is_some())
+        .map(|q| {
+            let dlq = q.dlq_depth.unwrap_or(0);
+            Row::new(vec![
+                Cell::from(q.name.clone()),
+                Cell::from(q.visible.to_string()),
+                Cell::from(q.in_flight.to_string()),
+                Cell::from(dlq.to_string()).style(if dlq > 0 {
+                    color(app, Color::Red)
+                } else {
+                    Style::default()
+                }),
+                Cell::from(format!("{:.0}s", q.oldest_age_seconds)),
+            ])
+        })
+        .collect();
+    let n = if small { 4 } else { 7 };
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Min(8),
+            Constraint::Length(n),
+            Constraint::Length(n),
+            Constraint::Length(n.min(5)),
+            Constraint::Length(n.max(5)),
+        ],
+    )
+    .header(
+        if small {
+            Row::new(["queue", "vis", "fly", "DLQ", "age"])
+        } else {
+            Row::new(["queue", "visible", "flight", "DLQ", "oldest"])
+        }
+        .style(Style::default().add_modifier(Modifier::BOLD)),
+    )
+    .block(Block::default().borders(Borders::ALL).title("queues"));
+    f.render_widget(table, area);
+}
+
+fn draw_events(f: &mut Frame, app: &App, area: Rect) {
+    let mut all: Vec<(f64, String)> = app
+        .state
+        .events
+        .iter()
+        .map(|e| (e.t_s, e.message.clone()))
+        .chain(app.log.iter().map(|(t, m)| (*t, format!("tui: {m}"))))
+        .collect();
+    all.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let fit = area.height.saturating_sub(2) as usize;
+    let lines: Vec<Line> = all
+        .iter()
+        .skip(all.len().saturating_sub(fit))
+        .map(|(t, m)| Line::from(format!("+{t:>6.1}s  {m}")))
+        .collect();
+    f.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title("events")),
+        area,
+    );
+}
+
+fn draw_help(f: &mut Frame, app: &App, area: Rect) {
+    let w = 64.min(area.width);
+    let h = (KEYS.len() as u16 + 4).min(area.height);
+    let r = Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    };
+    let lines: Vec<Line> = KEYS
+        .iter()
+        .map(|(k, what)| {
+            Line::from(vec![
+                Span::styled(
+                    format!("{k:<12}"),
+                    color(app, Color::Cyan).add_modifier(Modifier::BOLD),
+                ),
+                Span::raw(*what),
+            ])
+        })
+        .collect();
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(lines).wrap(Wrap { trim: true }).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title("keys (any key closes)"),
+        ),
+        r,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::report::Second;
+    use crate::run::state::{QueueNow, RunState};
+    use crate::slo::SloNow;
+    use faultline_agent::supervisor::ReplicaStatus;
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    fn replica(service: &str, index: u32, state: ReplicaState) -> ReplicaStatus {
+        ReplicaStatus {
+            name: format!("{service}-{index}"),
+            service: service.into(),
+            index,
+            zone: if index % 2 == 0 { "b" } else { "a" }.into(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            state,
+            pid: Some(10),
+            restarts: if state == ReplicaState::Held { 1 } else { 0 },
+            last_exit: None,
+            log: "x".into(),
+        }
+    }
+
+    fn state() -> RunState {
+        RunState {
+            experiment: "demo".into(),
+            seed: 42,
+            target: "the bundled shop".into(),
+            agent_url: None,
+            stage: Stage::Running,
+            elapsed_s: 23.0,
+            duration_s: 60.0,
+            target_rate: Some(80.0),
+            phase: "kill orders-2".into(),
+            seconds: (0..23)
+                .map(|t| Second {
+                    t,
+                    requests: 128,
+                    ok: 126,
+                    errors: 2,
+                    dropped: 0,
+                    p50_ms: 1.7,
+                    p99_ms: 734.5,
+                    max_ms: 900.0,
+                    sli: Default::default(),
+                })
+                .collect(),
+            windows: vec![("kill orders-2 (f1)".into(), 10.0, None)],
+            slos: vec![
+                SloNow {
+                    name: "availability".into(),
+                    objective: 0.99,
+                    sli: Some(0.9843),
+                    budget_remaining: -0.57,
+                    short_burn: 20.0,
+                    long_burn: 15.0,
+                    alerting: true,
+                    met: false,
+                },
+                SloNow {
+                    name: "latency".into(),
+                    objective: 0.95,
+                    sli: Some(0.999),
+                    budget_remaining: 0.98,
+                    short_burn: 0.0,
+                    long_burn: 0.1,
+                    alerting: false,
+                    met: true,
+                },
+            ],
+            replicas: vec![
+                replica("auth", 1, ReplicaState::Healthy),
+                replica("orders", 1, ReplicaState::Healthy),
+                replica("orders", 2, ReplicaState::Held),
+                replica("payments", 1, ReplicaState::Paused),
+            ],
+            faults: vec![faultline_agent::faults::FaultInfo {
+                id: "f1".into(),
+                kind: "kill".into(),
+                target: "orders-2".into(),
+                request: faultline_agent::faults::FaultRequest {
+                    spec: faultline_agent::faults::FaultSpec::Kill { hold: true },
+                    target: "orders-2".into(),
+                    ttl_ms: None,
+                    seed: None,
+                },
+                applied_ms: 0,
+                expires_ms: 0,
+                remaining_ms: 5000,
+                healed_ms: None,
+            }],
+            queues: vec![QueueNow {
+                name: "payments".into(),
+                visible: 12,
+                in_flight: 3,
+                delayed: 0,
+                oldest_age_seconds: 4.0,
+                dlq: Some("payments-dlq".into()),
+                dlq_depth: Some(5),
+            }],
+            events: vec![crate::run::Event {
+                t_s: 10.0,
+                kind: "fault_applied".into(),
+                message: "applied: kill orders-2 (f1)".into(),
+            }],
+            passed: None,
+        }
+    }
+
+    fn render(w: u16, h: u16, app: &App) -> String {
+        let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+        t.draw(|f| draw(f, app)).unwrap();
+        let buf = t.backend().buffer().clone();
+        let mut out = String::new();
+        for y in 0..h {
+            for x in 0..w {
+                out.push_str(buf[(x, y)].symbol());
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    fn app() -> App {
+        let mut a = App::default();
+        a.set_state(state());
+        a.selected = 2;
+        a
+    }
+
+    #[test]
+    fn the_key_figures_show_at_80x24() {
+        let screen = render(80, 24, &app());
+        for want in [
+            "demo",
+            "[RUNNING]",
+            "kill orders-2",
+            "availability",
+            "98.43%",
+            "BURNING",
+            "OK",
+            "orders-2",
+            "DOWN",
+            "PAUSED",
+            "kill",
+            "payments-1",
+            "payments ",
+            "applied: kill orders-2",
+        ] {
+            assert!(
+                screen.contains(want),
+                "`{want}` missing at 80x24:\n{screen}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_large_terminal_shows_more() {
+        let mut a = app();
+        a.log.push((11.0, "pause payments-1 (f2)".into()));
+        let screen = render(160, 48, &a);
+        for want in [
+            "throughput",
+            "latency ms",
+            "fault active",
+            "734",
+            "target 80 it/s",
+            "budget left",
+            "-57%",
+            "auth-1",
+            "> orders-2",
+            "UP",
+            "payments-dlq".trim_end_matches("-dlq"),
+            "tui: pause payments-1",
+        ] {
+            assert!(
+                screen.contains(want),
+                "`{want}` missing at 160x48:\n{screen}"
+            );
+        }
+    }
+
+    #[test]
+    fn help_lists_the_keys_and_no_color_keeps_the_words() {
+        let mut a = app();
+        a.help = true;
+        a.no_color = true;
+        let screen = render(80, 24, &a);
+        assert!(screen.contains("kill the replica"), "{screen}");
+        assert!(screen.contains("heal every fault"), "{screen}");
+        a.help = false;
+        let mut t = Terminal::new(TestBackend::new(80, 24)).unwrap();
+        t.draw(|f| draw(f, &a)).unwrap();
+        let buf = t.backend().buffer();
+        let colored = buf.content().iter().any(|c| c.fg != Color::Reset);
+        assert!(!colored, "NO_COLOR: no foreground colour anywhere");
+        assert!(render(80, 24, &a).contains("BURNING"));
+    }
+}
