@@ -54,7 +54,14 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("FAULTLINE_LOG")
                 .unwrap_or_else(|_| "warn".into()),
         )
-        .with_writer(std::io::stderr)
+        // While the dashboard owns the terminal, log lines would tear its picture.
+        .with_writer(|| -> Box<dyn std::io::Write> {
+            if tui::active() {
+                Box::new(std::io::sink())
+            } else {
+                Box::new(std::io::stderr())
+            }
+        })
         .with_target(false)
         .init();
     let result = match cli.command {

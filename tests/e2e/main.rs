@@ -5,4 +5,5 @@ mod run;
 mod shop_data;
 mod shop_sync;
 mod supervisor;
+mod tui;
 mod up;

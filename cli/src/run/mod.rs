@@ -168,15 +168,17 @@ async fn bring_up(exp: &Experiment, opts: &Options) -> anyhow::Result<Live> {
             run_dir
                 .mark_latest()
                 .context("cannot record the run as the latest")?;
-            eprintln!(
-                "starting {} ({} services)...",
-                if *bundled {
-                    "the bundled shop".to_owned()
-                } else {
-                    format!("topology `{}`", topology.name)
-                },
-                topology.services.len()
-            );
+            if !opts.quiet {
+                eprintln!(
+                    "starting {} ({} services)...",
+                    if *bundled {
+                        "the bundled shop".to_owned()
+                    } else {
+                        format!("topology `{}`", topology.name)
+                    },
+                    topology.services.len()
+                );
+            }
             // The runner knows where the entrypoint is: a free port, never a fixed one
             // (runs side by side, and beside a `faultline up`, must not collide).
             let mut topology = (**topology).clone();
@@ -208,11 +210,13 @@ async fn bring_up(exp: &Experiment, opts: &Options) -> anyhow::Result<Live> {
                 .find(|r| Some(&r.service) == topology.entrypoint.as_ref())
                 .map(|r| r.addr)
                 .context("the topology's entrypoint has no replica")?;
-            eprintln!(
-                "ready: gateway=http://{entry} agent={} (logs: {})",
-                agent.url,
-                agent.supervisor.run_dir().join("logs").display()
-            );
+            if !opts.quiet {
+                eprintln!(
+                    "ready: gateway=http://{entry} agent={} (logs: {})",
+                    agent.url,
+                    agent.supervisor.run_dir().join("logs").display()
+                );
+            }
             Ok(Live {
                 base: format!("http://{entry}"),
                 agent: Some(AgentClient::new(&agent.url, None)),
@@ -479,7 +483,9 @@ pub async fn execute(exp: &Experiment, opts: &Options) -> anyhow::Result<Report>
     let live = bring_up(exp, opts).await?;
     let result = run_on(exp, opts, &live).await;
     if let Some(agent) = live.embedded {
-        eprintln!("stopping the system...");
+        if !opts.quiet {
+            eprintln!("stopping the system...");
+        }
         agent.shutdown().await;
     }
     result
@@ -708,10 +714,12 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
     // After: drain, invariants, steady state (the system may need a moment to settle).
     if status != RunStatus::Interrupted {
         if let (true, Some(client)) = (exp.checks.invariants, &live.agent) {
-            eprintln!(
-                "draining the queues (at most {})...",
-                humantime::format_duration(exp.checks.drain_timeout)
-            );
+            if !opts.quiet {
+                eprintln!(
+                    "draining the queues (at most {})...",
+                    humantime::format_duration(exp.checks.drain_timeout)
+                );
+            }
             let drained = checks::drain(client, &http, exp.checks.drain_timeout).await;
             let acknowledged: BTreeSet<String> = summary
                 .history

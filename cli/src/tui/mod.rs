@@ -35,6 +35,11 @@ const LEASE: Duration = Duration::from_secs(30);
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
+/// Whether the dashboard owns the terminal (nothing else may write to it).
+pub fn active() -> bool {
+    ACTIVE.load(Ordering::Relaxed)
+}
+
 /// Puts the terminal back: cooked mode, main screen, cursor shown. Safe to call twice.
 pub fn restore() {
     if ACTIVE.swap(false, Ordering::SeqCst) {
@@ -294,7 +299,7 @@ pub async fn attach(client: AgentClient, tx: watch::Sender<RunState>, stop: Canc
         .expect("an HTTP client");
     let start = tokio::time::Instant::now();
     let mut state = RunState {
-        experiment: "faultline up".into(),
+        experiment: "attached".into(),
         target: client.url().to_owned(),
         stage: Stage::Running,
         phase: "attached".into(),
@@ -304,7 +309,6 @@ pub async fn attach(client: AgentClient, tx: watch::Sender<RunState>, stop: Canc
     loop {
         let t = start.elapsed().as_secs_f64();
         state.elapsed_s = t;
-        state.duration_s = t;
         if let Some(o) = crate::run::observe_once(&client, &http).await {
             for r in &o.replicas {
                 let word = format!("{:?}", r.state).to_lowercase();

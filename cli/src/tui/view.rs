@@ -90,10 +90,14 @@ fn draw_header(f: &mut Frame, app: &App, area: Rect) {
             format!("[{}]", stage.0),
             color(app, stage.1).add_modifier(Modifier::BOLD),
         ),
-        Span::raw(format!(
-            "  {:.0}/{:.0} s  seed {}  {}",
-            s.elapsed_s, s.duration_s, s.seed, s.target
-        )),
+        Span::raw(if s.duration_s > 0.0 {
+            format!(
+                "  {:.0}/{:.0} s  seed {}  {}",
+                s.elapsed_s, s.duration_s, s.seed, s.target
+            )
+        } else {
+            format!("  attached {:.0} s  agent {}", s.elapsed_s, s.target)
+        }),
     ]);
     let second = Line::from(vec![
         Span::raw("phase: "),
@@ -112,7 +116,13 @@ fn draw_charts(f: &mut Frame, app: &App, area: Rect, small: bool) {
     let from = rows.len().saturating_sub(span);
     let rows = &rows[from..];
     let x0 = from as f64;
-    let x1 = (from + span.max(rows.len())) as f64;
+    // A run that fits is drawn whole, its end at the right edge.
+    let d = app.state.duration_s;
+    let x1 = if d > 0.0 && d <= span as f64 {
+        d
+    } else {
+        (from + span.max(rows.len())) as f64
+    };
     let ok: Vec<(f64, f64)> = rows.iter().map(|r| (r.t as f64, r.ok as f64)).collect();
     let err: Vec<(f64, f64)> = rows.iter().map(|r| (r.t as f64, r.errors as f64)).collect();
     let p50: Vec<(f64, f64)> = rows.iter().map(|r| (r.t as f64, r.p50_ms)).collect();
@@ -308,7 +318,7 @@ fn draw_services(f: &mut Frame, app: &App, area: Rect, small: bool) {
     let table = Table::new(
         rows,
         [
-            Constraint::Min(17),
+            Constraint::Min(19),
             Constraint::Length(4),
             Constraint::Length(10),
             Constraint::Length(if small { 3 } else { 8 }),
@@ -358,7 +368,7 @@ fn draw_queues(f: &mut Frame, app: &App, area: Rect, small: bool) {
     let table = Table::new(
         rows,
         [
-            Constraint::Min(8),
+            Constraint::Min(if small { 8 } else { 14 }),
             Constraint::Length(n),
             Constraint::Length(n),
             Constraint::Length(n.min(5)),

@@ -1,0 +1,119 @@
+//! The dashboard as a user drives it: the real binary in tmux, keys sent, the screen
+//! read back.
+
+use std::process::Command;
+use std::time::Duration;
+
+use faultline_tests::{Up, bin, wait_until};
+
+/// A tmux server of this test's own (`-L`), so tests in parallel never meet.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(command: &str) -> Tmux {
+        let socket = format!("faultline-test-{}", std::process::id());
+        let t = Tmux { socket };
+        let ok = t
+            .cmd(&["new-session", "-d", "-s", "t", "-x", "120", "-y", "40", command])
+            .success();
+        assert!(ok, "tmux starts");
+        // Keep the pane (and what the command printed last) after it exits.
+        t.cmd(&["set-option", "-t", "t", "remain-on-exit", "on"]);
+        t
+    }
+
+    fn cmd(&self, args: &[&str]) -> std::process::ExitStatus {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .status()
+            .expect("tmux runs (install it: apt-get install tmux)")
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket, "capture-pane", "-p", "-t", "t"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &str) {
+        self.cmd(&["send-keys", "-t", "t", keys]);
+    }
+
+    fn wait_for(&self, what: &str, timeout: Duration) -> String {
+        let mut last = String::new();
+        let seen = wait_until(timeout, || {
+            last = self.screen();
+            last.contains(what)
+        });
+        assert!(seen, "`{what}` never showed; the screen:\n{last}");
+        last
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-server"]);
+    }
+}
+
+fn faults(agent: &str) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = reqwest::blocking::get(format!("{agent}/v1/faults"))
+        .unwrap()
+        .json()
+        .unwrap();
+    v["faults"].as_array().cloned().unwrap()
+}
+
+#[test]
+fn the_dashboard_pauses_kills_and_heals_with_keys_and_restores_the_terminal() {
+    let up = Up::start(&[], &[]);
+    let command = format!(
+        "{} tui --agent {}; echo EXIT=$?; stty -a | tr ' ' '\\n' | grep -x -- '-*icanon'",
+        bin("faultline").display(),
+        up.agent
+    );
+    let tmux = Tmux::start(&command);
+    tmux.wait_for("services (21 replicas", Duration::from_secs(20));
+    // Down the list to orders-2.
+    let found = wait_until(Duration::from_secs(10), || {
+        if tmux.screen().contains("> orders-2") {
+            return true;
+        }
+        tmux.keys("j");
+        false
+    });
+    assert!(found, "orders-2 selected:\n{}", tmux.screen());
+    tmux.keys("p");
+    let screen = tmux.wait_for("PAUSED", Duration::from_secs(10));
+    assert!(screen.contains("tui: pause orders-2"), "{screen}");
+    assert_eq!(faults(&up.agent).len(), 1);
+    // Kill it: the supervisor restarts it, and the screen says so.
+    tmux.keys("x");
+    tmux.wait_for("tui: kill orders-2", Duration::from_secs(10));
+    let screen = tmux.wait_for("orders-2 restarted", Duration::from_secs(20));
+    let row = screen
+        .lines()
+        .find(|l| l.contains("> orders-2"))
+        .unwrap()
+        .to_owned();
+    assert!(row.contains(" 1 "), "one restart in the row: {row}");
+    // Help, then quit: the pause the dashboard applied is healed, the terminal is back.
+    tmux.keys("?");
+    tmux.wait_for("heal every fault", Duration::from_secs(5));
+    tmux.keys("Escape");
+    tmux.keys("q");
+    let screen = tmux.wait_for("EXIT=", Duration::from_secs(10));
+    assert!(screen.contains("EXIT=0"), "{screen}");
+    assert!(
+        screen.lines().any(|l| l.trim() == "icanon"),
+        "the terminal is back in canonical mode:\n{screen}"
+    );
+    assert!(!screen.contains("services ("), "the alternate screen is gone:\n{screen}");
+    assert_eq!(faults(&up.agent), Vec::<serde_json::Value>::new());
+}
