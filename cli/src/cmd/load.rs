@@ -75,6 +75,9 @@ pub struct Args {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Show the live dashboard while the load runs (q stops it early).
+    #[arg(long)]
+    pub tui: bool,
 }
 
 /// The spec the arguments describe.
@@ -345,6 +348,10 @@ pub fn run_cmd(args: Args) -> anyhow::Result<Exit> {
             }
         };
         let open = matches!(spec.model, Model::Open { .. });
+        let planned = match &spec.model {
+            Model::Open { schedule, .. } => schedule.duration(),
+            Model::Closed { duration, .. } => duration.unwrap_or(Duration::from_secs(10)),
+        };
         if let Model::Open { schedule, .. } = &spec.model {
             eprintln!(
                 "{:.0} requests planned over {}",
@@ -363,15 +370,59 @@ pub fn run_cmd(args: Args) -> anyhow::Result<Exit> {
         let tick = Duration::from_secs(1);
         let objectives = args.slos.clone();
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let live = if args.tui {
+            use std::io::IsTerminal;
+            if !std::io::stdout().is_terminal() {
+                eprintln!("error: --tui needs a terminal");
+                return Ok(Exit::BadInput);
+            }
+            Some(tokio::sync::watch::channel(crate::run::state::RunState {
+                experiment: format!("load {}", args.url),
+                target: args.url.clone(),
+                stage: crate::run::state::Stage::Running,
+                duration_s: planned.as_secs_f64(),
+                target_rate: args.rate,
+                phase: "load".into(),
+                ..Default::default()
+            }))
+        } else {
+            None
+        };
+        let publish = live.as_ref().map(|(tx, _)| tx.clone());
+        let objectives_live = args.slos.clone();
         let collector = tokio::spawn(async move {
             let mut per_second: Vec<Vec<Counts>> = vec![Vec::new(); objectives.len()];
             let mut window = crate::load::stats::Stats::default();
             let mut dropped = 0u64;
             let mut n = 0u64;
+            let windows = Windows::scaled(planned);
             while let Some(snap) = rx.recv().await {
                 let snap: crate::load::Snapshot = snap;
-                for (o, secs) in objectives.iter().zip(per_second.iter_mut()) {
-                    secs.push(slo::counts(&o.kind, &snap.stats, &[]));
+                let counts: Vec<Counts> = objectives
+                    .iter()
+                    .map(|o| slo::counts(&o.kind, &snap.stats, &[]))
+                    .collect();
+                for (c, secs) in counts.iter().zip(per_second.iter_mut()) {
+                    secs.push(*c);
+                }
+                if let Some(tx) = &publish {
+                    // The dashboard draws the same figures the summary reports.
+                    tx.send_modify(|st| {
+                        let t = st.seconds.len();
+                        st.seconds.push(crate::run::second_row(
+                            objectives_live.iter().map(|o| o.name.as_str()),
+                            t,
+                            &snap,
+                            &counts,
+                        ));
+                        st.elapsed_s = snap.elapsed.as_secs_f64();
+                        st.slos = objectives_live
+                            .iter()
+                            .zip(&per_second)
+                            .map(|(o, series)| slo::now(&o.name, o.objective, series, windows))
+                            .collect();
+                    });
+                    continue;
                 }
                 window.merge(&snap.stats);
                 dropped += snap.dropped;
@@ -382,9 +433,20 @@ pub fn run_cmd(args: Args) -> anyhow::Result<Exit> {
                     dropped = 0;
                 }
             }
+            if let Some(tx) = &publish {
+                tx.send_modify(|st| {
+                    st.stage = crate::run::state::Stage::Done;
+                    st.passed = Some(st.slos.iter().all(|s| s.met));
+                    st.phase = "done: q shows the summary".into();
+                });
+            }
             per_second
         });
-        let summary = run(spec, tick, Some(tx), stop).await;
+        let load = tokio::spawn(run(spec, tick, Some(tx), stop.clone()));
+        if let Some((_, rx)) = live {
+            crate::tui::run(rx, None, None, stop.clone()).await?;
+        }
+        let summary = load.await.context("the load engine failed")?;
         let per_second = collector.await.unwrap_or_default();
         signals.abort();
         let windows = Windows::scaled(summary.elapsed);

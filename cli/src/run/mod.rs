@@ -328,7 +328,13 @@ fn slo_counts(exp: &Experiment, snap: &Snapshot) -> Vec<Counts> {
         .collect()
 }
 
-fn second_row(exp: &Experiment, t: usize, snap: &Snapshot, counts: &[Counts]) -> Second {
+/// One second of the run for reports and live views; `names` are the SLOs' names.
+pub(crate) fn second_row<'a>(
+    names: impl Iterator<Item = &'a str>,
+    t: usize,
+    snap: &Snapshot,
+    counts: &[Counts],
+) -> Second {
     let s = &snap.stats;
     let ok: u64 = s
         .statuses
@@ -346,11 +352,9 @@ fn second_row(exp: &Experiment, t: usize, snap: &Snapshot, counts: &[Counts]) ->
         p50_ms: p.p50,
         p99_ms: p.p99,
         max_ms: p.max,
-        sli: exp
-            .slos
-            .iter()
+        sli: names
             .zip(counts)
-            .filter_map(|(slo, c)| Some((slo.name.clone(), c.ratio()?)))
+            .filter_map(|(name, c)| Some((name.to_owned(), c.ratio()?)))
             .collect(),
     }
 }
@@ -624,7 +628,7 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
                 for (series, c) in per_slo.iter_mut().zip(&counts) {
                     series.push(*c);
                 }
-                rows.push(second_row(exp, t, &snap, &counts));
+                rows.push(second_row(exp.slos.iter().map(|s| s.name.as_str()), t, &snap, &counts));
                 update(&mut state, exp, &rows, &per_slo, windows, t0, &events, &observed);
                 publish(&state);
                 window.merge(&snap.stats);
