@@ -102,6 +102,44 @@ pub(crate) struct Observed {
     pub replicas: Vec<faultline_agent::supervisor::ReplicaStatus>,
     pub faults: Vec<faultline_agent::faults::FaultInfo>,
     pub queues: Vec<QueueNow>,
+    /// Per replica, its circuit breakers that are not closed: `upstream open`.
+    pub breakers: BTreeMap<String, Vec<String>>,
+}
+
+/// The breakers of one replica that are not closed, from its `/metrics`
+/// (`shop_upstream_breaker_state`: 0 closed, 1 open, 2 half-open).
+async fn breakers(http: &reqwest::Client, addr: std::net::SocketAddr) -> Vec<String> {
+    let Ok(resp) = http
+        .get(format!("http://{addr}/metrics"))
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await
+    else {
+        return Vec::new();
+    };
+    let Ok(text) = resp.text().await else {
+        return Vec::new();
+    };
+    let Ok(scrape) = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))) else {
+        return Vec::new();
+    };
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "shop_upstream_breaker_state")
+        .filter_map(|s| {
+            let v = match s.value {
+                prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => return None,
+            };
+            let upstream = s.labels.get("upstream").unwrap_or("?");
+            match v as u8 {
+                1 => Some(format!("{upstream} open")),
+                2 => Some(format!("{upstream} half-open")),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// One look at the system: the agent's status and the broker's queues (when the
@@ -130,10 +168,21 @@ pub(crate) async fn observe_once(client: &AgentClient, http: &reqwest::Client) -
         },
         None => Vec::new(),
     };
+    let scrapes = status
+        .replicas
+        .iter()
+        .filter(|r| r.state == faultline_agent::supervisor::ReplicaState::Healthy)
+        .map(|r| async move { (r.name.clone(), breakers(http, r.addr).await) });
+    let breakers = futures::future::join_all(scrapes)
+        .await
+        .into_iter()
+        .filter(|(_, b)| !b.is_empty())
+        .collect();
     Some(Observed {
         replicas: status.replicas,
         faults: status.faults,
         queues,
+        breakers,
     })
 }
 
@@ -149,6 +198,7 @@ async fn observe(
             let mut into = into.lock().unwrap();
             into.replicas = o.replicas;
             into.faults = o.faults;
+            into.breakers = o.breakers;
             // A broker that did not answer keeps its last figures.
             if !o.queues.is_empty() || into.queues.is_empty() {
                 into.queues = o.queues;
@@ -466,6 +516,7 @@ fn update(
     let o = observed.lock().unwrap();
     state.replicas = o.replicas.clone();
     state.faults = o.faults.clone();
+    state.breakers = o.breakers.clone();
     state.queues = o.queues.clone();
 }
 

@@ -55,6 +55,8 @@ pub struct RunState {
     pub windows: Vec<(String, f64, Option<f64>)>,
     pub slos: Vec<SloNow>,
     pub replicas: Vec<ReplicaStatus>,
+    /// Per replica, its circuit breakers that are not closed (`cdn open`).
+    pub breakers: std::collections::BTreeMap<String, Vec<String>>,
     /// Faults in effect, as the agent reports them.
     pub faults: Vec<FaultInfo>,
     pub queues: Vec<QueueNow>,

@@ -340,6 +340,7 @@ pub async fn attach(client: AgentClient, tx: watch::Sender<RunState>, stop: Canc
                     .join(", ")
             };
             state.replicas = o.replicas;
+            state.breakers = o.breakers;
             state.faults = o.faults;
             state.queues = o.queues;
         }

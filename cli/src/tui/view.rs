@@ -301,11 +301,23 @@ fn draw_services(f: &mut Frame, app: &App, area: Rect, small: bool) {
                 .map(|f| f.kind.clone())
                 .collect();
             let selected = i == app.selected;
+            let breakers = app
+                .state
+                .breakers
+                .get(&r.name)
+                .map(|b| b.join(","))
+                .unwrap_or_else(|| "closed".into());
+            let open = breakers != "closed";
             let row = Row::new(vec![
                 Cell::from(format!("{}{}", if selected { "> " } else { "  " }, r.name)),
                 Cell::from(r.zone.clone()),
                 Cell::from(word).style(color(app, c).add_modifier(Modifier::BOLD)),
                 Cell::from(r.restarts.to_string()),
+                Cell::from(breakers).style(if open {
+                    color(app, Color::Red)
+                } else {
+                    Style::default()
+                }),
                 Cell::from(faults.join(",")).style(color(app, Color::Yellow)),
             ]);
             if selected {
@@ -322,6 +334,7 @@ fn draw_services(f: &mut Frame, app: &App, area: Rect, small: bool) {
             Constraint::Length(4),
             Constraint::Length(10),
             Constraint::Length(if small { 3 } else { 8 }),
+            Constraint::Fill(2),
             Constraint::Fill(1),
         ],
     )
@@ -331,6 +344,7 @@ fn draw_services(f: &mut Frame, app: &App, area: Rect, small: bool) {
             "zone",
             "state",
             if small { "rst" } else { "restarts" },
+            "breakers",
             "faults",
         ])
         .style(Style::default().add_modifier(Modifier::BOLD)),
@@ -518,6 +532,7 @@ mod tests {
                 replica("orders", 2, ReplicaState::Held),
                 replica("payments", 1, ReplicaState::Paused),
             ],
+            breakers: [("auth-1".to_owned(), vec!["cdn open".to_owned()])].into(),
             faults: vec![faultline_agent::faults::FaultInfo {
                 id: "f1".into(),
                 kind: "kill".into(),
@@ -612,6 +627,7 @@ mod tests {
             "budget left",
             "-57%",
             "auth-1",
+            "cdn open",
             "> orders-2",
             "UP",
             "payments-dlq".trim_end_matches("-dlq"),
