@@ -175,19 +175,8 @@ async fn heal_all(State(s): State<AppState>) -> Response {
     axum::Json(serde_json::json!({ "healed": healed })).into_response()
 }
 
-async fn metrics(State(s): State<AppState>) -> Response {
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &s.registry) {
-        Ok(()) => (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
-            )],
-            body,
-        )
-            .into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
+async fn metrics(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    crate::metrics::render(&s.registry, &headers)
 }
 
 /// Serves the API on `listener` until `shutdown`.

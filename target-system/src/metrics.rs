@@ -75,12 +75,22 @@ pub fn new_registry() -> Registry {
     Registry::with_prefix("shop")
 }
 
-pub fn render(registry: &Registry) -> Response {
+/// `/metrics`: OpenMetrics for scrapers that ask for it, the classic text format for
+/// the rest.
+pub fn render(registry: &Registry, headers: &axum::http::HeaderMap) -> Response {
     let mut body = String::with_capacity(16 * 1024);
     match prometheus_client::encoding::text::encode(&mut body, registry) {
-        Ok(()) => (
+        Ok(()) if wants_openmetrics(headers) => (
             [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))],
             body,
+        )
+            .into_response(),
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(CLASSIC_CONTENT_TYPE),
+            )],
+            classic_text(&body),
         )
             .into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
@@ -88,3 +98,60 @@ pub fn render(registry: &Registry) -> Response {
 }
 
 pub type SharedRegistry = Arc<Registry>;
+
+/// The same exposition in the classic Prometheus text format (0.0.4), for clients that do
+/// not ask for OpenMetrics (`promtool check metrics`, curl, older scrapers): a counter's
+/// `# HELP` and `# TYPE` carry its `_total` name, and the OpenMetrics-only lines
+/// (`# UNIT`, `# EOF`) go.
+pub fn classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            (counters.contains(name) && !name.ends_with("_total"))
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(l.trim_end()),
+            None if line.starts_with("# TYPE ") && line.ends_with(" unknown") => {
+                out.push_str(&line.replace(" unknown", " untyped"))
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The Content-Type of [`classic_text`].
+pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Whether a scraper asked for OpenMetrics (Prometheus does; curl and promtool do not).
+pub fn wants_openmetrics(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"))
+}
+
+#[cfg(test)]
+mod classic_tests {
+    #[test]
+    fn counters_get_their_total_name_and_openmetrics_lines_go() {
+        let om = "# HELP x_requests Requests.\n# TYPE x_requests counter\nx_requests_total{a=\"1\"} 3\n# HELP x_up Up.\n# TYPE x_up gauge\n# UNIT x_up seconds\nx_up 1\n# EOF\n";
+        assert_eq!(
+            super::classic_text(om),
+            "# HELP x_requests_total Requests.\n# TYPE x_requests_total counter\nx_requests_total{a=\"1\"} 3\n# HELP x_up Up.\n# TYPE x_up gauge\nx_up 1\n"
+        );
+    }
+}

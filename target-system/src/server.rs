@@ -90,8 +90,12 @@ pub async fn serve_on(
         .route("/health", get(|| async { "ok" }))
         .route(
             "/metrics",
-            get(|State(r): State<Arc<Registry>>| async move { metrics::render(&r) })
-                .with_state(registry),
+            get(
+                |State(r): State<Arc<Registry>>, headers: axum::http::HeaderMap| async move {
+                    metrics::render(&r, &headers)
+                },
+            )
+            .with_state(registry),
         );
     axum::serve(
         listener,

@@ -1,6 +1,7 @@
 //! End-to-end tests through real processes and sockets.
 
 mod faults;
+mod prometheus;
 mod run;
 mod shop_data;
 mod shop_sync;

@@ -16,7 +16,17 @@ impl Tmux {
         let socket = format!("faultline-test-{}", std::process::id());
         let t = Tmux { socket };
         let ok = t
-            .cmd(&["new-session", "-d", "-s", "t", "-x", "120", "-y", "40", command])
+            .cmd(&[
+                "new-session",
+                "-d",
+                "-s",
+                "t",
+                "-x",
+                "120",
+                "-y",
+                "40",
+                command,
+            ])
             .success();
         assert!(ok, "tmux starts");
         // Keep the pane (and what the command printed last) after it exits.
@@ -114,6 +124,9 @@ fn the_dashboard_pauses_kills_and_heals_with_keys_and_restores_the_terminal() {
         screen.lines().any(|l| l.trim() == "icanon"),
         "the terminal is back in canonical mode:\n{screen}"
     );
-    assert!(!screen.contains("services ("), "the alternate screen is gone:\n{screen}");
+    assert!(
+        !screen.contains("services ("),
+        "the alternate screen is gone:\n{screen}"
+    );
     assert_eq!(faults(&up.agent), Vec::<serde_json::Value>::new());
 }
