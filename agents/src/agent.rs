@@ -96,14 +96,54 @@ impl Agent {
         let _ = opts
             .run_dir
             .write_atomic("agent.json", record.to_string().as_bytes());
-        Ok(Agent {
+        let agent = Agent {
             supervisor,
             faults,
             url,
             cancel,
             api,
             leases,
-        })
+        };
+        let _ = agent.write_prometheus_targets(Vec::new());
+        Ok(agent)
+    }
+
+    /// Writes `prometheus-targets.json` in the run directory: a Prometheus file_sd file
+    /// naming every replica's metrics address (labels `job`, `service`, `replica`,
+    /// `zone`), the agent's own, and `extra` entries (the CLI's endpoint during a run).
+    /// A replica keeps its address across restarts, so the file stays true for the run.
+    pub fn write_prometheus_targets(
+        &self,
+        extra: Vec<serde_json::Value>,
+    ) -> std::io::Result<std::path::PathBuf> {
+        let mut groups: Vec<serde_json::Value> = self
+            .supervisor
+            .status()
+            .into_iter()
+            .map(|r| {
+                serde_json::json!({
+                    "targets": [r.addr.to_string()],
+                    "labels": {
+                        "job": self.supervisor.topology().name,
+                        "service": r.service,
+                        "replica": r.name,
+                        "zone": r.zone,
+                    }
+                })
+            })
+            .collect();
+        groups.push(serde_json::json!({
+            "targets": [self.url.trim_start_matches("http://")],
+            "labels": { "job": "faultline-agent", "service": "faultline-agent", "replica": "faultline-agent-1", "zone": "" }
+        }));
+        groups.extend(extra);
+        let text = serde_json::to_string_pretty(&groups).expect("targets serialise");
+        let run_dir = self.supervisor.run_dir();
+        let path = run_dir.join("prometheus-targets.json");
+        let tmp = run_dir.join(".prometheus-targets.json.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(path)
     }
 
     /// Heals every fault, stops the API, then stops the topology gracefully.

@@ -7,6 +7,7 @@ mod discover;
 mod exit;
 mod experiment;
 mod load;
+mod metrics;
 mod run;
 mod slo;
 mod tui;

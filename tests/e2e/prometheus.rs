@@ -79,3 +79,50 @@ fn every_metrics_endpoint_passes_promtool() {
     );
     assert!(om.text().unwrap().ends_with("# EOF\n"));
 }
+
+#[test]
+fn the_load_engine_serves_its_own_metrics_to_prometheus() {
+    use std::io::BufRead;
+    let up = Up::start(&[], &[]);
+    let mut child = Command::new(faultline_tests::bin("faultline"))
+        .args([
+            "load",
+            &format!("{}/api/v1/products/1", up.gateway),
+            "-r",
+            "200",
+            "-d",
+            "20s",
+            "--slo",
+            "availability>=99",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let url = loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "no metrics line");
+        if let Some(u) = line.trim().strip_prefix("metrics: ") {
+            break u.to_owned();
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let http = reqwest::blocking::Client::new();
+    let mut text = String::new();
+    let counted = faultline_tests::wait_until(std::time::Duration::from_secs(10), || {
+        text = http.get(&url).send().unwrap().text().unwrap();
+        text.contains("faultline_slo_sli{slo=\"availability>=99\"}")
+            && text.contains("faultline_request_duration_seconds_bucket")
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(counted, "{text}");
+    assert!(
+        text.contains("faultline_requests_total{step=\"load\",status=\"200\"}"),
+        "{text}"
+    );
+    assert!(text.contains("faultline_slo_burn_rate{slo=\"availability>=99\",window=\"short\"}"));
+    assert_eq!(promtool_check_metrics(&text), "");
+}

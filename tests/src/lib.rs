@@ -290,6 +290,8 @@ pub struct Up {
     pub stderr_path: PathBuf,
     /// `FAULTLINE_HOME` of this run: commands given it find this run as the latest.
     pub home: PathBuf,
+    /// The Prometheus file_sd file it wrote.
+    pub targets: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -343,7 +345,7 @@ impl Up {
             .iter()
             .skip_while(|l| !l.starts_with("SERVICE"))
             .skip(1)
-            .take_while(|l| !l.starts_with("logs:"))
+            .take_while(|l| !l.starts_with("logs:") && !l.starts_with("prometheus targets:"))
             .map(|l| {
                 let c: Vec<&str> = l.split_whitespace().collect();
                 Row {
@@ -355,6 +357,11 @@ impl Up {
                 }
             })
             .collect();
+        let targets = stdout
+            .iter()
+            .find_map(|l| l.strip_prefix("prometheus targets: "))
+            .map(PathBuf::from)
+            .unwrap_or_default();
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Up {
@@ -366,6 +373,7 @@ impl Up {
             stdout,
             stderr_path,
             home,
+            targets,
             _dir: dir,
         }
     }

@@ -78,6 +78,9 @@ pub struct Args {
     /// Show the live dashboard while the load runs (q stops it early).
     #[arg(long)]
     pub tui: bool,
+    /// Where the load's own Prometheus `/metrics` listens.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub metrics_listen: std::net::SocketAddr,
 }
 
 /// The spec the arguments describe.
@@ -389,6 +392,19 @@ pub fn run_cmd(args: Args) -> anyhow::Result<Exit> {
             None
         };
         let publish = live.as_ref().map(|(tx, _)| tx.clone());
+        // The load's own /metrics, for a Prometheus watching the run.
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+        let metrics_stop = CancellationToken::new();
+        let _stop_metrics = metrics_stop.clone().drop_guard();
+        let metrics_addr = metrics
+            .clone()
+            .serve(args.metrics_listen, metrics_stop)
+            .await
+            .context("cannot serve the load's metrics")?;
+        if !args.tui {
+            eprintln!("metrics: http://{metrics_addr}/metrics");
+        }
+        let m = metrics.clone();
         let objectives_live = args.slos.clone();
         let collector = tokio::spawn(async move {
             let mut per_second: Vec<Vec<Counts>> = vec![Vec::new(); objectives.len()];
@@ -405,6 +421,14 @@ pub fn run_cmd(args: Args) -> anyhow::Result<Exit> {
                 for (c, secs) in counts.iter().zip(per_second.iter_mut()) {
                     secs.push(*c);
                 }
+                m.observe(std::iter::once(("load", &snap.stats)), snap.dropped);
+                m.set_slos(
+                    &objectives
+                        .iter()
+                        .zip(&per_second)
+                        .map(|(o, series)| slo::now(&o.name, o.objective, series, windows))
+                        .collect::<Vec<_>>(),
+                );
                 if let Some(tx) = &publish {
                     // The dashboard draws the same figures the summary reports.
                     tx.send_modify(|st| {

@@ -94,6 +94,10 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         };
         println!("{}", report::ready_line(&agent.supervisor, &agent.url));
         print!("{}", report::table(&agent.supervisor.status()));
+        println!(
+            "prometheus targets: {}",
+            agent.supervisor.run_dir().join("prometheus-targets.json").display()
+        );
         println!("logs: {}", agent.supervisor.run_dir().join("logs").display());
         let waited = report::wait_for_signal().await;
         eprintln!("stopping...");

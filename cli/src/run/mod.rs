@@ -94,6 +94,8 @@ pub struct Options {
     pub live: Option<tokio::sync::watch::Sender<RunState>>,
     /// Stops the run like Ctrl-C does (the TUI's q).
     pub interrupt: Option<CancellationToken>,
+    /// Where the run's own `/metrics` listens (default 127.0.0.1, a free port).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// What the observer last saw of the system.
@@ -567,6 +569,35 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
             observing.clone(),
         ));
     }
+    // The run's own /metrics, in the Prometheus targets file beside the system's.
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let metrics_stop = CancellationToken::new();
+    let metrics_addr = metrics
+        .clone()
+        .serve(
+            opts.metrics_listen
+                .unwrap_or_else(|| "127.0.0.1:0".parse().expect("an address")),
+            metrics_stop.clone(),
+        )
+        .await
+        .context("cannot serve the run's metrics")?;
+    let _stop_metrics = metrics_stop.drop_guard();
+    if let Some(agent) = &live.embedded {
+        let cli = serde_json::json!({
+            "targets": [metrics_addr.to_string()],
+            "labels": { "job": "faultline", "service": "faultline", "replica": "faultline-1", "zone": "" }
+        });
+        if let Ok(p) = agent.write_prometheus_targets(vec![cli])
+            && !opts.quiet
+        {
+            eprintln!(
+                "metrics: http://{metrics_addr}/metrics (prometheus targets: {})",
+                p.display()
+            );
+        }
+    } else if !opts.quiet {
+        eprintln!("metrics: http://{metrics_addr}/metrics");
+    }
     let mut state = RunState {
         experiment: exp.name.clone(),
         seed: exp.seed,
@@ -682,6 +713,12 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
                 rows.push(second_row(exp.slos.iter().map(|s| s.name.as_str()), t, &snap, &counts));
                 update(&mut state, exp, &rows, &per_slo, windows, t0, &events, &observed);
                 publish(&state);
+                metrics.observe(
+                    exp.load.flows.steps.iter().map(|s| s.name.as_str()).zip(snap.steps.iter()),
+                    snap.dropped,
+                );
+                metrics.set_slos(&state.slos);
+                metrics.set_faults(&state.faults);
                 window.merge(&snap.stats);
                 window_dropped += snap.dropped;
                 // Abort guards: the SLO's short-window burn rate above the limit for
