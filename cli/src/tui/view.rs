@@ -469,7 +469,7 @@ mod tests {
             name: format!("{service}-{index}"),
             service: service.into(),
             index,
-            zone: if index % 2 == 0 { "b" } else { "a" }.into(),
+            zone: if index.is_multiple_of(2) { "b" } else { "a" }.into(),
             addr: "127.0.0.1:1".parse().unwrap(),
             state,
             pid: Some(10),
