@@ -3,6 +3,7 @@
 
 mod bundled;
 mod cmd;
+mod dashboards;
 mod discover;
 mod exit;
 mod experiment;
@@ -44,6 +45,10 @@ enum Command {
     Tui(cmd::tui::Args),
     /// Validate experiment files without running them.
     Check(cmd::check::Args),
+    /// Grafana dashboards and provisioning files (`dashboards export DIR`).
+    Dashboards(cmd::dashboards::Args),
+    /// Prometheus rules for SLOs (`slo rules FILE`).
+    Slo(cmd::slo::Args),
     /// Print the JSON Schema of experiment files.
     Schema(cmd::check::SchemaArgs),
 }
@@ -76,6 +81,8 @@ fn main() -> ExitCode {
         Command::Tui(args) => cmd::tui::run(args),
         Command::Check(args) => cmd::check::run(args),
         Command::Schema(args) => cmd::check::schema(args),
+        Command::Slo(args) => cmd::slo::run(args),
+        Command::Dashboards(args) => cmd::dashboards::run(args),
     };
     // Whatever happened, the terminal is left as it was found.
     tui::restore();

@@ -1,10 +1,12 @@
 //! One module per command.
 
 pub mod check;
+pub mod dashboards;
 pub mod fault;
 pub mod heal;
 pub mod load;
 pub mod run;
+pub mod slo;
 pub mod status;
 pub mod tui;
 pub mod up;

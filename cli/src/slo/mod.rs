@@ -3,6 +3,7 @@
 //! to the run), figures per phase, time to detect and time to recover. It performs no
 //! I/O and reads no clock: it is arithmetic over what the load engine counted.
 
+pub mod rules;
 pub mod spec;
 
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! The `faultline` binary's command line. (This test target also makes
 //! `cargo test --workspace` build the binary the end-to-end tests run.)
 
+mod experiments;
 mod load;
 
 use std::process::Command;

@@ -1,0 +1,552 @@
+//! The Grafana dashboards and provisioning files faultline ships (`dashboards/`), made
+//! here so that every panel follows the same rules: the datasource comes from the
+//! `${DS_PROMETHEUS}` input, every panel has a unit and a query, template variables
+//! `service` and `replica` filter, and fault windows show as annotations.
+//! `faultline dashboards export DIR` writes them; a test keeps `dashboards/` equal to this.
+
+use serde_json::{Value, json};
+
+/// The current dashboard schema version (Grafana 11).
+pub const SCHEMA_VERSION: u64 = 39;
+
+fn ds() -> Value {
+    json!({ "type": "prometheus", "uid": "${DS_PROMETHEUS}" })
+}
+
+/// A query and its legend.
+struct Q(&'static str, &'static str);
+
+struct Panel {
+    title: &'static str,
+    description: &'static str,
+    kind: &'static str,
+    unit: &'static str,
+    queries: Vec<Q>,
+    w: u64,
+    h: u64,
+}
+
+fn p(
+    title: &'static str,
+    description: &'static str,
+    kind: &'static str,
+    unit: &'static str,
+    queries: Vec<Q>,
+) -> Panel {
+    Panel {
+        title,
+        description,
+        kind,
+        unit,
+        queries,
+        w: 12,
+        h: 8,
+    }
+}
+
+fn variable(name: &str, query: &str) -> Value {
+    json!({
+        "name": name,
+        "label": name,
+        "type": "query",
+        "datasource": ds(),
+        "definition": query,
+        "query": { "query": query, "refId": format!("{name}-var") },
+        "includeAll": true,
+        "multi": true,
+        "allValue": ".*",
+        "current": { "selected": true, "text": ["All"], "value": ["$__all"] },
+        "refresh": 2,
+        "sort": 1,
+    })
+}
+
+fn dashboard(uid: &str, title: &str, description: &str, panels: Vec<Panel>) -> Value {
+    let mut x = 0;
+    let mut y = 0;
+    let panels: Vec<Value> = panels
+        .into_iter()
+        .enumerate()
+        .map(|(i, pn)| {
+            if x + pn.w > 24 {
+                x = 0;
+                y += pn.h;
+            }
+            let pos = json!({ "x": x, "y": y, "w": pn.w, "h": pn.h });
+            x += pn.w;
+            let targets: Vec<Value> = pn
+                .queries
+                .iter()
+                .enumerate()
+                .map(|(j, q)| {
+                    json!({
+                        "refId": ((b'A' + j as u8) as char).to_string(),
+                        "datasource": ds(),
+                        "expr": q.0,
+                        "legendFormat": q.1,
+                    })
+                })
+                .collect();
+            let mut panel = json!({
+                "id": i + 1,
+                "type": pn.kind,
+                "title": pn.title,
+                "description": pn.description,
+                "datasource": ds(),
+                "gridPos": pos,
+                "fieldConfig": { "defaults": { "unit": pn.unit }, "overrides": [] },
+                "targets": targets,
+            });
+            if pn.kind == "timeseries" {
+                panel["options"] = json!({
+                    "legend": { "displayMode": "list", "placement": "bottom", "showLegend": true },
+                    "tooltip": { "mode": "multi", "sort": "desc" }
+                });
+            }
+            panel
+        })
+        .collect();
+    json!({
+        "__inputs": [{
+            "name": "DS_PROMETHEUS",
+            "label": "Prometheus",
+            "description": "The Prometheus that scrapes faultline and the shop",
+            "type": "datasource",
+            "pluginId": "prometheus",
+            "pluginName": "Prometheus"
+        }],
+        "__requires": [
+            { "type": "grafana", "id": "grafana", "name": "Grafana", "version": "10.0.0" },
+            { "type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0" },
+            { "type": "panel", "id": "timeseries", "name": "Time series", "version": "" },
+            { "type": "panel", "id": "state-timeline", "name": "State timeline", "version": "" },
+            { "type": "panel", "id": "stat", "name": "Stat", "version": "" }
+        ],
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": ["faultline"],
+        "schemaVersion": SCHEMA_VERSION,
+        "version": 1,
+        "editable": true,
+        "graphTooltip": 1,
+        "time": { "from": "now-30m", "to": "now" },
+        "refresh": "10s",
+        "timezone": "browser",
+        "templating": { "list": [
+            variable("service", "label_values(up, service)"),
+            variable("replica", "label_values(up{service=~\"$service\"}, replica)"),
+        ] },
+        "annotations": { "list": [
+            {
+                "builtIn": 1,
+                "datasource": { "type": "grafana", "uid": "-- Grafana --" },
+                "enable": true,
+                "hide": true,
+                "iconColor": "rgba(0, 211, 255, 1)",
+                "name": "Annotations & Alerts",
+                "type": "dashboard"
+            },
+            {
+                "name": "faults",
+                "datasource": ds(),
+                "enable": true,
+                "iconColor": "orange",
+                "expr": "sum by (kind, target) (faultline_agent_faults_active) > 0",
+                "titleFormat": "fault: {{kind}} {{target}}",
+                "step": "5s"
+            }
+        ] },
+        "panels": panels,
+    })
+}
+
+const SEL: &str = r#"service=~"$service",replica=~"$replica""#;
+
+fn overview() -> Value {
+    dashboard(
+        "faultline-overview",
+        "faultline: overview",
+        "A gameday as faultline runs it: load by status, latency from the intended send, SLIs, error budgets, burn rates and the faults in effect.",
+        vec![
+            p(
+                "Load by status",
+                "Requests a second the load engine sent, by HTTP status or error kind (timeout, connect, reset).",
+                "timeseries",
+                "reqps",
+                vec![Q(
+                    "sum by (status) (rate(faultline_requests_total[$__rate_interval]))",
+                    "{{status}}",
+                )],
+            ),
+            p(
+                "Latency percentiles",
+                "p50, p90 and p99 from each request's intended send time (no coordinated omission), from the histogram.",
+                "timeseries",
+                "s",
+                vec![
+                    Q(
+                        "histogram_quantile(0.5, sum by (le) (rate(faultline_request_duration_seconds_bucket[$__rate_interval])))",
+                        "p50",
+                    ),
+                    Q(
+                        "histogram_quantile(0.9, sum by (le) (rate(faultline_request_duration_seconds_bucket[$__rate_interval])))",
+                        "p90",
+                    ),
+                    Q(
+                        "histogram_quantile(0.99, sum by (le) (rate(faultline_request_duration_seconds_bucket[$__rate_interval])))",
+                        "p99",
+                    ),
+                ],
+            ),
+            p(
+                "SLIs",
+                "The good share of events so far, per SLO, against its objective (dashed).",
+                "timeseries",
+                "percentunit",
+                vec![
+                    Q("faultline_slo_sli", "{{slo}}"),
+                    Q("faultline_slo_objective", "{{slo}} objective"),
+                ],
+            ),
+            p(
+                "Error budget left",
+                "Share of each SLO's error budget left over the run (below zero: overspent).",
+                "timeseries",
+                "percentunit",
+                vec![Q("faultline_slo_error_budget_remaining", "{{slo}}")],
+            ),
+            p(
+                "Burn rates",
+                "How many times faster than allowed each SLO burns its budget, over the run's short and long windows; the fast page fires when both exceed 14.4.",
+                "timeseries",
+                "suffix:x",
+                vec![Q("faultline_slo_burn_rate", "{{slo}} {{window}}")],
+            ),
+            p(
+                "Dropped iterations",
+                "Iterations the load engine could not start (its in-flight bound): when this grows, the generator, not the system, is the limit.",
+                "timeseries",
+                "ops",
+                vec![Q(
+                    "rate(faultline_dropped_iterations_total[$__rate_interval])",
+                    "dropped",
+                )],
+            ),
+            p(
+                "Active faults",
+                "Faults in effect, by kind and target, as the agent reports them.",
+                "state-timeline",
+                "short",
+                vec![Q(
+                    "sum by (kind, target) (faultline_agent_faults_active)",
+                    "{{kind}} {{target}}",
+                )],
+            ),
+            p(
+                "Faults injected and healed",
+                "Faults the agent injected and healed a second, by kind (and why they healed).",
+                "timeseries",
+                "ops",
+                vec![
+                    Q(
+                        "sum by (kind) (rate(faultline_agent_faults_injected_total[$__rate_interval]))",
+                        "injected {{kind}}",
+                    ),
+                    Q(
+                        "sum by (kind, reason) (rate(faultline_agent_faults_healed_total[$__rate_interval]))",
+                        "healed {{kind}} ({{reason}})",
+                    ),
+                ],
+            ),
+        ],
+    )
+}
+
+fn services() -> Value {
+    let q = |s: &'static str| s;
+    dashboard(
+        "shop-services",
+        "shop: services",
+        "The shop's services under faults: rate, errors and duration per service and replica, upstream health, circuit breakers, retries and their budget, rate limiting, restarts.",
+        vec![
+            p(
+                "Requests by service",
+                "Requests served a second, per service.",
+                "timeseries",
+                "reqps",
+                vec![Q(
+                    q(
+                        r#"sum by (service) (rate(shop_http_requests_total{service=~"$service",replica=~"$replica"}[$__rate_interval]))"#,
+                    ),
+                    "{{service}}",
+                )],
+            ),
+            p(
+                "Errors (5xx) by replica",
+                "Answers of 500 or above a second, per replica.",
+                "timeseries",
+                "reqps",
+                vec![Q(
+                    q(
+                        r#"sum by (replica) (rate(shop_http_requests_total{service=~"$service",replica=~"$replica",status=~"5.."}[$__rate_interval]))"#,
+                    ),
+                    "{{replica}}",
+                )],
+            ),
+            p(
+                "Duration p99 by service",
+                "99th percentile of the time to serve a request, per service.",
+                "timeseries",
+                "s",
+                vec![Q(
+                    q(
+                        r#"histogram_quantile(0.99, sum by (service, le) (rate(shop_http_request_duration_seconds_bucket{service=~"$service",replica=~"$replica"}[$__rate_interval])))"#,
+                    ),
+                    "{{service}}",
+                )],
+            ),
+            p(
+                "Upstream endpoints healthy",
+                "Per caller and upstream, how many endpoints pass their health checks (ejected ones count as not healthy).",
+                "timeseries",
+                "short",
+                vec![Q(
+                    q(
+                        r#"sum by (service, upstream) (shop_upstream_endpoint_healthy{service=~"$service",replica=~"$replica"})"#,
+                    ),
+                    "{{service}} -> {{upstream}}",
+                )],
+            ),
+            p(
+                "Circuit breakers",
+                "Breaker state per caller and upstream: 0 closed, 1 open, 2 half-open.",
+                "state-timeline",
+                "short",
+                vec![Q(
+                    q(
+                        r#"max by (service, upstream) (shop_upstream_breaker_state{service=~"$service",replica=~"$replica"})"#,
+                    ),
+                    "{{service}} -> {{upstream}}",
+                )],
+            ),
+            p(
+                "Tries by outcome",
+                "Tries sent to upstreams a second, by outcome.",
+                "timeseries",
+                "ops",
+                vec![Q(
+                    q(
+                        r#"sum by (upstream, outcome) (rate(shop_upstream_tries_total{service=~"$service",replica=~"$replica"}[$__rate_interval]))"#,
+                    ),
+                    "{{upstream}} {{outcome}}",
+                )],
+            ),
+            p(
+                "Retries and exhausted retry budget",
+                "Retries a second, and retries refused because the retry budget was spent.",
+                "timeseries",
+                "ops",
+                vec![
+                    Q(
+                        q(
+                            r#"sum by (upstream) (rate(shop_upstream_retries_total{service=~"$service",replica=~"$replica"}[$__rate_interval]))"#,
+                        ),
+                        "retries {{upstream}}",
+                    ),
+                    Q(
+                        q(
+                            r#"sum by (upstream) (rate(shop_upstream_retry_budget_exhausted_total{service=~"$service",replica=~"$replica"}[$__rate_interval]))"#,
+                        ),
+                        "budget exhausted {{upstream}}",
+                    ),
+                ],
+            ),
+            p(
+                "Rate limited",
+                "Requests the gateway refused with 429 a second, by route.",
+                "timeseries",
+                "reqps",
+                vec![Q(
+                    q(
+                        r#"sum by (route) (rate(shop_gateway_rate_limited_total{service=~"$service",replica=~"$replica"}[$__rate_interval]))"#,
+                    ),
+                    "{{route}}",
+                )],
+            ),
+            p(
+                "Restarts",
+                "Restarts per replica by the supervisor, over the dashboard's range.",
+                "timeseries",
+                "short",
+                vec![Q(
+                    q(
+                        r#"sum by (replica) (increase(faultline_agent_replica_restarts_total{service=~"$service",replica=~"$replica"}[$__range]))"#,
+                    ),
+                    "{{replica}}",
+                )],
+            ),
+        ],
+    )
+}
+
+fn data() -> Value {
+    let _ = SEL;
+    dashboard(
+        "shop-data",
+        "shop: data and messaging",
+        "The shop's queues, store and caches: depth, in flight, dead letters, oldest message age, replication lag, fsync latency, cache and CDN hit ratios.",
+        vec![
+            p(
+                "Queue depth",
+                "Messages visible (waiting) per queue.",
+                "timeseries",
+                "short",
+                vec![Q(
+                    "sum by (queue) (shop_broker_messages_visible)",
+                    "{{queue}}",
+                )],
+            ),
+            p(
+                "In flight",
+                "Messages received and not yet deleted per queue.",
+                "timeseries",
+                "short",
+                vec![Q(
+                    "sum by (queue) (shop_broker_messages_in_flight)",
+                    "{{queue}}",
+                )],
+            ),
+            p(
+                "Dead letter queues",
+                "Messages in each queue's dead letter queue.",
+                "timeseries",
+                "short",
+                vec![Q("sum by (queue) (shop_broker_dlq_depth)", "{{queue}}")],
+            ),
+            p(
+                "Oldest message age",
+                "Age of the oldest message per queue.",
+                "timeseries",
+                "s",
+                vec![Q(
+                    "max by (queue) (shop_broker_oldest_message_age_seconds)",
+                    "{{queue}}",
+                )],
+            ),
+            p(
+                "Replication lag",
+                "How far each store replica trails its primary, in time and in log entries.",
+                "timeseries",
+                "s",
+                vec![Q(
+                    r#"max by (replica) (shop_store_replication_lag_seconds{service=~"$service",replica=~"$replica"})"#,
+                    "{{replica}}",
+                )],
+            ),
+            p(
+                "WAL fsync latency p99",
+                "99th percentile of the write-ahead log's fsync, per service.",
+                "timeseries",
+                "s",
+                vec![Q(
+                    r#"histogram_quantile(0.99, sum by (service, le) (rate({__name__=~"shop_.+_wal_fsync_duration_seconds_bucket",service=~"$service",replica=~"$replica"}[$__rate_interval])))"#,
+                    "{{service}}",
+                )],
+            ),
+            p(
+                "Cache hit ratio",
+                "Share of the cache's lookups that hit.",
+                "timeseries",
+                "percentunit",
+                vec![Q(
+                    "sum(rate(shop_cache_hits_total[$__rate_interval])) / (sum(rate(shop_cache_hits_total[$__rate_interval])) + sum(rate(shop_cache_misses_total[$__rate_interval])))",
+                    "cache",
+                )],
+            ),
+            p(
+                "CDN lookups by result",
+                "Share of the CDN's lookups by result (hit, miss, stale).",
+                "timeseries",
+                "percentunit",
+                vec![Q(
+                    "sum by (result) (rate(shop_cdn_lookups_total[$__rate_interval])) / scalar(sum(rate(shop_cdn_lookups_total[$__rate_interval])))",
+                    "{{result}}",
+                )],
+            ),
+        ],
+    )
+}
+
+/// Every dashboard, by file name.
+pub fn all() -> Vec<(&'static str, Value)> {
+    vec![
+        ("faultline-overview.json", overview()),
+        ("shop-services.json", services()),
+        ("shop-data.json", data()),
+    ]
+}
+
+/// Grafana file provisioning: the dashboards from a directory.
+pub const PROVISIONING_DASHBOARDS: &str = r#"# Grafana file provisioning: copy to /etc/grafana/provisioning/dashboards/faultline.yml
+# and the dashboards' JSON files to /var/lib/grafana/dashboards/faultline/.
+apiVersion: 1
+providers:
+  - name: faultline
+    folder: faultline
+    type: file
+    disableDeletion: false
+    updateIntervalSeconds: 30
+    allowUiUpdates: true
+    options:
+      path: /var/lib/grafana/dashboards/faultline
+      foldersFromFilesStructure: false
+"#;
+
+/// Grafana file provisioning: the Prometheus datasource the dashboards' input names.
+pub const PROVISIONING_DATASOURCE: &str = r#"# Grafana file provisioning: copy to /etc/grafana/provisioning/datasources/faultline.yml.
+# Provisioned dashboards cannot ask for their ${DS_PROMETHEUS} input, so this datasource
+# has the uid DS_PROMETHEUS that the dashboards resolve to.
+apiVersion: 1
+datasources:
+  - name: Prometheus
+    uid: DS_PROMETHEUS
+    type: prometheus
+    access: proxy
+    url: http://127.0.0.1:9090
+    isDefault: true
+    jsonData:
+      timeInterval: 5s
+"#;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_committed_dashboards_are_the_generated_ones() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards");
+        for (name, value) in super::all() {
+            let committed = std::fs::read_to_string(dir.join(name)).unwrap();
+            let committed: serde_json::Value = serde_json::from_str(&committed).unwrap();
+            assert_eq!(
+                committed, value,
+                "dashboards/{name} is stale: run `faultline dashboards export dashboards`"
+            );
+        }
+        for (file, text) in [
+            (
+                "provisioning/dashboards.yml",
+                super::PROVISIONING_DASHBOARDS,
+            ),
+            (
+                "provisioning/datasources.yml",
+                super::PROVISIONING_DATASOURCE,
+            ),
+        ] {
+            assert_eq!(
+                std::fs::read_to_string(dir.join(file)).unwrap(),
+                text,
+                "{file}"
+            );
+        }
+    }
+}
