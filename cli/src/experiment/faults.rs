@@ -140,6 +140,8 @@ pub struct Planned {
     pub label: String,
     /// Where `target` is written, for errors found when the run starts.
     pub target_span: Range<usize>,
+    /// Where `with` is written (partitions).
+    pub with_span: Range<usize>,
 }
 
 /// The text of a table: TOML gives the span of an `[[array]]` table's header only, so
@@ -214,13 +216,34 @@ fn at_key(text: &str, span: &Range<usize>, key: &str) -> Range<usize> {
     value_span(text, span, key).unwrap_or(span.start..span.start + 1)
 }
 
-/// The first backticked word of `message` that is a key of `table`.
-fn key_in_message<'a>(message: &'a str, table: &toml::Table) -> Option<&'a str> {
-    message
+/// The key of `table` a message from the API's parser is about: the first backticked
+/// word that is a key, else the key whose value the message quotes (`down`, "503").
+fn key_in_message(message: &str, table: &toml::Table) -> Option<String> {
+    if let Some(k) = message
         .split('`')
         .skip(1)
         .step_by(2)
         .find(|w| table.contains_key(*w))
+    {
+        return Some(k.to_owned());
+    }
+    let quoted: Vec<&str> = message
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .chain(message.split('"').skip(1).step_by(2))
+        .collect();
+    table
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "kind" | "target" | "at" | "duration"))
+        .find(|(_, v)| {
+            let text = match v {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            quoted.contains(&text.as_str())
+        })
+        .map(|(k, _)| k.clone())
 }
 
 /// Converts one entry; errors come with the byte range they concern.
@@ -339,10 +362,11 @@ pub fn convert(
         let m = humane(&m);
         match key_in_message(&m, table) {
             Some(k) if m.starts_with("unknown field") => (
-                key_span(text, &span, k).unwrap_or(span.start..span.start + 1),
+                key_span(text, &span, &k).unwrap_or(span.start..span.start + 1),
                 m.clone(),
             ),
-            Some(k) => err_at(k, m.clone()),
+            Some(k) if !m.contains(&format!("`{k}`")) => err_at(&k, format!("`{k}`: {m}")),
+            Some(k) => err_at(&k, m.clone()),
             None => err_at("kind", m.clone()),
         }
     })?;
@@ -354,6 +378,16 @@ pub fn convert(
             | FaultSpec::Terminate { hold: false }
     );
     let lasting = !instant;
+    if let (Some(_), FaultSpec::Kill { hold: false } | FaultSpec::Terminate { hold: false }) =
+        (duration, &request.spec)
+    {
+        return Err(err_at(
+            "duration",
+            format!(
+                "a `{kind}` without `hold = true` is over at once (the supervisor restarts the replica): add `hold = true` to keep it down for the `duration`, or remove `duration`"
+            ),
+        ));
+    }
     match (duration, lasting) {
         (None, true) => {
             return Err((
@@ -395,8 +429,12 @@ pub fn convert(
         request,
         label,
         target_span: at_key(text, &span, "target"),
+        with_span: at_key(text, &span, "with"),
     })
 }
+
+/// Marks a [`check_target`] error that concerns `with`, not `target`.
+pub const WITH: &str = "\u{0}with:";
 
 /// Checks the target of a fault against the topology it will run on.
 pub fn check_target(topo: &Topology, spec: &FaultSpec, target: &str) -> Result<(), String> {
@@ -444,7 +482,7 @@ pub fn check_target(topo: &Topology, spec: &FaultSpec, target: &str) -> Result<(
         }
         FaultSpec::Partition { with } => {
             list(target)?;
-            list(with)?;
+            list(with).map_err(|m| format!("{WITH}{m}"))?;
             Ok(())
         }
         FaultSpec::ZoneOutage => {

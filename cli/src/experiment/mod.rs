@@ -210,8 +210,23 @@ pub fn parse(
     base: &Path,
     overrides: &Overrides,
 ) -> Result<Experiment, Problems> {
-    let raw: raw::Experiment =
-        toml::from_str(text).map_err(|e| Problems(vec![SourceError::from_toml(file, text, &e)]))?;
+    let raw: raw::Experiment = toml::from_str(text).map_err(|e| {
+        let mut err = SourceError::from_toml(file, text, &e);
+        // A key missing from the top level: point at the first key, not at a comment.
+        if err.message.starts_with("missing field") && e.span().is_none_or(|s| s.start == 0) {
+            let first = text
+                .lines()
+                .scan(0, |at, l| {
+                    let start = *at;
+                    *at += l.len() + 1;
+                    Some((start, l))
+                })
+                .find(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+                .map_or(0, |(start, _)| start);
+            err = SourceError::at(file, text, first..first + 1, err.message);
+        }
+        Problems(vec![err])
+    })?;
     let mut cx = Ctx {
         file,
         text,
@@ -234,6 +249,7 @@ pub fn parse(
     let target = target(&mut cx, &raw.target, base, overrides);
 
     // Load: the workload's flows, then the file's own.
+    let mut workload_failed = false;
     let (pool, flows) = match &raw.load.get_ref().workload {
         None => (None, Vec::new()),
         Some(w) if w.get_ref() == "shop" => {
@@ -259,6 +275,7 @@ pub fn parse(
                             p.display()
                         ),
                     );
+                    workload_failed = true;
                     (None, Vec::new())
                 }
                 Ok(t) => match toml::from_str::<raw::WorkloadFile>(&t) {
@@ -292,7 +309,7 @@ pub fn parse(
             &own,
             pool,
             seed,
-            load_span.clone(),
+            (!workload_failed).then(|| load_span.clone()),
         )
     };
     let load =
@@ -332,16 +349,23 @@ pub fn parse(
         };
         let name = s
             .name
-            .clone()
+            .as_ref()
+            .map(|n| n.get_ref().clone())
             .unwrap_or_else(|| match (&s.step, &objective) {
                 (Some(step), o) => format!("{} {}", step.get_ref(), o.name),
                 (None, o) => o.name.clone(),
             });
         if slo_names.insert(name.clone(), slos.len()).is_some() {
-            cx.err(
-                s.objective.span(),
-                format!("two SLOs are named `{name}`: give one a `name`"),
-            );
+            match &s.name {
+                Some(n) => cx.err(
+                    n.span(),
+                    format!("two SLOs are named `{name}`: SLO names must be unique"),
+                ),
+                None => cx.err(
+                    s.objective.span(),
+                    format!("two SLOs are named `{name}`: give one a `name`"),
+                ),
+            }
         }
         if !s.also_bad.is_empty() && !matches!(objective.kind, crate::slo::SliKind::Availability) {
             cx.err(
@@ -378,8 +402,12 @@ pub fn parse(
     match &target {
         Some(TargetSpec::Start { topology, .. }) => {
             for p in &planned {
-                if let Err(m) = faults::check_target(topology, &p.request.spec, &p.request.target) {
-                    cx.err(p.target_span.clone(), m);
+                match faults::check_target(topology, &p.request.spec, &p.request.target) {
+                    Err(m) if m.starts_with(faults::WITH) => {
+                        cx.err(p.with_span.clone(), &m[faults::WITH.len()..])
+                    }
+                    Err(m) => cx.err(p.target_span.clone(), m),
+                    Ok(()) => {}
                 }
             }
         }
@@ -395,7 +423,8 @@ pub fn parse(
 
     // Abort guards.
     let mut aborts = Vec::new();
-    for a in &raw.abort {
+    for entry in &raw.abort {
+        let a = entry.get_ref();
         let Some(slo) = slo_names.get(a.slo.get_ref()).copied() else {
             let names: Vec<&str> = slos.iter().map(|s| s.name.as_str()).collect();
             cx.err(
@@ -413,8 +442,8 @@ pub fn parse(
             continue;
         };
         if !(a.burn_rate > 0.0 && a.burn_rate.is_finite()) {
-            let span = faults::value_span(text, &a.slo.span(), "burn_rate")
-                .unwrap_or_else(|| a.slo.span());
+            let span = faults::value_span(text, &entry.span(), "burn_rate")
+                .unwrap_or_else(|| entry.span());
             cx.err(span, "`burn_rate` must be above zero");
             continue;
         }
@@ -571,9 +600,10 @@ fn build_flows<'a>(
     workload_text: Option<&'a str>,
     workload: &[&raw::Flow],
     own: &[&raw::Flow],
-    pool: Option<&raw::Pool>,
+    pool: Option<&Spanned<raw::Pool>>,
     seed: u64,
-    load_span: Range<usize>,
+    // `None` when the workload could not be read (already reported).
+    load_span: Option<Range<usize>>,
 ) -> Option<Flows> {
     let mut steps: Vec<Step> = Vec::new();
     let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
@@ -604,7 +634,12 @@ fn build_flows<'a>(
                 (None, false) => cx.err(
                     s.name.span(),
                     format!(
-                        "step `{name}` has no `path` and no step of that name is defined before it"
+                        "step `{name}` has no `path` and no step of that name is defined before it; steps are: {}",
+                        if by_name.is_empty() {
+                            "none yet".to_owned()
+                        } else {
+                            by_name.keys().cloned().collect::<Vec<_>>().join(", ")
+                        }
                     ),
                 ),
                 (Some(_), true) => cx.err(
@@ -642,8 +677,13 @@ fn build_flows<'a>(
                 .chain(step.body.iter().flat_map(|t| t.vars()));
             for v in reads {
                 if !known.iter().any(|k| k == v) {
+                    let strings = s.path.iter().chain(s.headers.values()).chain(s.body.iter());
+                    let at = strings
+                        .filter_map(|t| var_place(t, v))
+                        .next()
+                        .unwrap_or_else(|| s.name.span());
                     cx.err(
-                        s.name.span(),
+                        at,
                         format!(
                             "step `{}` reads `{{{{{v}}}}}`, which no earlier step of flow `{}` captures; known here: {}",
                             step.name,
@@ -662,20 +702,25 @@ fn build_flows<'a>(
         });
     }
     cx.errors.append(&mut sub.errors);
-    if flows.is_empty() {
-        cx.err(
-            load_span.clone(),
+    match &load_span {
+        Some(at) if flows.is_empty() => cx.err(
+            at.clone(),
             "[load] has no flows: set `workload = \"shop\"` or write [[load.flows]]",
-        );
-    }
-    if flows.iter().all(|f| f.weight == 0) && !flows.is_empty() {
-        cx.err(load_span, "every flow has weight 0");
+        ),
+        None if flows.is_empty() => return None,
+        Some(at) if flows.iter().all(|f| f.weight == 0) => {
+            cx.err(at.clone(), "every flow has weight 0")
+        }
+        _ => {}
     }
     let pool = match pool {
         None => None,
-        Some(p) => {
+        Some(spanned) => {
+            let p = spanned.get_ref();
             if p.count == 0 {
-                cx.err(p.username.span(), "the pool's `count` must be at least 1");
+                let at = faults::value_span(cx.text, &spanned.span(), "count")
+                    .unwrap_or_else(|| spanned.span());
+                cx.err(at, "the pool's `count` must be at least 1");
             }
             match (cx.template(&p.username), cx.template(&p.password)) {
                 (Some(username), Some(password)) => Some(Pool {
@@ -695,7 +740,26 @@ fn build_flows<'a>(
         flows,
         pool,
         seed,
+        nonce: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
     })
+}
+
+/// Where `{{var}}` is written inside the TOML string `s` (exact without escapes before it).
+fn var_place(s: &Spanned<String>, var: &str) -> Option<Range<usize>> {
+    let text = s.get_ref();
+    let mut from = 0;
+    while let Some(i) = text[from..].find("{{") {
+        let open = from + i;
+        let close = text[open..].find("}}").map(|c| open + c)?;
+        if text[open + 2..close].trim() == var {
+            let at = s.span().start + 1 + open;
+            return Some(at..at + 1);
+        }
+        from = close;
+    }
+    None
 }
 
 fn step(cx: &mut Ctx<'_>, s: &raw::Step) -> Option<Step> {
@@ -724,7 +788,24 @@ fn step(cx: &mut Ctx<'_>, s: &raw::Step) -> Option<Step> {
     let mut headers = Vec::new();
     for (k, v) in &s.headers {
         let Ok(name) = HeaderName::from_bytes(k.as_bytes()) else {
-            cx.err(v.span(), format!("`{k}` is not a header name"));
+            // The key is written before its value: find it there.
+            let before = &cx.text[..v.span().start];
+            let at = before
+                .rfind(k.as_str())
+                .or_else(|| before.rfind(&format!("\"{k}\"")))
+                .map_or(v.span(), |i| {
+                    // A quoted key starts at its quote.
+                    let i = if i > 0 && before[..i].ends_with('"') {
+                        i - 1
+                    } else {
+                        i
+                    };
+                    i..i + 1
+                });
+            cx.err(
+                at,
+                format!("`{k}` is not a header name (letters, digits and - only)"),
+            );
             return None;
         };
         headers.push((name, cx.template(v)?));
@@ -734,10 +815,13 @@ fn step(cx: &mut Ctx<'_>, s: &raw::Step) -> Option<Step> {
         None => None,
     };
     for code in &s.expect {
-        if !(100..=599).contains(code) {
+        if !(100..=599).contains(code.get_ref()) {
             cx.err(
-                s.name.span(),
-                format!("`expect` holds {code}, which is not an HTTP status"),
+                code.span(),
+                format!(
+                    "`expect` holds {}, which is not an HTTP status (100 to 599)",
+                    code.get_ref()
+                ),
             );
             return None;
         }
@@ -757,8 +841,13 @@ fn step(cx: &mut Ctx<'_>, s: &raw::Step) -> Option<Step> {
             cx.err(
                 r.span(),
                 format!(
-                    "`record` names `{}`, which this step does not capture",
-                    r.get_ref()
+                    "`record` names `{}`, which this step does not capture; it captures: {}",
+                    r.get_ref(),
+                    if s.capture.is_empty() {
+                        "nothing (add `capture`)".to_owned()
+                    } else {
+                        s.capture.keys().cloned().collect::<Vec<_>>().join(", ")
+                    }
                 ),
             );
             return None;
@@ -771,7 +860,7 @@ fn step(cx: &mut Ctx<'_>, s: &raw::Step) -> Option<Step> {
         headers,
         body,
         once: s.once,
-        expect: s.expect.clone(),
+        expect: s.expect.iter().map(|c| *c.get_ref()).collect(),
         captures,
         record,
     })
@@ -784,10 +873,39 @@ fn load_plan(
     flows: Flows,
     duration: Option<Duration>,
 ) -> Option<LoadPlan> {
+    let key = |cx: &Ctx<'_>, k: &str| faults::key_span(cx.text, &at, k).unwrap_or(at.clone());
     let timeout = match &l.timeout {
         None => Duration::from_secs(10),
         Some(t) => cx.duration(t, "`timeout`")?,
     };
+    // Settings of the other model would be silently ignored: say so.
+    match l.model {
+        raw::ModelKind::Open => {
+            if let Some(t) = &l.think {
+                cx.err(
+                    faults::key_span(cx.text, &at, "think").unwrap_or(t.span()),
+                    "`think` belongs to the closed model (model = \"closed\"); the open model's iterations arrive at `rate`",
+                );
+                return None;
+            }
+            if l.start_rate != 0.0 && l.stages.is_empty() {
+                cx.err(
+                    key(cx, "start_rate"),
+                    "`start_rate` is where `stages` start from: it needs `stages`",
+                );
+                return None;
+            }
+        }
+        raw::ModelKind::Closed => {
+            if l.max_in_flight.is_some() {
+                cx.err(
+                    key(cx, "max_in_flight"),
+                    "`max_in_flight` bounds the open model; the closed model's users are the bound",
+                );
+                return None;
+            }
+        }
+    }
     let duration = duration?;
     let model = match l.model {
         raw::ModelKind::Open => {
@@ -808,10 +926,8 @@ fn load_plan(
                 }
                 (Some(r), true) => {
                     if !(r > 0.0 && r.is_finite()) {
-                        cx.err(
-                            at.clone(),
-                            format!("[load] `rate` must be above zero, not {r}"),
-                        );
+                        let v = faults::value_span(cx.text, &at, "rate").unwrap_or(at.clone());
+                        cx.err(v, format!("[load] `rate` must be above zero, not {r}"));
                         return None;
                     }
                     Schedule::constant(r, duration)
@@ -835,7 +951,7 @@ fn load_plan(
                     let total: Duration = stages.iter().map(|s| s.duration).sum();
                     if total != duration {
                         cx.err(
-                            l.stages[0].duration.span(),
+                            key(cx, "stages"),
                             format!(
                                 "the stages add up to {}, but the experiment lasts {}",
                                 humantime::format_duration(total),
@@ -854,8 +970,9 @@ fn load_plan(
         }
         raw::ModelKind::Closed => {
             if l.rate.is_some() || !l.stages.is_empty() {
+                let which = if l.rate.is_some() { "rate" } else { "stages" };
                 cx.err(
-                    at.clone(),
+                    key(cx, which),
                     "the closed model runs `users` one iteration after another: `rate` and `stages` belong to the open model",
                 );
                 return None;

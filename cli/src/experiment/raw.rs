@@ -37,7 +37,8 @@ pub struct Experiment {
     pub faults: Vec<Spanned<toml::Table>>,
     /// Guards: abort the run (and heal everything) when one trips.
     #[serde(default)]
-    pub abort: Vec<Abort>,
+    #[schemars(with = "Vec<Abort>")]
+    pub abort: Vec<Spanned<Abort>>,
     #[serde(default)]
     pub checks: Checks,
     /// Requests that must answer as expected before the load starts and after the run
@@ -105,7 +106,8 @@ pub struct Load {
     #[schemars(with = "Option<String>")]
     pub workload: Option<Spanned<String>>,
     /// Who virtual users log in as: user `n` renders `username` and `password` with `{{n}}`.
-    pub pool: Option<Pool>,
+    #[schemars(with = "Option<Pool>")]
+    pub pool: Option<Spanned<Pool>>,
     #[serde(default)]
     pub flows: Vec<Flow>,
 }
@@ -166,7 +168,8 @@ pub struct Step {
     /// Statuses that count as success (default: any 2xx). Another status ends the
     /// iteration.
     #[serde(default)]
-    pub expect: Vec<u16>,
+    #[schemars(with = "Vec<u16>")]
+    pub expect: Vec<Spanned<u16>>,
     /// Variables taken from the JSON answer: `{ token = "token", id = "items.0.id" }`.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, String>")]
@@ -181,7 +184,8 @@ pub struct Step {
 #[serde(deny_unknown_fields)]
 pub struct Slo {
     /// Default: the objective as written.
-    pub name: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub name: Option<Spanned<String>>,
     /// `availability>=99.5` (answers below 500) or `latency<300ms>=99` (answers within
     /// the threshold, from the intended send).
     #[schemars(with = "String")]
@@ -241,7 +245,7 @@ pub struct WorkloadFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadLoad {
-    pub pool: Option<Pool>,
+    pub pool: Option<Spanned<Pool>>,
     #[serde(default)]
     pub flows: Vec<Flow>,
 }

@@ -62,6 +62,8 @@ pub struct Flows {
     pub flows: Vec<Flow>,
     pub pool: Option<Pool>,
     pub seed: u64,
+    /// Makes `{{uuid}}` unique to the run (see [`Scope::nonce`]).
+    pub nonce: u64,
 }
 
 /// One virtual user's state, kept across its iterations.
@@ -116,6 +118,7 @@ impl Flows {
                 vars: &local,
                 rng: &mut rng,
                 seq: &seq,
+                nonce: self.nonce,
             };
             let user = pool.username.render(&mut scope);
             let password = pool.password.render(&mut scope);
@@ -157,6 +160,7 @@ impl Flows {
             vars: &vu.vars,
             rng: &mut vu.rng,
             seq,
+            nonce: self.nonce,
         };
         let path = step.path.render(&mut scope);
         let mut headers = HeaderMap::new();
@@ -243,6 +247,7 @@ mod tests {
                 password: Template::parse("pass{{n}}").unwrap(),
             }),
             seed: 7,
+            nonce: 0,
         };
         let mut vu = flows.new_vu(4);
         assert_eq!(vu.vars["username"], "user2");

@@ -7,7 +7,7 @@
 //! | expression            | renders as                                            |
 //! |-----------------------|-------------------------------------------------------|
 //! | `{{NAME}}`            | a variable: captured by an earlier step, or `username`, `password`, `vu` |
-//! | `{{uuid}}`            | a random UUID (v4 layout, from the seeded source)     |
+//! | `{{uuid}}`            | a random UUID (v4 layout), unique to the run          |
 //! | `{{seq}}`             | a number counting up across the whole run, from 1     |
 //! | `{{random_int A B}}`  | a whole number from A to B inclusive                  |
 //! | `{{pick A B C}}`      | one of the words, at random                           |
@@ -43,6 +43,9 @@ pub struct Scope<'a> {
     pub vars: &'a HashMap<String, String>,
     pub rng: &'a mut fastrand::Rng,
     pub seq: &'a std::sync::atomic::AtomicU64,
+    /// Mixed into `{{uuid}}` only: UUIDs (idempotency keys) must differ between runs
+    /// against the same system, while every other draw repeats with the seed.
+    pub nonce: u64,
 }
 
 impl Template {
@@ -98,7 +101,7 @@ impl Template {
                     }
                 }
                 Piece::Uuid => {
-                    let (a, b) = (scope.rng.u64(..), scope.rng.u64(..));
+                    let (a, b) = (scope.rng.u64(..) ^ scope.nonce, scope.rng.u64(..));
                     let bytes = ((a as u128) << 64 | b as u128).to_be_bytes();
                     let mut b = bytes;
                     b[6] = (b[6] & 0x0f) | 0x40;
@@ -175,6 +178,7 @@ mod tests {
             vars,
             rng: &mut rng,
             seq: &seq,
+            nonce: 0,
         })
     }
 
