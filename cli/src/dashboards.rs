@@ -521,6 +521,98 @@ datasources:
 
 #[cfg(test)]
 mod tests {
+    /// The dashboard linter: what Grafana's dashboard-linter checks, and ours.
+    fn lint(name: &str, d: &serde_json::Value) -> Vec<String> {
+        let mut problems = Vec::new();
+        let input = d["__inputs"]
+            .as_array()
+            .and_then(|i| i.first())
+            .map(|i| i["name"].as_str().unwrap_or_default().to_owned());
+        if input.as_deref() != Some("DS_PROMETHEUS") {
+            problems.push(format!("{name}: no DS_PROMETHEUS datasource input"));
+        }
+        let want = "${DS_PROMETHEUS}";
+        if d["schemaVersion"].as_u64().unwrap_or(0) < 36 {
+            problems.push(format!("{name}: an old schemaVersion"));
+        }
+        let vars: Vec<&str> = d["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap())
+            .collect();
+        if vars != ["service", "replica"] {
+            problems.push(format!("{name}: template variables are {vars:?}"));
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for p in d["panels"].as_array().unwrap() {
+            let title = p["title"].as_str().unwrap_or("?");
+            if !ids.insert(p["id"].as_u64().unwrap()) {
+                problems.push(format!("{name}: panel id {} twice", p["id"]));
+            }
+            if p["datasource"]["uid"] != want {
+                problems.push(format!("{name} / {title}: datasource is not the input"));
+            }
+            if p["fieldConfig"]["defaults"]["unit"]
+                .as_str()
+                .is_none_or(str::is_empty)
+            {
+                problems.push(format!("{name} / {title}: no unit"));
+            }
+            let targets = p["targets"].as_array().unwrap();
+            if targets.is_empty() {
+                problems.push(format!("{name} / {title}: no query"));
+            }
+            for t in targets {
+                if t["datasource"]["uid"] != want || t["expr"].as_str().is_none_or(str::is_empty) {
+                    problems.push(format!(
+                        "{name} / {title}: a query without expr or input datasource"
+                    ));
+                }
+            }
+            if p["description"].as_str().is_none_or(str::is_empty) {
+                problems.push(format!("{name} / {title}: no description"));
+            }
+        }
+        // No uid of a real datasource anywhere: only the input.
+        fn datasources<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a serde_json::Value>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        if k == "datasource" {
+                            out.push(v);
+                        }
+                        datasources(v, out);
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|v| datasources(v, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        datasources(d, &mut all);
+        for ds in all {
+            let uid = ds["uid"].as_str().unwrap_or_default();
+            if uid != want && uid != "-- Grafana --" {
+                problems.push(format!("{name}: a hard-coded datasource uid {uid}"));
+            }
+        }
+        problems
+    }
+
+    #[test]
+    fn the_dashboards_pass_the_lint_and_the_lint_catches_mistakes() {
+        for (name, d) in super::all() {
+            assert_eq!(lint(name, &d), Vec::<String>::new());
+        }
+        let (_, mut d) = super::all().remove(0);
+        d["panels"][1]["id"] = d["panels"][0]["id"].clone();
+        d["panels"][2]["fieldConfig"]["defaults"]["unit"] = "".into();
+        d["panels"][3]["datasource"]["uid"] = "P1809F7CD0C75ACF3".into();
+        let problems = lint("x", &d);
+        assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+
     #[test]
     fn the_committed_dashboards_are_the_generated_ones() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards");

@@ -51,9 +51,7 @@ struct FaultLabel {
 type F64Gauge = Gauge<f64, AtomicU64>;
 
 fn latency() -> Histogram {
-    Histogram::new([
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    ])
+    Histogram::new(crate::slo::rules::CLI_BUCKETS)
 }
 
 pub struct Metrics {

@@ -117,9 +117,11 @@ fn yaml_str(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-/// The bucket boundaries of `faultline_request_duration_seconds`.
-pub const CLI_BUCKETS: [f64; 13] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+/// The bucket boundaries of `faultline_request_duration_seconds`: the usual latency
+/// thresholds of SLOs are among them, so Prometheus can judge those exactly.
+pub const CLI_BUCKETS: [f64; 17] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.25, 0.3, 0.5, 0.75, 1.0, 2.0, 2.5, 5.0,
+    10.0,
 ];
 
 #[cfg(test)]
