@@ -291,7 +291,7 @@ invariants = false
     );
 
     let port = free_port();
-    let mut prometheus = Command::new("prometheus")
+    let prometheus = Command::new("prometheus")
         .arg(format!(
             "--config.file={}",
             dir.path().join("prometheus.yml").display()
