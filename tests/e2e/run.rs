@@ -428,11 +428,11 @@ fn a_sigkilled_run_leaves_faults_that_heal_when_their_lease_lapses() {
 }
 
 #[test]
-fn sigint_heals_at_once_and_reports_the_run_interrupted() {
+fn sigterm_heals_at_once_and_reports_the_run_interrupted() {
     let up = Up::start(&[], &[]);
     let d = Dir::new();
     let mut child = start_long_fault_run(&up, &d);
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(1));
     assert_eq!(active_faults(&up.agent), Vec::<serde_json::Value>::new());
@@ -516,7 +516,7 @@ fn ready_agent(stderr: &mut impl std::io::BufRead) -> String {
 }
 
 #[test]
-fn sigterm_of_a_run_that_started_the_shop_leaves_no_process_behind() {
+fn sigint_of_a_run_that_started_the_shop_leaves_no_fault_and_no_process_behind() {
     let d = Dir::new();
     let file = d.write(
         "long.toml",
@@ -557,8 +557,16 @@ target = "content-1"
         .filter_map(|r| r["pid"].as_u64().map(|p| p as u32))
         .collect();
     assert_eq!(pids.len(), 21);
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(1));
+    // The paused replica was resumed before the system stopped: its journal says healed.
+    let journal = std::fs::read_to_string(
+        std::fs::read_link(d.home().join("latest"))
+            .unwrap()
+            .join("faults.jsonl"),
+    )
+    .unwrap();
+    assert!(journal.contains(r#""event":"healed""#), "{journal}");
     let left: Vec<u32> = pids
         .into_iter()
         .filter(|p| faultline_tests::alive(*p))
