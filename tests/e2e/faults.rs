@@ -429,12 +429,26 @@ async fn a_lease_whose_controller_died_heals_within_its_ttl() {
         "healed {took:?} after the controller died (TTL 2 s + 1 s)"
     );
     assert!(shop.agent.faults().await.unwrap().is_empty());
-    let m = reqwest::get(format!("{agent}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The heal is journalled, then counted: the counter follows within moments.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut m;
+    loop {
+        m = reqwest::get(format!("{agent}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let healed = sum(
+            &m,
+            "faultline_agent_faults_healed_total",
+            &[("kind", "pause"), ("reason", "expired")],
+        );
+        if healed == 1.0 || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         sum(
             &m,
