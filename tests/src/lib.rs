@@ -225,6 +225,20 @@ impl Shop {
             .unwrap()
     }
 
+    /// The `/metrics` page of replica `name`, or `None` while it does not answer (a
+    /// replica being restarted).
+    pub async fn try_metrics(&self, replica: &str) -> Option<String> {
+        let addr = self.sup.replica_status(replica)?.addr;
+        self.http
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    }
+
     /// The `/metrics` page of replica `name`.
     pub async fn metrics(&self, replica: &str) -> String {
         let addr = self
