@@ -68,10 +68,6 @@ pub struct LoadSpec {
     pub count: Option<u64>,
 }
 
-/// How early before a send its coarse sleep ends: tokio's timer ticks every millisecond
-/// and fires on the tick after the deadline.
-const TIMER_TICK: Duration = Duration::from_millis(2);
-
 /// One tick's worth of results.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -352,39 +348,46 @@ async fn open(
             }
         });
     }
-    let dispatch = async {
-        let mut n = 0u64;
-        while count.is_none_or(|c| n < c) {
-            let Some(due) = schedule.due(n) else { break };
-            let at = start + due;
-            // The n-th send is due at its computed instant; waking late sends it at once,
-            // and its latency still counts from `at`.
-            if at > Instant::now() {
-                // A tokio timer fires on the next millisecond tick after its deadline: sleep
-                // to a tick before `at`, then yield until `at` itself, so the schedule
-                // holds to well under a millisecond.
-                let coarse = at.checked_sub(TIMER_TICK).unwrap_or(at);
-                if coarse > Instant::now() {
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        _ = tokio::time::sleep_until(coarse) => {}
+    // The dispatcher is an OS thread of its own that sleeps (nanosleep, with a 1 µs timer
+    // slack) until each send is due: precise to tens of microseconds without spinning a
+    // core, where tokio's timer is a millisecond coarse.
+    let dispatcher = {
+        let (shared, stop) = (shared.clone(), stop.clone());
+        let start = start.into_std();
+        std::thread::Builder::new()
+            .name("faultline-dispatch".into())
+            .spawn(move || {
+                // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's timer slack.
+                unsafe {
+                    libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+                }
+                let mut n = 0u64;
+                while count.is_none_or(|c| n < c) && !stop.is_cancelled() {
+                    let Some(due) = schedule.due(n) else { break };
+                    let at = start + due;
+                    // The n-th send is due at its computed instant; waking late sends it
+                    // at once, and its latency still counts from `at`.
+                    let now = std::time::Instant::now();
+                    if at > now {
+                        // Long waits in slices, so that a stop is seen.
+                        std::thread::sleep((at - now).min(Duration::from_millis(50)));
+                        continue;
+                    }
+                    n += 1;
+                    if shared.in_flight.load(Ordering::Relaxed) >= max_in_flight {
+                        shared.dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    shared.in_flight.fetch_add(1, Ordering::Relaxed);
+                    if tx.send_blocking(Instant::from_std(at)).is_err() {
+                        break;
                     }
                 }
-                while Instant::now() < at {
-                    tokio::task::yield_now().await;
-                }
-            }
-            n += 1;
-            if shared.in_flight.load(Ordering::Relaxed) >= max_in_flight {
-                shared.dropped.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            shared.in_flight.fetch_add(1, Ordering::Relaxed);
-            let _ = tx.send(at).await;
-        }
-        tx.close();
+                tx.close();
+            })
+            .expect("a dispatcher thread")
     };
-    dispatch.await;
+    let _ = tokio::task::spawn_blocking(move || dispatcher.join()).await;
     workers.join_all().await;
 }
 
