@@ -13,7 +13,8 @@
 # nginx-light and time from Debian (apt-get install wrk nginx-light time); python3, curl.
 # Everything listens on 127.0.0.1 on a port picked at run time and stops when the script ends.
 #
-# Usage: bench/load.sh        (env: CONNS=64 RATE=10000 CLOSED=10s OPEN=20s LONG=60s ROUNDS=2)
+# Usage: bench/load.sh   (env: CONNS=64 RATE=10000 CLOSED=10s OPEN=20s LONG=60s ROUNDS=2
+#                        PHASES="closed open long" to run only some of a, b, c)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONNS=${CONNS:-64}
@@ -22,6 +23,7 @@ CLOSED=${CLOSED:-10s}
 OPEN=${OPEN:-20s}
 LONG=${LONG:-60s}
 ROUNDS=${ROUNDS:-2}
+PHASES=${PHASES:-closed open long}
 FAULTLINE=${FAULTLINE:-${CARGO_TARGET_DIR:-target}/release/faultline}
 WORK=$(mktemp -d)
 PIDS=()
@@ -96,17 +98,25 @@ open_model() { # phase duration tool round
 }
 order() { if (( $1 % 2 )); then echo "$2"; else echo "$2" | tr ' ' '\n' | tac | xargs; fi; }
 
-log "a. closed model, $CONNS connections, $CLOSED, $ROUNDS rounds"
-for r in $(seq 1 "$ROUNDS"); do for t in $(order "$r" "wrk oha faultline"); do closed "$t" "$r"; done; done
-log "b. open model, $RATE req/s, $OPEN, $ROUNDS rounds"
-for r in $(seq 1 "$ROUNDS"); do for t in $(order "$r" "oha faultline"); do open_model open "$OPEN" "$t" "$r"; done; done
-log "c. open model, $RATE req/s, $LONG, $ROUNDS rounds"
-for r in $(seq 1 "$ROUNDS"); do for t in $(order "$r" "oha faultline"); do open_model long "$LONG" "$t" "$r"; done; done
+phase() { [[ " $PHASES " == *" $1 "* ]]; }
+if phase closed; then
+  log "a. closed model, $CONNS connections, $CLOSED, $ROUNDS rounds"
+  for r in $(seq 1 "$ROUNDS"); do for t in $(order "$r" "wrk oha faultline"); do closed "$t" "$r"; done; done
+fi
+if phase open; then
+  log "b. open model, $RATE req/s, $OPEN, $ROUNDS rounds"
+  for r in $(seq 1 "$ROUNDS"); do for t in $(order "$r" "oha faultline"); do open_model open "$OPEN" "$t" "$r"; done; done
+fi
+if phase long; then
+  log "c. open model, $RATE req/s, $LONG, $ROUNDS rounds"
+  for r in $(seq 1 "$ROUNDS"); do for t in $(order "$r" "oha faultline"); do open_model long "$LONG" "$t" "$r"; done; done
+fi
 echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-python3 - "$WORK" "$ROUNDS" "$CONNS" "$RATE" "$CLOSED" "$OPEN" "$LONG" <<'PY'
+python3 - "$WORK" "$ROUNDS" "$CONNS" "$RATE" "$CLOSED" "$OPEN" "$LONG" "$PHASES" <<'PY'
 import json, re, statistics, sys
-work, rounds, conns, rate, closed_d, open_d, long_d = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
+work, rounds, conns, rate, closed_d, open_d, long_d, phases = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
+phases = phases.split()
 def text(name): return open(f"{work}/{name}").read()
 def timing(name):
     t = text(f"{name}.time")
@@ -150,15 +160,16 @@ def table(phase, tools, title, resources):
             print(row + f" {notes or '-'} |")
 def mean(phase, tool, k): return statistics.mean(x[k] for x in res[(phase, tool)])
 
-table("closed", ["wrk", "oha", "faultline"], f"a. closed model, {conns} connections, {closed_d}", False)
-table("open", ["oha", "faultline"], f"b. open model, {rate} req/s, {open_d} (p99 from the intended send time)", True)
-table("long", ["oha", "faultline"], f"c. open model, {rate} req/s, {long_d}", True)
+if "closed" in phases: table("closed", ["wrk", "oha", "faultline"], f"a. closed model, {conns} connections, {closed_d}", False)
+if "open" in phases: table("open", ["oha", "faultline"], f"b. open model, {rate} req/s, {open_d} (p99 from the intended send time)", True)
+if "long" in phases: table("long", ["oha", "faultline"], f"c. open model, {rate} req/s, {long_d}", True)
 print("\n## ratios (means over the runs)")
-print(f"closed req/s: faultline/oha {mean('closed','faultline','rps')/mean('closed','oha','rps'):.2f}, faultline/wrk {mean('closed','faultline','rps')/mean('closed','wrk','rps'):.2f}, oha/wrk {mean('closed','oha','rps')/mean('closed','wrk','rps'):.2f}")
+if "closed" in phases: print(f"closed req/s: faultline/oha {mean('closed','faultline','rps')/mean('closed','oha','rps'):.2f}, faultline/wrk {mean('closed','faultline','rps')/mean('closed','wrk','rps'):.2f}, oha/wrk {mean('closed','oha','rps')/mean('closed','wrk','rps'):.2f}")
 for ph, d in (("open", open_d), ("long", long_d)):
+    if ph not in phases: continue
     print(f"open {d}: achieved rate faultline {mean(ph,'faultline','rps'):,.0f}, oha {mean(ph,'oha','rps'):,.0f}; "
           f"p99 faultline/oha {mean(ph,'faultline','p99')/mean(ph,'oha','p99'):.2f}; "
           f"peak RSS faultline/oha {mean(ph,'faultline','rss')/mean(ph,'oha','rss'):.2f}; CPU s faultline/oha {mean(ph,'faultline','cpu')/mean(ph,'oha','cpu'):.2f}")
 for t in ("oha", "faultline"):
-    print(f"peak RSS {t}: {mean('open',t,'rss'):.1f} MiB at {open_d}, {mean('long',t,'rss'):.1f} MiB at {long_d}")
+    if "open" in phases and "long" in phases: print(f"peak RSS {t}: {mean('open',t,'rss'):.1f} MiB at {open_d}, {mean('long',t,'rss'):.1f} MiB at {long_d}")
 PY
