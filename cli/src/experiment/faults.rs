@@ -433,10 +433,27 @@ pub fn convert(
     })
 }
 
-/// Marks a [`check_target`] error that concerns `with`, not `target`.
-pub const WITH: &str = "\u{0}with:";
+/// Checks a comma-separated list of services (a partition's `target` or `with`).
+pub fn check_services(topo: &Topology, list: &str) -> Result<BTreeSet<String>, String> {
+    let services: Vec<&str> = topo.services.iter().map(|s| s.name.as_str()).collect();
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            if services.contains(&s) {
+                Ok(s.to_owned())
+            } else {
+                Err(format!(
+                    "no service `{s}`; services are: {}",
+                    services.join(", ")
+                ))
+            }
+        })
+        .collect()
+}
 
-/// Checks the target of a fault against the topology it will run on.
+/// Checks the target of a fault against the topology it will run on (a partition's
+/// `with` is checked by [`check_services`]).
 pub fn check_target(topo: &Topology, spec: &FaultSpec, target: &str) -> Result<(), String> {
     let services: Vec<&str> = topo.services.iter().map(|s| s.name.as_str()).collect();
     let service_of = |name: &str| -> Option<String> {
@@ -448,22 +465,6 @@ pub fn check_target(topo: &Topology, spec: &FaultSpec, target: &str) -> Result<(
                 .any(|i| s.replica_name(i) == name)
                 .then(|| s.name.clone())
         })
-    };
-    let list = |l: &str| -> Result<BTreeSet<String>, String> {
-        l.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                if services.contains(&s) {
-                    Ok(s.to_owned())
-                } else {
-                    Err(format!(
-                        "no service `{s}`; services are: {}",
-                        services.join(", ")
-                    ))
-                }
-            })
-            .collect()
     };
     match spec {
         FaultSpec::Kill { .. }
@@ -480,11 +481,7 @@ pub fn check_target(topo: &Topology, spec: &FaultSpec, target: &str) -> Result<(
                 )
             })
         }
-        FaultSpec::Partition { with } => {
-            list(target)?;
-            list(with).map_err(|m| format!("{WITH}{m}"))?;
-            Ok(())
-        }
+        FaultSpec::Partition { .. } => check_services(topo, target).map(|_| ()),
         FaultSpec::ZoneOutage => {
             let zones: BTreeSet<&str> = topo
                 .services

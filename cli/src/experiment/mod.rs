@@ -402,12 +402,13 @@ pub fn parse(
     match &target {
         Some(TargetSpec::Start { topology, .. }) => {
             for p in &planned {
-                match faults::check_target(topology, &p.request.spec, &p.request.target) {
-                    Err(m) if m.starts_with(faults::WITH) => {
-                        cx.err(p.with_span.clone(), &m[faults::WITH.len()..])
-                    }
-                    Err(m) => cx.err(p.target_span.clone(), m),
-                    Ok(()) => {}
+                if let Err(m) = faults::check_target(topology, &p.request.spec, &p.request.target) {
+                    cx.err(p.target_span.clone(), m);
+                }
+                if let faultline_agent::faults::FaultSpec::Partition { with } = &p.request.spec
+                    && let Err(m) = faults::check_services(topology, with)
+                {
+                    cx.err(p.with_span.clone(), m);
                 }
             }
         }
