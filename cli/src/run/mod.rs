@@ -468,7 +468,6 @@ fn totals(exp: &Experiment, summary: &load::Summary) -> LoadTotals {
 fn update(
     state: &mut RunState,
     exp: &Experiment,
-    rows: &[Second],
     per_slo: &[Vec<Counts>],
     windows: Windows,
     t0: Instant,
@@ -481,7 +480,6 @@ fn update(
         LoadModel::Open { schedule, .. } => Some(schedule.rate_at(t)),
         LoadModel::Closed { .. } => None,
     };
-    state.seconds = rows.to_vec();
     state.slos = exp
         .slos
         .iter()
@@ -492,14 +490,21 @@ fn update(
     // Fault windows from the events: applied opens one, healed closes it.
     let mut windows_now: Vec<(String, f64, Option<f64>)> = Vec::new();
     for e in &state.events {
-        if let Some(label) = e.message.strip_prefix("applied: ") {
-            windows_now.push((label.to_owned(), e.t_s, None));
-        } else if let Some(label) = e.message.strip_prefix("healed: ")
-            && let Some(w) = windows_now
-                .iter_mut()
-                .find(|w| w.0 == label && w.2.is_none())
-        {
-            w.2 = Some(e.t_s);
+        let label = e
+            .message
+            .split_once(": ")
+            .map_or(e.message.as_str(), |(_, l)| l);
+        match e.kind.as_str() {
+            "fault_applied" => windows_now.push((label.to_owned(), e.t_s, None)),
+            "fault_healed" => {
+                if let Some(w) = windows_now
+                    .iter_mut()
+                    .find(|w| w.0 == label && w.2.is_none())
+                {
+                    w.2 = Some(e.t_s);
+                }
+            }
+            _ => {}
         }
     }
     let active: Vec<String> = windows_now
@@ -686,7 +691,6 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
 
     // Watch: per-second counts, abort guards, progress, signals, fault failures.
     let mut per_slo: Vec<Vec<Counts>> = vec![Vec::new(); exp.slos.len()];
-    let mut rows: Vec<Second> = Vec::new();
     let mut above: Vec<usize> = vec![0; exp.aborts.len()];
     let mut status = RunStatus::Completed;
     let progress_every = opts.progress_every.unwrap_or(Duration::from_secs(5));
@@ -705,13 +709,13 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
         tokio::select! {
             snap = rx.recv() => {
                 let Some(snap) = snap else { break };
-                let t = rows.len();
+                let t = state.seconds.len();
                 let counts = slo_counts(exp, &snap);
                 for (series, c) in per_slo.iter_mut().zip(&counts) {
                     series.push(*c);
                 }
-                rows.push(second_row(exp.slos.iter().map(|s| s.name.as_str()), t, &snap, &counts));
-                update(&mut state, exp, &rows, &per_slo, windows, t0, &events, &observed);
+                state.seconds.push(second_row(exp.slos.iter().map(|s| s.name.as_str()), t, &snap, &counts));
+                update(&mut state, exp, &per_slo, windows, t0, &events, &observed);
                 publish(&state);
                 metrics.observe(
                     exp.load.flows.steps.iter().map(|s| s.name.as_str()).zip(snap.steps.iter()),
@@ -798,9 +802,7 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
     }
 
     state.stage = Stage::Checking;
-    update(
-        &mut state, exp, &rows, &per_slo, windows, t0, &events, &observed,
-    );
+    update(&mut state, exp, &per_slo, windows, t0, &events, &observed);
     publish(&state);
 
     // After: drain, invariants, steady state (the system may need a moment to settle).
@@ -842,7 +844,7 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
     }
 
     // SLOs, per phase, with detection and recovery per fault.
-    let seconds = rows.len();
+    let seconds = state.seconds.len();
     let phases = phases(exp, seconds);
     let settle = (windows.short_s as usize).max(3);
     let slos: Vec<SloReport> = exp
@@ -897,9 +899,7 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
     observing.cancel();
     state.stage = Stage::Done;
     state.passed = Some(failures.is_empty());
-    update(
-        &mut state, exp, &rows, &per_slo, windows, t0, &events, &observed,
-    );
+    update(&mut state, exp, &per_slo, windows, t0, &events, &observed);
     publish(&state);
     Ok(Report {
         experiment: exp.name.clone(),
@@ -919,7 +919,7 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
         slos,
         checks,
         events: events.take(),
-        seconds: rows,
+        seconds: std::mem::take(&mut state.seconds),
     })
 }
 
