@@ -40,8 +40,7 @@ need curl "apt-get install curl"
 [ -x /usr/bin/time ] || { echo "load.sh: /usr/bin/time not found (install: apt-get install time)" >&2; exit 1; }
 [ -x "$FAULTLINE" ] || { echo "load.sh: no faultline binary at $FAULTLINE (cargo build --release -p faultline, or set FAULTLINE)" >&2; exit 1; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 1 200); do curl -sf -o /dev/null "$1" && return 0; sleep 0.05; done; echo "no answer from $1" >&2; exit 1; }
+. bench/common.sh
 
 echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)"
 echo "# tools: $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $(oha --version), $(nginx -v 2>&1 | cut -d' ' -f3), $("$FAULTLINE" --version)"
@@ -50,24 +49,7 @@ echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 # --- nginx serving a 170-byte file ---------------------------------------------------
 PORT=$(free_port)
 URL="http://127.0.0.1:$PORT/"
-mkdir -p "$WORK/www" "$WORK/nginx"
-# nginx workers run as www-data and must read the body.
-chmod 755 "$WORK" "$WORK/www"
-head -c 170 /dev/zero | tr '\0' 'x' > "$WORK/www/index.html"; chmod 644 "$WORK/www/index.html"
-cat > "$WORK/nginx.conf" <<CONF
-daemon off;
-worker_processes auto;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx;
-  fastcgi_temp_path $WORK/nginx; uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$PORT; location / { root $WORK/www; } }
-}
-CONF
+nginx_conf "$WORK" "$PORT"
 log "starting nginx on 127.0.0.1:$PORT"
 nginx -c "$WORK/nginx.conf" -p "$WORK/nginx" & PIDS+=($!)
 wait_http "$URL"

@@ -17,27 +17,12 @@ WORK=$(mktemp -d)
 SOCK="faultline-bench-$$"
 cleanup() { tmux -L "$SOCK" kill-server 2>/dev/null || true; [ -n "${NGINX:-}" ] && kill "$NGINX" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/common.sh
 
 PORT=$(free_port)
-mkdir -p "$WORK/www" "$WORK/nginx"; chmod 755 "$WORK" "$WORK/www"
-head -c 170 /dev/zero | tr '\0' 'x' > "$WORK/www/index.html"; chmod 644 "$WORK/www/index.html"
-cat > "$WORK/nginx.conf" <<CONF
-daemon off;
-worker_processes auto;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx;
-  fastcgi_temp_path $WORK/nginx; uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$PORT; location / { root $WORK/www; } }
-}
-CONF
+nginx_conf "$WORK" "$PORT"
 nginx -c "$WORK/nginx.conf" -p "$WORK/nginx" & NGINX=$!
-for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.05; done
+wait_http "http://127.0.0.1:$PORT/"
 
 echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)"
 echo "# $("$FAULTLINE" --version), load -r $RATE -d ${DUR}s, in a 120x40 tmux terminal"
