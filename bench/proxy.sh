@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The fault proxy's cost: wrk with HTTP keep-alive against nginx directly, through one
-# faultline edge proxy (no toxics), and through HAProxy in TCP mode, in one run. Then the
-# time from an agent API call to the fault being in effect, for kill and for partition.
+# faultline edge proxy (no toxics), and through HAProxy in TCP mode, in one run, with every
+# process on both cores and then with the proxy on a core of its own; the CPU each proxy
+# spends per request. Then the time from an agent API call to the fault being in effect,
+# for kill and for partition.
 #
 # Needs: cargo build --release --workspace --bins --examples; wrk, haproxy, nginx-light from
-# Debian; python3. Everything on 127.0.0.1, stopped when the script ends.
+# Debian; python3, taskset (util-linux). Everything on 127.0.0.1, stopped when the script
+# ends.
 #
 # Usage: bench/proxy.sh [duration=15s] [connections=64]
 set -euo pipefail
@@ -38,32 +41,66 @@ target/release/examples/edge_proxy "127.0.0.1:$PROXY_PORT" "127.0.0.1:$NGINX_POR
 target/release/examples/plain_copy "127.0.0.1:$COPY_PORT" "127.0.0.1:$NGINX_PORT" & PIDS+=($!)
 for p in $NGINX_PORT $HAPROXY_PORT $PROXY_PORT $COPY_PORT; do wait_http "http://127.0.0.1:$p/"; done
 
+# pids: the process whose CPU is counted for each target (direct counts none).
+declare -A PID=([direct]=0 [faultline-proxy]=${PIDS[2]} [haproxy-tcp]=${PIDS[1]} [tokio-copy]=${PIDS[3]})
+declare -A PORT=([direct]=$NGINX_PORT [faultline-proxy]=$PROXY_PORT [haproxy-tcp]=$HAPROXY_PORT [tokio-copy]=$COPY_PORT)
+TARGETS="direct faultline-proxy haproxy-tcp tokio-copy"
+cpu_ticks() { [ "$1" = 0 ] && echo "0 0" || awk '{print $14, $15}' "/proc/$1/stat"; }
+# pin CPUS PID...: every thread of every PID onto CPUS.
+pin() { local c=$1; shift; for p in "$@"; do taskset -a -c -p "$c" "$p" > /dev/null; done; }
+NGINX_PIDS="${PIDS[0]} $(pgrep -P "${PIDS[0]}" | xargs)"
+
+# Two layouts, both on this 2-core machine:
+#  shared: wrk (2 threads), nginx and the proxy under test all share both cores, so the
+#          proxy's CPU is taken from the load generator and the server: this measures the
+#          proxy's CPU cost per request more than its capacity.
+#  pinned: wrk (1 thread) and nginx on CPU 0, the proxy under test alone on CPU 1: the
+#          proxy has a core of its own, as a sidecar or a proxy host has, and the question
+#          is whether it holds the rate that the client and the server make between them.
 # Run-to-run noise on a shared 2-core machine is large (10-25%), so every target runs
 # ROUNDS times, interleaved, and the medians are compared.
-ROUNDS=${ROUNDS:-3}
-echo "## wrk -t2 -c$CONNS -d$DURATION --latency, $ROUNDS interleaved rounds"
-for round in $(seq 1 "$ROUNDS"); do
-  for t in direct:$NGINX_PORT faultline-proxy:$PROXY_PORT haproxy-tcp:$HAPROXY_PORT tokio-copy:$COPY_PORT; do
-    wrk -t2 -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:${t#*:}/" > "$WORK/${t%%:*}.$round.wrk"
+ROUNDS=${ROUNDS:-5}
+for layout in shared pinned; do
+  if [ "$layout" = pinned ]; then
+    pin 0 $NGINX_PIDS; pin 1 "${PIDS[1]}" "${PIDS[2]}" "${PIDS[3]}"; WRK="taskset -c 0 wrk -t1"
+  else
+    pin 0-1 $NGINX_PIDS "${PIDS[1]}" "${PIDS[2]}" "${PIDS[3]}"; WRK="wrk -t2"
+  fi
+  echo "## $layout: $WRK -c$CONNS -d$DURATION --latency, $ROUNDS interleaved rounds"
+  for round in $(seq 1 "$ROUNDS"); do
+    for t in $TARGETS; do
+      before=$(cpu_ticks "${PID[$t]}")
+      $WRK -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:${PORT[$t]}/" > "$WORK/$layout.$t.$round.wrk"
+      echo "$before $(cpu_ticks "${PID[$t]}")" > "$WORK/$layout.$t.$round.cpu"
+    done
   done
 done
-python3 - "$WORK" "$ROUNDS" <<'PY'
+pin 0-1 $NGINX_PIDS "${PIDS[1]}" "${PIDS[2]}" "${PIDS[3]}"
+python3 - "$WORK" "$ROUNDS" "$(getconf CLK_TCK)" <<'PY'
 import re, statistics, sys
-work, rounds = sys.argv[1], int(sys.argv[2])
+work, rounds, tck = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def ms(v, unit): return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-res = {}
-for name in ["direct", "faultline-proxy", "haproxy-tcp", "tokio-copy"]:
-    rps, p50, p99 = [], [], []
-    for r in range(1, rounds + 1):
-        t = open(f"{work}/{name}.{r}.wrk").read()
-        rps.append(float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1)))
-        p50.append(ms(*re.search(r"50%\s+([\d.]+)(us|ms|s)", t).groups()))
-        p99.append(ms(*re.search(r"99%\s+([\d.]+)(us|ms|s)", t).groups()))
-    res[name] = (statistics.median(rps), statistics.median(p50), statistics.median(p99))
-    print(f"{name:16} req/s median {res[name][0]:8.0f} (runs {', '.join(f'{x:.0f}' for x in rps)})  p50 {res[name][1]:.2f} ms  p99 {res[name][2]:.2f} ms")
-d, p, h = res["direct"], res["faultline-proxy"], res["haproxy-tcp"]
-print(f"ratio proxy/direct {p[0]/d[0]:.2f}, haproxy/direct {h[0]/d[0]:.2f}, proxy/haproxy {p[0]/h[0]:.2f}, proxy/tokio-copy {p[0]/res['tokio-copy'][0]:.2f}")
-print(f"added latency over direct: proxy p50 +{p[1]-d[1]:.2f} ms p99 +{p[2]-d[2]:.2f} ms; haproxy p50 +{h[1]-d[1]:.2f} ms p99 +{h[2]-d[2]:.2f} ms")
+names = ["direct", "faultline-proxy", "haproxy-tcp", "tokio-copy"]
+for layout in ["shared", "pinned"]:
+    print(f"### {layout}")
+    res = {}
+    for name in names:
+        rps, p50, p99, usr, krn = [], [], [], [], []
+        for r in range(1, rounds + 1):
+            t = open(f"{work}/{layout}.{name}.{r}.wrk").read()
+            rps.append(float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1)))
+            p50.append(ms(*re.search(r"50%\s+([\d.]+)(us|ms|s)", t).groups()))
+            p99.append(ms(*re.search(r"99%\s+([\d.]+)(us|ms|s)", t).groups()))
+            reqs = int(re.search(r"(\d+) requests in", t).group(1))
+            u0, s0, u1, s1 = map(int, open(f"{work}/{layout}.{name}.{r}.cpu").read().split())
+            usr.append((u1 - u0) / tck * 1e6 / reqs); krn.append((s1 - s0) / tck * 1e6 / reqs)
+        res[name] = [statistics.median(x) for x in (rps, p50, p99, usr, krn)]
+        cpu = "" if name == "direct" else f"  CPU per request: user {res[name][3]:.1f} us + kernel {res[name][4]:.1f} us"
+        print(f"{name:16} req/s median {res[name][0]:8.0f} (runs {', '.join(f'{x:.0f}' for x in rps)})  p50 {res[name][1]:.2f} ms  p99 {res[name][2]:.2f} ms{cpu}")
+    d, p, h = res["direct"], res["faultline-proxy"], res["haproxy-tcp"]
+    print(f"ratio proxy/direct {p[0]/d[0]:.2f}, haproxy/direct {h[0]/d[0]:.2f}, proxy/haproxy {p[0]/h[0]:.2f}, proxy/tokio-copy {p[0]/res['tokio-copy'][0]:.2f}")
+    print(f"CPU per request, proxy/haproxy {(p[3] + p[4]) / (h[3] + h[4]):.2f}")
+    print(f"added latency over direct: proxy p50 {p[1]-d[1]:+.2f} ms p99 {p[2]-d[2]:+.2f} ms; haproxy p50 {h[1]-d[1]:+.2f} ms p99 {h[2]-d[2]:+.2f} ms")
 PY
 
 echo "## time from the API call to the fault in effect (faultline up, release build)"
