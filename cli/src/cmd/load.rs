@@ -200,18 +200,23 @@ pub async fn spec(a: &Args) -> anyhow::Result<LoadSpec> {
 pub fn summary_json(s: &Summary, slos: &[Evaluation]) -> serde_json::Value {
     let secs = s.elapsed.as_secs_f64();
     let requests = s.stats.requests();
-    let ok = s
-        .stats
-        .statuses
-        .iter()
-        .filter(|(c, _)| **c < 500)
-        .map(|(_, n)| n)
-        .sum::<u64>();
+    let answered = |ok: fn(u16) -> bool| {
+        s.stats
+            .statuses
+            .iter()
+            .filter(|(c, _)| ok(**c))
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    };
+    // The availability SLI's good: any answer below 500 (a 4xx is the client's fault).
+    let good = answered(|c| c < 500);
+    let ok = answered(|c| (200..400).contains(&c));
     json!({
         "requests": requests,
         "duration_s": secs,
         "requests_per_s": requests as f64 / secs,
-        "success_ratio": if requests == 0 { 0.0 } else { ok as f64 / requests as f64 },
+        "ok_per_s": ok as f64 / secs,
+        "success_ratio": if requests == 0 { 0.0 } else { good as f64 / requests as f64 },
         "dropped": s.dropped,
         "statuses": s.stats.statuses.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
         "errors": s.stats.errors,

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 
 /// Serves HTTP on a runtime of its own; `stall` makes every request that arrives in the
-/// first half of a second wait for its second half.
+/// first half of a second wait for its second half. `/mix` answers 200, 404 and 503 in
+/// turn.
 fn server(stall: bool) -> (SocketAddr, tokio::runtime::Runtime) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -20,22 +21,32 @@ fn server(stall: bool) -> (SocketAddr, tokio::runtime::Runtime) {
         .unwrap();
     let addr = listener.local_addr().unwrap();
     let start = Instant::now();
+    let turn = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     rt.spawn(async move {
         loop {
             let Ok((s, _)) = listener.accept().await else {
                 return;
             };
+            let turn = turn.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |_req| async move {
-                    if stall {
-                        let into = start.elapsed().subsec_millis();
-                        if into < 500 {
-                            tokio::time::sleep(Duration::from_millis(u64::from(500 - into))).await;
+                let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                    let turn = turn.clone();
+                    async move {
+                        if stall {
+                            let into = start.elapsed().subsec_millis();
+                            if into < 500 {
+                                tokio::time::sleep(Duration::from_millis(u64::from(500 - into)))
+                                    .await;
+                            }
                         }
+                        let mut resp = hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
+                        if req.uri().path() == "/mix" {
+                            let n = turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            *resp.status_mut() =
+                                [200, 404, 503][(n % 3) as usize].try_into().unwrap();
+                        }
+                        Ok::<_, std::convert::Infallible>(resp)
                     }
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                        Bytes::from_static(b"ok"),
-                    )))
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
@@ -118,6 +129,34 @@ fn a_closed_model_run_sends_exactly_its_count() {
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(s["requests"], 1000);
     assert_eq!(s["statuses"]["200"], 1000);
+}
+
+#[test]
+fn the_summary_tells_answered_requests_from_good_ones() {
+    let (addr, _rt) = server(false);
+    let (code, s, err) = load(&[
+        &format!("http://{addr}/mix"),
+        "-c",
+        "1",
+        "-n",
+        "300",
+        "--json",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(s["requests"], 300, "{s}");
+    for status in ["200", "404", "503"] {
+        assert_eq!(s["statuses"][status], 100, "{s}");
+    }
+    let secs = s["duration_s"].as_f64().unwrap();
+    let per_s = |field: &str| s[field].as_f64().unwrap() * secs;
+    // Every answer counts in requests_per_s, only the 2xx and 3xx in ok_per_s, and the
+    // availability SLI's good (below 500) in success_ratio.
+    assert!((per_s("requests_per_s") - 300.0).abs() < 1e-6, "{s}");
+    assert!((per_s("ok_per_s") - 100.0).abs() < 1e-6, "{s}");
+    assert!(
+        (s["success_ratio"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9,
+        "{s}"
+    );
 }
 
 #[test]
