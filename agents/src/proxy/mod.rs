@@ -325,6 +325,10 @@ async fn pump(
         }
         let deadline = active.deadline();
         let read = tokio::select! {
+            // Data first: a ready read does not poll the change watcher, whose re-poll
+            // takes a lock. Changes and deadlines are not starved by a busy stream:
+            // both are checked before every chunk.
+            biased;
             r = read_some(reader, &mut buf) => r,
             watcher = &mut changes => {
                 // Re-armed once per change, not once per read: registering a watch
