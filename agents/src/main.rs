@@ -84,12 +84,18 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        let signals = match report::StopSignals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot catch signals: {e}");
+                agent.shutdown().await;
+                return ExitCode::from(2);
+            }
+        };
         println!("{}", report::ready_line(&agent.supervisor, &agent.url));
         print!("{}", report::table(&agent.supervisor.status()));
         println!("run directory: {}", agent.supervisor.run_dir().display());
-        if let Err(e) = report::wait_for_signal().await {
-            eprintln!("error: cannot wait for signals: {e}");
-        }
+        signals.wait().await;
         agent.shutdown().await;
         ExitCode::SUCCESS
     })

@@ -92,6 +92,14 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             }
             Err(e) => return Err(e.into()),
         };
+        // Caught before the ready line: whoever reads it may signal at once.
+        let signals = match report::StopSignals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                agent.shutdown().await;
+                return Err(anyhow::Error::new(e).context("cannot catch signals"));
+            }
+        };
         println!("{}", report::ready_line(&agent.supervisor, &agent.url));
         print!("{}", report::table(&agent.supervisor.status()));
         println!(
@@ -99,10 +107,9 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             agent.supervisor.run_dir().join("prometheus-targets.json").display()
         );
         println!("logs: {}", agent.supervisor.run_dir().join("logs").display());
-        let waited = report::wait_for_signal().await;
+        signals.wait().await;
         eprintln!("stopping...");
         agent.shutdown().await;
-        waited.context("cannot wait for signals")?;
         Ok(Exit::Success)
     })
 }
