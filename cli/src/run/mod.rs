@@ -527,19 +527,6 @@ fn update(
     state.queues = o.queues.clone();
 }
 
-/// Waits for SIGINT or SIGTERM.
-async fn signalled() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
 /// Runs the experiment. `Err` is a setup error (exit code 2): nothing was judged.
 pub async fn execute(exp: &Experiment, opts: &Options) -> anyhow::Result<Report> {
     let live = bring_up(exp, opts).await?;
@@ -659,6 +646,9 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
         connections: exp.load.users,
         count: None,
     };
+    // Caught from before the run is announced and before any fault can be applied: a
+    // signal sent on reading the line below must heal and stop, not kill the runner.
+    let signals = faultline_agent::report::StopSignals::install().ok();
     if !opts.quiet {
         eprintln!(
             "running `{}` for {} (seed {}): {} faults, {} SLOs",
@@ -699,8 +689,14 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
     let mut last_progress = Instant::now();
     let interrupt = opts.interrupt.clone().unwrap_or_default();
     let signal = async {
+        let signalled = async {
+            match signals {
+                Some(s) => s.wait().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = signalled() => {}
+            _ = signalled => {}
             _ = interrupt.cancelled() => {}
         }
     };
