@@ -219,6 +219,61 @@ async fn reset_produces_a_connection_reset() {
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
 }
 
+/// A server that streams to each connection without pause until the connection fails.
+async fn endless_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let data = vec![7u8; 64 * 1024];
+                while s.write_all(&data).await.is_ok() {}
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_toxic_added_to_a_stream_that_never_pauses_takes_hold() {
+    // The pump reads before it looks at its change watcher, so a stream whose data is
+    // always waiting must still see a new toxic: the toxics are checked at every chunk.
+    // The client reads slower than the server writes (a throttle, not a wait for
+    // readiness), so the proxy always finds data ready and waits only on its writes.
+    let p = proxy_to(endless_server().await).await;
+    let mut s = TcpStream::connect(p.edge.listen).await.unwrap();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut streamed = 0usize;
+    while streamed < 4 * 1024 * 1024 {
+        streamed += s.read(&mut buf).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    p.edge.add(&[toxic(
+        "rst",
+        Direction::Downstream,
+        ToxicKind::Reset {
+            after: Duration::ZERO,
+        },
+    )]);
+    // Bounded: a toxic that never took hold would otherwise stream forever.
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) => return Ok(()),
+                Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await
+    .expect("the stream went on after the reset toxic was added");
+    let err = end.expect_err("the connection was reset, not closed");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slicer_delivers_the_same_bytes_in_smaller_reads() {
     let size = 64 * 1024;
