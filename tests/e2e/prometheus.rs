@@ -82,7 +82,6 @@ fn every_metrics_endpoint_passes_promtool() {
 
 #[test]
 fn the_load_engine_serves_its_own_metrics_to_prometheus() {
-    use std::io::BufRead;
     let up = Up::start(&[], &[]);
     let mut child = Command::new(faultline_tests::bin("faultline"))
         .args([
@@ -100,14 +99,9 @@ fn the_load_engine_serves_its_own_metrics_to_prometheus() {
         .spawn()
         .unwrap();
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let url = loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "no metrics line");
-        if let Some(u) = line.trim().strip_prefix("metrics: ") {
-            break u.to_owned();
-        }
-    };
+    let url = faultline_tests::find_line(&mut stderr, "metrics", |line| {
+        line.trim().strip_prefix("metrics: ").map(str::to_owned)
+    });
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     let http = reqwest::blocking::Client::new();
     let mut text = String::new();
@@ -191,7 +185,6 @@ fn dashboard_queries(d: &serde_json::Value) -> Vec<(String, String)> {
 
 #[test]
 fn every_dashboard_query_and_slo_rule_returns_data_from_a_real_prometheus() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     // A gameday that exercises what the dashboards show: errors (the cdn aborted for
@@ -252,16 +245,11 @@ invariants = false
         .spawn()
         .unwrap();
     let mut stderr = std::io::BufReader::new(run.stderr.take().unwrap());
-    let mut line = String::new();
-    let targets = loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "no metrics line");
-        if let Some(rest) = line.trim().strip_suffix(')')
-            && let Some((_, path)) = rest.split_once("(prometheus targets: ")
-        {
-            break std::path::PathBuf::from(path);
-        }
-    };
+    let targets = faultline_tests::find_line(&mut stderr, "metrics", |line| {
+        let rest = line.trim().strip_suffix(')')?;
+        let (_, path) = rest.split_once("(prometheus targets: ")?;
+        Some(std::path::PathBuf::from(path))
+    });
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
 
     // The shipped configuration, with a fast scrape, reading the run's targets file.

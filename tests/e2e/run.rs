@@ -505,18 +505,12 @@ fn the_demo_passes_on_the_bundled_shop() {
 
 /// Reads the `ready:` line the runner prints when it started the system itself.
 fn ready_agent(stderr: &mut impl std::io::BufRead) -> String {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "no ready line");
-        if let Some(rest) = line.strip_prefix("ready: ") {
-            return rest
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("agent="))
-                .unwrap()
-                .to_owned();
-        }
-    }
+    faultline_tests::find_line(stderr, "ready", |line| {
+        let rest = line.strip_prefix("ready: ")?;
+        rest.split_whitespace()
+            .find_map(|w| w.strip_prefix("agent="))
+            .map(str::to_owned)
+    })
 }
 
 #[test]

@@ -419,6 +419,23 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// Reads lines from a child's output until `pick` finds what it wants in one (the line
+/// comes without its newline); panics, naming `what`, if the output ends first.
+pub fn find_line<T>(
+    out: &mut impl std::io::BufRead,
+    what: &str,
+    mut pick: impl FnMut(&str) -> Option<T>,
+) -> T {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "no {what} line");
+        if let Some(found) = pick(line.trim_end()) {
+            return found;
+        }
+    }
+}
+
 /// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = std::time::Instant::now() + timeout;
