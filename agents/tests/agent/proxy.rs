@@ -10,50 +10,57 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-/// An echo server: writes back whatever it reads.
-async fn echo_server() -> SocketAddr {
+/// A server on 127.0.0.1 that runs `handle` on each connection it accepts.
+async fn serve<F, Fut>(handle: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(handle(s));
         }
     });
     addr
 }
 
+/// An echo server: writes back whatever it reads.
+async fn echo_server() -> SocketAddr {
+    serve(|mut s| async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if s.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await
+}
+
 /// A server that sends `n` bytes to each connection, then closes.
 async fn source_server(n: usize) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let data = vec![7u8; n];
-                let _ = s.write_all(&data).await;
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-    addr
+    serve(move |mut s| async move {
+        let data = vec![7u8; n];
+        let _ = s.write_all(&data).await;
+        let _ = s.shutdown().await;
+    })
+    .await
+}
+
+/// A server that streams to each connection without pause until the connection fails.
+async fn endless_server() -> SocketAddr {
+    serve(|mut s| async move {
+        let data = vec![7u8; 64 * 1024];
+        while s.write_all(&data).await.is_ok() {}
+    })
+    .await
 }
 
 struct Proxy {
@@ -219,24 +226,6 @@ async fn reset_produces_a_connection_reset() {
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
 }
 
-/// A server that streams to each connection without pause until the connection fails.
-async fn endless_server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let data = vec![7u8; 64 * 1024];
-                while s.write_all(&data).await.is_ok() {}
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_toxic_added_to_a_stream_that_never_pauses_takes_hold() {
     // The pump reads before it looks at its change watcher, so a stream whose data is
@@ -391,28 +380,20 @@ async fn toxicity_leaves_some_connections_alone() {
 
 /// A minimal HTTP server: answers every request with 200 and its path.
 async fn http_server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else { return };
-            tokio::spawn(async move {
-                let io = hyper_util::rt::TokioIo::new(s);
-                let svc = hyper::service::service_fn(
-                    |req: hyper::Request<hyper::body::Incoming>| async move {
-                        let path = req.uri().path().to_owned();
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                            http_body_util::Full::new(bytes::Bytes::from(path)),
-                        ))
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, svc)
-                    .await;
+    serve(|s| async move {
+        let io = hyper_util::rt::TokioIo::new(s);
+        let svc =
+            hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                let path = req.uri().path().to_owned();
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from(path),
+                )))
             });
-        }
-    });
-    addr
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, svc)
+            .await;
+    })
+    .await
 }
 
 async fn http_get(s: &mut TcpStream, method: &str, path: &str) -> (u16, String) {
