@@ -18,8 +18,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 1 200); do curl -sf -o /dev/null "$1" && return 0; sleep 0.05; done; echo "no answer from $1" >&2; exit 1; }
+. bench/common.sh
 
 echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)"
 echo "# tools: $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), $(haproxy -v | head -1 | cut -d' ' -f1-3), $(nginx -v 2>&1 | cut -d' ' -f3)"
@@ -49,27 +48,7 @@ SIZE=$(stat -c %s "$WORK/product.json")
 
 # --- HAProxy -> nginx serving a static body of the same size -------------------------
 NGINX_PORT=$(free_port); HAPROXY_PORT=$(free_port)
-mkdir -p "$WORK/www" "$WORK/nginx"
-# nginx workers run as www-data and must read the body.
-chmod 755 "$WORK" "$WORK/www"
-cp "$WORK/product.json" "$WORK/www/product.json"; chmod 644 "$WORK/www/product.json"
-cat > "$WORK/nginx.conf" <<CONF
-daemon off;
-worker_processes auto;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx;
-  fastcgi_temp_path $WORK/nginx; uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    location / { root $WORK/www; default_type application/json; try_files /product.json =404; }
-  }
-}
-CONF
+nginx_conf "$WORK" "$NGINX_PORT" "$WORK/product.json"
 cat > "$WORK/haproxy.cfg" <<CONF
 global
   maxconn 4000
