@@ -410,7 +410,6 @@ pub fn run_cmd(args: Args) -> anyhow::Result<Exit> {
             eprintln!("metrics: http://{metrics_addr}/metrics");
         }
         let m = metrics.clone();
-        let objectives_live = args.slos.clone();
         let collector = tokio::spawn(async move {
             let mut per_second: Vec<Vec<Counts>> = vec![Vec::new(); objectives.len()];
             let mut window = crate::load::stats::Stats::default();
@@ -427,29 +426,24 @@ pub fn run_cmd(args: Args) -> anyhow::Result<Exit> {
                     secs.push(*c);
                 }
                 m.observe(std::iter::once(("load", &snap.stats)), snap.dropped);
-                m.set_slos(
-                    &objectives
-                        .iter()
-                        .zip(&per_second)
-                        .map(|(o, series)| slo::now(&o.name, o.objective, series, windows))
-                        .collect::<Vec<_>>(),
-                );
+                let slos: Vec<_> = objectives
+                    .iter()
+                    .zip(&per_second)
+                    .map(|(o, series)| slo::now(&o.name, o.objective, series, windows))
+                    .collect();
+                m.set_slos(&slos);
                 if let Some(tx) = &publish {
                     // The dashboard draws the same figures the summary reports.
                     tx.send_modify(|st| {
                         let t = st.seconds.len();
                         st.seconds.push(crate::run::second_row(
-                            objectives_live.iter().map(|o| o.name.as_str()),
+                            objectives.iter().map(|o| o.name.as_str()),
                             t,
                             &snap,
                             &counts,
                         ));
                         st.elapsed_s = snap.elapsed.as_secs_f64();
-                        st.slos = objectives_live
-                            .iter()
-                            .zip(&per_second)
-                            .map(|(o, series)| slo::now(&o.name, o.objective, series, windows))
-                            .collect();
+                        st.slos = slos;
                     });
                     continue;
                 }
