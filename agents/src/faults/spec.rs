@@ -213,6 +213,16 @@ pub struct FaultRequest {
 
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
 pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The longest any duration a fault carries may be (a latency, a delay, a close-after):
+/// the longest lease, since no fault outlives its lease. Written in messages as
+/// "24 hours".
+pub const MAX_DURATION: Duration = MAX_TTL;
+/// The largest byte count a fault carries (a data limit).
+pub const MAX_BYTES: u64 = 1 << 40;
+/// The largest bandwidth a fault may set, in bytes a second (10 GB/s).
+pub const MAX_RATE: u64 = 10_000_000_000;
+/// The largest slice a slicer cuts (average size plus variation).
+pub const MAX_SLICE: usize = 1 << 20;
 
 impl FaultRequest {
     /// Parses a request body, naming the problem on failure.
