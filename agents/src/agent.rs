@@ -4,13 +4,16 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::http_server::Limits;
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api;
-use crate::faults::{Faults, journal};
+use crate::faults::{Faults, Journal, journal};
 use crate::rundir::RunDir;
 use crate::supervisor::{StartError, Supervisor, SupervisorConfig};
 use crate::topology::Topology;
@@ -25,6 +28,47 @@ pub fn beside_current_exe() -> Vec<PathBuf> {
         .collect()
 }
 
+/// An agent's limits as command-line flags, for the binaries that run one.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// The most faults in effect at once; more are refused with 429.
+    #[arg(long, value_name = "N", default_value_t = crate::faults::DEFAULT_MAX_FAULTS as u32,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_faults: u32,
+    /// Open connections to the control API at most; more get a 503 and are closed.
+    #[arg(long = "api-max-connections", value_name = "N", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+    /// How long a client may take to send a request's headers to the control API.
+    #[arg(long = "api-header-timeout", value_name = "DURATION", default_value = "10s",
+          value_parser = bounded_duration)]
+    pub header_read: Duration,
+    /// How long a keep-alive connection to the control API may wait for its next request.
+    #[arg(long = "api-idle-timeout", value_name = "DURATION", default_value = "60s",
+          value_parser = bounded_duration)]
+    pub idle: Duration,
+}
+
+impl LimitArgs {
+    pub fn api_limits(&self) -> Limits {
+        Limits {
+            header_read: self.header_read,
+            idle: self.idle,
+            max_connections: self.max_connections as usize,
+            ..Limits::default()
+        }
+    }
+}
+
+/// A duration from 1 ms to 1 hour.
+fn bounded_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(1) || d > Duration::from_secs(3600) {
+        return Err(format!("must be from 1ms to 1h, not {s}"));
+    }
+    Ok(d)
+}
+
 pub struct AgentOptions {
     pub topology: Topology,
     pub run_dir: RunDir,
@@ -36,6 +80,30 @@ pub struct AgentOptions {
     pub listen: SocketAddr,
     /// Bearer token the API requires; mandatory off loopback.
     pub token: Option<String>,
+    /// The most faults in effect at once.
+    pub max_faults: usize,
+    /// The bounds on the API's connections.
+    pub api_limits: Limits,
+    /// The flag that sets the token, for messages (`--token`, `--agent-token`).
+    pub token_flag: &'static str,
+}
+
+impl AgentOptions {
+    /// An agent for `topology` in `run_dir`: programs found beside this binary first,
+    /// proxies on, the API on a free loopback port without a token, default limits.
+    pub fn new(topology: Topology, run_dir: RunDir) -> Self {
+        Self {
+            topology,
+            run_dir,
+            bin_path: beside_current_exe(),
+            proxies: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token: None,
+            max_faults: crate::faults::DEFAULT_MAX_FAULTS,
+            api_limits: Limits::default(),
+            token_flag: "--token",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +114,11 @@ pub enum AgentError {
     Start(#[from] StartError),
     #[error("cannot listen for the agent API on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
-    #[error("cannot read or write the fault journal: {0}")]
-    Journal(std::io::Error),
+    #[error("cannot read or write the fault journal {}: {error}", path.display())]
+    Journal {
+        path: PathBuf,
+        error: std::io::Error,
+    },
 }
 
 pub struct Agent {
@@ -55,6 +126,9 @@ pub struct Agent {
     pub faults: Arc<Faults>,
     /// `http://ADDR` of the control API.
     pub url: String,
+    /// What was wrong with the journal it started on (`PATH:LINE: what`), for the user:
+    /// damaged records it skipped and a torn tail it cut.
+    pub journal_problems: Vec<String>,
     cancel: CancellationToken,
     api: JoinHandle<std::io::Result<()>>,
     leases: JoinHandle<()>,
@@ -64,8 +138,17 @@ impl Agent {
     /// Checks the options, heals what a previous agent left in the run directory, starts
     /// the topology and then the API. Nothing starts if the options are refused.
     pub async fn start(opts: AgentOptions) -> Result<Agent, AgentError> {
-        api::check_bind(opts.listen, opts.token.as_deref())?;
-        let healed = journal::recover(opts.run_dir.path()).map_err(AgentError::Journal)?;
+        api::check_bind(opts.listen, opts.token.as_deref(), opts.token_flag)?;
+        let journal_error = |error| AgentError::Journal {
+            path: opts.run_dir.path().join("faults.jsonl"),
+            error,
+        };
+        let (journal, contents) = Journal::open(opts.run_dir.path()).map_err(journal_error)?;
+        let journal_problems = contents.problems(journal.path());
+        for p in &journal_problems {
+            tracing::warn!(problem = p, "the fault journal was damaged");
+        }
+        let healed = journal::recover(&journal, &contents).map_err(journal_error)?;
         if !healed.is_empty() {
             tracing::warn!(
                 count = healed.len(),
@@ -82,12 +165,13 @@ impl Agent {
         config.bin_path = opts.bin_path;
         config.proxies = opts.proxies;
         let supervisor = Arc::new(Supervisor::start(opts.topology, config).await?);
-        let faults = Faults::new(supervisor.clone());
+        let faults = Faults::new(supervisor.clone(), journal, opts.max_faults);
         let cancel = CancellationToken::new();
         let api = tokio::spawn(api::serve(
             listener,
             faults.clone(),
             opts.token,
+            opts.api_limits,
             cancel.clone(),
         ));
         let leases = tokio::spawn(faults.clone().run_leases(cancel.clone()));
@@ -100,6 +184,7 @@ impl Agent {
             supervisor,
             faults,
             url,
+            journal_problems,
             cancel,
             api,
             leases,

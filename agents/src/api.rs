@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -21,6 +21,7 @@ use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use crate::faults::{FaultError, FaultInfo, FaultRequest, Faults};
+use crate::http_server::{ConnStats, Limits};
 use crate::supervisor::ReplicaStatus;
 
 /// What `GET /v1/status` answers.
@@ -45,16 +46,25 @@ pub struct EdgeView {
 
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "the agent API would listen on {0}, which is not a loopback address, without a token: set a token (--agent-token or FAULTLINE_AGENT_TOKEN), or listen on 127.0.0.1"
+    "the agent API would listen on {listen}, which is not a loopback address, without a token: set a token ({flag} or FAULTLINE_AGENT_TOKEN), or listen on 127.0.0.1"
 )]
-pub struct UnprotectedBind(pub SocketAddr);
+pub struct UnprotectedBind {
+    pub listen: SocketAddr,
+    /// The command's flag that sets the token, for the message.
+    pub flag: &'static str,
+}
 
-/// Refuses to expose the API beyond this machine without a token.
-pub fn check_bind(listen: SocketAddr, token: Option<&str>) -> Result<(), UnprotectedBind> {
+/// Refuses to expose the API beyond this machine without a token; `flag` is the
+/// caller's flag for the token (`--token`, `--agent-token`).
+pub fn check_bind(
+    listen: SocketAddr,
+    token: Option<&str>,
+    flag: &'static str,
+) -> Result<(), UnprotectedBind> {
     if listen.ip().is_loopback() || token.is_some_and(|t| !t.is_empty()) {
         Ok(())
     } else {
-        Err(UnprotectedBind(listen))
+        Err(UnprotectedBind { listen, flag })
     }
 }
 
@@ -78,6 +88,8 @@ fn fault_error(e: FaultError) -> Response {
         FaultError::BadRequest(_) => StatusCode::BAD_REQUEST,
         FaultError::UnknownTarget(_) | FaultError::NotFound(_) => StatusCode::NOT_FOUND,
         FaultError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        FaultError::Conflict(_) => StatusCode::CONFLICT,
+        FaultError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
     };
     json_error(status, e.to_string())
 }
@@ -143,19 +155,19 @@ struct Renew {
     ttl_ms: Option<u64>,
 }
 
+fn parse_renew(body: &[u8]) -> Result<Renew, String> {
+    if body.is_empty() {
+        return Ok(Renew::default());
+    }
+    let map = crate::json::parse_object(body)?;
+    serde_json::from_value(serde_json::Value::Object(map))
+        .map_err(|e| format!("expected {{\"ttl_ms\": N}}: {e}"))
+}
+
 async fn renew(State(s): State<AppState>, Path(id): Path<String>, body: Bytes) -> Response {
-    let renew: Renew = if body.is_empty() {
-        Renew::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(r) => r,
-            Err(e) => {
-                return json_error(
-                    StatusCode::BAD_REQUEST,
-                    format!("expected {{\"ttl_ms\": N}}: {e}"),
-                );
-            }
-        }
+    let renew = match parse_renew(&body) {
+        Ok(r) => r,
+        Err(msg) => return json_error(StatusCode::BAD_REQUEST, msg),
     };
     match s.faults.renew(&id, renew.ttl_ms.map(Duration::from_millis)) {
         Ok(info) => axum::Json(info).into_response(),
@@ -179,15 +191,59 @@ async fn metrics(State(s): State<AppState>, headers: axum::http::HeaderMap) -> R
     crate::metrics::render(&s.registry, &headers)
 }
 
-/// Serves the API on `listener` until `shutdown`.
+/// The largest request body the API reads; fault requests are a few hundred bytes.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Every error the API answers is JSON, `{"error": "..."}`: the router's own answers
+/// (405 with its `Allow` header, 413 from the body limit, a rejected extractor) come as
+/// plain text or empty, and are rewritten here.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .unwrap_or_default();
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => format!("the body is larger than {MAX_BODY} bytes"),
+        StatusCode::METHOD_NOT_ALLOWED => format!(
+            "method not allowed here; allowed: {}",
+            parts
+                .headers
+                .get(header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none")
+        ),
+        _ if text.is_empty() => status.canonical_reason().unwrap_or("error").to_lowercase(),
+        _ => String::from_utf8_lossy(&text).into_owned(),
+    };
+    let mut out = json_error(status, message);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name, value.clone());
+        }
+    }
+    out
+}
+
+/// Serves the API on `listener` within `limits` until `shutdown`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     faults: Arc<Faults>,
     token: Option<String>,
+    limits: Limits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let conns = Arc::new(ConnStats::default());
     let state = AppState {
-        registry: Arc::new(crate::metrics::registry(&faults)),
+        registry: Arc::new(crate::metrics::registry(&faults, conns.clone())),
         faults,
         token: token.filter(|t| !t.is_empty()).map(Arc::from),
     };
@@ -203,10 +259,11 @@ pub async fn serve(
                 "no such route; see /v1/status, /v1/faults",
             )
         })
+        // The token is checked before the handler reads a byte of the body.
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .route("/health", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(json_errors))
         .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    crate::http_server::serve(listener, app, limits, conns, shutdown).await
 }

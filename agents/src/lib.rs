@@ -15,6 +15,8 @@ pub mod api;
 pub mod client;
 pub mod diag;
 pub mod faults;
+pub mod http_server;
+pub mod json;
 pub mod metrics;
 pub mod proxy;
 pub mod report;

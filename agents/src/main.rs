@@ -34,6 +34,8 @@ struct Args {
     /// Run every edge directly instead of through a fault proxy.
     #[arg(long)]
     no_proxies: bool,
+    #[command(flatten)]
+    limits: faultline_agent::agent::LimitArgs,
 }
 
 fn main() -> ExitCode {
@@ -45,7 +47,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Err(e) = faultline_agent::api::check_bind(args.listen, args.token.as_deref()) {
+    faultline_agent::http_server::raise_open_files_limit();
+    if let Err(e) = faultline_agent::api::check_bind(args.listen, args.token.as_deref(), "--token")
+    {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
@@ -65,7 +69,7 @@ fn main() -> ExitCode {
         let run_dir = match run_dir.and_then(|d| d.mark_latest().map(|()| d)) {
             Ok(d) => d,
             Err(e) => {
-                eprintln!("error: cannot create the run directory: {e}");
+                eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
         };
@@ -76,6 +80,9 @@ fn main() -> ExitCode {
             proxies: !args.no_proxies,
             listen: args.listen,
             token: args.token,
+            max_faults: args.limits.max_faults as usize,
+            api_limits: args.limits.api_limits(),
+            token_flag: "--token",
         };
         let agent = match Agent::start(opts).await {
             Ok(a) => a,
@@ -92,6 +99,9 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        for p in &agent.journal_problems {
+            eprintln!("warning: {p}");
+        }
         println!("{}", report::ready_line(&agent.supervisor, &agent.url));
         print!("{}", report::table(&agent.supervisor.status()));
         println!("run directory: {}", agent.supervisor.run_dir().display());

@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::faults::Faults;
+use crate::http_server::ConnStats;
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -38,7 +39,7 @@ struct ReplicaLabels {
     replica: String,
 }
 
-struct Live(Arc<Faults>);
+struct Live(Arc<Faults>, Arc<ConnStats>);
 
 impl std::fmt::Debug for Live {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -49,6 +50,23 @@ impl std::fmt::Debug for Live {
 impl Collector for Live {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let faults = &self.0;
+        let conns = &self.1;
+        ConstGauge::new(conns.open.load(Ordering::Relaxed) as i64).encode(
+            encoder.encode_descriptor(
+                "api_connections",
+                "Connections open to the control API",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?,
+        )?;
+        ConstCounter::new(conns.refused.load(Ordering::Relaxed)).encode(
+            encoder.encode_descriptor(
+                "api_connections_refused",
+                "Connections to the control API refused at its connection cap",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?,
+        )?;
         let mut active: std::collections::BTreeMap<ActiveLabels, i64> = Default::default();
         for f in faults.list() {
             *active
@@ -132,7 +150,7 @@ impl Collector for Live {
 }
 
 /// The registry served on the agent's `/metrics`.
-pub fn registry(faults: &Arc<Faults>) -> Registry {
+pub fn registry(faults: &Arc<Faults>, conns: Arc<ConnStats>) -> Registry {
     let mut registry = Registry::with_prefix("faultline_agent");
     registry.register(
         "faults_injected",
@@ -144,7 +162,7 @@ pub fn registry(faults: &Arc<Faults>) -> Registry {
         "Faults healed, by kind and reason (healed, expired, shutdown, failed)",
         faults.metrics.healed.clone(),
     );
-    registry.register_collector(Box::new(Live(faults.clone())));
+    registry.register_collector(Box::new(Live(faults.clone(), conns)));
     registry
 }
 

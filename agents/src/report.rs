@@ -63,6 +63,9 @@ pub fn table(replicas: &[ReplicaStatus]) -> String {
 pub struct StopSignals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
+    /// The terminal went away (a closed window, a dropped SSH session): stop and heal
+    /// as on SIGTERM rather than die by the default action with faults applied.
+    hup: tokio::signal::unix::Signal,
 }
 
 impl StopSignals {
@@ -71,14 +74,22 @@ impl StopSignals {
         Ok(Self {
             int: signal(SignalKind::interrupt())?,
             term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
         })
     }
 
-    /// Resolves on the first of them (one that came before this call included).
-    pub async fn wait(mut self) {
+    /// Resolves on the first of them (one that came before this call included), with
+    /// its name.
+    pub async fn wait(mut self) -> &'static str {
+        self.next().await
+    }
+
+    /// Like [`StopSignals::wait`], keeping the handlers installed.
+    pub async fn next(&mut self) -> &'static str {
         tokio::select! {
-            _ = self.int.recv() => {}
-            _ = self.term.recv() => {}
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.hup.recv() => "SIGHUP",
         }
     }
 }

@@ -24,11 +24,23 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Uses `path` as the run directory, creating it.
+    /// Uses `path` as the run directory, creating it. The error names the path.
     pub fn at(path: &Path) -> io::Result<Self> {
-        std::fs::create_dir_all(path.join("logs"))?;
+        let named = |e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot create the run directory {}: {e}", path.display()),
+            )
+        };
+        if let Ok(m) = std::fs::symlink_metadata(path)
+            && !m.is_dir()
+            && !path.is_dir()
+        {
+            return Err(named(io::Error::other("it exists and is not a directory")));
+        }
+        std::fs::create_dir_all(path.join("logs")).map_err(named)?;
         Ok(Self {
-            path: std::path::absolute(path)?,
+            path: std::path::absolute(path).map_err(named)?,
         })
     }
 
@@ -50,12 +62,18 @@ impl RunDir {
     /// the most recent run on the machine.
     pub fn mark_latest(&self) -> io::Result<()> {
         let home = faultline_home();
-        std::fs::create_dir_all(&home)?;
         let latest = home.join("latest");
+        let named = |e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot point {} at this run: {e}", latest.display()),
+            )
+        };
+        std::fs::create_dir_all(&home).map_err(named)?;
         let tmp = home.join(format!(".latest-{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&self.path, &tmp)?;
-        std::fs::rename(&tmp, &latest)
+        std::os::unix::fs::symlink(&self.path, &tmp).map_err(named)?;
+        std::fs::rename(&tmp, &latest).map_err(named)
     }
 
     pub fn path(&self) -> &Path {

@@ -305,8 +305,8 @@ async fn kill_store_primaries_under_load(env: &[(&str, &str)]) -> (Violations, u
         "orders are not flowing",
     )
     .await;
-    shop.sup.kill("store-primary-1", false).await.unwrap();
-    shop.sup.kill("store-primary-2", false).await.unwrap();
+    shop.sup.kill("store-primary-1", None).await.unwrap();
+    shop.sup.kill("store-primary-2", None).await.unwrap();
     for p in ["store-primary-1", "store-primary-2"] {
         shop.sup
             .wait_for(p, Duration::from_secs(20), |s| {
@@ -398,7 +398,7 @@ command = ["shop", "broker", "--listen", "{listen}", "--data-dir", "{run_dir}/da
             in_flight.insert(m["message_id"].as_str().unwrap().to_owned());
         }
     }
-    shop.sup.kill("broker-1", false).await.unwrap();
+    shop.sup.kill("broker-1", None).await.unwrap();
     shop.sup
         .wait_for("broker-1", Duration::from_secs(20), |s| {
             s.restarts == 1 && s.state == ReplicaState::Healthy
@@ -479,7 +479,7 @@ async fn sigkill_of_the_broker_in_the_shop_loses_no_order() {
         "messages are not flowing",
     )
     .await;
-    shop.sup.kill("broker-1", false).await.unwrap();
+    shop.sup.kill("broker-1", None).await.unwrap();
     shop.sup
         .wait_for("broker-1", Duration::from_secs(20), |s| {
             s.restarts == 1 && s.state == ReplicaState::Healthy
@@ -537,8 +537,8 @@ async fn kill_payments_mid_charge(env: &[(&str, &str)]) -> (Violations, f64) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    shop.sup.kill("payments-1", false).await.unwrap();
-    shop.sup.kill("payments-2", false).await.unwrap();
+    shop.sup.kill("payments-1", None).await.unwrap();
+    shop.sup.kill("payments-2", None).await.unwrap();
     let v = settle(&shop, &acked, SETTLE).await;
     let replayed = sum(
         &shop.metrics("bank-1").await,
@@ -573,7 +573,7 @@ async fn without_idempotency_keys_redelivery_charges_twice() {
 async fn orders_during_a_broker_outage(env: &[(&str, &str)]) -> (Violations, usize) {
     let shop = Shop::start(env).await;
     let token = shop.login("user12", "pass12").await;
-    shop.sup.kill("broker-1", true).await.unwrap();
+    shop.sup.kill("broker-1", Some("test")).await.unwrap();
     wait_for_state(&shop, "broker-1", ReplicaState::Held).await;
     let mut acked = BTreeSet::new();
     for i in 0..10 {
@@ -609,7 +609,7 @@ async fn orders_during_a_broker_outage(env: &[(&str, &str)]) -> (Violations, usi
         }
         total
     };
-    shop.sup.release("broker-1").await.unwrap();
+    shop.sup.release("broker-1", "test").await.unwrap();
     wait_for_state(&shop, "broker-1", ReplicaState::Healthy).await;
     let v = settle(&shop, &acked, SETTLE).await;
     shop.sup.shutdown().await;
@@ -754,8 +754,8 @@ async fn poison_goes_to_the_dlq_and_a_redrive_brings_real_messages_back() {
 async fn a_paused_store_replica_lags_reads_fall_back_and_it_catches_up() {
     let shop = Shop::start(&[]).await;
     let token = shop.login("user14", "pass14").await;
-    shop.sup.pause("store-replica-1").await.unwrap();
-    shop.sup.pause("store-replica-2").await.unwrap();
+    shop.sup.pause("store-replica-1", "test").await.unwrap();
+    shop.sup.pause("store-replica-2", "test").await.unwrap();
     let mut ids = Vec::new();
     for i in 0..10 {
         let (status, body, _) = shop
@@ -805,8 +805,8 @@ async fn a_paused_store_replica_lags_reads_fall_back_and_it_catches_up() {
     }
     assert!(fallbacks >= 10.0, "{fallbacks} fallbacks");
 
-    shop.sup.resume("store-replica-1").await.unwrap();
-    shop.sup.resume("store-replica-2").await.unwrap();
+    shop.sup.resume("store-replica-1", "test").await.unwrap();
+    shop.sup.resume("store-replica-2", "test").await.unwrap();
     let end = Instant::now() + Duration::from_secs(15);
     loop {
         let mut lag = lag_on_primaries().await;

@@ -253,7 +253,7 @@ async fn sigkill_of_a_content_replica_under_load_loses_no_request() {
     // Every request names a product not read before, so each one reaches content.
     for id in 1..=300u32 {
         if id == 100 {
-            shop.sup.kill("content-1", false).await.unwrap();
+            shop.sup.kill("content-1", None).await.unwrap();
         }
         let resp = get(&shop, &format!("/api/v1/products/{id}")).await;
         if resp.status() != 200 {
@@ -302,8 +302,8 @@ async fn all_content_down_serves_stale_fails_fast_and_recovers() {
             200
         );
     }
-    shop.sup.kill("content-1", true).await.unwrap();
-    shop.sup.kill("content-2", true).await.unwrap();
+    shop.sup.kill("content-1", Some("test")).await.unwrap();
+    shop.sup.kill("content-2", Some("test")).await.unwrap();
     for r in ["content-1", "content-2"] {
         shop.sup
             .wait_for(r, Duration::from_secs(5), |s| {
@@ -376,8 +376,8 @@ async fn all_content_down_serves_stale_fails_fast_and_recovers() {
         (200, "STALE")
     );
 
-    shop.sup.release("content-1").await.unwrap();
-    shop.sup.release("content-2").await.unwrap();
+    shop.sup.release("content-1", "test").await.unwrap();
+    shop.sup.release("content-2", "test").await.unwrap();
     // The breaker half-opens after its wait and closes on successful trial calls.
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut id = 600;
@@ -406,7 +406,7 @@ async fn all_content_down_serves_stale_fails_fast_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn product_reads_survive_the_cache_going_down() {
     let shop = Shop::start(&[]).await;
-    shop.sup.kill("cache-1", true).await.unwrap();
+    shop.sup.kill("cache-1", Some("test")).await.unwrap();
     shop.sup
         .wait_for("cache-1", Duration::from_secs(5), |s| {
             s.state == faultline_agent::supervisor::ReplicaState::Held
@@ -441,8 +441,8 @@ async fn product_reads_survive_the_cache_going_down() {
 async fn tokens_keep_working_while_every_auth_replica_is_down() {
     let shop = Shop::start(&[]).await;
     let token = shop.login("user7", "pass7").await;
-    shop.sup.kill("auth-1", true).await.unwrap();
-    shop.sup.kill("auth-2", true).await.unwrap();
+    shop.sup.kill("auth-1", Some("test")).await.unwrap();
+    shop.sup.kill("auth-2", Some("test")).await.unwrap();
     for r in ["auth-1", "auth-2"] {
         shop.sup
             .wait_for(r, Duration::from_secs(5), |s| {
@@ -535,7 +535,7 @@ async fn a_paused_replica_is_retried_around_and_ejected() {
         &["--per-try-timeout", "3s"],
     )
     .await;
-    shop.sup.pause("content-2").await.unwrap();
+    shop.sup.pause("content-2", "test").await.unwrap();
     for id in 1..=30 {
         let resp = get(&shop, &format!("/api/v1/products/{id}")).await;
         assert_eq!(resp.status(), 200, "product {id}");
@@ -557,6 +557,6 @@ async fn a_paused_replica_is_retried_around_and_ejected() {
         ) >= 1.0,
         "{cdn}"
     );
-    shop.sup.resume("content-2").await.unwrap();
+    shop.sup.resume("content-2", "test").await.unwrap();
     shop.sup.shutdown().await;
 }

@@ -151,12 +151,8 @@ impl Shop {
         let dir = tempfile::tempdir().unwrap();
         bin("shop");
         let opts = AgentOptions {
-            topology,
-            run_dir: RunDir::at(dir.path()).unwrap(),
             bin_path: vec![bin_dir()],
-            proxies: true,
-            listen: "127.0.0.1:0".parse().unwrap(),
-            token: None,
+            ..AgentOptions::new(topology, RunDir::at(dir.path()).unwrap())
         };
         let agent = match Agent::start(opts).await {
             Ok(a) => a,
@@ -406,17 +402,22 @@ impl Drop for Up {
 
 /// True while `pid` is a live process (a zombie waiting to be reaped counts as dead).
 pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            // The state follows the parenthesised command name.
-            let state = stat
-                .rsplit(')')
-                .next()
-                .and_then(|s| s.split_whitespace().next());
-            !matches!(state, Some("Z") | Some("X") | None)
-        }
-        Err(_) => false,
-    }
+    !matches!(process_state(pid).as_deref(), Some("Z") | Some("X") | None)
+}
+
+/// Whether process `pid` is stopped (state T: SIGSTOP).
+pub fn stopped(pid: u32) -> bool {
+    process_state(pid).as_deref() == Some("T")
+}
+
+/// The state letter of process `pid` from `/proc/PID/stat`, if it exists.
+pub fn process_state(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state follows the parenthesised command name.
+    stat.rsplit(')')
+        .next()
+        .and_then(|s| s.split_whitespace().next())
+        .map(str::to_owned)
 }
 
 /// Reads lines from a child's output until `pick` finds what it wants in one (the line

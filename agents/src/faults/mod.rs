@@ -10,7 +10,7 @@
 pub mod journal;
 pub mod spec;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -39,6 +39,12 @@ pub enum FaultError {
     NotFound(String),
     #[error("{0}")]
     Failed(String),
+    /// The fault conflicts with one in effect (a restart of a replica a fault holds down).
+    #[error("{0}")]
+    Conflict(String),
+    /// The cap on active faults is reached.
+    #[error("too many active faults: the limit is {0} (--max-faults); heal some first")]
+    TooMany(usize),
 }
 
 /// A fault as the API reports it.
@@ -88,22 +94,35 @@ pub fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// The most faults in effect at once, unless configured otherwise.
+pub const DEFAULT_MAX_FAULTS: usize = 1000;
+
 pub struct Faults {
     sup: Arc<Supervisor>,
     journal: Journal,
     active: Mutex<HashMap<String, Active>>,
+    /// Ids drawn for faults being applied, not yet active: no two faults share an id.
+    pending: Mutex<HashSet<String>>,
+    /// For each process outside the topology, the faults that pause it: it gets
+    /// SIGCONT only when the last of them heals.
+    pid_pauses: Mutex<HashMap<i32, BTreeSet<String>>>,
+    max_faults: usize,
     changed: Notify,
     http: reqwest::Client,
     pub metrics: FaultMetrics,
 }
 
 impl Faults {
-    pub fn new(sup: Arc<Supervisor>) -> Arc<Self> {
-        let journal = Journal::new(sup.run_dir());
+    /// The engine over `sup`, journalling into `journal` (see [`Journal::open`]), with
+    /// at most `max_faults` faults in effect at once.
+    pub fn new(sup: Arc<Supervisor>, journal: Journal, max_faults: usize) -> Arc<Self> {
         Arc::new(Self {
             sup,
             journal,
             active: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashSet::new()),
+            pid_pauses: Mutex::new(HashMap::new()),
+            max_faults,
             changed: Notify::new(),
             http: reqwest::Client::builder()
                 .no_proxy()
@@ -152,23 +171,58 @@ impl Faults {
     /// Applies a fault; it is recorded in the journal before it takes effect.
     pub async fn apply(&self, request: FaultRequest) -> Result<FaultInfo, FaultError> {
         request.validate().map_err(FaultError::BadRequest)?;
-        let id = format!("f{:08x}", fastrand::u32(..));
-        let plan = self.plan(&id, &request)?;
+        let id = self.reserve_id()?;
+        let result = self.apply_as(&id, request).await;
+        self.pending.lock().unwrap().remove(&id);
+        let (info, instant) = result?;
+        if instant {
+            // Nothing to undo (a kill the supervisor recovers from, injected messages, a
+            // restart): the fault is over as soon as it took effect.
+            return self.heal(&id, "done").await;
+        }
+        self.changed.notify_one();
+        Ok(info)
+    }
+
+    /// A fresh id of 64 random bits, held until the fault is active or refused; refused
+    /// when the cap on faults in effect is reached.
+    fn reserve_id(&self) -> Result<String, FaultError> {
+        let active = self.active.lock().unwrap();
+        let mut pending = self.pending.lock().unwrap();
+        if active.len() + pending.len() >= self.max_faults {
+            return Err(FaultError::TooMany(self.max_faults));
+        }
+        loop {
+            let id = format!("f{:016x}", fastrand::u64(..));
+            if !active.contains_key(&id) && pending.insert(id.clone()) {
+                return Ok(id);
+            }
+        }
+    }
+
+    /// Plans, journals and executes `request` as fault `id`; on success it is active.
+    /// Returns its info and whether it is instant (nothing to undo).
+    async fn apply_as(
+        &self,
+        id: &str,
+        request: FaultRequest,
+    ) -> Result<(FaultInfo, bool), FaultError> {
+        let plan = self.plan(id, &request)?;
         let ttl = request.ttl();
         let applied_ms = now_ms();
         self.journal
             .append(&journal::Entry::Applied {
-                id: id.clone(),
+                id: id.to_owned(),
                 request: request.clone(),
                 undo: plan.undo.clone(),
                 applied_ms,
                 expires_ms: applied_ms + ttl.as_millis() as u64,
             })
             .map_err(|e| FaultError::Failed(format!("cannot write the fault journal: {e}")))?;
-        if let Err(e) = self.execute(&plan).await {
-            let _ = self.undo(&id, &plan.undo).await;
+        if let Err(e) = self.execute(id, &plan).await {
+            self.undo(id, &plan.undo).await;
             let _ = self.journal.append(&journal::Entry::Healed {
-                id: id.clone(),
+                id: id.to_owned(),
                 healed_ms: now_ms(),
                 reason: "failed".into(),
             });
@@ -193,15 +247,9 @@ impl Faults {
             expires: Instant::now() + ttl,
         };
         let instant = active.undo == Undo::Nothing;
-        let info = Self::info(&id, &active, Instant::now());
-        self.active.lock().unwrap().insert(id.clone(), active);
-        if instant {
-            // Nothing to undo (a kill the supervisor recovers from, injected messages, a
-            // restart): the fault is over as soon as it took effect.
-            return self.heal(&id, "done").await;
-        }
-        self.changed.notify_one();
-        Ok(info)
+        let info = Self::info(id, &active, Instant::now());
+        self.active.lock().unwrap().insert(id.to_owned(), active);
+        Ok((info, instant))
     }
 
     /// Extends a fault's lease by `ttl` (its own TTL when `None`) from now.
@@ -300,22 +348,33 @@ impl Faults {
         self.heal_all("shutdown").await;
     }
 
+    /// Undoes what fault `id` did, except what another fault in effect still needs: a
+    /// replica or process stays paused, and a replica held down, while any fault pauses
+    /// or holds it (the supervisor and `pid_pauses` keep who holds what).
     async fn undo(&self, id: &str, undo: &Undo) {
         match undo {
             Undo::Nothing => {}
             Undo::Release { replicas } => {
                 for r in replicas {
-                    let _ = self.sup.release(r).await;
+                    let _ = self.sup.release(r, id).await;
                 }
             }
             Undo::Resume { replicas } => {
                 for r in replicas {
-                    let _ = self.sup.resume(r).await;
+                    let _ = self.sup.resume(r, id).await;
                 }
             }
             Undo::ResumePids { pids } => {
+                let mut pauses = self.pid_pauses.lock().unwrap();
                 for pid in pids {
-                    let _ = nix::sys::signal::kill(Pid::from_raw(*pid as i32), Signal::SIGCONT);
+                    let Some(by) = pauses.get_mut(&(*pid as i32)) else {
+                        continue;
+                    };
+                    by.remove(id);
+                    if by.is_empty() {
+                        pauses.remove(&(*pid as i32));
+                        let _ = nix::sys::signal::kill(Pid::from_raw(*pid as i32), Signal::SIGCONT);
+                    }
                 }
             }
             Undo::Toxics { edges } => {
@@ -352,7 +411,7 @@ impl Faults {
                 } else {
                     Signal::SIGTERM
                 };
-                if let Some(pid) = parse_pid(&req.target)? {
+                if let Some(pid) = self.signallable_pid(&req.target)? {
                     return Ok(Plan {
                         undo: Undo::Nothing,
                         action: Action::SignalPid(pid, signal),
@@ -371,10 +430,12 @@ impl Faults {
                 })
             }
             FaultSpec::Pause => {
-                if let Some(pid) = parse_pid(&req.target)? {
+                if let Some(pid) = self.signallable_pid(&req.target)? {
                     return Ok(Plan {
-                        undo: Undo::ResumePids { pids: vec![pid] },
-                        action: Action::SignalPid(pid, Signal::SIGSTOP),
+                        undo: Undo::ResumePids {
+                            pids: vec![pid as u32],
+                        },
+                        action: Action::PausePid(pid),
                     });
                 }
                 let replicas = self.replicas_of(&req.target)?;
@@ -612,16 +673,20 @@ impl Faults {
         }
     }
 
-    async fn execute(&self, plan: &Plan) -> Result<(), FaultError> {
-        let failed = |e: crate::supervisor::ControlError| FaultError::Failed(e.to_string());
+    async fn execute(&self, id: &str, plan: &Plan) -> Result<(), FaultError> {
+        let failed = |e: crate::supervisor::ControlError| match e {
+            crate::supervisor::ControlError::Held(..) => FaultError::Conflict(e.to_string()),
+            e => FaultError::Failed(e.to_string()),
+        };
         match &plan.action {
             Action::Stop(replicas, signal, hold) => {
+                let hold = hold.then_some(id);
                 // Together: a zone outage takes every replica down at once.
                 let calls = replicas.iter().map(|r| async move {
                     if *signal == Signal::SIGKILL {
-                        self.sup.kill(r, *hold).await
+                        self.sup.kill(r, hold).await
                     } else {
-                        self.sup.terminate(r, *hold).await
+                        self.sup.terminate(r, hold).await
                     }
                 });
                 for r in futures::future::join_all(calls).await {
@@ -629,8 +694,8 @@ impl Faults {
                 }
             }
             Action::Pause(replicas) => {
-                for r in futures::future::join_all(replicas.iter().map(|r| self.sup.pause(r))).await
-                {
+                let calls = replicas.iter().map(|r| self.sup.pause(r, id));
+                for r in futures::future::join_all(calls).await {
                     r.map_err(failed)?;
                 }
             }
@@ -642,8 +707,19 @@ impl Faults {
                 }
             }
             Action::SignalPid(pid, signal) => {
-                nix::sys::signal::kill(Pid::from_raw(*pid as i32), *signal)
+                nix::sys::signal::kill(Pid::from_raw(*pid), *signal)
                     .map_err(|e| FaultError::Failed(format!("cannot signal pid {pid}: {e}")))?;
+            }
+            Action::PausePid(pid) => {
+                // Under the lock, so a heal of another pause of the same process cannot
+                // slip its SIGCONT in after this SIGSTOP.
+                let mut pauses = self.pid_pauses.lock().unwrap();
+                let by = pauses.entry(*pid).or_default();
+                if by.is_empty() {
+                    nix::sys::signal::kill(Pid::from_raw(*pid), Signal::SIGSTOP)
+                        .map_err(|e| FaultError::Failed(format!("cannot signal pid {pid}: {e}")))?;
+                }
+                by.insert(id.to_owned());
             }
             Action::Toxics(edges, toxics) => {
                 for e in edges {
@@ -671,6 +747,28 @@ impl Faults {
             }
         }
         Ok(())
+    }
+
+    /// The process a `pid:N` target names, once it is known to exist and to be one
+    /// this agent may signal; `None` for any other target.
+    fn signallable_pid(&self, target: &str) -> Result<Option<i32>, FaultError> {
+        let Some(pid) = spec::pid_target(target).map_err(FaultError::BadRequest)? else {
+            return Ok(None);
+        };
+        if pid as u32 == std::process::id() {
+            return Err(FaultError::BadRequest(format!(
+                "pid:{pid} is this agent itself"
+            )));
+        }
+        match nix::sys::signal::kill(Pid::from_raw(pid), None) {
+            Ok(()) => Ok(Some(pid)),
+            Err(nix::errno::Errno::ESRCH) => Err(FaultError::UnknownTarget(format!(
+                "no process {pid} on this machine"
+            ))),
+            Err(e) => Err(FaultError::BadRequest(format!(
+                "this agent may not signal process {pid}: {e}"
+            ))),
+        }
     }
 
     fn service_names(&self) -> Vec<String> {
@@ -811,20 +909,6 @@ impl Faults {
     }
 }
 
-fn parse_pid(target: &str) -> Result<Option<u32>, FaultError> {
-    match target.strip_prefix("pid:") {
-        None => Ok(None),
-        Some(p) => p
-            .parse::<u32>()
-            .ok()
-            .filter(|p| *p > 1)
-            .map(Some)
-            .ok_or_else(|| {
-                FaultError::BadRequest(format!("`{target}` is not a process id target (pid:N)"))
-            }),
-    }
-}
-
 struct Plan {
     undo: Undo,
     action: Action,
@@ -846,7 +930,8 @@ enum Action {
     Stop(Vec<String>, Signal, bool),
     Pause(Vec<String>),
     Restart(Vec<String>),
-    SignalPid(u32, Signal),
+    SignalPid(i32, Signal),
+    PausePid(i32),
     Toxics(Vec<Arc<EdgeProxy>>, Vec<Toxic>),
     Poison(Vec<std::net::SocketAddr>, String, usize),
 }

@@ -225,46 +225,53 @@ pub const MAX_RATE: u64 = 10_000_000_000;
 pub const MAX_SLICE: usize = 1 << 20;
 
 impl FaultRequest {
-    /// Parses a request body, naming the problem on failure.
+    /// Parses a request body, naming the problem on failure. Duplicate keys, values of
+    /// the wrong type and values past their bounds are refused, never wrapped or
+    /// dropped.
     pub fn from_json(body: &[u8]) -> Result<Self, String> {
-        let v: serde_json::Value =
-            serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
-        let serde_json::Value::Object(mut map) = v else {
-            return Err("the body must be a JSON object".into());
+        let mut map = crate::json::parse_object(body)?;
+        let target = match map.remove("target") {
+            Some(serde_json::Value::String(t)) if !t.is_empty() => t,
+            None | Some(serde_json::Value::Null) => {
+                return Err(format!("`target` is required: {TARGETS}"));
+            }
+            Some(serde_json::Value::String(_)) => {
+                return Err(format!("`target` is empty: {TARGETS}"));
+            }
+            Some(v) => {
+                return Err(format!(
+                    "`target` must be a string ({TARGETS}), not {}",
+                    crate::json::type_name(&v)
+                ));
+            }
         };
-        let target =
-            match map.remove("target") {
-                Some(serde_json::Value::String(t)) if !t.is_empty() => t,
-                _ => return Err(
-                    "`target` is required: a service, replica, edge (a->b), zone, queue or pid:N"
-                        .into(),
-                ),
-            };
-        let ttl_ms = match map.remove("ttl_ms") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(v) => Some(
-                v.as_u64()
-                    .ok_or("`ttl_ms` must be a whole number of milliseconds")?,
-            ),
-        };
-        let seed = match map.remove("seed") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(v) => Some(v.as_u64().ok_or("`seed` must be a whole number")?),
-        };
-        match map.get("kind").and_then(|k| k.as_str()) {
-            None => {
+        let ttl_ms = whole(
+            map.remove("ttl_ms"),
+            "ttl_ms",
+            "a whole number of milliseconds",
+        )?;
+        let seed = whole(map.remove("seed"), "seed", "a whole number")?;
+        match map.get("kind") {
+            None | Some(serde_json::Value::Null) => {
                 return Err(format!(
                     "`kind` is required, one of: {}",
                     FaultSpec::KINDS.join(", ")
                 ));
             }
-            Some(k) if !FaultSpec::KINDS.contains(&k) => {
+            Some(serde_json::Value::String(k)) if !FaultSpec::KINDS.contains(&k.as_str()) => {
                 return Err(format!(
                     "unknown fault kind `{k}`; kinds are: {}",
                     FaultSpec::KINDS.join(", ")
                 ));
             }
-            Some(_) => {}
+            Some(serde_json::Value::String(_)) => {}
+            Some(v) => {
+                return Err(format!(
+                    "`kind` must be a string, one of: {}; not {}",
+                    FaultSpec::KINDS.join(", "),
+                    crate::json::type_name(v)
+                ));
+            }
         }
         let spec: FaultSpec =
             serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| e.to_string())?;
@@ -282,69 +289,253 @@ impl FaultRequest {
         self.ttl_ms.map_or(DEFAULT_TTL, Duration::from_millis)
     }
 
+    /// Checks the target's form and every parameter against its bounds; the message
+    /// names the parameter and the bound.
     pub fn validate(&self) -> Result<(), String> {
-        let ttl = self.ttl();
-        if ttl.is_zero() || ttl > MAX_TTL {
-            return Err("`ttl_ms` must be from 1 ms to 24 hours".into());
+        if self.target.len() > MAX_TARGET {
+            return Err(format!(
+                "`target` is {} bytes long; the limit is {MAX_TARGET}",
+                self.target.len()
+            ));
         }
-        let toxicity = |t: f64| {
-            if (0.0..=1.0).contains(&t) {
-                Ok(())
-            } else {
-                Err(format!("`toxicity` must be from 0 to 1, not {t}"))
+        if self.ttl_ms == Some(0) || self.ttl() > MAX_TTL {
+            return Err(format!(
+                "`ttl_ms` must be from 1 to {} (24 hours), not {}",
+                MAX_TTL.as_millis(),
+                self.ttl_ms.unwrap_or_default()
+            ));
+        }
+        if let Some(pid) = pid_target(&self.target)? {
+            match &self.spec {
+                FaultSpec::Kill { hold: true } | FaultSpec::Terminate { hold: true } => {
+                    return Err(format!(
+                        "`hold` keeps a supervised replica down, and pid:{pid} is not one: drop `hold`, or target the replica by name"
+                    ));
+                }
+                FaultSpec::Kill { .. } | FaultSpec::Terminate { .. } | FaultSpec::Pause => {}
+                other => {
+                    return Err(format!(
+                        "a pid:N target takes kill, terminate or pause, not {}",
+                        other.kind()
+                    ));
+                }
             }
-        };
-        let percent = |p: f64| {
-            if (0.0..=100.0).contains(&p) {
-                Ok(())
-            } else {
-                Err(format!("`percent` must be from 0 to 100, not {p}"))
-            }
-        };
+        }
+        self.validate_params()
+    }
+
+    fn validate_params(&self) -> Result<(), String> {
+        let ms_max = MAX_DURATION.as_millis() as u64;
+        let ms = |name: &str, v: u64| at_most(name, v, ms_max, "24 hours");
         match &self.spec {
-            FaultSpec::Latency { toxicity: t, .. }
-            | FaultSpec::Blackhole { toxicity: t, .. }
-            | FaultSpec::Reset { toxicity: t, .. }
-            | FaultSpec::SlowClose { toxicity: t, .. }
-            | FaultSpec::LimitData { toxicity: t, .. } => toxicity(*t),
+            FaultSpec::Latency {
+                delay_ms,
+                jitter_ms,
+                toxicity: t,
+                ..
+            } => {
+                ms("delay_ms", *delay_ms)?;
+                ms("jitter_ms", *jitter_ms)?;
+                toxicity(*t)
+            }
+            FaultSpec::Blackhole {
+                close_after_ms,
+                toxicity: t,
+                ..
+            } => {
+                ms("close_after_ms", close_after_ms.unwrap_or(0))?;
+                toxicity(*t)
+            }
+            FaultSpec::Reset {
+                after_ms,
+                toxicity: t,
+                ..
+            } => {
+                ms("after_ms", *after_ms)?;
+                toxicity(*t)
+            }
+            FaultSpec::SlowClose {
+                delay_ms,
+                toxicity: t,
+                ..
+            } => {
+                ms("delay_ms", *delay_ms)?;
+                toxicity(*t)
+            }
+            FaultSpec::LimitData {
+                bytes, toxicity: t, ..
+            } => {
+                at_most("bytes", *bytes, MAX_BYTES, "1 TiB")?;
+                toxicity(*t)
+            }
             FaultSpec::Bandwidth {
                 rate, toxicity: t, ..
             } => {
                 if *rate == 0 {
                     return Err("`rate` must be at least 1 byte a second".into());
                 }
+                at_most("rate", *rate, MAX_RATE, "10 GB a second")?;
                 toxicity(*t)
             }
             FaultSpec::Slicer {
                 average_size,
+                size_variation,
+                delay_us,
                 toxicity: t,
                 ..
             } => {
                 if *average_size == 0 {
                     return Err("`average_size` must be at least 1 byte".into());
                 }
+                let slice = average_size.saturating_add(*size_variation);
+                if slice > MAX_SLICE {
+                    return Err(format!(
+                        "`average_size` plus `size_variation` must be at most {MAX_SLICE} bytes (1 MiB), not {slice}"
+                    ));
+                }
+                at_most(
+                    "delay_us",
+                    *delay_us,
+                    MAX_DURATION.as_micros() as u64,
+                    "24 hours",
+                )?;
                 toxicity(*t)
             }
             FaultSpec::HttpAbort {
-                status, percent: p, ..
+                status,
+                percent: p,
+                method,
+                path,
             } => {
                 if !(100..=599).contains(status) {
                     return Err(format!(
                         "`status` must be an HTTP status from 100 to 599, not {status}"
                     ));
                 }
+                http_match(method.as_deref(), path.as_deref())?;
                 percent(*p)
             }
-            FaultSpec::HttpDelay { percent: p, .. } => percent(*p),
-            FaultSpec::Poison { count } if !(1..=10_000).contains(count) => {
-                Err("`count` must be from 1 to 10000".into())
+            FaultSpec::HttpDelay {
+                delay_ms,
+                percent: p,
+                method,
+                path,
+            } => {
+                ms("delay_ms", *delay_ms)?;
+                http_match(method.as_deref(), path.as_deref())?;
+                percent(*p)
             }
+            FaultSpec::Poison { count } if !(1..=MAX_POISON).contains(count) => Err(format!(
+                "`count` must be from 1 to {MAX_POISON}, not {count}"
+            )),
             FaultSpec::Partition { with } if with.trim().is_empty() => {
                 Err("`with` names the other side of the partition".into())
             }
+            FaultSpec::Partition { with } if with.len() > MAX_TARGET => Err(format!(
+                "`with` is {} bytes long; the limit is {MAX_TARGET}",
+                with.len()
+            )),
             _ => Ok(()),
         }
     }
+}
+
+/// What a target can be, for messages.
+const TARGETS: &str = "a service, replica, edge (a->b), zone, queue or pid:N";
+/// The longest target (or partition side) accepted.
+pub const MAX_TARGET: usize = 1024;
+/// The most poison messages one fault injects.
+pub const MAX_POISON: usize = 10_000;
+
+/// The process a `pid:N` target names, or `None` for any other target. `N` is a plain
+/// decimal above 1 and at most the kernel's `pid_max`: nothing that `kill(2)` would read
+/// as a process group (a negative number) or as every process (-1), no sign, no
+/// leading zero, and never init.
+pub fn pid_target(target: &str) -> Result<Option<i32>, String> {
+    let Some(digits) = target.strip_prefix("pid:") else {
+        return Ok(None);
+    };
+    let max = pid_max();
+    let bad = || {
+        format!("`{target}` is not a process id target: pid:N takes a process id from 2 to {max}")
+    };
+    if digits.is_empty()
+        || digits.len() > 10
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || digits.starts_with('0')
+    {
+        return Err(bad());
+    }
+    match digits.parse::<u64>() {
+        Ok(p) if (2..=max).contains(&p) => Ok(Some(p as i32)),
+        _ => Err(bad()),
+    }
+}
+
+/// The kernel's largest process id (`/proc/sys/kernel/pid_max`; 2^22 where unreadable,
+/// the most Linux allows).
+pub fn pid_max() -> u64 {
+    static MAX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .filter(|m| (2..=1 << 22).contains(m))
+            .unwrap_or(1 << 22)
+    })
+}
+
+fn whole(v: Option<serde_json::Value>, name: &str, what: &str) -> Result<Option<u64>, String> {
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| format!("`{name}` must be {what}, not {v}")),
+    }
+}
+
+fn at_most(name: &str, v: u64, max: u64, said: &str) -> Result<(), String> {
+    if v > max {
+        Err(format!("`{name}` must be at most {max} ({said}), not {v}"))
+    } else {
+        Ok(())
+    }
+}
+
+fn toxicity(t: f64) -> Result<(), String> {
+    if (0.0..=1.0).contains(&t) {
+        Ok(())
+    } else {
+        Err(format!("`toxicity` must be from 0 to 1, not {t}"))
+    }
+}
+
+fn percent(p: f64) -> Result<(), String> {
+    if (0.0..=100.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(format!("`percent` must be from 0 to 100, not {p}"))
+    }
+}
+
+/// An HTTP method is a token of letters; a path prefix starts with `/`.
+fn http_match(method: Option<&str>, path: Option<&str>) -> Result<(), String> {
+    if let Some(m) = method
+        && (m.is_empty() || m.len() > 16 || !m.bytes().all(|b| b.is_ascii_alphabetic()))
+    {
+        return Err(format!(
+            "`method` must be an HTTP method such as GET or POST, not `{m}`"
+        ));
+    }
+    if let Some(p) = path
+        && (!p.starts_with('/') || p.len() > MAX_TARGET)
+    {
+        return Err(format!(
+            "`path` must be a path prefix starting with / and at most {MAX_TARGET} bytes, not `{p}`"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

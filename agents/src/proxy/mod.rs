@@ -266,10 +266,10 @@ impl Active {
         self.list
             .iter()
             .filter_map(|t| match &t.kind {
-                ToxicKind::Reset { after } => Some(self.since(t) + *after),
+                ToxicKind::Reset { after } => Some(later(self.since(t), *after)),
                 ToxicKind::Timeout {
                     close_after: Some(d),
-                } => Some(self.since(t) + *d),
+                } => Some(later(self.since(t), *d)),
                 _ => None,
             })
             .min()
@@ -279,12 +279,12 @@ impl Active {
     fn verdict(&self, now: Instant) -> Option<End> {
         for t in &self.list {
             match &t.kind {
-                ToxicKind::Reset { after } if now >= self.since(t) + *after => {
+                ToxicKind::Reset { after } if now >= later(self.since(t), *after) => {
                     return Some(End::Reset);
                 }
                 ToxicKind::Timeout {
                     close_after: Some(d),
-                } if now >= self.since(t) + *d => return Some(End::Close),
+                } if now >= later(self.since(t), *d) => return Some(End::Close),
                 _ => {}
             }
         }
@@ -646,6 +646,60 @@ async fn wait_toxic(
     }
 }
 
+/// `at + d`, or a day after `at` where that would not fit in an `Instant`.
+fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .unwrap_or_else(|| at + Duration::from_secs(86_400))
+}
+
+/// The delay every latency toxic on this connection adds to a chunk that arrived with
+/// `passed` bytes before it: latencies add up, as stages of a chain do in Toxiproxy.
+fn latency_of(active: &Active, conn: u64, passed: u64) -> Option<Duration> {
+    let mut total: Option<i128> = None;
+    for t in &active.list {
+        let ToxicKind::Latency { latency, jitter } = t.kind else {
+            continue;
+        };
+        let jitter_ns = i64::try_from(jitter.as_nanos()).unwrap_or(i64::MAX);
+        let offset = if jitter_ns > 0 {
+            let mut rng = fastrand::Rng::with_seed(t.seed ^ conn ^ passed);
+            rng.i64(-jitter_ns..=jitter_ns)
+        } else {
+            0
+        };
+        *total.get_or_insert(0) += latency.as_nanos() as i128 + i128::from(offset);
+    }
+    total.map(|ns| Duration::from_nanos(u64::try_from(ns.max(0)).unwrap_or(u64::MAX)))
+}
+
+/// Holds a chunk that arrived at `arrived` for the latency toxics' delay; a change of
+/// the toxics recomputes it, so a healed latency releases the chunk at once and the
+/// one left still holds it.
+async fn wait_latency(
+    rx: &mut watch::Receiver<Arc<Vec<Toxic>>>,
+    active: &mut Active,
+    dir: Direction,
+    conn: u64,
+    arrived: Instant,
+    passed: u64,
+) {
+    while let Some(delay) = latency_of(active, conn, passed) {
+        let until = later(arrived, delay);
+        if until <= Instant::now() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => return,
+            r = rx.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                active.refresh(&rx.borrow_and_update(), dir, conn);
+            }
+        }
+    }
+}
+
 /// Passes `bytes` through the byte toxics and writes them. `Some(end)` when a toxic ends
 /// the connection.
 #[allow(clippy::too_many_arguments)]
@@ -660,29 +714,20 @@ async fn forward(
     arrived: Instant,
     passed: &mut u64,
 ) -> io::Result<Option<End>> {
-    if let Some(t) = active.find(|k| matches!(k, ToxicKind::Latency { .. }))
-        && let ToxicKind::Latency { latency, jitter } = t.kind
-    {
-        let jitter_ns = jitter.as_nanos() as i64;
-        let offset = if jitter_ns > 0 {
-            let mut rng = fastrand::Rng::with_seed(t.seed ^ conn ^ *passed);
-            rng.i64(-jitter_ns..=jitter_ns)
-        } else {
-            0
-        };
-        let delay = Duration::from_nanos((latency.as_nanos() as i64 + offset).max(0) as u64);
-        let id = t.id.clone();
-        wait_toxic(rx, active, dir, conn, arrived + delay, |a| {
-            a.list.iter().any(|t| t.id == id)
-        })
-        .await;
-    }
+    wait_latency(rx, active, dir, conn, arrived, *passed).await;
     let mut bytes = bytes;
     let mut end = None;
-    if let Some(t) = active.find(|k| matches!(k, ToxicKind::LimitData { .. }))
-        && let ToxicKind::LimitData { bytes: limit } = t.kind
-    {
-        let left = limit.saturating_sub(*passed) as usize;
+    // Two data limits on one edge: the smaller one ends the connection.
+    let limit = active
+        .list
+        .iter()
+        .filter_map(|t| match t.kind {
+            ToxicKind::LimitData { bytes } => Some(bytes),
+            _ => None,
+        })
+        .min();
+    if let Some(limit) = limit {
+        let left = usize::try_from(limit.saturating_sub(*passed)).unwrap_or(usize::MAX);
         if bytes.len() >= left {
             bytes = &bytes[..left];
             end = Some(End::Close);
@@ -725,12 +770,18 @@ async fn forward(
         edge.stats
             .bytes(dir)
             .fetch_add(piece.len() as u64, Ordering::Relaxed);
-        if let Some(t) = active.find(|k| matches!(k, ToxicKind::Bandwidth { .. }))
-            && let ToxicKind::Bandwidth { rate } = t.kind
-        {
-            let until = Instant::now() + Duration::from_secs_f64(piece.len() as f64 / rate as f64);
-            let id = t.id.clone();
-            wait_toxic(rx, active, dir, conn, until, |a| {
+        // Two bandwidth limits on one edge: the narrower one holds.
+        let slowest = active
+            .list
+            .iter()
+            .filter_map(|t| match t.kind {
+                ToxicKind::Bandwidth { rate } => Some((rate, t.id.clone())),
+                _ => None,
+            })
+            .min();
+        if let Some((rate, id)) = slowest {
+            let wait = Duration::from_secs_f64(piece.len() as f64 / rate.max(1) as f64);
+            wait_toxic(rx, active, dir, conn, later(Instant::now(), wait), |a| {
                 a.list.iter().any(|t| t.id == id)
             })
             .await;

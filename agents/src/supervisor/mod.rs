@@ -141,21 +141,29 @@ pub enum StartError {
 pub enum ControlError {
     #[error("no replica named `{0}`")]
     UnknownReplica(String),
-    #[error("replica {0} is not running")]
-    NotRunning(String),
     #[error("cannot signal replica {0}: {1}")]
     Signal(String, std::io::Error),
+    #[error("replica {0} is held down by {1}; heal that first")]
+    Held(String, String),
     #[error("the supervisor is shutting down")]
     ShuttingDown,
 }
 
+/// Who asks for a replica to stay paused or held down: a fault id, or any name a
+/// direct caller picks. A replica stays paused while any holder of a pause remains, and
+/// down while any holder of a hold remains, so overlapping faults never undo each other.
+pub type Holder = str;
+
 pub(crate) enum Command {
     Control {
         action: Action,
-        hold: bool,
+        /// For kill and terminate: who holds the replica down afterwards (none: it
+        /// restarts). For pause and resume: whose pause it is.
+        by: Option<String>,
         reply: oneshot::Sender<Result<(), ControlError>>,
     },
     Release {
+        by: String,
         reply: oneshot::Sender<Result<(), ControlError>>,
     },
     Stop,
@@ -507,13 +515,12 @@ impl Supervisor {
         tokio::time::timeout(timeout, wait).await.ok().flatten()
     }
 
-    /// Applies `action` to replica `name`. With `hold`, a replica that goes down (by
-    /// kill or terminate) stays down until [`Supervisor::release`].
-    pub async fn control(
+    /// Applies `action` to replica `name` on behalf of `by` (see [`Command::Control`]).
+    async fn control(
         &self,
         name: &str,
         action: Action,
-        hold: bool,
+        by: Option<&Holder>,
     ) -> Result<(), ControlError> {
         let r = self
             .shared
@@ -523,7 +530,7 @@ impl Supervisor {
         r.commands
             .send(Command::Control {
                 action,
-                hold,
+                by: by.map(str::to_owned),
                 reply,
             })
             .await
@@ -531,35 +538,47 @@ impl Supervisor {
         rx.await.map_err(|_| ControlError::ShuttingDown)?
     }
 
-    pub async fn kill(&self, name: &str, hold: bool) -> Result<(), ControlError> {
+    /// SIGKILL. With `hold`, the replica stays down until that holder releases it (and
+    /// every other holder has too); without, it restarts.
+    pub async fn kill(&self, name: &str, hold: Option<&Holder>) -> Result<(), ControlError> {
         self.control(name, Action::Kill, hold).await
     }
 
-    pub async fn terminate(&self, name: &str, hold: bool) -> Result<(), ControlError> {
+    /// SIGTERM; `hold` as for [`Supervisor::kill`].
+    pub async fn terminate(&self, name: &str, hold: Option<&Holder>) -> Result<(), ControlError> {
         self.control(name, Action::Terminate, hold).await
     }
 
-    pub async fn pause(&self, name: &str) -> Result<(), ControlError> {
-        self.control(name, Action::Pause, false).await
+    /// SIGSTOP on behalf of `by`. The replica stays stopped, across restarts too, until
+    /// every holder of a pause has resumed it. A replica that is down is paused as soon
+    /// as it starts again.
+    pub async fn pause(&self, name: &str, by: &Holder) -> Result<(), ControlError> {
+        self.control(name, Action::Pause, Some(by)).await
     }
 
-    pub async fn resume(&self, name: &str) -> Result<(), ControlError> {
-        self.control(name, Action::Resume, false).await
+    /// Ends `by`'s pause: SIGCONT once no other pause holds the replica.
+    pub async fn resume(&self, name: &str, by: &Holder) -> Result<(), ControlError> {
+        self.control(name, Action::Resume, Some(by)).await
     }
 
+    /// SIGTERM (SIGKILL after the stop timeout) and start again. Refused for a replica
+    /// held down: the hold is someone else's to end.
     pub async fn restart(&self, name: &str) -> Result<(), ControlError> {
-        self.control(name, Action::Restart, false).await
+        self.control(name, Action::Restart, None).await
     }
 
-    /// Ends a hold: a held-down replica starts again at once.
-    pub async fn release(&self, name: &str) -> Result<(), ControlError> {
+    /// Ends `by`'s hold: a held-down replica starts again once no other hold remains.
+    pub async fn release(&self, name: &str, by: &Holder) -> Result<(), ControlError> {
         let r = self
             .shared
             .replica(name)
             .ok_or_else(|| ControlError::UnknownReplica(name.to_owned()))?;
         let (reply, rx) = oneshot::channel();
         r.commands
-            .send(Command::Release { reply })
+            .send(Command::Release {
+                by: by.to_owned(),
+                reply,
+            })
             .await
             .map_err(|_| ControlError::ShuttingDown)?;
         rx.await.map_err(|_| ControlError::ShuttingDown)?

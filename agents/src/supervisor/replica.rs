@@ -1,6 +1,7 @@
 //! The task that owns one replica's process: starts it, probes it, restarts it with
 //! backoff when it dies, and carries out the commands sent to it.
 
+use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -39,12 +40,27 @@ enum Waited {
     Stop,
 }
 
+/// What a command did to a replica that is down.
+enum Down {
+    /// The last hold ended.
+    Released,
+    /// Start again now.
+    Restart,
+    /// The first hold began.
+    Held,
+    Stop,
+    Nothing,
+}
+
 pub(crate) struct Runner {
     shared: Arc<Shared>,
     idx: usize,
     commands: mpsc::Receiver<Command>,
     cancel: CancellationToken,
-    hold: bool,
+    /// Who holds the replica down; it stays down while any remains.
+    holds: BTreeSet<String>,
+    /// Who pauses the replica; it stays stopped, across restarts too, while any remains.
+    pauses: BTreeSet<String>,
     crashes: u32,
     ever_ready: bool,
     starts: u32,
@@ -64,7 +80,8 @@ impl Runner {
             idx,
             commands,
             cancel,
-            hold: false,
+            holds: BTreeSet::new(),
+            pauses: BTreeSet::new(),
             crashes: 0,
             ever_ready: false,
             starts: 0,
@@ -90,7 +107,7 @@ impl Runner {
 
     pub(crate) async fn run(mut self) {
         loop {
-            if self.hold {
+            if self.held() {
                 self.update(|s| {
                     s.state = ReplicaState::Held;
                     s.pid = None;
@@ -116,7 +133,7 @@ impl Runner {
                 Ended::Exited {
                     restart_now: true, ..
                 } => {}
-                Ended::Exited { .. } if self.hold => {}
+                Ended::Exited { .. } if self.held() => {}
                 Ended::Exited { uptime, .. } => {
                     if !self.ever_ready && self.shared.replicas[self.idx].auto_port {
                         // The likeliest reason a new replica dies before its first
@@ -147,6 +164,10 @@ impl Runner {
             s.state = ReplicaState::Stopped;
             s.pid = None;
         });
+    }
+
+    fn held(&self) -> bool {
+        !self.holds.is_empty()
     }
 
     fn backoff(&self) -> Duration {
@@ -199,16 +220,26 @@ impl Runner {
 
     async fn supervise(&mut self, mut child: Child) -> Ended {
         let pid = child.id().unwrap_or(0);
-        let started = Instant::now();
-        let addr = self.status().addr;
+        let mut live = Live {
+            pid,
+            started: Instant::now(),
+            addr: self.status().addr,
+            ready: false,
+            paused: false,
+            failures: 0,
+            next_probe: Instant::now(),
+            probe: None,
+        };
+        if !self.pauses.is_empty() {
+            // Paused before it went down and still paused by a fault: the new process
+            // waits stopped too, rather than running while the pause is in effect.
+            if let Err(e) = self.stop_process(&mut live).await {
+                tracing::warn!(replica = self.name(), error = %e, "cannot pause the restarted replica");
+            }
+        }
         let health_path = self.shared.topology.services[self.shared.replicas[self.idx].service]
             .health_path
             .clone();
-        let mut ready = false;
-        let mut paused = false;
-        let mut failures = 0u32;
-        let mut next_probe = Instant::now();
-        let mut probe: Option<Probe> = None;
         loop {
             tokio::select! {
                 biased;
@@ -220,87 +251,143 @@ impl Runner {
                 }
                 status = child.wait() => {
                     self.exited(pid, status.ok());
-                    return Ended::Exited { uptime: started.elapsed(), restart_now: false };
+                    return Ended::Exited { uptime: live.started.elapsed(), restart_now: false };
                 }
-                cmd = self.commands.recv() => match cmd {
-                    Some(Command::Control { action, hold, reply }) => {
-                        let name = self.name().to_owned();
-                        let result = match action {
-                            Action::Kill | Action::Terminate => {
-                                self.hold = hold;
-                                let sig = if action == Action::Kill { Signal::SIGKILL } else { Signal::SIGTERM };
-                                // A paused process must run again to act on SIGTERM.
-                                signal_group(pid, sig).and_then(|()| signal_group(pid, Signal::SIGCONT))
-                            }
-                            Action::Pause => match signal_group(pid, Signal::SIGSTOP) {
-                                Ok(()) => {
-                                    wait_stopped(pid, Duration::from_secs(1)).await;
-                                    Ok(())
-                                }
-                                Err(e) => Err(e),
-                            }
-                            .map(|()| {
-                                paused = true;
-                                probe = None;
-                                self.set_state(ReplicaState::Paused);
-                            }),
-                            Action::Resume => signal_group(pid, Signal::SIGCONT).map(|()| {
-                                if paused {
-                                    paused = false;
-                                    next_probe = Instant::now();
-                                    self.set_state(if ready { ReplicaState::Healthy } else { ReplicaState::Starting });
-                                }
-                            }),
-                            Action::Restart => {
-                                self.stop(&mut child, pid).await;
-                                let _ = reply.send(Ok(()));
-                                return Ended::Exited { uptime: started.elapsed(), restart_now: true };
-                            }
-                        };
-                        let _ = reply.send(result.map_err(|e| ControlError::Signal(name, e)));
+                cmd = self.commands.recv() => {
+                    if let Some(ended) = self.command(cmd, &mut child, &mut live).await {
+                        return ended;
                     }
-                    Some(Command::Release { reply }) => {
-                        self.hold = false;
-                        let _ = reply.send(Ok(()));
-                    }
-                    Some(Command::Stop) | None => {
-                        self.stop(&mut child, pid).await;
-                        return Ended::Stop;
-                    }
-                },
-                _ = tokio::time::sleep_until(next_probe), if probe.is_none() && !paused => {
-                    let path = health_path.clone();
-                    let check_owner = !ready;
-                    probe = Some(Box::pin(async move {
+                }
+                _ = tokio::time::sleep_until(live.next_probe), if live.probe.is_none() && !live.paused => {
+                    let (path, addr, check_owner) = (health_path.clone(), live.addr, !live.ready);
+                    live.probe = Some(Box::pin(async move {
                         // Until the first healthy answer, make sure it came from this
                         // replica and not from whatever else holds the port.
                         probe::http_ok(addr, &path, PROBE_TIMEOUT).await
                             && (!check_owner || owns_listener(pid, addr.port()))
                     }));
                 }
-                passed = async { probe.as_mut().expect("guarded by is_some").await }, if probe.is_some() => {
-                    probe = None;
-                    if passed {
-                        failures = 0;
-                        if !ready {
-                            ready = true;
-                            self.ever_ready = true;
-                            tracing::info!(replica = self.name(), startup_ms = started.elapsed().as_millis() as u64, "replica healthy");
-                        }
-                        if self.status().state != ReplicaState::Healthy {
-                            self.set_state(ReplicaState::Healthy);
-                        }
-                    } else {
-                        failures += 1;
-                        if ready && failures >= UNHEALTHY_AFTER && self.status().state == ReplicaState::Healthy {
-                            tracing::warn!(replica = self.name(), "replica fails its health probe");
-                            self.set_state(ReplicaState::Unhealthy);
-                        }
-                    }
-                    next_probe = Instant::now() + if ready { self.shared.config.health_interval } else { STARTUP_PROBE };
+                passed = async { live.probe.as_mut().expect("guarded by is_some").await }, if live.probe.is_some() => {
+                    self.probed(&mut live, passed);
                 }
             }
         }
+    }
+
+    /// Carries out one command while the process runs; `Some` when it ends.
+    async fn command(
+        &mut self,
+        cmd: Option<Command>,
+        child: &mut Child,
+        live: &mut Live,
+    ) -> Option<Ended> {
+        let pid = live.pid;
+        let (action, by, reply) = match cmd {
+            Some(Command::Control { action, by, reply }) => (action, by, reply),
+            Some(Command::Release { by, reply }) => {
+                // Running already: the hold only mattered while it was down.
+                self.holds.remove(&by);
+                let _ = reply.send(Ok(()));
+                return None;
+            }
+            Some(Command::Stop) | None => {
+                self.stop(child, pid).await;
+                return Some(Ended::Stop);
+            }
+        };
+        let result = match action {
+            Action::Kill | Action::Terminate => {
+                self.holds.extend(by);
+                let sig = if action == Action::Kill {
+                    Signal::SIGKILL
+                } else {
+                    Signal::SIGTERM
+                };
+                // A paused process must run again to act on SIGTERM.
+                signal_group(pid, sig).and_then(|()| signal_group(pid, Signal::SIGCONT))
+            }
+            Action::Pause => {
+                self.pauses.extend(by);
+                if live.paused {
+                    Ok(())
+                } else {
+                    self.stop_process(live).await
+                }
+            }
+            Action::Resume => {
+                if let Some(by) = &by {
+                    self.pauses.remove(by);
+                }
+                if live.paused && self.pauses.is_empty() {
+                    signal_group(pid, Signal::SIGCONT).map(|()| {
+                        live.paused = false;
+                        live.next_probe = Instant::now();
+                        self.set_state(if live.ready {
+                            ReplicaState::Healthy
+                        } else {
+                            ReplicaState::Starting
+                        });
+                    })
+                } else {
+                    Ok(())
+                }
+            }
+            Action::Restart => {
+                self.stop(child, pid).await;
+                let _ = reply.send(Ok(()));
+                return Some(Ended::Exited {
+                    uptime: live.started.elapsed(),
+                    restart_now: true,
+                });
+            }
+        };
+        let name = self.name().to_owned();
+        let _ = reply.send(result.map_err(|e| ControlError::Signal(name, e)));
+        None
+    }
+
+    /// SIGSTOP to the process group, waiting until it has stopped.
+    async fn stop_process(&self, live: &mut Live) -> std::io::Result<()> {
+        signal_group(live.pid, Signal::SIGSTOP)?;
+        wait_stopped(live.pid, Duration::from_secs(1)).await;
+        live.paused = true;
+        live.probe = None;
+        self.set_state(ReplicaState::Paused);
+        Ok(())
+    }
+
+    fn probed(&mut self, live: &mut Live, passed: bool) {
+        live.probe = None;
+        if passed {
+            live.failures = 0;
+            if !live.ready {
+                live.ready = true;
+                self.ever_ready = true;
+                tracing::info!(
+                    replica = self.name(),
+                    startup_ms = live.started.elapsed().as_millis() as u64,
+                    "replica healthy"
+                );
+            }
+            if self.status().state != ReplicaState::Healthy {
+                self.set_state(ReplicaState::Healthy);
+            }
+        } else {
+            live.failures += 1;
+            if live.ready
+                && live.failures >= UNHEALTHY_AFTER
+                && self.status().state == ReplicaState::Healthy
+            {
+                tracing::warn!(replica = self.name(), "replica fails its health probe");
+                self.set_state(ReplicaState::Unhealthy);
+            }
+        }
+        live.next_probe = Instant::now()
+            + if live.ready {
+                self.shared.config.health_interval
+            } else {
+                STARTUP_PROBE
+            };
     }
 
     fn exited(&self, pid: u32, status: Option<ExitStatus>) {
@@ -337,64 +424,113 @@ impl Runner {
         self.exited(pid, status);
     }
 
-    /// Waits while held down, until released or restarted.
+    /// Carries out a command while no process runs (held down or between restarts):
+    /// only the holders change.
+    fn command_while_down(&mut self, cmd: Option<Command>) -> Down {
+        match cmd {
+            Some(Command::Release { by, reply }) => {
+                let was_held = self.held();
+                self.holds.remove(&by);
+                let _ = reply.send(Ok(()));
+                if was_held && !self.held() {
+                    Down::Released
+                } else {
+                    Down::Nothing
+                }
+            }
+            Some(Command::Control {
+                action: Action::Restart,
+                reply,
+                ..
+            }) => {
+                if let Some(by) = self.holds.first() {
+                    let e = ControlError::Held(self.name().to_owned(), by.clone());
+                    let _ = reply.send(Err(e));
+                    return Down::Nothing;
+                }
+                let _ = reply.send(Ok(()));
+                Down::Restart
+            }
+            Some(Command::Control {
+                action: Action::Kill | Action::Terminate,
+                by,
+                reply,
+            }) => {
+                // Already down: a kill only changes whether it stays down.
+                let newly_held = by.is_some() && !self.held();
+                self.holds.extend(by);
+                let _ = reply.send(Ok(()));
+                if newly_held {
+                    Down::Held
+                } else {
+                    Down::Nothing
+                }
+            }
+            Some(Command::Control {
+                action: Action::Pause,
+                by,
+                reply,
+            }) => {
+                self.pauses.extend(by);
+                let _ = reply.send(Ok(()));
+                Down::Nothing
+            }
+            Some(Command::Control {
+                action: Action::Resume,
+                by,
+                reply,
+            }) => {
+                if let Some(by) = by {
+                    self.pauses.remove(&by);
+                }
+                let _ = reply.send(Ok(()));
+                Down::Nothing
+            }
+            Some(Command::Stop) | None => Down::Stop,
+        }
+    }
+
+    /// Waits while held down, until every hold is released.
     async fn wait_held(&mut self) -> Waited {
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => return Waited::Stop,
-                cmd = self.commands.recv() => match cmd {
-                    Some(Command::Release { reply }) => {
-                        self.hold = false;
-                        let _ = reply.send(Ok(()));
-                        return Waited::Start;
-                    }
-                    Some(Command::Control { action: Action::Restart, reply, .. }) => {
-                        self.hold = false;
-                        let _ = reply.send(Ok(()));
-                        return Waited::Start;
-                    }
-                    Some(Command::Control { action: Action::Kill | Action::Terminate, hold, reply }) => {
-                        // Already down: a kill only changes whether it stays down.
-                        self.hold = hold || self.hold;
-                        let _ = reply.send(Ok(()));
-                    }
-                    Some(Command::Control { reply, .. }) => {
-                        let _ = reply.send(Err(ControlError::NotRunning(self.name().to_owned())));
-                    }
-                    Some(Command::Stop) | None => return Waited::Stop,
+                cmd = self.commands.recv() => match self.command_while_down(cmd) {
+                    Down::Released => return Waited::Start,
+                    Down::Stop => return Waited::Stop,
+                    Down::Restart | Down::Held | Down::Nothing => {}
                 },
             }
         }
     }
 
-    /// Waits out a restart backoff; a restart command cuts it short.
+    /// Waits out a restart backoff; a restart command cuts it short, and a kill that
+    /// holds ends it (the run loop then holds the replica down).
     async fn wait_backoff(&mut self, delay: Duration) -> Waited {
         let wake = Instant::now() + delay;
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => return Waited::Stop,
                 _ = tokio::time::sleep_until(wake) => return Waited::Start,
-                cmd = self.commands.recv() => match cmd {
-                    Some(Command::Control { action: Action::Restart, reply, .. }) => {
-                        let _ = reply.send(Ok(()));
-                        return Waited::Start;
-                    }
-                    Some(Command::Control { action: Action::Kill | Action::Terminate, hold, reply }) => {
-                        let _ = reply.send(Ok(()));
-                        if hold {
-                            self.hold = true;
-                            return Waited::Start;
-                        }
-                    }
-                    Some(Command::Control { reply, .. }) => {
-                        let _ = reply.send(Err(ControlError::NotRunning(self.name().to_owned())));
-                    }
-                    Some(Command::Release { reply }) => {
-                        let _ = reply.send(Ok(()));
-                    }
-                    Some(Command::Stop) | None => return Waited::Stop,
+                cmd = self.commands.recv() => match self.command_while_down(cmd) {
+                    // Held: the run loop keeps it down from here.
+                    Down::Restart | Down::Held => return Waited::Start,
+                    Down::Stop => return Waited::Stop,
+                    Down::Released | Down::Nothing => {}
                 },
             }
         }
     }
+}
+
+/// What the supervisor knows of the process it runs now.
+struct Live {
+    pid: u32,
+    started: Instant,
+    addr: SocketAddr,
+    ready: bool,
+    paused: bool,
+    failures: u32,
+    next_probe: Instant,
+    probe: Option<Probe>,
 }

@@ -41,6 +41,8 @@ pub struct Args {
         hide_env_values = true
     )]
     pub agent_token: Option<String>,
+    #[command(flatten)]
+    pub limits: faultline_agent::agent::LimitArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
@@ -66,17 +68,19 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         }
         svc.port = port;
     }
-    faultline_agent::api::check_bind(args.agent_listen, args.agent_token.as_deref())?;
+    faultline_agent::api::check_bind(
+        args.agent_listen,
+        args.agent_token.as_deref(),
+        "--agent-token",
+    )?;
+    faultline_agent::http_server::raise_open_files_limit();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let run_dir = match &args.run_dir {
             Some(p) => RunDir::at(p),
             None => RunDir::create_in_home(),
-        }
-        .context("cannot create the run directory")?;
-        run_dir
-            .mark_latest()
-            .context("cannot record the run as the latest")?;
+        }?;
+        run_dir.mark_latest()?;
         let opts = AgentOptions {
             topology,
             run_dir,
@@ -84,6 +88,9 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             proxies: !args.no_proxies,
             listen: args.agent_listen,
             token: args.agent_token,
+            max_faults: args.limits.max_faults as usize,
+            api_limits: args.limits.api_limits(),
+            token_flag: "--agent-token",
         };
         let agent = match Agent::start(opts).await {
             Ok(a) => a,
@@ -100,6 +107,9 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
                 return Err(anyhow::Error::new(e).context("cannot catch signals"));
             }
         };
+        for p in &agent.journal_problems {
+            eprintln!("warning: {p}");
+        }
         println!("{}", report::ready_line(&agent.supervisor, &agent.url));
         print!("{}", report::table(&agent.supervisor.status()));
         println!(
@@ -107,8 +117,8 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             agent.supervisor.run_dir().join("prometheus-targets.json").display()
         );
         println!("logs: {}", agent.supervisor.run_dir().join("logs").display());
-        signals.wait().await;
-        eprintln!("stopping...");
+        let signal = signals.wait().await;
+        eprintln!("{signal}: stopping...");
         agent.shutdown().await;
         Ok(Exit::Success)
     })

@@ -239,16 +239,7 @@ async fn bring_up(exp: &Experiment, opts: &Options) -> anyhow::Result<Live> {
             {
                 svc.port = 0;
             }
-            let agent = match Agent::start(AgentOptions {
-                topology: topology.clone(),
-                run_dir,
-                bin_path: faultline_agent::agent::beside_current_exe(),
-                proxies: true,
-                listen: "127.0.0.1:0".parse().expect("an address"),
-                token: None,
-            })
-            .await
-            {
+            let agent = match Agent::start(AgentOptions::new(topology.clone(), run_dir)).await {
                 Ok(a) => a,
                 Err(AgentError::Start(e @ StartError::ProgramNotFound { .. })) => bail!(
                     "{e}\nhint: build every binary of the workspace first: cargo build --release --workspace"
