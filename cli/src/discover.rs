@@ -25,11 +25,16 @@ impl AgentArgs {
             Some(u) => u.clone(),
             None => {
                 let record = faultline_home().join("latest").join("agent.json");
-                let text = std::fs::read_to_string(&record).map_err(|_| {
-                    anyhow::anyhow!(
+                let text = std::fs::read_to_string(&record).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => anyhow::anyhow!(
                         "no agent to talk to: {} does not exist; start `faultline up` first or pass --agent URL",
                         record.display()
-                    )
+                    ),
+                    // A symlink loop, a permission, a directory: say which.
+                    _ => anyhow::anyhow!(
+                        "no agent to talk to: cannot read {}: {e}; pass --agent URL",
+                        record.display()
+                    ),
                 })?;
                 let v: serde_json::Value = serde_json::from_str(&text)
                     .map_err(|e| anyhow::anyhow!("{} is not valid: {e}", record.display()))?;

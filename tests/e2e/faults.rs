@@ -2,9 +2,8 @@
 //! control API, the standalone `faultline-agent`, leases and the journal.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -13,7 +12,7 @@ use faultline_agent::faults::{Directions, FaultRequest, FaultSpec};
 use faultline_agent::supervisor::ReplicaState;
 use faultline_tests::invariants::settle;
 use faultline_tests::metrics::sum;
-use faultline_tests::{Shop, Up, bin, wait_until};
+use faultline_tests::{Shop, Up, bin, one_cache_topology, start_agent, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::json;
@@ -460,47 +459,6 @@ async fn a_lease_whose_controller_died_heals_within_its_ttl() {
     );
 }
 
-/// A standalone agent: its process and the URL from its ready line.
-fn start_agent(
-    run_dir: &std::path::Path,
-    topology: &std::path::Path,
-    extra: &[&str],
-) -> (Child, String) {
-    let mut child = Command::new(bin("faultline-agent"))
-        .env("FAULTLINE_HOME", run_dir.with_extension("home"))
-        .arg("--topology")
-        .arg(topology)
-        .arg("--run-dir")
-        .arg(run_dir)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let ready = lines.next().expect("a ready line").unwrap();
-    std::thread::spawn(move || for _ in lines {});
-    let url = ready
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("agent="))
-        .expect("agent=")
-        .to_owned();
-    (child, url)
-}
-
-fn one_cache_topology(dir: &std::path::Path) -> std::path::PathBuf {
-    let file = dir.join("t.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "entrypoint = \"cache\"\n[services.cache]\ncommand = [\"{}\", \"cache\", \"--listen\", \"{{listen}}\"]\n",
-            bin("shop").display()
-        ),
-    )
-    .unwrap();
-    file
-}
-
 #[test]
 fn an_agent_killed_with_a_fault_applied_heals_it_when_restarted_on_its_run_directory() {
     let dir = tempfile::tempdir().unwrap();
@@ -620,7 +578,7 @@ fn the_api_needs_a_token_off_loopback_and_names_bad_input() {
         assert_eq!(s, status, "{body}: {m}");
         assert!(m.contains(message), "{body}: {m}");
     };
-    check("nope", 400, "not JSON");
+    check("nope", 400, "not valid JSON");
     check("[]", 400, "must be a JSON object");
     check(r#"{"kind":"kill"}"#, 400, "`target` is required");
     check(

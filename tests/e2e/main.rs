@@ -1,6 +1,7 @@
 //! End-to-end tests through real processes and sockets.
 
 mod faults;
+mod hardening;
 mod prometheus;
 mod run;
 mod shop_data;

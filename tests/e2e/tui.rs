@@ -13,7 +13,10 @@ struct Tmux {
 
 impl Tmux {
     fn start(command: &str) -> Tmux {
-        let socket = format!("faultline-test-{}", std::process::id());
+        // One server per test: tests of one process run side by side.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let socket = format!("faultline-test-{}-{n}", std::process::id());
         let t = Tmux { socket };
         let ok = t
             .cmd(&[
@@ -143,4 +146,38 @@ fn the_dashboard_pauses_kills_and_heals_with_keys_and_restores_the_terminal() {
         "the alternate screen is gone:\n{screen}"
     );
     assert_eq!(faults(&up.agent), Vec::<serde_json::Value>::new());
+}
+
+/// A closed terminal (SIGHUP, here from tmux's killed session) heals what the dashboard
+/// applied at once, as quitting does, rather than leaving it until its lease lapses.
+#[test]
+fn a_closed_terminal_heals_the_dashboards_faults() {
+    let dir = tempfile::tempdir().unwrap();
+    let topology = faultline_tests::one_cache_topology(dir.path());
+    let up = Up::start(&["--topology", topology.to_str().unwrap()], &[]);
+    let command = format!("{} tui --agent {}", bin("faultline").display(), up.agent);
+    let tmux = Tmux::start(&command);
+    tmux.wait_for("> cache-1", Duration::from_secs(20));
+    tmux.keys("p");
+    tmux.wait_for("PAUSED", Duration::from_secs(10));
+    assert_eq!(faults(&up.agent).len(), 1);
+    // The session goes, and its terminal with it: the dashboard gets SIGHUP.
+    tmux.cmd(&["kill-session", "-t", "t"]);
+    assert!(
+        wait_until(Duration::from_secs(60), || faults(&up.agent).is_empty()),
+        "the pause is healed"
+    );
+    let metrics = reqwest::blocking::get(format!("{}/metrics", up.agent))
+        .unwrap()
+        .text()
+        .unwrap();
+    let healed = |reason| {
+        faultline_tests::metrics::sum(
+            &metrics,
+            "faultline_agent_faults_healed_total",
+            &[("kind", "pause"), ("reason", reason)],
+        )
+    };
+    assert_eq!(healed("healed"), 1.0, "healed by the dashboard:\n{metrics}");
+    assert_eq!(healed("expired"), 0.0, "not left to its lease:\n{metrics}");
 }

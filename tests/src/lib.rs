@@ -400,6 +400,51 @@ impl Drop for Up {
     }
 }
 
+/// A standalone `faultline-agent` on `topology` with run directory `run_dir`: its
+/// process and the API's URL from its ready line. What it writes to stderr is appended
+/// to `<run_dir>.stderr`.
+pub fn start_agent(run_dir: &Path, topology: &Path, extra: &[&str]) -> (Child, String) {
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run_dir.with_extension("stderr"))
+        .unwrap();
+    let mut child = Command::new(bin("faultline-agent"))
+        .env("FAULTLINE_HOME", run_dir.with_extension("home"))
+        .arg("--topology")
+        .arg(topology)
+        .arg("--run-dir")
+        .arg(run_dir)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = lines.next().expect("a ready line").unwrap();
+    std::thread::spawn(move || for _ in lines {});
+    let url = ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("agent="))
+        .expect("agent=")
+        .to_owned();
+    (child, url)
+}
+
+/// A topology of one shop cache, written into `dir`.
+pub fn one_cache_topology(dir: &Path) -> PathBuf {
+    let file = dir.join("t.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "entrypoint = \"cache\"\n[services.cache]\ncommand = [\"{}\", \"cache\", \"--listen\", \"{{listen}}\"]\n",
+            bin("shop").display()
+        ),
+    )
+    .unwrap();
+    file
+}
+
 /// True while `pid` is a live process (a zombie waiting to be reaped counts as dead).
 pub fn alive(pid: u32) -> bool {
     !matches!(process_state(pid).as_deref(), Some("Z") | Some("X") | None)

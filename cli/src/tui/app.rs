@@ -7,6 +7,9 @@ use std::collections::BTreeSet;
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
+use faultline_agent::faults::{FaultRequest, FaultSpec};
+use faultline_agent::supervisor::ReplicaStatus;
+
 use crate::run::state::RunState;
 
 /// What a key asks for, carried out by the loop through the agent.
@@ -71,22 +74,16 @@ impl App {
         self.log.push((self.state.elapsed_s, message.into()));
     }
 
-    /// The faults in effect that concern `replica` (or its whole service).
+    /// The faults in effect that concern `replica`: on it, its service or its zone, on
+    /// an edge into it, or a partition with its service on either side.
     pub fn faults_on(
         &self,
-        replica: &str,
-        service: &str,
+        replica: &faultline_agent::supervisor::ReplicaStatus,
     ) -> Vec<&faultline_agent::faults::FaultInfo> {
         self.state
             .faults
             .iter()
-            .filter(|f| {
-                f.target == replica
-                    || f.target == service
-                    || f.target.ends_with(&format!("->{replica}"))
-                    || f.target.ends_with(&format!("->{service}"))
-                    || f.target.split(',').any(|s| s.trim() == service)
-            })
+            .filter(|f| touches(&f.request, replica))
             .collect()
     }
 
@@ -169,11 +166,7 @@ impl App {
             }
             KeyCode::Char('u') => {
                 if let Some(r) = self.selected_replica() {
-                    let ids: Vec<String> = self
-                        .faults_on(&r.name, &r.service)
-                        .iter()
-                        .map(|f| f.id.clone())
-                        .collect();
+                    let ids: Vec<String> = self.faults_on(r).iter().map(|f| f.id.clone()).collect();
                     if ids.is_empty() {
                         let m = format!("no fault on {} to heal", r.name);
                         self.note(m);
@@ -185,6 +178,21 @@ impl App {
             KeyCode::Char('U') => self.pending.push(Action::HealAll),
             _ => {}
         }
+    }
+}
+
+/// Whether fault `req` acts on replica `r`, read from the request's kind and fields
+/// rather than from a label.
+fn touches(req: &FaultRequest, r: &ReplicaStatus) -> bool {
+    let names_it = |name: &str| name == r.name || name == r.service;
+    let side = |list: &str| list.split(',').map(str::trim).any(names_it);
+    match &req.spec {
+        FaultSpec::Partition { with } => side(&req.target) || side(with),
+        FaultSpec::ZoneOutage => req.target == r.zone,
+        _ => match req.target.split_once("->") {
+            Some((_, server)) => names_it(server.trim()),
+            None => names_it(&req.target),
+        },
     }
 }
 
@@ -319,6 +327,73 @@ mod tests {
         press(&mut a, "u");
         assert!(a.pending.is_empty());
         assert_eq!(a.log.last().unwrap().1, "no fault on payments-1 to heal");
+    }
+
+    fn fault(
+        id: &str,
+        spec: FaultSpec,
+        target: &str,
+        label: &str,
+    ) -> faultline_agent::faults::FaultInfo {
+        faultline_agent::faults::FaultInfo {
+            id: id.into(),
+            kind: spec.kind().into(),
+            target: label.into(),
+            request: FaultRequest {
+                spec,
+                target: target.into(),
+                ttl_ms: None,
+                seed: None,
+            },
+            applied_ms: 0,
+            expires_ms: 0,
+            remaining_ms: 0,
+            healed_ms: None,
+        }
+    }
+
+    #[test]
+    fn u_heals_what_b_applied_from_either_side_of_the_partition() {
+        let mut a = app();
+        let mut state = a.state.clone();
+        state.faults = vec![fault(
+            "f9",
+            FaultSpec::Partition {
+                with: "broker".into(),
+            },
+            "orders",
+            "orders<->broker",
+        )];
+        a.set_state(state);
+        press(&mut a, "jj");
+        assert_eq!(a.selected_replica().unwrap().name, "orders-1");
+        press(&mut a, "u");
+        assert_eq!(a.pending, [Action::Heal(vec!["f9".into()])]);
+        // Nothing of it on payments.
+        a.pending.clear();
+        press(&mut a, "l");
+        press(&mut a, "u");
+        assert!(a.pending.is_empty(), "{:?}", a.pending);
+    }
+
+    #[test]
+    fn faults_concern_their_replica_service_zone_and_edges_into_it() {
+        let mut a = app();
+        let mut state = a.state.clone();
+        state.faults = vec![
+            fault("e", FaultSpec::Pause, "api->orders-2", "api->orders-2"),
+            fault("z", FaultSpec::ZoneOutage, "b", "b"),
+            fault("s", FaultSpec::Restart, "orders", "orders"),
+            fault("o", FaultSpec::Pause, "orders->broker", "orders->broker"),
+        ];
+        state.replicas[3].zone = "b".into();
+        a.set_state(state);
+        let ids = |a: &App, name: &str| -> Vec<String> {
+            let r = a.state.replicas.iter().find(|r| r.name == name).unwrap();
+            a.faults_on(r).iter().map(|f| f.id.clone()).collect()
+        };
+        assert_eq!(ids(&a, "orders-2"), ["e", "z", "s"]);
+        assert_eq!(ids(&a, "orders-1"), ["s"]);
     }
 
     #[test]

@@ -197,12 +197,14 @@ pub async fn run(
     };
     app.set_state(state.borrow().clone());
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, Vec<String>)>();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot watch SIGTERM")?;
+    let mut signals =
+        faultline_agent::report::StopSignals::install().context("cannot watch signals")?;
     let mut frame = tokio::time::interval(FRAME);
     let mut renew = tokio::time::interval(LEASE / 3);
     let mut edges_at = tokio::time::Instant::now();
-    loop {
+    // Every way out of the loop, a failed draw on a terminal that went away included,
+    // reaches the heal below.
+    let ended: anyhow::Result<()> = async { loop {
         tokio::select! {
             _ = frame.tick() => {
                 terminal.draw(|f| view::draw(f, &app)).context("cannot draw")?;
@@ -270,12 +272,13 @@ pub async fn run(
                     }
                 }
             }
-            _ = term.recv() => {
-                app.note("SIGTERM");
+            signal = signals.next() => {
+                app.note(signal);
                 break;
             }
         }
     }
+    Ok(()) }.await;
     // Leave no fault of ours behind, then hand the terminal back.
     if let Some(client) = &agent {
         for id in std::mem::take(&mut app.applied) {
@@ -286,7 +289,7 @@ pub async fn run(
     stop_reader.store(true, Ordering::Relaxed);
     drop(terminal);
     drop(screen);
-    Ok(())
+    ended
 }
 
 /// `faultline tui`: the state of a running `faultline up` (or agent), once a second:

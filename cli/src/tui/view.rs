@@ -295,11 +295,7 @@ fn draw_services(f: &mut Frame, app: &App, area: Rect, small: bool) {
         .take(visible)
         .map(|(i, r)| {
             let (word, c) = state_word(r.state);
-            let faults: Vec<String> = app
-                .faults_on(&r.name, &r.service)
-                .iter()
-                .map(|f| f.kind.clone())
-                .collect();
+            let faults: Vec<String> = app.faults_on(r).iter().map(|f| f.kind.clone()).collect();
             let selected = i == app.selected;
             let breakers = app
                 .state
