@@ -567,7 +567,7 @@ mod tests {
 
     #[test]
     fn bad_requests_say_what_is_wrong() {
-        assert!(parse("nope").unwrap_err().contains("not JSON"));
+        assert!(parse("nope").unwrap_err().contains("not valid JSON"));
         assert!(
             parse(r#"{"kind":"kill"}"#)
                 .unwrap_err()
@@ -605,5 +605,127 @@ mod tests {
                 .unwrap_err()
                 .contains("toxicity")
         );
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A JSON value of any type, with the extremes a hostile client would send.
+        fn value() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<u64>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                prop_oneof![Just(u64::MAX), Just(1u64 << 63), Just(86_400_001), Just(0)]
+                    .prop_map(serde_json::Value::from),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(serde_json::Value::from),
+                "[ -~]{0,12}".prop_map(serde_json::Value::from),
+                prop_oneof![
+                    Just("pid:4294967295"),
+                    Just("pid:-1"),
+                    Just("pid:+5"),
+                    Just("pid:2"),
+                    Just("a->b"),
+                    Just("orders-2"),
+                    Just(""),
+                ]
+                .prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(2, 8, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..3).prop_map(serde_json::Value::from),
+                    prop::collection::btree_map("[a-z_]{1,8}", inner, 0..3)
+                        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// Keys a fault request may have, and some it may not.
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(vec![
+                    "kind",
+                    "target",
+                    "ttl_ms",
+                    "seed",
+                    "hold",
+                    "delay_ms",
+                    "jitter_ms",
+                    "direction",
+                    "toxicity",
+                    "rate",
+                    "close_after_ms",
+                    "after_ms",
+                    "average_size",
+                    "size_variation",
+                    "delay_us",
+                    "bytes",
+                    "status",
+                    "percent",
+                    "method",
+                    "path",
+                    "with",
+                    "count",
+                    "side",
+                ])
+                .prop_map(str::to_owned),
+                "[a-z_]{1,10}",
+            ]
+        }
+
+        fn request() -> impl Strategy<Value = String> {
+            let kind = prop::sample::select(FaultSpec::KINDS.to_vec());
+            (kind, prop::collection::vec((key(), value()), 0..8)).prop_map(|(kind, fields)| {
+                let mut body = format!("{{\"kind\":\"{kind}\"");
+                for (k, v) in fields {
+                    // Written out by hand, so a key can repeat.
+                    body.push_str(&format!(",\"{k}\":{v}"));
+                }
+                body.push('}');
+                body
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_bytes_are_refused_with_a_message_or_parsed_valid(body in prop::collection::vec(any::<u8>(), 0..64)) {
+                match FaultRequest::from_json(&body) {
+                    Ok(r) => prop_assert!(r.validate().is_ok()),
+                    Err(m) => prop_assert!(!m.is_empty()),
+                }
+            }
+
+            #[test]
+            fn any_request_is_refused_with_a_message_or_parsed_within_its_bounds(body in request()) {
+                match FaultRequest::from_json(body.as_bytes()) {
+                    Ok(r) => {
+                        prop_assert!(r.validate().is_ok());
+                        prop_assert!(!r.target.is_empty());
+                        prop_assert!(r.ttl() <= MAX_TTL && !r.ttl().is_zero());
+                        if let Some(pid) = pid_target(&r.target).unwrap() {
+                            prop_assert!(pid > 1);
+                        }
+                        let ms = MAX_DURATION.as_millis() as u64;
+                        match r.spec {
+                            FaultSpec::Latency { delay_ms, jitter_ms, .. } => {
+                                prop_assert!(delay_ms <= ms && jitter_ms <= ms);
+                            }
+                            FaultSpec::Slicer { average_size, size_variation, .. } => {
+                                prop_assert!(average_size + size_variation <= MAX_SLICE);
+                            }
+                            FaultSpec::LimitData { bytes, .. } => prop_assert!(bytes <= MAX_BYTES),
+                            _ => {}
+                        }
+                    }
+                    Err(m) => prop_assert!(!m.is_empty()),
+                }
+            }
+        }
     }
 }
