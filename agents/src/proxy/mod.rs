@@ -11,7 +11,6 @@
 pub mod http;
 pub mod toxic;
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,7 +56,7 @@ pub struct EdgeProxy {
     pub listen: SocketAddr,
     /// The server replica's address; it changes if the replica is moved to another port.
     target: std::sync::RwLock<SocketAddr>,
-    toxics: watch::Sender<Arc<Vec<Toxic>>>,
+    toxics: watch::Sender<Toxics>,
     pub stats: EdgeStats,
 }
 
@@ -92,14 +91,24 @@ impl EdgeProxy {
     }
 
     pub fn toxics(&self) -> Vec<Toxic> {
-        self.toxics.borrow().as_ref().clone()
+        self.toxics
+            .borrow()
+            .iter()
+            .map(|t| t.toxic.clone())
+            .collect()
     }
 
     /// Installs toxics, on live connections too.
     pub fn add(&self, toxics: &[Toxic]) {
+        let added = Instant::now();
         self.toxics.send_modify(|list| {
             let mut v = list.as_ref().clone();
-            v.extend_from_slice(toxics);
+            v.extend(toxics.iter().map(|t| {
+                Arc::new(Installed {
+                    toxic: t.clone(),
+                    added,
+                })
+            }));
             *list = Arc::new(v);
         });
     }
@@ -109,7 +118,7 @@ impl EdgeProxy {
         let mut removed = 0;
         self.toxics.send_if_modified(|list| {
             let before = list.len();
-            let v: Vec<Toxic> = list.iter().filter(|t| t.id != id).cloned().collect();
+            let v: Vec<Arc<Installed>> = list.iter().filter(|t| t.id != id).cloned().collect();
             removed = before - v.len();
             if removed > 0 {
                 *list = Arc::new(v);
@@ -233,32 +242,48 @@ enum End {
 }
 
 /// The toxics of one direction that apply to one connection, and since when.
+/// A toxic as an edge holds it: with the moment it was installed.
+#[derive(Debug)]
+struct Installed {
+    toxic: Toxic,
+    added: Instant,
+}
+
+impl std::ops::Deref for Installed {
+    type Target = Toxic;
+
+    fn deref(&self) -> &Toxic {
+        &self.toxic
+    }
+}
+
+/// An edge's toxics, shared by every pump: a change is a new list, and a pump's refresh
+/// copies pointers, never toxics, so thousands of toxics on an edge stay cheap.
+type Toxics = Arc<Vec<Arc<Installed>>>;
+
+/// The toxics that apply to one direction of one connection.
 struct Active {
-    list: Vec<Toxic>,
-    since: HashMap<String, Instant>,
+    list: Vec<Arc<Installed>>,
+    /// When the connection opened: a toxic acts on it from then or from when it was
+    /// installed, whichever is later.
+    opened: Instant,
 }
 
 impl Active {
-    fn refresh(&mut self, all: &[Toxic], dir: Direction, conn: u64) {
-        let now = Instant::now();
+    fn refresh(&mut self, all: &[Arc<Installed>], dir: Direction, conn: u64) {
         self.list = all
             .iter()
             .filter(|t| t.direction == dir && t.applies_to(conn))
             .cloned()
             .collect();
-        let ids: Vec<String> = self.list.iter().map(|t| t.id.clone()).collect();
-        self.since.retain(|id, _| ids.contains(id));
-        for id in ids {
-            self.since.entry(id).or_insert(now);
-        }
     }
 
     fn find(&self, f: impl Fn(&ToxicKind) -> bool) -> Option<&Toxic> {
-        self.list.iter().find(|t| f(&t.kind))
+        self.list.iter().find(|t| f(&t.kind)).map(|t| &t.toxic)
     }
 
-    fn since(&self, t: &Toxic) -> Instant {
-        self.since.get(&t.id).copied().unwrap_or_else(Instant::now)
+    fn since(&self, t: &Installed) -> Instant {
+        t.added.max(self.opened)
     }
 
     /// The next instant a toxic must act without traffic (a reset or a timeout's close).
@@ -305,7 +330,7 @@ async fn pump(
     let mut rx = edge.toxics.subscribe();
     let mut active = Active {
         list: Vec::new(),
-        since: HashMap::new(),
+        opened: Instant::now(),
     };
     active.refresh(&rx.borrow_and_update(), dir, conn);
     // Requests are framed only once an HTTP toxic has applied to this connection: until
@@ -493,7 +518,7 @@ async fn flush(
     edge: &EdgeProxy,
     dir: Direction,
     conn: u64,
-    rx: &mut watch::Receiver<Arc<Vec<Toxic>>>,
+    rx: &mut watch::Receiver<Toxics>,
     active: &mut Active,
     writer: &TcpStream,
     out: &mut Vec<u8>,
@@ -605,7 +630,7 @@ fn shutdown_write(s: &TcpStream) {
 }
 
 /// Resolves (handing the receiver back) at the next change of the toxics.
-async fn next_change(mut rx: watch::Receiver<Arc<Vec<Toxic>>>) -> watch::Receiver<Arc<Vec<Toxic>>> {
+async fn next_change(mut rx: watch::Receiver<Toxics>) -> watch::Receiver<Toxics> {
     if rx.changed().await.is_err() {
         // The edge is gone; the connection ends with it.
         std::future::pending::<()>().await;
@@ -623,7 +648,7 @@ async fn sleep_until_opt(at: Option<Instant>) {
 /// Waits until `until`, or until the toxics change so that `still` no longer holds for
 /// the new set (a removed latency toxic releases its data at once).
 async fn wait_toxic(
-    rx: &mut watch::Receiver<Arc<Vec<Toxic>>>,
+    rx: &mut watch::Receiver<Toxics>,
     active: &mut Active,
     dir: Direction,
     conn: u64,
@@ -676,7 +701,7 @@ fn latency_of(active: &Active, conn: u64, passed: u64) -> Option<Duration> {
 /// the toxics recomputes it, so a healed latency releases the chunk at once and the
 /// one left still holds it.
 async fn wait_latency(
-    rx: &mut watch::Receiver<Arc<Vec<Toxic>>>,
+    rx: &mut watch::Receiver<Toxics>,
     active: &mut Active,
     dir: Direction,
     conn: u64,
@@ -707,7 +732,7 @@ async fn forward(
     edge: &EdgeProxy,
     dir: Direction,
     conn: u64,
-    rx: &mut watch::Receiver<Arc<Vec<Toxic>>>,
+    rx: &mut watch::Receiver<Toxics>,
     active: &mut Active,
     writer: &TcpStream,
     bytes: &[u8],
