@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -96,7 +96,8 @@ pub async fn serve_on(
                 },
             )
             .with_state(registry),
-        );
+        )
+        .layer(middleware::from_fn(json_errors));
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -132,6 +133,49 @@ async fn track_request(State(track): State<Track>, mut req: Request, next: Next)
     };
     guard.status = Some(resp.status().as_u16());
     resp
+}
+
+/// The most of a non-JSON error body kept as the JSON error's message.
+const MAX_ERROR_TEXT: usize = 4096;
+
+/// Gives every error answer the shop's JSON shape. Handlers answer with
+/// [`crate::error::error`], but some answers are made outside them: axum's extractor
+/// rejections (plain text: a query, path or body that does not parse, a wrong
+/// Content-Type) and the router's 405 (empty). Their status and headers (`Allow`) stay;
+/// the text, or the status's reason when there is none, becomes the message.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_error = status.is_client_error() || status.is_server_error();
+    if !is_error || is_json(resp.headers()) {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, MAX_ERROR_TEXT)
+        .await
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .filter(|t| !t.is_empty());
+    // An empty answer says only its status (axum adds a 405's `Allow` afterwards).
+    let message = text.unwrap_or_else(|| {
+        let reason = status.canonical_reason().unwrap_or("error");
+        reason.to_ascii_lowercase()
+    });
+    let (json_parts, json_body) = error(status, message).into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.extend(json_parts.headers);
+    Response::from_parts(parts, json_body)
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| {
+            let t = t.trim();
+            t.eq_ignore_ascii_case("application/json") || t.ends_with("+json")
+        })
 }
 
 /// Records one request's metrics when dropped, whether it was answered or abandoned.
@@ -192,6 +236,52 @@ mod tests {
     use axum::body::Body;
     use axum::http::Request;
     use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn rejections_and_405_are_json_errors_and_json_passes_untouched() {
+        #[derive(serde::Deserialize)]
+        struct Q {
+            n: u32,
+        }
+        let app =
+            Router::new()
+                .route(
+                    "/q",
+                    get(
+                        |axum::extract::Query(q): axum::extract::Query<Q>| async move {
+                            q.n.to_string()
+                        },
+                    ),
+                )
+                .route(
+                    "/own",
+                    get(|| async { error(StatusCode::CONFLICT, "mine") }),
+                )
+                .layer(middleware::from_fn(json_errors));
+        for (method, uri, status, message) in [
+            ("GET", "/q?n=x", 400, "Failed to deserialize query string"),
+            ("POST", "/q", 405, "method not allowed"),
+            ("GET", "/own", 409, "mine"),
+        ] {
+            let req = Request::builder().method(method).uri(uri);
+            let resp = app
+                .clone()
+                .oneshot(req.body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), status, "{method} {uri}");
+            assert!(is_json(resp.headers()), "{method} {uri}");
+            if status == 405 {
+                assert_eq!(resp.headers()[header::ALLOW], "GET,HEAD");
+            }
+            let body = axum::body::to_bytes(resp.into_body(), 10_000)
+                .await
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let got = v["error"].as_str().unwrap();
+            assert!(got.starts_with(message), "{method} {uri}: {got}");
+        }
+    }
 
     #[tokio::test]
     async fn handlers_see_the_callers_deadline() {

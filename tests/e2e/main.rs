@@ -4,6 +4,7 @@ mod faults;
 mod prometheus;
 mod run;
 mod shop_data;
+mod shop_hardening;
 mod shop_sync;
 mod supervisor;
 mod tui;
