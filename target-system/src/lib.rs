@@ -25,4 +25,5 @@ pub mod resilience;
 pub mod server;
 pub mod services;
 pub mod upstream;
+pub mod url;
 pub mod wal;
