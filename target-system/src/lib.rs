@@ -20,6 +20,7 @@ pub mod clients;
 pub mod deadline;
 pub mod error;
 pub mod jwt;
+pub mod listener;
 pub mod metrics;
 pub mod resilience;
 pub mod server;

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::deadline::Deadline;
 use crate::error::error;
 use crate::metrics::{self, HttpLabels, HttpMetrics};
+use crate::{listener, upstream};
 
 /// What the shell needs from a service.
 pub struct Service {
@@ -29,6 +30,8 @@ pub struct Service {
     pub http: HttpMetrics,
     /// The most time a request may take here, whatever the caller's budget.
     pub max_request_time: Duration,
+    /// How long connections may wait, and how many may be open.
+    pub connections: listener::Limits,
 }
 
 #[derive(Clone)]
@@ -48,6 +51,13 @@ pub async fn serve(
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
     tracing::info!(service = service.name, addr = %local, "listening");
+    if service.connections.idle_timeout <= upstream::POOL_IDLE_TIMEOUT {
+        tracing::warn!(
+            idle_timeout = ?service.connections.idle_timeout,
+            "the idle timeout is not above the shop clients' pool idle timeout ({:?}): callers may reuse a connection as it closes",
+            upstream::POOL_IDLE_TIMEOUT
+        );
+    }
     serve_on(listener, service, shutdown).await
 }
 
@@ -74,12 +84,16 @@ where
     result
 }
 
+/// Serves `service` on a bound `listener` until `shutdown`, within its connection
+/// limits; in-flight requests finish first.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     service: Service,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let registry: Arc<Registry> = Arc::new(service.registry);
+    let mut registry = service.registry;
+    let connection_metrics = listener::ConnectionMetrics::register(&mut registry);
+    let registry: Arc<Registry> = Arc::new(registry);
     let track = Track {
         http: service.http,
         max_request_time: service.max_request_time,
@@ -98,13 +112,15 @@ pub async fn serve_on(
             .with_state(registry),
         )
         .layer(middleware::from_fn(json_errors));
-    axum::serve(
+    listener::run(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        app,
+        service.connections,
+        connection_metrics,
+        shutdown,
     )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
-    .context("server failed")
+    .await;
+    Ok(())
 }
 
 /// Records request metrics and enforces the request's deadline.

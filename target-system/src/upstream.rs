@@ -36,6 +36,11 @@ use crate::resilience::{
     RetryBudget, RetryBudgetConfig,
 };
 
+/// How long a pooled connection may stay unused before the client closes it. Servers'
+/// idle timeouts should be longer, so that the client, not the server, closes an idle
+/// connection and no request is sent on one the server is closing.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
     /// Longest wait for one try's response headers.
@@ -365,7 +370,7 @@ impl Upstream {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.per_try_timeout));
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
             .pool_max_idle_per_host(256)
             .build(connector);

@@ -1,17 +1,19 @@
 //! The shop against careless and hostile clients, through real processes and sockets:
-//! one client's bad input never hurts another client, and every error it answers is in
-//! its JSON shape.
+//! one client's bad input never hurts another client; its servers close half-sent
+//! heads and idle connections, and refuse connections over their cap, but never cut a
+//! request in flight; every error it answers is in its JSON shape.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use faultline_tests::Shop;
-use faultline_tests::metrics::sum;
+use faultline_tests::metrics::{sample, sum};
 use futures::StreamExt;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// The gateway's `host:port`.
 fn gateway_addr(shop: &Shop) -> String {
@@ -255,5 +257,255 @@ async fn every_error_the_shop_answers_is_json() {
     let broker = shop.replica_url("broker-1", "/v1/queues/payments/send");
     let resp = http.post(broker).body("not json").send().await.unwrap();
     check_json_error("a broker send that is not JSON", resp, 400).await;
+    shop.sup.shutdown().await;
+}
+
+/// A raw HTTP/1.1 connection, kept alive between requests, to watch what the server
+/// does with it.
+struct Conn {
+    io: BufReader<TcpStream>,
+}
+
+impl Conn {
+    async fn open(addr: &str) -> Conn {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        Conn {
+            io: BufReader::new(stream),
+        }
+    }
+
+    /// Writes `bytes`; false when the server has closed the connection.
+    async fn send(&mut self, bytes: &[u8]) -> bool {
+        let s = self.io.get_mut();
+        s.write_all(bytes).await.is_ok() && s.flush().await.is_ok()
+    }
+
+    /// Reads one answer: its status, or `None` when the server closed the connection
+    /// instead.
+    async fn answer(&mut self) -> Option<u16> {
+        let mut line = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(15), self.io.read_line(&mut line));
+        if read.await.expect("an answer or a close").unwrap_or(0) == 0 {
+            return None;
+        }
+        let status = status_of(&line);
+        let mut length = 0;
+        loop {
+            line.clear();
+            self.io.read_line(&mut line).await.unwrap();
+            let header = line.trim_end().to_ascii_lowercase();
+            if header.is_empty() {
+                break;
+            }
+            if let Some(v) = header.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        self.io.read_exact(&mut body).await.unwrap();
+        Some(status)
+    }
+
+    /// GETs `path` on this connection.
+    async fn get(&mut self, path: &str) -> Option<u16> {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: shop\r\n\r\n");
+        if !self.send(request.as_bytes()).await {
+            return None;
+        }
+        self.answer().await
+    }
+
+    /// Waits for the server to close the connection, sending nothing; returns how long
+    /// that took from `since`.
+    async fn closed_after(&mut self, since: Instant) -> Duration {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(20), self.io.read(&mut byte));
+        match read.await {
+            Ok(Ok(0)) | Ok(Err(_)) => since.elapsed(),
+            Ok(Ok(_)) => panic!("the server sent bytes instead of closing"),
+            Err(_) => panic!("the connection is still open after 20 s"),
+        }
+    }
+}
+
+/// A client whose pooled connections go unused at most 500 ms: shorter than the idle
+/// timeouts under test, so that the client, not the server, closes idle connections.
+fn short_pool_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_idle_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap()
+}
+
+/// Logs in, orders, lists and reads the home page through `url`, each answered 2xx.
+async fn shop_traffic(client: &reqwest::Client, url: &str) {
+    let login = json!({ "username": "user5", "password": "pass5" });
+    let resp = client.post(format!("{url}/api/v1/auth/login")).json(&login);
+    let body: serde_json::Value = resp.send().await.unwrap().json().await.unwrap();
+    let token = body["token"].as_str().expect("a token").to_owned();
+    let order = client
+        .post(format!("{url}/api/v1/orders"))
+        .bearer_auth(&token)
+        .header("idempotency-key", "limits-1")
+        .json(&json!({ "items": [{ "product_id": 7, "quantity": 1 }] }));
+    assert_eq!(order.send().await.unwrap().status(), 201);
+    for path in ["/api/v1/orders", "/api/v1/home", "/api/v1/products/7"] {
+        let resp = client.get(format!("{url}{path}")).bearer_auth(&token);
+        assert_eq!(resp.send().await.unwrap().status(), 200, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_heads_and_idle_connections_are_closed_but_no_request_in_flight() {
+    let limits = ["--header-read-timeout", "1s", "--idle-timeout", "3s"];
+    let shop = Shop::start_with_args(&[], "gateway", &limits).await;
+    let addr = gateway_addr(&shop);
+
+    // Half a head, and nothing at all: closed after the header-read timeout, well
+    // before the idle timeout.
+    let opened = Instant::now();
+    let mut half = Conn::open(&addr).await;
+    let mut silent = Conn::open(&addr).await;
+    assert!(
+        half.send(b"GET /api/v1/products/1 HTTP/1.1\r\nHost: shop\r\n")
+            .await
+    );
+    for (what, conn) in [("half a head", &mut half), ("nothing", &mut silent)] {
+        let waited = conn.closed_after(opened).await;
+        assert!(
+            waited >= Duration::from_millis(900) && waited < Duration::from_millis(2800),
+            "a connection that sent {what} was closed after {waited:?}"
+        );
+    }
+
+    // Idle between requests for longer than the header-read timeout: still open; then
+    // closed once idle for the idle timeout.
+    let mut conn = Conn::open(&addr).await;
+    assert_eq!(conn.get("/api/v1/products/1").await, Some(200));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        conn.get("/api/v1/products/2").await,
+        Some(200),
+        "an idle connection outlives the header-read timeout"
+    );
+    let idle = conn.closed_after(Instant::now()).await;
+    assert!(
+        idle >= Duration::from_millis(2800) && idle < Duration::from_secs(8),
+        "the idle connection was closed after {idle:?}"
+    );
+
+    // A request whose body comes slowly is in flight: neither timeout cuts it, though
+    // it lasts longer than both and its body pauses longer than the header-read one.
+    let body = br#"{"username":"user4","password":"pass4"}"#;
+    let mut slow = Conn::open(&addr).await;
+    let head = format!(
+        "POST /api/v1/auth/login HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    assert!(slow.send(head.as_bytes()).await);
+    for piece in body.chunks(body.len() / 3 + 1) {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(slow.send(piece).await, "the connection was cut mid-request");
+    }
+    assert_eq!(slow.answer().await, Some(200));
+
+    let client = short_pool_client();
+    shop_traffic(&client, &shop.gateway).await;
+    let metrics = client.get(shop.replica_url("gateway-1", "/metrics"));
+    let m = metrics.send().await.unwrap().text().await.unwrap();
+    let timed_out = |reason| {
+        let labels = [("reason", reason)];
+        sample(&m, "shop_http_connections_timed_out_total", &labels).unwrap_or(0.0)
+    };
+    assert!(timed_out("header_read") >= 2.0, "{m}");
+    assert!(timed_out("idle") >= 1.0, "{m}");
+    shop.sup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_its_connection_cap_the_gateway_refuses_at_once_and_then_recovers() {
+    let cap = 6;
+    let shop = Shop::start_with_args(&[], "gateway", &["--max-connections", "6"]).await;
+    let addr = gateway_addr(&shop);
+    // Fill the cap with idle keep-alive connections. The supervisor's health probe may
+    // hold a slot for a moment, so open them until one is refused.
+    let mut held = Vec::new();
+    loop {
+        let mut conn = Conn::open(&addr).await;
+        match conn.get("/health").await {
+            Some(200) => held.push(conn),
+            None => break,
+            Some(other) => panic!("/health answered {other}"),
+        }
+        assert!(
+            held.len() <= cap,
+            "more connections than the cap were served"
+        );
+    }
+    assert!(held.len() + 1 >= cap, "only {} connections fit", held.len());
+
+    let start = Instant::now();
+    let mut extra = Conn::open(&addr).await;
+    assert_eq!(extra.get("/health").await, None, "over the cap");
+    let refused_in = start.elapsed();
+    assert!(
+        refused_in < Duration::from_secs(2),
+        "refused after {refused_in:?}"
+    );
+    for conn in &mut held {
+        let status = conn.get("/api/v1/products/1").await;
+        assert_eq!(status, Some(200), "the held connections are still served");
+    }
+
+    drop(held);
+    let client = short_pool_client();
+    let end = Instant::now() + Duration::from_secs(10);
+    let m = loop {
+        let scrape = client.get(shop.replica_url("gateway-1", "/metrics")).send();
+        if let Ok(resp) = scrape.await {
+            break resp.text().await.unwrap();
+        }
+        assert!(Instant::now() < end, "the gateway never served again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let refused = sample(&m, "shop_http_connections_refused_total", &[]);
+    assert!(refused.unwrap_or(0.0) >= 2.0, "{m}");
+    let open = sample(&m, "shop_http_connections_open", &[]).unwrap_or(0.0);
+    assert!((1.0..=3.0).contains(&open), "{open} connections open: {m}");
+    shop_traffic(&client, &shop.gateway).await;
+    shop.sup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sigterm_the_gateway_stops_accepting_and_finishes_the_request_in_flight() {
+    let shop = Shop::start(&[]).await;
+    let addr = gateway_addr(&shop);
+    let body = br#"{"username":"user4","password":"pass4"}"#;
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut slow = Conn::open(&addr).await;
+    let head = format!(
+        "POST /api/v1/auth/login HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    assert!(slow.send(head.as_bytes()).await && slow.send(first).await);
+    shop.sup.terminate("gateway-1", true).await.unwrap();
+    // The gateway is shutting down once its listener is gone.
+    let end = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(&addr).await.is_ok() {
+        assert!(
+            Instant::now() < end,
+            "the gateway still accepts after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(slow.send(rest).await, "the request in flight was cut");
+    assert_eq!(
+        slow.answer().await,
+        Some(200),
+        "the request in flight is answered"
+    );
+    slow.closed_after(Instant::now()).await;
     shop.sup.shutdown().await;
 }

@@ -47,6 +47,25 @@ fn bad_flags_name_the_problem() {
 }
 
 #[test]
+fn connection_limits_that_would_close_everything_are_refused() {
+    let (code, err) = shop(&["cache", "--idle-timeout", "0s"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("--idle-timeout") && err.contains("must be more than 0s"),
+        "{err}"
+    );
+    let (code, err) = shop(&["cache"], &[("SHOP_HEADER_READ_TIMEOUT", "0ms")]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("must be more than 0s"), "{err}");
+    let (code, err) = shop(&["cache", "--max-connections", "0"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("--max-connections") && err.contains("0 is not in 1.."),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_taken_address_is_a_clear_error() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
