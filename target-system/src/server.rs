@@ -219,6 +219,32 @@ impl Drop for Recorded<'_> {
     }
 }
 
+/// Raises the process's soft limit on open files to its hard limit (at most 2^20):
+/// every connection is a file descriptor, and the common soft limit of 1024 is below the
+/// default connection cap. Failing is not fatal: the server then pauses on EMFILE.
+pub fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: both calls only read or write the `rlimit` passed, which outlives them.
+    let raised = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        let target = limit.rlim_max.min(1 << 20);
+        if limit.rlim_cur >= target {
+            return;
+        }
+        limit.rlim_cur = target;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+    };
+    if !raised {
+        let error = std::io::Error::last_os_error();
+        tracing::warn!(%error, "cannot raise the open files limit");
+    }
+}
+
 /// Resolves on the first SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
