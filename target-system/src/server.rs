@@ -1,6 +1,7 @@
 //! The process shell every shop service runs in: binds its address, adds `/health`,
-//! `/metrics`, request metrics and deadline handling to the service's router, and serves
-//! until SIGTERM or SIGINT, finishing in-flight requests first.
+//! `/metrics`, request metrics, deadline handling and JSON errors to the service's
+//! router, and serves it through [`crate::listener`] (connection limits) until SIGTERM
+//! or SIGINT, finishing in-flight requests first.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
