@@ -11,6 +11,14 @@ pub fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 250ms, 2s, 1m)"))
 }
 
+/// A duration that must not be zero (a zero timeout would close every connection).
+pub fn positive_duration(s: &str) -> Result<Duration, String> {
+    match duration(s)? {
+        d if d.is_zero() => Err("must be more than 0s".into()),
+        d => Ok(d),
+    }
+}
+
 /// How this service calls the services it depends on.
 #[derive(clap::Args, Debug, Clone)]
 pub struct UpstreamArgs {
@@ -105,6 +113,27 @@ pub struct CommonArgs {
     /// The most time any request may take here, whatever the caller allows.
     #[arg(long, env = "SHOP_MAX_REQUEST_TIME", default_value = "10s", value_parser = duration)]
     pub max_request_time: Duration,
+    /// Longest wait for a request's head, from the connection's start or from the first
+    /// byte of a later request; a half-sent head is closed after it.
+    #[arg(long, env = "SHOP_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub header_read_timeout: Duration,
+    /// How long a keep-alive connection may stay open with no request. Keep it above
+    /// 30 s, the time after which the shop's own clients drop pooled connections.
+    #[arg(long, env = "SHOP_IDLE_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
+    pub idle_timeout: Duration,
+    /// Open connections at most; one more is accepted and closed at once.
+    #[arg(long, env = "SHOP_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+}
+
+impl CommonArgs {
+    pub fn connection_limits(&self) -> crate::listener::Limits {
+        crate::listener::Limits {
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections as usize,
+        }
+    }
 }
 
 /// A comma-separated list of replica addresses, as the supervisor passes them.

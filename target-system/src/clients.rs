@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::deadline::Deadline;
 use crate::upstream::{RetryPolicy, Upstream, UpstreamError};
+use crate::url::encode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -27,6 +28,14 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The request's own problem, when the caller's input made it unsendable.
+    pub fn invalid_request(&self) -> Option<&UpstreamError> {
+        match self {
+            ClientError::Upstream(e @ UpstreamError::InvalidRequest(..)) => Some(e),
+            _ => None,
+        }
+    }
+
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             ClientError::Status { status, .. } => Some(*status),
@@ -122,7 +131,7 @@ impl Broker {
     pub async fn send(&self, queue: &str, body: &str) -> Result<String, ClientError> {
         let v = self
             .post(
-                &format!("/v1/queues/{queue}/send"),
+                &format!("/v1/queues/{}/send", encode(queue)),
                 json!({ "body": body }),
                 Duration::from_secs(5),
             )
@@ -132,7 +141,7 @@ impl Broker {
 
     pub async fn publish(&self, topic: &str, body: &str) -> Result<(), ClientError> {
         self.post(
-            &format!("/v1/topics/{topic}/publish"),
+            &format!("/v1/topics/{}/publish", encode(topic)),
             json!({ "body": body }),
             Duration::from_secs(5),
         )
@@ -151,7 +160,7 @@ impl Broker {
         let v = self
             .post_via(
                 &self.poll,
-                &format!("/v1/queues/{queue}/receive"),
+                &format!("/v1/queues/{}/receive", encode(queue)),
                 body,
                 wait + Duration::from_secs(5),
             )
@@ -161,7 +170,7 @@ impl Broker {
 
     pub async fn delete(&self, queue: &str, receipt: &str) -> Result<(), ClientError> {
         self.post(
-            &format!("/v1/queues/{queue}/delete"),
+            &format!("/v1/queues/{}/delete", encode(queue)),
             json!({ "receipt_handle": receipt }),
             Duration::from_secs(5),
         )
@@ -178,7 +187,7 @@ impl Broker {
         after: Duration,
     ) -> Result<(), ClientError> {
         self.post(
-            &format!("/v1/queues/{queue}/visibility"),
+            &format!("/v1/queues/{}/visibility", encode(queue)),
             json!({ "receipt_handle": receipt, "visibility_timeout_ms": after.as_millis() as u64 }),
             Duration::from_secs(5),
         )
@@ -378,7 +387,7 @@ impl Store {
         from: ReadFrom,
         d: Deadline,
     ) -> Result<Option<Item>, StoreError> {
-        let path = format!("/v1/keys/{key}");
+        let path = format!("/v1/keys/{}", encode(key));
         if from == ReadFrom::Replica
             && let Some(r) = self.replicas.get(shard)
         {
@@ -391,6 +400,10 @@ impl Store {
                 }
                 Ok((StatusCode::OK, _, _)) => (self.on_fallback)("replica_lagging"),
                 Ok((StatusCode::NOT_FOUND, _, _)) => (self.on_fallback)("not_on_replica"),
+                // The primary would refuse the same request: the caller's error.
+                Err(e @ UpstreamError::InvalidRequest(..)) => {
+                    return Err(ClientError::from(e).into());
+                }
                 _ => (self.on_fallback)("replica_unavailable"),
             }
         }
@@ -454,18 +467,6 @@ fn lag(headers: &HeaderMap) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-/// Percent-encodes a query value (keys hold `/` and user names).
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -491,10 +492,5 @@ mod tests {
             waits,
             [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
         );
-    }
-
-    #[test]
-    fn query_values_are_encoded() {
-        assert_eq!(encode("order/user 1/&x"), "order/user%201/%26x");
     }
 }

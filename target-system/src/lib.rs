@@ -12,7 +12,9 @@
 //! - [`resilience`]: the state machines `upstream` and the gateway compose (breaker,
 //!   token bucket, backoff, retry budget, health, outlier ejection).
 //! - [`server`]: the process shell: `/health`, `/metrics`, request metrics, deadlines,
-//!   graceful shutdown.
+//!   JSON errors, graceful shutdown; [`listener`]: its accept loop, with the connection
+//!   cap and the header-read and idle timeouts.
+//! - [`url`]: the one percent-encoder for every value put into a URL.
 //! - [`jwt`], [`deadline`], [`metrics`], [`error`], [`args`]: shared pieces.
 
 pub mod args;
@@ -20,9 +22,11 @@ pub mod clients;
 pub mod deadline;
 pub mod error;
 pub mod jwt;
+pub mod listener;
 pub mod metrics;
 pub mod resilience;
 pub mod server;
 pub mod services;
 pub mod upstream;
+pub mod url;
 pub mod wal;

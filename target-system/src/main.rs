@@ -51,6 +51,7 @@ fn main() -> ExitCode {
         )
         .with_target(false)
         .init();
+    shop::server::raise_open_files_limit();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

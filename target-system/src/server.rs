@@ -1,6 +1,7 @@
 //! The process shell every shop service runs in: binds its address, adds `/health`,
-//! `/metrics`, request metrics and deadline handling to the service's router, and serves
-//! until SIGTERM or SIGINT, finishing in-flight requests first.
+//! `/metrics`, request metrics, deadline handling and JSON errors to the service's
+//! router, and serves it through [`crate::listener`] (connection limits) until SIGTERM
+//! or SIGINT, finishing in-flight requests first.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::deadline::Deadline;
 use crate::error::error;
 use crate::metrics::{self, HttpLabels, HttpMetrics};
+use crate::{listener, upstream};
 
 /// What the shell needs from a service.
 pub struct Service {
@@ -29,6 +31,8 @@ pub struct Service {
     pub http: HttpMetrics,
     /// The most time a request may take here, whatever the caller's budget.
     pub max_request_time: Duration,
+    /// How long connections may wait, and how many may be open.
+    pub connections: listener::Limits,
 }
 
 #[derive(Clone)]
@@ -48,6 +52,13 @@ pub async fn serve(
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
     tracing::info!(service = service.name, addr = %local, "listening");
+    if service.connections.idle_timeout <= upstream::POOL_IDLE_TIMEOUT {
+        tracing::warn!(
+            idle_timeout = ?service.connections.idle_timeout,
+            "the idle timeout is not above the shop clients' pool idle timeout ({:?}): callers may reuse a connection as it closes",
+            upstream::POOL_IDLE_TIMEOUT
+        );
+    }
     serve_on(listener, service, shutdown).await
 }
 
@@ -74,12 +85,16 @@ where
     result
 }
 
+/// Serves `service` on a bound `listener` until `shutdown`, within its connection
+/// limits; in-flight requests finish first.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     service: Service,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let registry: Arc<Registry> = Arc::new(service.registry);
+    let mut registry = service.registry;
+    let connection_metrics = listener::ConnectionMetrics::register(&mut registry);
+    let registry: Arc<Registry> = Arc::new(registry);
     let track = Track {
         http: service.http,
         max_request_time: service.max_request_time,
@@ -96,14 +111,17 @@ pub async fn serve_on(
                 },
             )
             .with_state(registry),
-        );
-    axum::serve(
+        )
+        .layer(middleware::from_fn(json_errors));
+    listener::run(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        app,
+        service.connections,
+        connection_metrics,
+        shutdown,
     )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
-    .context("server failed")
+    .await;
+    Ok(())
 }
 
 /// Records request metrics and enforces the request's deadline.
@@ -134,6 +152,49 @@ async fn track_request(State(track): State<Track>, mut req: Request, next: Next)
     resp
 }
 
+/// The most of a non-JSON error body kept as the JSON error's message.
+const MAX_ERROR_TEXT: usize = 4096;
+
+/// Gives every error answer the shop's JSON shape. Handlers answer with
+/// [`crate::error::error`], but some answers are made outside them: axum's extractor
+/// rejections (plain text: a query, path or body that does not parse, a wrong
+/// Content-Type) and the router's 405 (empty). Their status and headers (`Allow`) stay;
+/// the text, or the status's reason when there is none, becomes the message.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_error = status.is_client_error() || status.is_server_error();
+    if !is_error || is_json(resp.headers()) {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, MAX_ERROR_TEXT)
+        .await
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .filter(|t| !t.is_empty());
+    // An empty answer says only its status (axum adds a 405's `Allow` afterwards).
+    let message = text.unwrap_or_else(|| {
+        let reason = status.canonical_reason().unwrap_or("error");
+        reason.to_ascii_lowercase()
+    });
+    let (json_parts, json_body) = error(status, message).into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.extend(json_parts.headers);
+    Response::from_parts(parts, json_body)
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| {
+            let t = t.trim();
+            t.eq_ignore_ascii_case("application/json") || t.ends_with("+json")
+        })
+}
+
 /// Records one request's metrics when dropped, whether it was answered or abandoned.
 struct Recorded<'a> {
     track: &'a Track,
@@ -156,6 +217,32 @@ impl Drop for Recorded<'_> {
         self.track
             .http
             .observe(&labels, self.start.elapsed().as_secs_f64());
+    }
+}
+
+/// Raises the process's soft limit on open files to its hard limit (at most 2^20):
+/// every connection is a file descriptor, and the common soft limit of 1024 is below the
+/// default connection cap. Failing is not fatal: the server then pauses on EMFILE.
+pub fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: both calls only read or write the `rlimit` passed, which outlives them.
+    let raised = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        let target = limit.rlim_max.min(1 << 20);
+        if limit.rlim_cur >= target {
+            return;
+        }
+        limit.rlim_cur = target;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+    };
+    if !raised {
+        let error = std::io::Error::last_os_error();
+        tracing::warn!(%error, "cannot raise the open files limit");
     }
 }
 
@@ -192,6 +279,52 @@ mod tests {
     use axum::body::Body;
     use axum::http::Request;
     use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn rejections_and_405_are_json_errors_and_json_passes_untouched() {
+        #[derive(serde::Deserialize)]
+        struct Q {
+            n: u32,
+        }
+        let app =
+            Router::new()
+                .route(
+                    "/q",
+                    get(
+                        |axum::extract::Query(q): axum::extract::Query<Q>| async move {
+                            q.n.to_string()
+                        },
+                    ),
+                )
+                .route(
+                    "/own",
+                    get(|| async { error(StatusCode::CONFLICT, "mine") }),
+                )
+                .layer(middleware::from_fn(json_errors));
+        for (method, uri, status, message) in [
+            ("GET", "/q?n=x", 400, "Failed to deserialize query string"),
+            ("POST", "/q", 405, "method not allowed"),
+            ("GET", "/own", 409, "mine"),
+        ] {
+            let req = Request::builder().method(method).uri(uri);
+            let resp = app
+                .clone()
+                .oneshot(req.body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), status, "{method} {uri}");
+            assert!(is_json(resp.headers()), "{method} {uri}");
+            if status == 405 {
+                assert_eq!(resp.headers()[header::ALLOW], "GET,HEAD");
+            }
+            let body = axum::body::to_bytes(resp.into_body(), 10_000)
+                .await
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let got = v["error"].as_str().unwrap();
+            assert!(got.starts_with(message), "{method} {uri}: {got}");
+        }
+    }
 
     #[tokio::test]
     async fn handlers_see_the_callers_deadline() {

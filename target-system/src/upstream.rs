@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use axum::http::uri::PathAndQuery;
+use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -28,12 +29,17 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::deadline::{self, Deadline};
-use crate::error::{DEPENDENCY_FAILURE, dependency_error};
+use crate::error::{DEPENDENCY_FAILURE, dependency_error, error};
 use crate::metrics::latency_histogram;
 use crate::resilience::{
     Backoff, Breaker, BreakerConfig, HealthConfig, HealthState, Outlier, OutlierConfig,
     RetryBudget, RetryBudgetConfig,
 };
+
+/// How long a pooled connection may stay unused before the client closes it. Servers'
+/// idle timeouts should be longer, so that the client, not the server, closes an idle
+/// connection and no request is sent on one the server is closing.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
@@ -78,6 +84,12 @@ pub enum UpstreamError {
     Connect(String, String),
     #[error("request to {0} failed: {1}")]
     Transport(String, String),
+    /// The request cannot be sent as the caller made it (a path that is not a valid
+    /// URI, a request hyper refuses to write). Nothing reached the upstream, so this is
+    /// the caller's fault: a 4xx at the hop that received the input, never counted
+    /// against the upstream.
+    #[error("cannot send the request to {0}: {1}")]
+    InvalidRequest(String, String),
 }
 
 impl UpstreamError {
@@ -87,7 +99,8 @@ impl UpstreamError {
             | UpstreamError::NoEndpoints(u)
             | UpstreamError::Timeout(u)
             | UpstreamError::Connect(u, _)
-            | UpstreamError::Transport(u, _) => u,
+            | UpstreamError::Transport(u, _)
+            | UpstreamError::InvalidRequest(u, _) => u,
         }
     }
 
@@ -98,6 +111,7 @@ impl UpstreamError {
             }
             UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             UpstreamError::Connect(..) | UpstreamError::Transport(..) => StatusCode::BAD_GATEWAY,
+            UpstreamError::InvalidRequest(..) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -109,12 +123,17 @@ impl UpstreamError {
             UpstreamError::Timeout(_) => "timeout",
             UpstreamError::Connect(..) => "connect",
             UpstreamError::Transport(..) => "transport",
+            UpstreamError::InvalidRequest(..) => "invalid_request",
         }
     }
 
-    /// The error as an HTTP answer that blames the upstream, not the service answering.
+    /// The error as an HTTP answer: one that blames the upstream, not the service
+    /// answering, except for an invalid request, which is the caller's to fix.
     pub fn into_response(self) -> axum::response::Response {
         let status = self.status();
+        if let UpstreamError::InvalidRequest(..) = self {
+            return error(status, self.to_string());
+        }
         let upstream = self.upstream().to_owned();
         dependency_error(status, &upstream, self.to_string())
     }
@@ -169,6 +188,7 @@ pub struct UpstreamMetrics {
     try_duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
     retries: Family<UpstreamLabels, Counter>,
     budget_exhausted: Family<UpstreamLabels, Counter>,
+    invalid_requests: Family<UpstreamLabels, Counter>,
     breaker_state: Family<UpstreamLabels, Gauge>,
     breaker_rejections: Family<UpstreamLabels, Counter>,
     breaker_transitions: Family<UpstreamLabels, Counter>,
@@ -184,6 +204,7 @@ impl UpstreamMetrics {
             try_duration: Family::new_with_constructor(latency_histogram),
             retries: Family::default(),
             budget_exhausted: Family::default(),
+            invalid_requests: Family::default(),
             breaker_state: Family::default(),
             breaker_rejections: Family::default(),
             breaker_transitions: Family::default(),
@@ -207,6 +228,11 @@ impl UpstreamMetrics {
             "retry_budget_exhausted",
             "Retries not sent because the retry budget was spent",
             m.budget_exhausted.clone(),
+        );
+        r.register(
+            "invalid_requests",
+            "Requests not sent because the caller's input made them invalid (not counted against the upstream)",
+            m.invalid_requests.clone(),
         );
         r.register(
             "breaker_state",
@@ -263,6 +289,7 @@ struct Handles {
     try_duration: Histogram,
     retries: Counter,
     budget_exhausted: Counter,
+    invalid_requests: Counter,
     breaker_state: Gauge,
     breaker_rejections: Counter,
     breaker_transitions: Counter,
@@ -283,6 +310,7 @@ impl Handles {
             try_duration: m.try_duration.get_or_create_owned(labels),
             retries: m.retries.get_or_create_owned(labels),
             budget_exhausted: m.budget_exhausted.get_or_create_owned(labels),
+            invalid_requests: m.invalid_requests.get_or_create_owned(labels),
             breaker_state: m.breaker_state.get_or_create_owned(labels),
             breaker_rejections: m.breaker_rejections.get_or_create_owned(labels),
             breaker_transitions: m.breaker_transitions.get_or_create_owned(labels),
@@ -324,6 +352,10 @@ enum TryOutcome {
         /// retried.
         not_sent: bool,
     },
+    /// The request could not be made, or hyper refused to write it, for what the
+    /// caller put in it: the caller's fault, not the upstream's, and no other try would
+    /// do better.
+    Refused(UpstreamError),
 }
 
 impl Upstream {
@@ -338,7 +370,7 @@ impl Upstream {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.per_try_timeout));
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
             .pool_max_idle_per_host(256)
             .build(connector);
@@ -395,6 +427,9 @@ impl Upstream {
         deadline: Deadline,
         retry: RetryPolicy,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        // Checked before anything counts the request: a path the caller's input made
+        // invalid touches neither the breaker, nor ejection, nor the retry budget.
+        let path = self.valid_path(path_and_query)?;
         self.policy.lock().unwrap().budget.deposit(Instant::now());
         let mut tried: Vec<usize> = Vec::new();
         let mut attempt = 0u32;
@@ -418,14 +453,7 @@ impl Upstream {
             };
             tried.push(idx);
             let outcome = self
-                .try_once(
-                    idx,
-                    &method,
-                    path_and_query,
-                    headers,
-                    body.clone(),
-                    deadline,
-                )
+                .try_once(idx, &method, &path, headers, body.clone(), deadline)
                 .await;
             let (failure, retryable) = match &outcome {
                 TryOutcome::Response {
@@ -433,6 +461,11 @@ impl Upstream {
                 } => (*failure, *retryable && retry == RetryPolicy::Idempotent),
                 TryOutcome::Error { not_sent, .. } => {
                     (true, *not_sent || retry == RetryPolicy::Idempotent)
+                }
+                TryOutcome::Refused(error) => {
+                    self.policy.lock().unwrap().breaker.release(permit);
+                    self.handles.invalid_requests.inc();
+                    return Err(error.clone());
                 }
             };
             self.record(idx, permit, !failure);
@@ -443,7 +476,7 @@ impl Upstream {
             if give_up {
                 return match outcome {
                     TryOutcome::Response { resp, .. } => Ok(resp),
-                    TryOutcome::Error { error, .. } => Err(error),
+                    TryOutcome::Error { error, .. } | TryOutcome::Refused(error) => Err(error),
                 };
             }
             let wait = self
@@ -455,6 +488,20 @@ impl Upstream {
             attempt += 1;
             self.handles.retries.inc();
         }
+    }
+
+    /// The path of a request as a URI part, or the caller's error when its input
+    /// cannot make one (unencoded spaces, control bytes, non-ASCII).
+    fn valid_path(&self, path_and_query: &str) -> Result<PathAndQuery, UpstreamError> {
+        let parsed = if path_and_query.starts_with('/') {
+            PathAndQuery::try_from(path_and_query).map_err(|e| e.to_string())
+        } else {
+            Err("the path does not start with /".to_owned())
+        };
+        parsed.map_err(|why| {
+            self.handles.invalid_requests.inc();
+            UpstreamError::InvalidRequest(self.name.clone(), why)
+        })
     }
 
     /// GETs `path` and reads the whole body; for services calling each other.
@@ -612,7 +659,7 @@ impl Upstream {
         &self,
         idx: usize,
         method: &Method,
-        path_and_query: &str,
+        path: &PathAndQuery,
         headers: &HeaderMap,
         body: Bytes,
         deadline: Deadline,
@@ -622,27 +669,9 @@ impl Upstream {
         let _guard = InFlight(&e.in_flight);
         let start = Instant::now();
         let try_deadline = deadline.min_after(start, self.config.per_try_timeout);
-        let mut req = Request::builder()
-            .method(method.clone())
-            .uri(format!("http://{}{}", e.authority, path_and_query));
-        if let Some(h) = req.headers_mut() {
-            for (k, v) in headers {
-                if !is_hop_by_hop(k) && k != header::HOST {
-                    h.append(k, v.clone());
-                }
-            }
-            if let Ok(v) = HeaderValue::from_str(&Deadline(try_deadline).header_value(start)) {
-                h.insert(deadline::HEADER, v);
-            }
-        }
-        let req = match req.body(Full::new(body)) {
+        let req = match self.build_request(e, method, path, headers, body, try_deadline) {
             Ok(r) => r,
-            Err(err) => {
-                return TryOutcome::Error {
-                    error: UpstreamError::Transport(self.name.clone(), err.to_string()),
-                    not_sent: true,
-                };
-            }
+            Err(error) => return TryOutcome::Refused(error),
         };
         let result = tokio::time::timeout_at(try_deadline, self.client.request(req)).await;
         self.handles
@@ -656,6 +685,10 @@ impl Upstream {
                 },
                 &self.handles.tries_failure,
             ),
+            Ok(Err(err)) if refused_by_hyper(&err) => {
+                let error = UpstreamError::InvalidRequest(self.name.clone(), root_cause(&err));
+                return TryOutcome::Refused(error);
+            }
             Ok(Err(err)) => {
                 let not_sent = err.is_connect();
                 let error = if not_sent {
@@ -671,40 +704,77 @@ impl Upstream {
                     &self.handles.tries_failure,
                 )
             }
-            Ok(Ok(resp)) => {
-                let status = resp.status();
-                let blames_dependency = resp.headers().contains_key(DEPENDENCY_FAILURE);
-                // A 5xx the upstream attributes to its own dependency is a response the
-                // upstream served correctly: counting it would open this breaker too and
-                // cut off everything else the upstream still serves (a CDN's stale
-                // pages while its origin is down).
-                let failure = status.is_server_error() && !blames_dependency;
-                let retryable = failure
-                    && matches!(
-                        status,
-                        StatusCode::BAD_GATEWAY
-                            | StatusCode::SERVICE_UNAVAILABLE
-                            | StatusCode::GATEWAY_TIMEOUT
-                    );
-                let label = if blames_dependency {
-                    &self.handles.tries_dependency
-                } else if failure {
-                    &self.handles.tries_failure
-                } else {
-                    &self.handles.tries_success
-                };
-                (
-                    TryOutcome::Response {
-                        resp,
-                        failure,
-                        retryable,
-                    },
-                    label,
-                )
-            }
+            Ok(Ok(resp)) => self.classify(resp),
         };
         label.inc();
         outcome
+    }
+
+    /// One try's request to endpoint `e`, with this hop's headers and what remains of
+    /// the deadline. Whatever fails here came from the caller's input.
+    fn build_request(
+        &self,
+        e: &Endpoint,
+        method: &Method,
+        path: &PathAndQuery,
+        headers: &HeaderMap,
+        body: Bytes,
+        try_deadline: Instant,
+    ) -> Result<Request<Full<Bytes>>, UpstreamError> {
+        let invalid = |why: String| UpstreamError::InvalidRequest(self.name.clone(), why);
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(e.authority.as_str())
+            .path_and_query(path.clone())
+            .build()
+            .map_err(|err| invalid(err.to_string()))?;
+        let mut req = Request::builder().method(method.clone()).uri(uri);
+        if let Some(h) = req.headers_mut() {
+            for (k, v) in headers {
+                if !is_hop_by_hop(k) && k != header::HOST {
+                    h.append(k, v.clone());
+                }
+            }
+            let remaining = Deadline(try_deadline).header_value(Instant::now());
+            if let Ok(v) = HeaderValue::from_str(&remaining) {
+                h.insert(deadline::HEADER, v);
+            }
+        }
+        req.body(Full::new(body))
+            .map_err(|err| invalid(err.to_string()))
+    }
+
+    /// What an answer means for the upstream: a failure or not, worth another try or
+    /// not, and the `tries` series it counts in.
+    fn classify(&self, resp: Response<Incoming>) -> (TryOutcome, &Counter) {
+        let status = resp.status();
+        let blames_dependency = resp.headers().contains_key(DEPENDENCY_FAILURE);
+        // A 5xx the upstream attributes to its own dependency is a response the
+        // upstream served correctly: counting it would open this breaker too and cut
+        // off everything else the upstream still serves (a CDN's stale pages while its
+        // origin is down). A 4xx is the upstream answering correctly about a request
+        // the caller got wrong: never a failure, never retried.
+        let failure = status.is_server_error() && !blames_dependency;
+        let retryable = failure
+            && matches!(
+                status,
+                StatusCode::BAD_GATEWAY
+                    | StatusCode::SERVICE_UNAVAILABLE
+                    | StatusCode::GATEWAY_TIMEOUT
+            );
+        let label = if blames_dependency {
+            &self.handles.tries_dependency
+        } else if failure {
+            &self.handles.tries_failure
+        } else {
+            &self.handles.tries_success
+        };
+        let outcome = TryOutcome::Response {
+            resp,
+            failure,
+            retryable,
+        };
+        (outcome, label)
     }
 
     /// Probes every endpoint's health path on the configured interval until `shutdown`.
@@ -768,6 +838,19 @@ impl Upstream {
     }
 }
 
+/// Whether hyper refused to write the request for what it holds (one of its "user"
+/// errors, such as a method it cannot send): the request never reached the upstream.
+fn refused_by_hyper(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            return h.is_user();
+        }
+        cur = e.source();
+    }
+    false
+}
+
 fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = err;
     while let Some(next) = cur.source() {
@@ -803,4 +886,79 @@ pub fn parse_addrs(list: &str) -> Result<Vec<SocketAddr>, String> {
                 .map_err(|e| format!("bad address {s:?}: {e}"))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+
+    /// An upstream over one real server that answers 200 on `/ok` and 404 elsewhere.
+    async fn upstream() -> Arc<Upstream> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route("/ok", get(|| async { "ok" }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut registry = Registry::default();
+        let config = UpstreamConfig {
+            health: None,
+            ..UpstreamConfig::default()
+        };
+        Upstream::new(
+            "dep",
+            &[addr],
+            config,
+            UpstreamMetrics::register(&mut registry),
+        )
+    }
+
+    fn deadline() -> Deadline {
+        Deadline(Instant::now() + Duration::from_secs(5))
+    }
+
+    #[tokio::test]
+    async fn a_callers_invalid_path_is_its_own_error_and_counts_against_nothing() {
+        let up = upstream().await;
+        for path in [
+            "/keys/x y",
+            "/keys/\0",
+            "/keys/a\tb",
+            "no-slash",
+            "/a\r\nb: c",
+        ] {
+            for _ in 0..20 {
+                let err = up.get(path, deadline()).await.expect_err(path);
+                assert!(matches!(err, UpstreamError::InvalidRequest(..)), "{err}");
+                assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+                let resp = err.into_response();
+                assert!(!resp.headers().contains_key(DEPENDENCY_FAILURE));
+            }
+        }
+        let h = &up.handles;
+        assert_eq!(h.invalid_requests.get(), 100);
+        assert_eq!(
+            h.tries_failure.get() + h.tries_success.get(),
+            0,
+            "nothing sent"
+        );
+        assert_eq!(h.retries.get(), 0);
+        assert_eq!(up.policy.lock().unwrap().breaker.transitions(), 0);
+        assert!(up.endpoint_states().iter().all(|(_, usable)| *usable));
+        let (status, _, _) = up.get("/ok", deadline()).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_4xx_answer_is_neither_a_failure_nor_retried() {
+        let up = upstream().await;
+        for _ in 0..30 {
+            let (status, _, _) = up.get("/missing", deadline()).await.unwrap();
+            assert_eq!(status, StatusCode::NOT_FOUND);
+        }
+        let h = &up.handles;
+        assert_eq!((h.tries_success.get(), h.tries_failure.get()), (30, 0));
+        assert_eq!(h.retries.get(), 0);
+        assert_eq!(up.policy.lock().unwrap().breaker.transitions(), 0);
+        assert!(up.endpoint_states().iter().all(|(_, usable)| *usable));
+    }
 }

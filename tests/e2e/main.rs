@@ -5,6 +5,7 @@ mod hardening;
 mod prometheus;
 mod run;
 mod shop_data;
+mod shop_hardening;
 mod shop_sync;
 mod supervisor;
 mod tui;

@@ -163,6 +163,16 @@ impl Breaker {
         }
     }
 
+    /// Hands back a permit whose call never reached the dependency (the request was
+    /// refused for what the caller put in it): no outcome is recorded, and a half-open
+    /// trial slot it held is free again, so callers' bad input neither opens nor closes
+    /// the breaker nor holds trials hostage.
+    pub fn release(&mut self, permit: Permit) {
+        if permit.generation == self.generation && self.state == BreakerState::HalfOpen {
+            self.trials_started = self.trials_started.saturating_sub(1);
+        }
+    }
+
     fn permit(&self) -> Permit {
         Permit {
             generation: self.generation,
@@ -277,6 +287,28 @@ mod tests {
         tokio::time::advance(Duration::from_millis(4_900)).await;
         assert_eq!(b.state(Instant::now()), BreakerState::Open);
         assert_eq!(b.transitions(), 3, "closed->open->half-open->open");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_released_permit_counts_for_nothing_and_frees_its_trial() {
+        let mut b = breaker();
+        for _ in 0..100 {
+            let p = b.try_acquire(Instant::now()).unwrap();
+            b.release(p);
+        }
+        assert_eq!(b.state(Instant::now()), BreakerState::Closed);
+        for _ in 0..10 {
+            call(&mut b, false).unwrap();
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let now = Instant::now();
+        let trials: Vec<_> = (0..3).map(|_| b.try_acquire(now).unwrap()).collect();
+        b.release(trials[0]);
+        let again = b.try_acquire(now).expect("the released trial slot is free");
+        for p in [trials[1], trials[2], again] {
+            b.record(p, true, now);
+        }
+        assert_eq!(b.state(now), BreakerState::Closed);
     }
 
     #[tokio::test(start_paused = true)]

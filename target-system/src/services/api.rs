@@ -26,6 +26,7 @@ use crate::jwt::{self, Verifier};
 use crate::metrics::{HttpMetrics, new_registry};
 use crate::server::{self, Service};
 use crate::upstream::{RetryPolicy, Upstream, UpstreamMetrics};
+use crate::url::encode;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -98,7 +99,10 @@ async fn home(State(s): State<Arc<AppState>>, deadline: Deadline, headers: Heade
             let cdn = s.cdn.clone();
             async move {
                 match cdn
-                    .get(&format!("/api/v1/products/{id}"), dep_deadline)
+                    .get(
+                        &format!("/api/v1/products/{}", encode(&id.to_string())),
+                        dep_deadline,
+                    )
                     .await
                 {
                     Ok((StatusCode::OK, _, body)) => serde_json::from_slice::<Value>(&body).ok(),
@@ -111,7 +115,8 @@ async fn home(State(s): State<Arc<AppState>>, deadline: Deadline, headers: Heade
         auth.insert(header::AUTHORIZATION, v.clone());
     }
     let recent = async {
-        let path = format!("/api/v1/orders?limit={}", s.recent_orders);
+        let limit = s.recent_orders.to_string();
+        let path = format!("/api/v1/orders?limit={}", encode(&limit));
         let got = s
             .orders
             .request(
@@ -199,6 +204,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         registry,
         http,
         max_request_time: args.common.max_request_time,
+        connections: args.common.connection_limits(),
     };
     server::serve_with(args.common.listen, service, shutdown, |t| {
         cdn.run_health_checks(t)

@@ -293,6 +293,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         registry,
         http,
         max_request_time: args.common.max_request_time,
+        connections: args.common.connection_limits(),
     };
     let result = server::serve(args.common.listen, service, shutdown).await;
     tasks.close();

@@ -1183,6 +1183,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         registry,
         http,
         max_request_time: args.common.max_request_time,
+        connections: args.common.connection_limits(),
     };
     let gauges = |t: CancellationToken| async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));

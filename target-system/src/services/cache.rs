@@ -257,6 +257,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         registry,
         http,
         max_request_time: args.common.max_request_time,
+        connections: args.common.connection_limits(),
     };
     server::serve_with(args.common.listen, service, shutdown, sweeper).await
 }

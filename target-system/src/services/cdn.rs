@@ -447,6 +447,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         registry,
         http,
         max_request_time: args.common.max_request_time,
+        connections: args.common.connection_limits(),
     };
     let result = server::serve_with(args.common.listen, service, shutdown, |t| {
         origin.run_health_checks(t)

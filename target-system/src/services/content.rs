@@ -29,6 +29,7 @@ use crate::error::error;
 use crate::metrics::{HttpMetrics, new_registry};
 use crate::server::{self, Service};
 use crate::upstream::{RetryPolicy, Upstream, UpstreamMetrics};
+use crate::url::encode;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -97,7 +98,7 @@ impl AppState {
         deadline: Deadline,
         load: impl FnOnce(&Catalog) -> Bytes,
     ) -> Bytes {
-        let path = format!("/v1/keys/{key}");
+        let path = format!("/v1/keys/{}", encode(&key));
         let cache_deadline = Deadline(deadline.min_after(Instant::now(), self.cache_timeout));
         let result = match self.cache.get(&path, cache_deadline).await {
             Ok((StatusCode::OK, _, body)) => {
@@ -116,7 +117,8 @@ impl AppState {
         tokio::time::sleep(self.db_latency).await;
         let body = load(&self.catalog);
         if result == "miss" {
-            let put = format!("{path}?ttl_ms={}", self.cache_ttl.as_millis());
+            let ttl_ms = self.cache_ttl.as_millis().to_string();
+            let put = format!("{path}?ttl_ms={}", encode(&ttl_ms));
             let cache_deadline = Deadline(deadline.min_after(Instant::now(), self.cache_timeout));
             // Filling the cache is best effort: the answer is already in hand.
             let _ = self
@@ -219,6 +221,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         registry,
         http,
         max_request_time: args.common.max_request_time,
+        connections: args.common.connection_limits(),
     };
     server::serve_with(args.common.listen, service, shutdown, |t| {
         cache.run_health_checks(t)

@@ -368,6 +368,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         registry,
         http,
         max_request_time: args.common.max_request_time,
+        connections: args.common.connection_limits(),
     };
     server::serve_with(args.common.listen, service, shutdown, |t| async move {
         futures::future::join_all(all.into_iter().map(|u| u.run_health_checks(t.clone()))).await;

@@ -143,6 +143,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         registry,
         http,
         max_request_time: args.common.max_request_time,
+        connections: args.common.connection_limits(),
     };
     let queue = args.queue.clone();
     let reject_delay = args.reject_delay;

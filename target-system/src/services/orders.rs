@@ -50,6 +50,7 @@ use crate::jwt::{self, Verifier};
 use crate::metrics::{HttpMetrics, new_registry};
 use crate::server::{self, Service};
 use crate::upstream::{Upstream, UpstreamMetrics};
+use crate::url::encode;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -166,11 +167,26 @@ fn new_order_id() -> String {
     format!("ord_{:012x}{:08x}", now_ms(), fastrand::u32(..))
 }
 
+/// Whether `id` has the shape [`new_order_id`] gives: `ord_` and 20 lowercase hex
+/// digits. Checked where an id enters, so no client's id reaches the store otherwise.
+fn is_order_id(id: &str) -> bool {
+    id.strip_prefix("ord_").is_some_and(|hex| {
+        hex.len() == 20 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
 fn order_key(user: &str, id: &str) -> String {
     format!("order/{user}/{id}")
 }
 
 fn store_failure(e: StoreError) -> Response {
+    if let StoreError::Client(c) = &e
+        && let Some(invalid) = c.invalid_request()
+    {
+        // The request's input could not make a store request: this service's caller
+        // is to blame, not the store.
+        return invalid.clone().into_response();
+    }
     dependency_error(
         StatusCode::SERVICE_UNAVAILABLE,
         "store",
@@ -198,7 +214,8 @@ impl AppState {
         deadline: Deadline,
     ) -> Result<(Vec<Value>, u64), Response> {
         let fetches = items.iter().map(|item| async move {
-            let path = format!("/api/v1/products/{}", item.product_id);
+            let id = item.product_id.to_string();
+            let path = format!("/api/v1/products/{}", encode(&id));
             (item, self.cdn.get(&path, deadline).await)
         });
         let mut priced = Vec::new();
@@ -437,6 +454,13 @@ async fn get_order(
         Ok(u) => u,
         Err(e) => return unauthorized(e),
     };
+    if !is_order_id(&id) {
+        // Not echoed: the id is whatever the client sent, of any length.
+        return error(
+            StatusCode::NOT_FOUND,
+            "no such order: order ids are ord_ and 20 hex digits",
+        );
+    }
     let shard = s.store.shard(&user);
     match s
         .store
@@ -745,6 +769,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         registry,
         http,
         max_request_time: args.common.max_request_time,
+        connections: args.common.connection_limits(),
     };
     let (interval, queue, reject_delay) = (
         args.relay_interval,
@@ -775,4 +800,29 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         );
     };
     server::serve_with(args.common.listen, service, shutdown, background).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_ids_are_recognised_and_nothing_else_is() {
+        assert!(is_order_id(&new_order_id()));
+        assert!(is_order_id("ord_0123456789abcdef0123"));
+        for bad in [
+            "",
+            "ord_",
+            "ord_0123456789ABCDEF0123",
+            "ord_0123456789abcdef012",
+            "ord_0123456789abcdef01234",
+            "ord_0123456789abcdef012 ",
+            "ord_..",
+            "x y",
+            "\0",
+            "ord_0123456789abcdef01\u{e9}",
+        ] {
+            assert!(!is_order_id(bad), "{bad:?}");
+        }
+    }
 }

@@ -190,6 +190,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         registry,
         http,
         max_request_time: args.common.max_request_time,
+        connections: args.common.connection_limits(),
     };
     let (queue, workers, reject_delay) =
         (args.queue.clone(), args.workers.max(1), args.reject_delay);

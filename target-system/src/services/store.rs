@@ -40,6 +40,7 @@ use crate::error::error;
 use crate::metrics::{HttpMetrics, new_registry};
 use crate::server::{self, Service};
 use crate::upstream::{Upstream, UpstreamMetrics};
+use crate::url::encode;
 use crate::wal::{Durability, Machine, Wal, WalMetrics, spawn_committer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -543,7 +544,10 @@ async fn follow(s: Arc<AppState>, primary: Arc<Upstream>, shutdown: Cancellation
     let mut backoff = Duration::from_millis(50);
     loop {
         let from = s.data.read().unwrap().lsn + 1;
-        let path = format!("/v1/wal?from={from}&max=2000&wait_ms=1000");
+        let path = format!(
+            "/v1/wal?from={}&max=2000&wait_ms=1000",
+            encode(&from.to_string())
+        );
         let deadline = Deadline(Instant::now() + Duration::from_secs(5));
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -730,6 +734,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         registry,
         http,
         max_request_time: args.common.max_request_time,
+        connections: args.common.connection_limits(),
     };
     let background = |t: CancellationToken| async move {
         let metrics_loop = async {
