@@ -8,6 +8,8 @@
 
 pub mod faults;
 mod load;
+#[cfg(test)]
+mod proptests;
 pub mod raw;
 
 use std::collections::HashMap;
