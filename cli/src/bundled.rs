@@ -13,7 +13,14 @@ pub const TOPOLOGY_NAME: &str = "<bundled>/topology.toml";
 /// `path`'s topology, or the bundled one.
 pub fn load_topology(path: Option<&Path>) -> Result<Topology, SourceError> {
     match path {
-        Some(p) => Topology::load(p),
+        Some(p) => {
+            // Read here rather than by `Topology::load`, which would block on a FIFO.
+            let shown = p.display().to_string();
+            let text = crate::input::read(p, &shown)
+                .map_err(|e| e.into_source(&shown, "cannot read the topology file"))?;
+            let base = p.parent().map(Path::to_path_buf).unwrap_or_default();
+            Topology::parse(&shown, &text, base)
+        }
         None => Topology::parse(TOPOLOGY_NAME, TOPOLOGY, PathBuf::new()),
     }
 }

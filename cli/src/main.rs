@@ -7,6 +7,8 @@ mod dashboards;
 mod discover;
 mod exit;
 mod experiment;
+mod input;
+mod limits;
 mod load;
 mod metrics;
 mod run;

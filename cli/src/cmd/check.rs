@@ -51,7 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
                         ""
                     }
                 );
-                let total: u32 = e.load.flows.flows.iter().map(|f| f.weight).sum();
+                let total = e.load.flows.total_weight();
                 let flows: Vec<String> = e
                     .load
                     .flows
@@ -61,7 +61,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
                         format!(
                             "{} {:.0}%",
                             f.name,
-                            f.weight as f64 * 100.0 / total.max(1) as f64
+                            f64::from(f.weight) * 100.0 / total.max(1) as f64
                         )
                     })
                     .collect();

@@ -3,13 +3,30 @@
 
 use std::time::Duration;
 
+use faultline_agent::faults::spec::{MAX_DURATION, MAX_TTL};
 use faultline_agent::faults::{FaultRequest, FaultSpec};
 
 use crate::discover::AgentArgs;
 use crate::exit::Exit;
+use crate::limits;
 
+/// A duration flag, at most the agent's `MAX_DURATION` (which is also its `MAX_TTL`):
+/// bounded here, the milliseconds and microseconds the API takes cannot wrap.
 fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 200ms, 30s, 5m)"))
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (write durations like 200ms, 30s, 5m)"))?;
+    if d > MAX_DURATION.max(MAX_TTL) {
+        return Err(format!(
+            "must be at most {}",
+            limits::human(MAX_DURATION.max(MAX_TTL))
+        ));
+    }
+    Ok(d)
+}
+
+/// Whole milliseconds (a bounded duration's fit in a u64; saturating all the same).
+fn ms(d: Duration) -> serde_json::Value {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).into()
 }
 
 /// Inject a fault (or `list` the faults in effect, or `renew ID` a fault's lease).
@@ -115,7 +132,6 @@ pub fn request(a: &Args) -> Result<FaultRequest, String> {
         .target
         .clone()
         .ok_or_else(|| format!("`faultline fault {kind}` needs a target"))?;
-    let ms = |d: Duration| serde_json::json!(d.as_millis() as u64);
     let mut body = serde_json::Map::new();
     body.insert("kind".into(), kind.into());
     body.insert("target".into(), target.into());
@@ -153,7 +169,10 @@ pub fn request(a: &Args) -> Result<FaultRequest, String> {
         set("size_variation", n.into());
     }
     if let Some(d) = a.slice_delay {
-        set("delay_us", serde_json::json!(d.as_micros() as u64));
+        set(
+            "delay_us",
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX).into(),
+        );
     }
     if let Some(n) = a.bytes {
         set("bytes", n.into());
@@ -223,6 +242,38 @@ fn flags_for_fields(message: &str) -> String {
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
+    if matches!(args.kind.as_str(), "renew" | "list") {
+        return renew_or_list(&args);
+    }
+    // Checked before anything reaches (or looks for) the agent.
+    let request = match request(&args) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(Exit::BadInput);
+        }
+    };
+    let client = args.agent.client()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let info = runtime.block_on(client.inject(&request))?;
+    println!("{}", info.id);
+    if info.healed_ms.is_some() {
+        // Nothing to undo (a kill without --hold, a restart, poison): already over.
+        eprintln!("{} on {}: done", info.kind, info.target);
+    } else {
+        eprintln!(
+            "{} on {} for {}s (heal early with `faultline heal {}`)",
+            info.kind,
+            info.target,
+            info.remaining_ms.div_ceil(1000),
+            info.id
+        );
+    }
+    Ok(Exit::Success)
+}
+
+/// `fault renew ID` and `fault list`.
+fn renew_or_list(args: &Args) -> anyhow::Result<Exit> {
     let client = args.agent.client()?;
     let runtime = tokio::runtime::Runtime::new()?;
     if args.kind == "renew" {
@@ -238,41 +289,17 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         );
         return Ok(Exit::Success);
     }
-    if args.kind == "list" {
-        let faults = runtime.block_on(client.faults())?;
-        if faults.is_empty() {
-            println!("no faults in effect");
-        }
-        for f in faults {
-            println!(
-                "{}  {:<15} {:<28} {}s left",
-                f.id,
-                f.kind,
-                f.target,
-                f.remaining_ms.div_ceil(1000)
-            );
-        }
-        return Ok(Exit::Success);
+    let faults = runtime.block_on(client.faults())?;
+    if faults.is_empty() {
+        println!("no faults in effect");
     }
-    let request = match request(&args) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(Exit::BadInput);
-        }
-    };
-    let info = runtime.block_on(client.inject(&request))?;
-    println!("{}", info.id);
-    if info.healed_ms.is_some() {
-        // Nothing to undo (a kill without --hold, a restart, poison): already over.
-        eprintln!("{} on {}: done", info.kind, info.target);
-    } else {
-        eprintln!(
-            "{} on {} for {}s (heal early with `faultline heal {}`)",
-            info.kind,
-            info.target,
-            info.remaining_ms.div_ceil(1000),
-            info.id
+    for f in faults {
+        println!(
+            "{}  {:<15} {:<28} {}s left",
+            f.id,
+            f.kind,
+            f.target,
+            f.remaining_ms.div_ceil(1000)
         );
     }
     Ok(Exit::Success)

@@ -12,14 +12,21 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::exit::Exit;
+use crate::limits::{self, MAX_COUNT, MAX_DURATION, MAX_IN_FLIGHT, MAX_RATE, MAX_USERS};
 use crate::load::client::{Endpoint, Req};
 use crate::load::schedule::{Schedule, Stage};
 use crate::load::stats::Percentiles;
 use crate::load::{LoadSpec, Model, Summary, Work, run};
 use crate::slo::{self, Counts, Evaluation, Objective, Windows};
 
+/// A duration flag, at most [`MAX_DURATION`].
 fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 500ms, 10s, 1m)"))
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (write durations like 500ms, 10s, 1m)"))?;
+    if d > MAX_DURATION {
+        return Err(format!("must be at most {}", limits::human(MAX_DURATION)));
+    }
+    Ok(d)
 }
 
 /// Load one URL: open model with `-r` (requests a second, whatever the server does),
@@ -83,8 +90,38 @@ pub struct Args {
     pub metrics_listen: std::net::SocketAddr,
 }
 
+/// Every number within its limit (durations are bounded as they are parsed).
+fn check_limits(a: &Args) -> anyhow::Result<()> {
+    if let Some(r) = a.rate
+        && r > MAX_RATE
+    {
+        bail!(
+            "{}",
+            limits::too_high(
+                "-r",
+                format!("{} requests a second", limits::number(MAX_RATE)),
+                limits::number(r)
+            )
+        );
+    }
+    if a.connections > MAX_USERS {
+        bail!("{}", limits::too_high("-c", MAX_USERS, a.connections));
+    }
+    if a.max_in_flight > MAX_IN_FLIGHT {
+        bail!(
+            "{}",
+            limits::too_high("--max-in-flight", MAX_IN_FLIGHT, a.max_in_flight)
+        );
+    }
+    if let Some(n) = a.count.filter(|n| *n > MAX_COUNT) {
+        bail!("{}", limits::too_high("-n", MAX_COUNT, n));
+    }
+    Ok(())
+}
+
 /// The spec the arguments describe.
 pub async fn spec(a: &Args) -> anyhow::Result<LoadSpec> {
+    check_limits(a)?;
     let uri: Uri = a
         .url
         .parse()
@@ -145,12 +182,35 @@ pub async fn spec(a: &Args) -> anyhow::Result<LoadSpec> {
         headers,
         body,
     };
-    let model = match a.rate {
+    Ok(LoadSpec {
+        endpoint,
+        work: Work::Fixed(req),
+        model: model(a)?,
+        connections: a.connections,
+        count: a.count,
+    })
+}
+
+/// The open model with `-r`, else the closed one.
+fn model(a: &Args) -> anyhow::Result<Model> {
+    Ok(match a.rate {
         Some(r) if !(r > 0.0 && r.is_finite()) => bail!("-r must be a positive rate, not {r}"),
         Some(rate) => {
             let duration = match (a.duration, a.count) {
                 (Some(d), _) => d,
-                (None, Some(n)) => Duration::from_secs_f64(n as f64 / rate),
+                (None, Some(n)) => {
+                    let secs = n as f64 / rate;
+                    // The rate is above zero and finite, so `secs` is a number (maybe
+                    // infinite), never NaN.
+                    if secs > MAX_DURATION.as_secs_f64() {
+                        bail!(
+                            "-n {n} at -r {} a second would run longer than {}: send fewer or faster",
+                            limits::number(rate),
+                            limits::human(MAX_DURATION)
+                        );
+                    }
+                    Duration::from_secs_f64(secs)
+                }
                 (None, None) => Duration::from_secs(10),
             };
             let schedule = match a.ramp {
@@ -187,13 +247,6 @@ pub async fn spec(a: &Args) -> anyhow::Result<LoadSpec> {
             }),
             think: Duration::ZERO,
         },
-    };
-    Ok(LoadSpec {
-        endpoint,
-        work: Work::Fixed(req),
-        model,
-        connections: a.connections,
-        count: a.count,
     })
 }
 

@@ -7,10 +7,12 @@ use std::collections::BTreeSet;
 use std::ops::Range;
 use std::time::Duration;
 
-use faultline_agent::faults::{FaultRequest, FaultSpec};
+use faultline_agent::faults::{FaultRequest, FaultSpec, spec};
 use faultline_agent::topology::Topology;
 use schemars::JsonSchema;
 use toml::Spanned;
+
+use crate::limits;
 
 /// One entry of the timeline, as written (the schema of `[[faults]]`).
 #[derive(JsonSchema)]
@@ -73,6 +75,7 @@ enum FaultParams {
     },
     Bandwidth {
         /// Bytes a second.
+        #[schemars(range(min = 1, max = spec::MAX_RATE))]
         rate: u64,
         direction: Option<Direction>,
         toxicity: Option<f64>,
@@ -88,7 +91,10 @@ enum FaultParams {
         toxicity: Option<f64>,
     },
     Slicer {
+        /// Bytes; with `size_variation`, at most 1 MiB.
+        #[schemars(range(min = 1, max = spec::MAX_SLICE))]
         average_size: usize,
+        #[schemars(range(max = spec::MAX_SLICE))]
         size_variation: Option<usize>,
         delay: Option<String>,
         direction: Option<Direction>,
@@ -100,6 +106,7 @@ enum FaultParams {
         toxicity: Option<f64>,
     },
     LimitData {
+        #[schemars(range(max = spec::MAX_BYTES))]
         bytes: u64,
         direction: Option<Direction>,
         toxicity: Option<f64>,
@@ -122,6 +129,7 @@ enum FaultParams {
     },
     ZoneOutage {},
     Poison {
+        #[schemars(range(max = crate::limits::MAX_POISON))]
         count: usize,
     },
     QueuePartition {
@@ -246,39 +254,32 @@ fn key_in_message(message: &str, table: &toml::Table) -> Option<String> {
         .map(|(k, _)| k.clone())
 }
 
+/// An error: the byte range it concerns and the message.
+type Problem = (Range<usize>, String);
+
+/// The bound of an integer parameter of `kind`, with its unit as messages write it.
+fn param_limit(kind: &str, key: &str) -> Option<(u64, &'static str)> {
+    match (kind, key) {
+        ("bandwidth", "rate") => Some((spec::MAX_RATE, " bytes a second")),
+        ("limit-data", "bytes") => Some((spec::MAX_BYTES, " bytes")),
+        ("slicer", "average_size" | "size_variation") => Some((spec::MAX_SLICE as u64, " bytes")),
+        ("poison", "count") => Some((limits::MAX_POISON, " messages")),
+        _ => None,
+    }
+}
+
 /// Converts one entry; errors come with the byte range they concern.
 pub fn convert(
     text: &str,
     entry: &Spanned<toml::Table>,
     seed: u64,
     run: Duration,
-) -> Result<Planned, (Range<usize>, String)> {
+) -> Result<Planned, Problem> {
     let span = entry.span();
     let table = entry.get_ref();
     let err_at = |key: &str, message: String| (at_key(text, &span, key), message);
-    let kind = match table.get("kind") {
-        None => {
-            return Err((
-                span.start..span.start + 1,
-                format!(
-                    "this fault has no `kind`; kinds are: {}",
-                    FaultSpec::KINDS.join(", ")
-                ),
-            ));
-        }
-        Some(k) => match k.as_str() {
-            Some(k) if FaultSpec::KINDS.contains(&k) => k.to_owned(),
-            _ => {
-                return Err(err_at(
-                    "kind",
-                    format!(
-                        "unknown fault kind {k}; kinds are: {}",
-                        FaultSpec::KINDS.join(", ")
-                    ),
-                ));
-            }
-        },
-    };
+    let head = span.start..span.start + 1;
+    let kind = kind_of(table, &head, &err_at)?;
     let target = match table.get("target").map(|t| t.as_str()) {
         Some(Some(t)) if !t.trim().is_empty() => t.to_owned(),
         Some(_) => {
@@ -287,17 +288,98 @@ pub fn convert(
                 "`target` must name a service, replica, edge, zone or queue".into(),
             ));
         }
-        None => {
-            return Err((
-                span.start..span.start + 1,
-                format!("this `{kind}` fault has no `target`"),
+        None => return Err((head, format!("this `{kind}` fault has no `target`"))),
+    };
+    let (at, duration) = timing(table, &head, &err_at, run)?;
+    let mut body = params(table, &kind, &err_at)?;
+    body.insert("target".into(), target.clone().into());
+    if !body.contains_key("seed") {
+        let at_ms = u64::try_from(at.as_millis()).unwrap_or(u64::MAX);
+        body.insert(
+            "seed".into(),
+            (seed ^ at_ms.wrapping_mul(0x9E37_79B9)).into(),
+        );
+    }
+    let json = serde_json::Value::Object(body).to_string();
+    let request = FaultRequest::from_json(json.as_bytes()).map_err(|m| {
+        let m = humane(&m);
+        match key_in_message(&m, table) {
+            Some(k) if m.starts_with("unknown field") => {
+                (key_span(text, &span, &k).unwrap_or(head.clone()), m.clone())
+            }
+            Some(k) if !m.contains(&format!("`{k}`")) => err_at(&k, format!("`{k}`: {m}")),
+            Some(k) => err_at(&k, m.clone()),
+            None => err_at("kind", m.clone()),
+        }
+    })?;
+    check_lasting(&kind, &request.spec, duration, &head, &err_at)?;
+    if let Some(d) = duration {
+        // Both are within a day, so the sum is far from overflowing; checked all the same.
+        let end = at.checked_add(d).filter(|end| *end <= run);
+        if end.is_none() {
+            return Err(err_at(
+                "duration",
+                format!(
+                    "the fault would end at {}, after the run ends at {}",
+                    humantime::format_duration(at.saturating_add(d)),
+                    humantime::format_duration(run)
+                ),
             ));
         }
+    }
+    let label = match &request.spec {
+        FaultSpec::Partition { with } => format!("partition {target} | {with}"),
+        _ => format!("{kind} {target}"),
     };
+    Ok(Planned {
+        at,
+        duration,
+        request,
+        label,
+        target_span: at_key(text, &span, "target"),
+        with_span: at_key(text, &span, "with"),
+    })
+}
+
+/// The entry's `kind`, one of the agent's.
+fn kind_of(
+    table: &toml::Table,
+    head: &Range<usize>,
+    err_at: &impl Fn(&str, String) -> Problem,
+) -> Result<String, Problem> {
+    match table.get("kind") {
+        None => Err((
+            head.clone(),
+            format!(
+                "this fault has no `kind`; kinds are: {}",
+                FaultSpec::KINDS.join(", ")
+            ),
+        )),
+        Some(k) => match k.as_str() {
+            Some(k) if FaultSpec::KINDS.contains(&k) => Ok(k.to_owned()),
+            _ => Err(err_at(
+                "kind",
+                format!(
+                    "unknown fault kind {k}; kinds are: {}",
+                    FaultSpec::KINDS.join(", ")
+                ),
+            )),
+        },
+    }
+}
+
+/// When the fault starts, and how long it lasts (at most the agent's
+/// [`spec::MAX_DURATION`]).
+fn timing(
+    table: &toml::Table,
+    head: &Range<usize>,
+    err_at: &impl Fn(&str, String) -> Problem,
+    run: Duration,
+) -> Result<(Duration, Option<Duration>), Problem> {
     let at = match table.get("at") {
         None => {
             return Err((
-                span.start..span.start + 1,
+                head.clone(),
                 "this fault has no `at` (when it starts, like \"20s\")".into(),
             ));
         }
@@ -316,70 +398,97 @@ pub fn convert(
     let duration = match table.get("duration") {
         None => None,
         Some(v) => {
-            let d = parse_duration(v, "duration").map_err(|m| err_at("duration", m))?;
+            let d = parse_bounded(v, "duration").map_err(|m| err_at("duration", m))?;
             if d.is_zero() {
                 return Err(err_at("duration", "`duration` must be above zero".into()));
             }
             Some(d)
         }
     };
+    Ok((at, duration))
+}
+
+/// A duration parameter, at most the agent's [`spec::MAX_DURATION`].
+fn parse_bounded(v: &toml::Value, key: &str) -> Result<Duration, String> {
+    let d = parse_duration(v, key)?;
+    let written = v.as_str().unwrap_or_default();
+    limits::duration_within(d, spec::MAX_DURATION, &format!("`{key}`"), written)?;
+    Ok(d)
+}
+
+/// The entry's parameters as the API's JSON body (without `target`): durations in
+/// milliseconds (a slicer's delay in microseconds), integers within their bounds.
+fn params(
+    table: &toml::Table,
+    kind: &str,
+    err_at: &impl Fn(&str, String) -> Problem,
+) -> Result<serde_json::Map<String, serde_json::Value>, Problem> {
     let mut body = serde_json::Map::new();
-    let mut fault_seed = None;
     for (key, value) in table {
         match key.as_str() {
             "at" | "duration" | "target" => {}
             "seed" => {
-                fault_seed = Some(
-                    value
-                        .as_integer()
-                        .and_then(|i| u64::try_from(i).ok())
-                        .ok_or_else(|| err_at("seed", "`seed` is a whole number".into()))?,
-                )
+                let seed = value
+                    .as_integer()
+                    .and_then(|i| u64::try_from(i).ok())
+                    .ok_or_else(|| err_at("seed", "`seed` is a whole number".into()))?;
+                body.insert("seed".into(), seed.into());
             }
             "delay" | "jitter" | "close_after" | "after" => {
-                let d = parse_duration(value, key).map_err(|m| err_at(key, m))?;
-                let (json, n) = match (key.as_str(), kind.as_str()) {
-                    ("delay", "slicer") => ("delay_us".to_owned(), d.as_micros() as u64),
-                    _ => (format!("{key}_ms"), d.as_millis() as u64),
+                let d = parse_bounded(value, key).map_err(|m| err_at(key, m))?;
+                // Within a day, both fit a u64 many times over.
+                let (json, n) = match (key.as_str(), kind) {
+                    ("delay", "slicer") => ("delay_us".to_owned(), d.as_micros()),
+                    _ => (format!("{key}_ms"), d.as_millis()),
                 };
+                let n = u64::try_from(n).unwrap_or(u64::MAX);
                 body.insert(json, n.into());
             }
             _ => {
+                if let (Some((max, unit)), Some(n)) = (param_limit(kind, key), value.as_integer())
+                    && u64::try_from(n).is_ok_and(|n| n > max)
+                {
+                    let message = limits::too_high(&format!("`{key}`"), format!("{max}{unit}"), n);
+                    return Err(err_at(key, message));
+                }
                 let v = serde_json::to_value(value).map_err(|e| err_at(key, e.to_string()))?;
                 body.insert(key.clone(), v);
             }
         }
     }
-    body.insert("target".into(), target.clone().into());
-    body.insert(
-        "seed".into(),
-        fault_seed
-            .unwrap_or(seed ^ (at.as_millis() as u64).wrapping_mul(0x9E37_79B9))
-            .into(),
-    );
-    let json = serde_json::Value::Object(body).to_string();
-    let request = FaultRequest::from_json(json.as_bytes()).map_err(|m| {
-        let m = humane(&m);
-        match key_in_message(&m, table) {
-            Some(k) if m.starts_with("unknown field") => (
-                key_span(text, &span, &k).unwrap_or(span.start..span.start + 1),
-                m.clone(),
-            ),
-            Some(k) if !m.contains(&format!("`{k}`")) => err_at(&k, format!("`{k}`: {m}")),
-            Some(k) => err_at(&k, m.clone()),
-            None => err_at("kind", m.clone()),
+    if kind == "slicer" {
+        let size = |k: &str| body.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let slice = size("average_size").checked_add(size("size_variation"));
+        if slice.is_none_or(|s| s > spec::MAX_SLICE as u64) {
+            return Err(err_at(
+                "size_variation",
+                format!(
+                    "`average_size` plus `size_variation` must be at most {} bytes",
+                    spec::MAX_SLICE
+                ),
+            ));
         }
-    })?;
+    }
+    Ok(body)
+}
+
+/// Whether a `duration` is there exactly when the fault lasts.
+fn check_lasting(
+    kind: &str,
+    spec: &FaultSpec,
+    duration: Option<Duration>,
+    head: &Range<usize>,
+    err_at: &impl Fn(&str, String) -> Problem,
+) -> Result<(), Problem> {
     let instant = matches!(
-        request.spec,
+        spec,
         FaultSpec::Restart
             | FaultSpec::Poison { .. }
             | FaultSpec::Kill { hold: false }
             | FaultSpec::Terminate { hold: false }
     );
-    let lasting = !instant;
     if let (Some(_), FaultSpec::Kill { hold: false } | FaultSpec::Terminate { hold: false }) =
-        (duration, &request.spec)
+        (duration, spec)
     {
         return Err(err_at(
             "duration",
@@ -388,49 +497,19 @@ pub fn convert(
             ),
         ));
     }
-    match (duration, lasting) {
-        (None, true) => {
-            return Err((
-                span.start..span.start + 1,
-                format!(
-                    "this `{kind}` fault lasts until healed: give it a `duration` (like \"15s\")"
-                ),
-            ));
-        }
-        (Some(_), false)
-            if matches!(request.spec, FaultSpec::Restart | FaultSpec::Poison { .. }) =>
-        {
-            return Err(err_at(
+    match (duration, instant) {
+        (None, false) => Err((
+            head.clone(),
+            format!("this `{kind}` fault lasts until healed: give it a `duration` (like \"15s\")"),
+        )),
+        (Some(_), true) if matches!(spec, FaultSpec::Restart | FaultSpec::Poison { .. }) => {
+            Err(err_at(
                 "duration",
                 format!("a `{kind}` fault happens at once and has no `duration`"),
-            ));
+            ))
         }
-        _ => {}
+        _ => Ok(()),
     }
-    if let Some(d) = duration
-        && at + d > run
-    {
-        return Err(err_at(
-            "duration",
-            format!(
-                "the fault would end at {}, after the run ends at {}",
-                humantime::format_duration(at + d),
-                humantime::format_duration(run)
-            ),
-        ));
-    }
-    let label = match &request.spec {
-        FaultSpec::Partition { with } => format!("partition {target} | {with}"),
-        _ => format!("{kind} {target}"),
-    };
-    Ok(Planned {
-        at,
-        duration,
-        request,
-        label,
-        target_span: at_key(text, &span, "target"),
-        with_span: at_key(text, &span, "with"),
-    })
 }
 
 /// Checks a comma-separated list of services (a partition's `target` or `with`).

@@ -4,11 +4,15 @@
 //!
 //! - [`raw`]: the file as written, and the source of the JSON Schema.
 //! - [`faults`]: the fault timeline, converted to the agent's requests.
+//! - `load`: the `[load]` section: flows, steps and the load model.
 
 pub mod faults;
+mod load;
+#[cfg(test)]
+mod proptests;
 pub mod raw;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,13 +20,13 @@ use std::time::Duration;
 
 use faultline_agent::diag::SourceError;
 use faultline_agent::topology::Topology;
-use hyper::Method;
-use hyper::header::HeaderName;
 use toml::Spanned;
 
 use crate::bundled;
-use crate::load::flow::{Capture, Flow, Flows, Pool, Step};
-use crate::load::schedule::{Schedule, Stage};
+use crate::input;
+use crate::limits::{self, MAX_BURN_RATE, MAX_DURATION};
+use crate::load::flow::Flows;
+use crate::load::schedule::Schedule;
 use crate::load::template::Template;
 use crate::slo::Objective;
 
@@ -150,22 +154,20 @@ impl Ctx<'_> {
             .push(SourceError::at(self.file, self.text, span, message));
     }
 
-    fn whole(&mut self, message: impl Into<String>) {
-        self.errors
-            .push(SourceError::whole_file(self.file, message));
-    }
-
+    /// A duration, at most [`MAX_DURATION`] like every duration of a file.
     fn duration(&mut self, s: &Spanned<String>, what: &str) -> Option<Duration> {
-        match humantime::parse_duration(s.get_ref()) {
+        let parsed = humantime::parse_duration(s.get_ref())
+            .map_err(|e| {
+                format!(
+                    "{what}: `{}` is not a duration ({e}); write 500ms, 30s, 2m",
+                    s.get_ref()
+                )
+            })
+            .and_then(|d| limits::duration_within(d, MAX_DURATION, what, s.get_ref()).map(|()| d));
+        match parsed {
             Ok(d) => Some(d),
-            Err(e) => {
-                self.err(
-                    s.span(),
-                    format!(
-                        "{what}: `{}` is not a duration ({e}); write 500ms, 30s, 2m",
-                        s.get_ref()
-                    ),
-                );
+            Err(m) => {
+                self.err(s.span(), m);
                 None
             }
         }
@@ -190,12 +192,8 @@ impl Ctx<'_> {
 /// Reads and checks an experiment file.
 pub fn load_file(path: &Path, overrides: &Overrides) -> Result<Experiment, Problems> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Problems(vec![SourceError::whole_file(
-            &name,
-            format!("cannot read it: {e}"),
-        )])
-    })?;
+    let text = input::read(path, &name)
+        .map_err(|e| Problems(vec![e.into_source(&name, "cannot read it")]))?;
     let base = path
         .parent()
         .map(Path::to_path_buf)
@@ -210,31 +208,15 @@ pub fn parse(
     base: &Path,
     overrides: &Overrides,
 ) -> Result<Experiment, Problems> {
-    let raw: raw::Experiment = toml::from_str(text).map_err(|e| {
-        let mut err = SourceError::from_toml(file, text, &e);
-        // A key missing from the top level: point at the first key, not at a comment.
-        if err.message.starts_with("missing field") && e.span().is_none_or(|s| s.start == 0) {
-            let first = text
-                .lines()
-                .scan(0, |at, l| {
-                    let start = *at;
-                    *at += l.len() + 1;
-                    Some((start, l))
-                })
-                .find(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-                .map_or(0, |(start, _)| start);
-            err = SourceError::at(file, text, first..first + 1, err.message);
-        }
-        Problems(vec![err])
-    })?;
+    let raw: raw::Experiment =
+        toml::from_str(text).map_err(|e| Problems(vec![toml_error(file, text, &e)]))?;
     let mut cx = Ctx {
         file,
         text,
         errors: Vec::new(),
     };
     let seed = overrides.seed.or(raw.seed).unwrap_or(1);
-    let duration = cx.duration(&raw.duration, "`duration`");
-    let duration = match duration {
+    let duration = match cx.duration(&raw.duration, "`duration`") {
         Some(d) if d.is_zero() => {
             cx.err(raw.duration.span(), "`duration` must be above zero");
             None
@@ -244,81 +226,98 @@ pub fn parse(
     if raw.name.get_ref().trim().is_empty() {
         cx.err(raw.name.span(), "`name` must not be empty");
     }
-
-    // Target.
     let target = target(&mut cx, &raw.target, base, overrides);
-
-    // Load: the workload's flows, then the file's own.
-    let mut workload_failed = false;
-    let (pool, flows) = match &raw.load.get_ref().workload {
-        None => (None, Vec::new()),
-        Some(w) if w.get_ref() == "shop" => {
-            match toml::from_str::<raw::WorkloadFile>(SHOP_WORKLOAD) {
-                Ok(f) => (f.load.pool, f.load.flows),
-                Err(e) => {
-                    return Err(Problems(vec![SourceError::from_toml(
-                        SHOP_WORKLOAD_NAME,
-                        SHOP_WORKLOAD,
-                        &e,
-                    )]));
-                }
-            }
+    let load = load::section(&mut cx, &raw.load, base, seed, duration)?;
+    let (slos, slo_names) = slos(&mut cx, &raw.slo, load.as_ref());
+    let faults = timeline(&mut cx, &raw.faults, target.as_ref(), seed, duration);
+    let aborts = aborts(&mut cx, &raw.abort, &slos, &slo_names);
+    let checks = checks(&mut cx, &raw.checks, target.as_ref());
+    let mut steady_state = Vec::new();
+    for p in &raw.steady_state {
+        if !p.path.get_ref().starts_with('/') {
+            cx.err(p.path.span(), "a probe's `path` starts with /");
         }
-        Some(w) => {
-            let p = base.join(w.get_ref());
-            match std::fs::read_to_string(&p) {
-                Err(e) => {
-                    cx.err(
-                        w.span(),
-                        format!(
-                            "cannot read the workload {}: {e} (the built-in one is \"shop\")",
-                            p.display()
-                        ),
-                    );
-                    workload_failed = true;
-                    (None, Vec::new())
-                }
-                Ok(t) => match toml::from_str::<raw::WorkloadFile>(&t) {
-                    Ok(f) => (f.load.pool, f.load.flows),
-                    Err(e) => {
-                        return Err(Problems(vec![SourceError::from_toml(
-                            &p.display().to_string(),
-                            &t,
-                            &e,
-                        )]));
-                    }
-                },
-            }
+        steady_state.push(Probe {
+            path: p.path.get_ref().clone(),
+            status: p.status.unwrap_or(200),
+        });
+    }
+    if !cx.errors.is_empty() {
+        cx.errors.sort_by_key(|e| (e.line, e.column));
+        return Err(Problems(cx.errors));
+    }
+    Ok(Experiment {
+        file: file.to_owned(),
+        name: raw.name.into_inner(),
+        description: raw.description,
+        seed,
+        duration: duration.expect("checked"),
+        target: target.expect("checked"),
+        load: load.expect("checked"),
+        slos,
+        faults,
+        aborts,
+        checks: checks.expect("checked"),
+        steady_state,
+    })
+}
+
+/// A TOML error at its place. Where TOML gives none (or the top of the file, for a
+/// missing top-level key) it is placed at the first key; a duplicated key is named.
+fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> SourceError {
+    let err = SourceError::from_toml(file, text, e);
+    match e.span() {
+        Some(span) if err.message.starts_with("duplicate key") => {
+            let message = match key_at(text, span.start) {
+                Some(key) => format!("duplicate key `{key}`: set each key once per table"),
+                None => format!("{}: set each key once per table", err.message),
+            };
+            SourceError::at(file, text, span, message)
+        }
+        Some(span) if !(err.message.starts_with("missing field") && span.start == 0) => err,
+        _ => {
+            let first = first_key(text);
+            SourceError::at(file, text, first..first + 1, err.message)
+        }
+    }
+}
+
+/// The key written at byte `at`: a bare key, or a quoted one without its quotes.
+fn key_at(text: &str, at: usize) -> Option<&str> {
+    let rest = text.get(at..)?;
+    let key = match rest.chars().next()? {
+        q @ ('"' | '\'') => rest[1..].split(q).next()?,
+        _ => {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+                .unwrap_or(rest.len());
+            &rest[..end]
         }
     };
-    // A workload file's spans point into that file: its problems are reported there.
-    let workload_text = match &raw.load.get_ref().workload {
-        Some(w) if w.get_ref() == "shop" => Some(SHOP_WORKLOAD.to_owned()),
-        Some(w) => std::fs::read_to_string(base.join(w.get_ref())).ok(),
-        None => None,
-    };
-    let pool = raw.load.get_ref().pool.as_ref().or(pool.as_ref());
-    let load_span = raw.load.span();
-    let flows_built = {
-        let own: Vec<&raw::Flow> = raw.load.get_ref().flows.iter().collect();
-        let theirs: Vec<&raw::Flow> = flows.iter().collect();
-        build_flows(
-            &mut cx,
-            workload_text.as_deref(),
-            &theirs,
-            &own,
-            pool,
-            seed,
-            (!workload_failed).then(|| load_span.clone()),
-        )
-    };
-    let load =
-        flows_built.and_then(|f| load_plan(&mut cx, raw.load.get_ref(), load_span, f, duration));
+    (!key.is_empty()).then_some(key)
+}
 
-    // SLOs.
+/// The offset of the first line that is neither blank nor a comment (0 if none is).
+fn first_key(text: &str) -> usize {
+    text.lines()
+        .scan(0, |at, l| {
+            let start = *at;
+            *at += l.len() + 1;
+            Some((start, l))
+        })
+        .find(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map_or(0, |(start, _)| start)
+}
+
+/// The SLOs, and the index of each by name.
+fn slos(
+    cx: &mut Ctx<'_>,
+    raw: &[raw::Slo],
+    load: Option<&LoadPlan>,
+) -> (Vec<Slo>, HashMap<String, usize>) {
     let mut slos = Vec::new();
-    let mut slo_names: HashMap<String, usize> = HashMap::new();
-    for s in &raw.slo {
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for s in raw {
         let objective: Objective = match s.objective.get_ref().parse() {
             Ok(o) => o,
             Err(m) => {
@@ -326,25 +325,11 @@ pub fn parse(
                 continue;
             }
         };
-        let step = match (&s.step, &load) {
-            (Some(step), Some(l)) => {
-                match l.flows.steps.iter().position(|x| x.name == *step.get_ref()) {
-                    Some(i) => Some(i),
-                    None => {
-                        let names: Vec<&str> =
-                            l.flows.steps.iter().map(|s| s.name.as_str()).collect();
-                        cx.err(
-                            step.span(),
-                            format!(
-                                "no step `{}`; steps are: {}",
-                                step.get_ref(),
-                                names.join(", ")
-                            ),
-                        );
-                        continue;
-                    }
-                }
-            }
+        let step = match (&s.step, load) {
+            (Some(step), Some(l)) => match slo_step(cx, step, &l.flows) {
+                Some(i) => Some(i),
+                None => continue,
+            },
             _ => None,
         };
         let name = s
@@ -355,7 +340,7 @@ pub fn parse(
                 (Some(step), o) => format!("{} {}", step.get_ref(), o.name),
                 (None, o) => o.name.clone(),
             });
-        if slo_names.insert(name.clone(), slos.len()).is_some() {
+        if names.insert(name.clone(), slos.len()).is_some() {
             match &s.name {
                 Some(n) => cx.err(
                     n.span(),
@@ -388,18 +373,44 @@ pub fn parse(
             also_bad: s.also_bad.clone(),
         });
     }
+    (slos, names)
+}
 
-    // Faults.
+/// The index of the step an SLO judges.
+fn slo_step(cx: &mut Ctx<'_>, step: &Spanned<String>, flows: &Flows) -> Option<usize> {
+    let found = flows.steps.iter().position(|x| x.name == *step.get_ref());
+    if found.is_none() {
+        let names: Vec<&str> = flows.steps.iter().map(|s| s.name.as_str()).collect();
+        cx.err(
+            step.span(),
+            format!(
+                "no step `{}`; steps are: {}",
+                step.get_ref(),
+                names.join(", ")
+            ),
+        );
+    }
+    found
+}
+
+/// The fault timeline in order of start, checked against the topology when it is known.
+fn timeline(
+    cx: &mut Ctx<'_>,
+    raw: &[Spanned<toml::Table>],
+    target: Option<&TargetSpec>,
+    seed: u64,
+    duration: Option<Duration>,
+) -> Vec<Planned> {
     let mut planned = Vec::new();
     if let Some(run) = duration {
-        for entry in &raw.faults {
-            match faults::convert(text, entry, seed, run) {
+        for entry in raw {
+            match faults::convert(cx.text, entry, seed, run) {
                 Ok(p) => planned.push(p),
                 Err((span, m)) => cx.err(span, m),
             }
         }
     }
-    match &target {
+    match target {
         Some(TargetSpec::Start { topology, .. }) => {
             for p in &planned {
                 if let Err(m) = faults::check_target(topology, &p.request.spec, &p.request.target) {
@@ -412,19 +423,27 @@ pub fn parse(
                 }
             }
         }
-        Some(TargetSpec::Running { agent: None, .. }) if !raw.faults.is_empty() => {
+        Some(TargetSpec::Running { agent: None, .. }) if !raw.is_empty() => {
             cx.err(
-                raw.faults[0].span(),
+                raw[0].span(),
                 "faults need an agent: set `agent` under [target] (or pass --agent), or leave out `url` to start the bundled system",
             );
         }
         _ => {}
     }
     planned.sort_by_key(|p| p.at);
+    planned
+}
 
-    // Abort guards.
+/// The abort guards.
+fn aborts(
+    cx: &mut Ctx<'_>,
+    raw: &[Spanned<raw::Abort>],
+    slos: &[Slo],
+    slo_names: &HashMap<String, usize>,
+) -> Vec<AbortRule> {
     let mut aborts = Vec::new();
-    for entry in &raw.abort {
+    for entry in raw {
         let a = entry.get_ref();
         let Some(slo) = slo_names.get(a.slo.get_ref()).copied() else {
             let names: Vec<&str> = slos.iter().map(|s| s.name.as_str()).collect();
@@ -442,10 +461,21 @@ pub fn parse(
             );
             continue;
         };
+        let at = || faults::value_span(cx.text, &entry.span(), "burn_rate");
         if !(a.burn_rate > 0.0 && a.burn_rate.is_finite()) {
-            let span = faults::value_span(text, &entry.span(), "burn_rate")
-                .unwrap_or_else(|| entry.span());
-            cx.err(span, "`burn_rate` must be above zero");
+            cx.err(
+                at().unwrap_or_else(|| entry.span()),
+                "`burn_rate` must be above zero",
+            );
+            continue;
+        }
+        if a.burn_rate > MAX_BURN_RATE {
+            let message = limits::too_high(
+                "`burn_rate`",
+                limits::number(MAX_BURN_RATE),
+                limits::number(a.burn_rate),
+            );
+            cx.err(at().unwrap_or_else(|| entry.span()), message);
             continue;
         }
         let sustained = match &a.for_ {
@@ -461,50 +491,41 @@ pub fn parse(
             sustained,
         });
     }
+    aborts
+}
 
-    // Checks and probes.
-    let is_shop = matches!(&target, Some(TargetSpec::Start { bundled: true, .. }));
-    let invariants = raw.checks.invariants.unwrap_or(is_shop);
-    if invariants && matches!(&target, Some(TargetSpec::Running { agent: None, .. })) {
-        cx.whole(
+/// The checks after the run.
+fn checks(cx: &mut Ctx<'_>, raw: &raw::Checks, target: Option<&TargetSpec>) -> Option<Checks> {
+    let is_shop = matches!(target, Some(TargetSpec::Start { bundled: true, .. }));
+    let invariants = raw.invariants.unwrap_or(is_shop);
+    if invariants && matches!(target, Some(TargetSpec::Running { agent: None, .. })) {
+        // `[checks]` is not kept with its place: find its header, then the key in it.
+        let header = cx
+            .text
+            .match_indices("[checks]")
+            .find(|(i, _)| {
+                let line = cx.text[..*i].rsplit('\n').next().unwrap_or_default();
+                line.trim().is_empty()
+            })
+            .map(|(i, h)| i..i + h.len());
+        let at = header
+            .map(|h| faults::key_span(cx.text, &h, "invariants").unwrap_or(h))
+            .unwrap_or_else(|| {
+                let first = first_key(cx.text);
+                first..first + 1
+            });
+        cx.err(
+            at,
             "[checks] invariants need an agent (to find the shop's audit endpoints): set `agent` under [target]",
         );
     }
-    let drain_timeout = match &raw.checks.drain_timeout {
-        None => Some(Duration::from_secs(30)),
-        Some(d) => cx.duration(d, "`drain_timeout`"),
+    let drain_timeout = match &raw.drain_timeout {
+        None => Duration::from_secs(30),
+        Some(d) => cx.duration(d, "`drain_timeout`")?,
     };
-    let mut steady_state = Vec::new();
-    for p in &raw.steady_state {
-        if !p.path.get_ref().starts_with('/') {
-            cx.err(p.path.span(), "a probe's `path` starts with /");
-        }
-        steady_state.push(Probe {
-            path: p.path.get_ref().clone(),
-            status: p.status.unwrap_or(200),
-        });
-    }
-
-    if !cx.errors.is_empty() {
-        cx.errors.sort_by_key(|e| (e.line, e.column));
-        return Err(Problems(cx.errors));
-    }
-    Ok(Experiment {
-        file: file.to_owned(),
-        name: raw.name.into_inner(),
-        description: raw.description,
-        seed,
-        duration: duration.expect("checked"),
-        target: target.expect("checked"),
-        load: load.expect("checked"),
-        slos,
-        faults: planned,
-        aborts,
-        checks: Checks {
-            invariants,
-            drain_timeout: drain_timeout.expect("checked"),
-        },
-        steady_state,
+    Some(Checks {
+        invariants,
+        drain_timeout,
     })
 }
 
@@ -572,7 +593,7 @@ fn target(
                 None
             }
         },
-        Some(p) => match Topology::load(&base.join(p.get_ref())) {
+        Some(p) => match bundled::load_topology(Some(&base.join(p.get_ref()))) {
             Ok(topo) => {
                 if topo.entrypoint.is_none() {
                     cx.err(
@@ -592,414 +613,6 @@ fn target(
             }
         },
     }
-}
-
-/// Builds the flows: steps are shared by name across flows (a step with only a name
-/// reuses the definition); variables must be captured before they are read.
-fn build_flows<'a>(
-    cx: &mut Ctx<'a>,
-    workload_text: Option<&'a str>,
-    workload: &[&raw::Flow],
-    own: &[&raw::Flow],
-    pool: Option<&Spanned<raw::Pool>>,
-    seed: u64,
-    // `None` when the workload could not be read (already reported).
-    load_span: Option<Range<usize>>,
-) -> Option<Flows> {
-    let mut steps: Vec<Step> = Vec::new();
-    let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
-    let mut flows = Vec::new();
-    let start_errors = cx.errors.len();
-    // Workload flows come from another text: errors there are reported in it.
-    let mut sub = Ctx {
-        file: if workload_text == Some(SHOP_WORKLOAD) {
-            SHOP_WORKLOAD_NAME
-        } else {
-            "<workload>"
-        },
-        text: workload_text.unwrap_or(""),
-        errors: Vec::new(),
-    };
-    for (from_workload, f) in workload
-        .iter()
-        .map(|f| (true, *f))
-        .chain(own.iter().map(|f| (false, *f)))
-    {
-        let cx: &mut Ctx<'_> = if from_workload { &mut sub } else { &mut *cx };
-        let mut indices = Vec::new();
-        for s in &f.steps {
-            let name = s.name.get_ref().clone();
-            let defines = s.path.is_some();
-            match (by_name.get(&name), defines) {
-                (Some(i), false) => indices.push(*i),
-                (None, false) => cx.err(
-                    s.name.span(),
-                    format!(
-                        "step `{name}` has no `path` and no step of that name is defined before it; steps are: {}",
-                        if by_name.is_empty() {
-                            "none yet".to_owned()
-                        } else {
-                            by_name.keys().cloned().collect::<Vec<_>>().join(", ")
-                        }
-                    ),
-                ),
-                (Some(_), true) => cx.err(
-                    s.name.span(),
-                    format!(
-                        "step `{name}` is defined twice; to reuse it, write only {{ name = \"{name}\" }}"
-                    ),
-                ),
-                (None, true) => {
-                    if let Some(step) = step(cx, s) {
-                        by_name.insert(name, steps.len());
-                        indices.push(steps.len());
-                        steps.push(step);
-                    }
-                }
-            }
-        }
-        if f.steps.is_empty() {
-            cx.err(
-                f.name.span(),
-                format!("flow `{}` has no steps", f.name.get_ref()),
-            );
-        }
-        // Variables: captured by an earlier step of this flow, or given to every user.
-        let mut known: Vec<String> = vec!["vu".into()];
-        if pool.is_some() {
-            known.extend(["username".into(), "password".into()]);
-        }
-        for (s, i) in f.steps.iter().zip(indices.iter()) {
-            let step = &steps[*i];
-            let reads = step
-                .path
-                .vars()
-                .chain(step.headers.iter().flat_map(|(_, t)| t.vars()))
-                .chain(step.body.iter().flat_map(|t| t.vars()));
-            for v in reads {
-                if !known.iter().any(|k| k == v) {
-                    let strings = s.path.iter().chain(s.headers.values()).chain(s.body.iter());
-                    let at = strings
-                        .filter_map(|t| var_place(t, v))
-                        .next()
-                        .unwrap_or_else(|| s.name.span());
-                    cx.err(
-                        at,
-                        format!(
-                            "step `{}` reads `{{{{{v}}}}}`, which no earlier step of flow `{}` captures; known here: {}",
-                            step.name,
-                            f.name.get_ref(),
-                            known.join(", ")
-                        ),
-                    );
-                }
-            }
-            known.extend(step.captures.iter().map(|c| c.var.clone()));
-        }
-        flows.push(Flow {
-            name: f.name.get_ref().clone(),
-            weight: f.weight.unwrap_or(1),
-            steps: indices,
-        });
-    }
-    cx.errors.append(&mut sub.errors);
-    match &load_span {
-        Some(at) if flows.is_empty() => cx.err(
-            at.clone(),
-            "[load] has no flows: set `workload = \"shop\"` or write [[load.flows]]",
-        ),
-        None if flows.is_empty() => return None,
-        Some(at) if flows.iter().all(|f| f.weight == 0) => {
-            cx.err(at.clone(), "every flow has weight 0")
-        }
-        _ => {}
-    }
-    let pool = match pool {
-        None => None,
-        Some(spanned) => {
-            let p = spanned.get_ref();
-            if p.count == 0 {
-                let at = faults::value_span(cx.text, &spanned.span(), "count")
-                    .unwrap_or_else(|| spanned.span());
-                cx.err(at, "the pool's `count` must be at least 1");
-            }
-            match (cx.template(&p.username), cx.template(&p.password)) {
-                (Some(username), Some(password)) => Some(Pool {
-                    count: p.count.max(1),
-                    username,
-                    password,
-                }),
-                _ => None,
-            }
-        }
-    };
-    if cx.errors.len() > start_errors {
-        return None;
-    }
-    Some(Flows {
-        steps,
-        flows,
-        pool,
-        seed,
-        nonce: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64),
-    })
-}
-
-/// Where `{{var}}` is written inside the TOML string `s` (exact without escapes before it).
-fn var_place(s: &Spanned<String>, var: &str) -> Option<Range<usize>> {
-    let text = s.get_ref();
-    let mut from = 0;
-    while let Some(i) = text[from..].find("{{") {
-        let open = from + i;
-        let close = text[open..].find("}}").map(|c| open + c)?;
-        if text[open + 2..close].trim() == var {
-            let at = s.span().start + 1 + open;
-            return Some(at..at + 1);
-        }
-        from = close;
-    }
-    None
-}
-
-fn step(cx: &mut Ctx<'_>, s: &raw::Step) -> Option<Step> {
-    let method = match &s.method {
-        None => Method::GET,
-        Some(m) => match Method::from_bytes(m.get_ref().to_uppercase().as_bytes()) {
-            Ok(m) => m,
-            Err(_) => {
-                cx.err(m.span(), format!("`{}` is not an HTTP method", m.get_ref()));
-                return None;
-            }
-        },
-    };
-    let path_text = s.path.as_ref().expect("defining steps have a path");
-    if !path_text.get_ref().starts_with('/') {
-        cx.err(
-            path_text.span(),
-            format!(
-                "`path` starts with / (it is joined to the target's URL), not `{}`",
-                path_text.get_ref()
-            ),
-        );
-        return None;
-    }
-    let path = cx.template(path_text)?;
-    let mut headers = Vec::new();
-    for (k, v) in &s.headers {
-        let Ok(name) = HeaderName::from_bytes(k.as_bytes()) else {
-            // The key is written before its value: find it there.
-            let before = &cx.text[..v.span().start];
-            let at = before
-                .rfind(k.as_str())
-                .or_else(|| before.rfind(&format!("\"{k}\"")))
-                .map_or(v.span(), |i| {
-                    // A quoted key starts at its quote.
-                    let i = if i > 0 && before[..i].ends_with('"') {
-                        i - 1
-                    } else {
-                        i
-                    };
-                    i..i + 1
-                });
-            cx.err(
-                at,
-                format!("`{k}` is not a header name (letters, digits and - only)"),
-            );
-            return None;
-        };
-        headers.push((name, cx.template(v)?));
-    }
-    let body = match &s.body {
-        Some(b) => Some(cx.template(b)?),
-        None => None,
-    };
-    for code in &s.expect {
-        if !(100..=599).contains(code.get_ref()) {
-            cx.err(
-                code.span(),
-                format!(
-                    "`expect` holds {}, which is not an HTTP status (100 to 599)",
-                    code.get_ref()
-                ),
-            );
-            return None;
-        }
-    }
-    let captures = s
-        .capture
-        .iter()
-        .map(|(var, path)| Capture {
-            var: var.clone(),
-            path: path.get_ref().split('.').map(str::to_owned).collect(),
-        })
-        .collect::<Vec<_>>();
-    let record = match &s.record {
-        None => None,
-        Some(r) if s.capture.contains_key(r.get_ref()) => Some(r.get_ref().clone()),
-        Some(r) => {
-            cx.err(
-                r.span(),
-                format!(
-                    "`record` names `{}`, which this step does not capture; it captures: {}",
-                    r.get_ref(),
-                    if s.capture.is_empty() {
-                        "nothing (add `capture`)".to_owned()
-                    } else {
-                        s.capture.keys().cloned().collect::<Vec<_>>().join(", ")
-                    }
-                ),
-            );
-            return None;
-        }
-    };
-    Some(Step {
-        name: s.name.get_ref().clone(),
-        method,
-        path,
-        headers,
-        body,
-        once: s.once,
-        expect: s.expect.iter().map(|c| *c.get_ref()).collect(),
-        captures,
-        record,
-    })
-}
-
-fn load_plan(
-    cx: &mut Ctx<'_>,
-    l: &raw::Load,
-    at: Range<usize>,
-    flows: Flows,
-    duration: Option<Duration>,
-) -> Option<LoadPlan> {
-    let key = |cx: &Ctx<'_>, k: &str| faults::key_span(cx.text, &at, k).unwrap_or(at.clone());
-    let timeout = match &l.timeout {
-        None => Duration::from_secs(10),
-        Some(t) => cx.duration(t, "`timeout`")?,
-    };
-    // Settings of the other model would be silently ignored: say so.
-    match l.model {
-        raw::ModelKind::Open => {
-            if let Some(t) = &l.think {
-                cx.err(
-                    faults::key_span(cx.text, &at, "think").unwrap_or(t.span()),
-                    "`think` belongs to the closed model (model = \"closed\"); the open model's iterations arrive at `rate`",
-                );
-                return None;
-            }
-            if l.start_rate != 0.0 && l.stages.is_empty() {
-                cx.err(
-                    key(cx, "start_rate"),
-                    "`start_rate` is where `stages` start from: it needs `stages`",
-                );
-                return None;
-            }
-        }
-        raw::ModelKind::Closed => {
-            if l.max_in_flight.is_some() {
-                cx.err(
-                    key(cx, "max_in_flight"),
-                    "`max_in_flight` bounds the open model; the closed model's users are the bound",
-                );
-                return None;
-            }
-        }
-    }
-    let duration = duration?;
-    let model = match l.model {
-        raw::ModelKind::Open => {
-            let schedule = match (l.rate, l.stages.is_empty()) {
-                (Some(_), false) => {
-                    cx.err(
-                        at.clone(),
-                        "[load] has both `rate` and `stages`: choose one",
-                    );
-                    return None;
-                }
-                (None, true) => {
-                    cx.err(
-                        at.clone(),
-                        "the open model needs `rate` (iterations a second) or `stages` under [load]",
-                    );
-                    return None;
-                }
-                (Some(r), true) => {
-                    if !(r > 0.0 && r.is_finite()) {
-                        let v = faults::value_span(cx.text, &at, "rate").unwrap_or(at.clone());
-                        cx.err(v, format!("[load] `rate` must be above zero, not {r}"));
-                        return None;
-                    }
-                    Schedule::constant(r, duration)
-                }
-                (None, false) => {
-                    let mut stages = Vec::new();
-                    for s in &l.stages {
-                        let d = cx.duration(&s.duration, "a stage's `duration`")?;
-                        if !(s.target >= 0.0 && s.target.is_finite()) {
-                            cx.err(
-                                s.duration.span(),
-                                "a stage's `target` must be zero or above",
-                            );
-                            return None;
-                        }
-                        stages.push(Stage {
-                            duration: d,
-                            target: s.target,
-                        });
-                    }
-                    let total: Duration = stages.iter().map(|s| s.duration).sum();
-                    if total != duration {
-                        cx.err(
-                            key(cx, "stages"),
-                            format!(
-                                "the stages add up to {}, but the experiment lasts {}",
-                                humantime::format_duration(total),
-                                humantime::format_duration(duration)
-                            ),
-                        );
-                        return None;
-                    }
-                    Schedule::ramping(l.start_rate, stages)
-                }
-            };
-            LoadModel::Open {
-                schedule,
-                max_in_flight: l.max_in_flight.unwrap_or(10_000).max(1),
-            }
-        }
-        raw::ModelKind::Closed => {
-            if l.rate.is_some() || !l.stages.is_empty() {
-                let which = if l.rate.is_some() { "rate" } else { "stages" };
-                cx.err(
-                    key(cx, which),
-                    "the closed model runs `users` one iteration after another: `rate` and `stages` belong to the open model",
-                );
-                return None;
-            }
-            LoadModel::Closed {
-                think: match &l.think {
-                    None => Duration::ZERO,
-                    Some(t) => cx.duration(t, "`think`")?,
-                },
-            }
-        }
-    };
-    let users = l.users.unwrap_or(match model {
-        LoadModel::Open { .. } => 50,
-        LoadModel::Closed { .. } => 10,
-    });
-    if users == 0 {
-        cx.err(at.clone(), "[load] `users` must be at least 1");
-        return None;
-    }
-    Some(LoadPlan {
-        model,
-        users,
-        timeout,
-        flows: Arc::new(flows),
-    })
 }
 
 /// The JSON Schema of experiment files.
@@ -1183,6 +796,51 @@ mod tests {
             lines[1].starts_with("x.toml:17:10: no edge `bank->payments`; bank calls: nothing"),
             "{lines:?}"
         );
+    }
+
+    #[test]
+    fn a_file_at_every_limit_is_accepted() {
+        let text = "name = \"t\"\nduration = \"24h\"\n[load]\nstages = [{ duration = \"12h\", target = 1000000 }, { duration = \"43200s\", target = 0 }]\nstart_rate = 1000000\nusers = 50000\nmax_in_flight = 1000000\ntimeout = \"24h\"\n[load.pool]\ncount = 1000000\nusername = \"u{{n}}\"\npassword = \"p\"\n[[load.flows]]\nname = \"a\"\nweight = 1000000\nsteps = [{ name = \"s\", path = \"/\" }]\n[[slo]]\nobjective = \"latency<24h>=99\"\n[[abort]]\nslo = \"latency<24h>=99\"\nburn_rate = 1000000\nfor = \"24h\"\n[checks]\ndrain_timeout = \"24h\"\n[[faults]]\nat = \"0s\"\nduration = \"24h\"\nkind = \"latency\"\ntarget = \"payments->bank\"\ndelay = \"24h\"\njitter = \"24h\"\n[[faults]]\nat = \"1s\"\nduration = \"1s\"\nkind = \"bandwidth\"\ntarget = \"gateway->cdn\"\nrate = 10000000000\n[[faults]]\nat = \"1s\"\nduration = \"1s\"\nkind = \"limit-data\"\ntarget = \"cdn->content\"\nbytes = 1099511627776\n[[faults]]\nat = \"1s\"\nduration = \"1s\"\nkind = \"slicer\"\ntarget = \"cdn->content\"\naverage_size = 1048000\nsize_variation = 576\ndelay = \"24h\"\n[[faults]]\nat = \"1s\"\nkind = \"poison\"\ntarget = \"payments\"\ncount = 10000\n";
+        let e = parse_text(text).unwrap_or_else(|p| panic!("{p}"));
+        assert_eq!(e.duration, MAX_DURATION);
+        let LoadModel::Open { schedule, .. } = &e.load.model else {
+            panic!("open model");
+        };
+        assert_eq!(schedule.total(), 1e6 * 43_200.0 + 0.5e6 * 43_200.0);
+        let latency = &e.faults[0].request.spec;
+        assert!(
+            matches!(
+                latency,
+                faultline_agent::faults::FaultSpec::Latency {
+                    delay_ms: 86_400_000,
+                    ..
+                }
+            ),
+            "{latency:?}"
+        );
+        // One past the slicer's bound, in the sum of its sizes.
+        let over = text.replace("size_variation = 576", "size_variation = 577");
+        let p = parse_text(&over).unwrap_err().to_string();
+        assert!(
+            p.contains("`average_size` plus `size_variation` must be at most 1048576 bytes"),
+            "{p}"
+        );
+        // `start_rate` is bounded like every rate.
+        let over = text.replace("start_rate = 1000000", "start_rate = 1000001");
+        let p = parse_text(&over).unwrap_err().to_string();
+        assert!(
+            p.contains("x.toml:5:14: `start_rate` must be at most 1000000 iterations a second"),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn toml_errors_without_a_place_are_placed_at_the_first_key() {
+        // TOML's recursion limit in a table header comes without a span.
+        let header = vec!["a"; 100_000].join(".");
+        let text = format!("# a comment\n\nname = \"t\"\n[{header}]\n");
+        let p = parse_text(&text).unwrap_err();
+        assert_eq!((p.0[0].line, p.0[0].column), (3, 1), "{p}");
     }
 
     #[test]

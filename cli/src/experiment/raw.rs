@@ -81,22 +81,26 @@ pub enum ModelKind {
 pub struct Load {
     #[serde(default)]
     pub model: ModelKind,
-    /// Open model: iterations a second, held for the whole run.
+    /// Open model: iterations a second, held for the whole run (at most 1000000).
+    #[schemars(range(max = crate::limits::MAX_RATE))]
     pub rate: Option<f64>,
     /// Open model, with `stages`: the rate the first stage starts from.
     #[serde(default)]
+    #[schemars(range(min = 0, max = crate::limits::MAX_RATE))]
     pub start_rate: f64,
     /// Open model: ramps, each from the previous rate to `target` over `duration`
     /// (instead of `rate`; they must add up to the experiment's duration).
     #[serde(default)]
     pub stages: Vec<Stage>,
     /// Virtual users: closed model users, open model connections (default 10 / 50).
+    #[schemars(range(min = 1, max = crate::limits::MAX_USERS))]
     pub users: Option<usize>,
     /// Closed model: pause between a user's iterations, like "100ms".
     #[schemars(with = "Option<String>")]
     pub think: Option<Spanned<String>>,
     /// Open model: iterations waiting or running at most; further ones are dropped and
     /// counted (default 10000).
+    #[schemars(range(max = crate::limits::MAX_IN_FLIGHT))]
     pub max_in_flight: Option<usize>,
     /// Longest wait for one answer (default "10s").
     #[schemars(with = "Option<String>")]
@@ -118,12 +122,14 @@ pub struct Stage {
     #[schemars(with = "String")]
     pub duration: Spanned<String>,
     /// Iterations a second at the end of the stage.
-    pub target: f64,
+    #[schemars(with = "f64", range(min = 0, max = crate::limits::MAX_RATE))]
+    pub target: Spanned<f64>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Pool {
+    #[schemars(range(min = 1, max = crate::limits::MAX_POOL))]
     pub count: u64,
     #[schemars(with = "String")]
     pub username: Spanned<String>,
@@ -137,7 +143,8 @@ pub struct Flow {
     #[schemars(with = "String")]
     pub name: Spanned<String>,
     /// Relative share of iterations (default 1).
-    pub weight: Option<u32>,
+    #[schemars(with = "Option<u32>", range(max = crate::limits::MAX_WEIGHT))]
+    pub weight: Option<Spanned<u32>>,
     pub steps: Vec<Step>,
 }
 
@@ -206,6 +213,7 @@ pub struct Abort {
     #[schemars(with = "String")]
     pub slo: Spanned<String>,
     /// Abort when the short-window burn rate stays above this...
+    #[schemars(range(max = crate::limits::MAX_BURN_RATE))]
     pub burn_rate: f64,
     /// ...for this long (default "5s").
     #[serde(rename = "for")]

@@ -132,10 +132,16 @@ impl Flows {
         }
     }
 
+    /// The weights added up (saturating, though checked weights are far from it).
+    pub fn total_weight(&self) -> u64 {
+        self.flows
+            .iter()
+            .fold(0u64, |sum, f| sum.saturating_add(u64::from(f.weight)))
+    }
+
     /// Picks a flow by weight.
     pub fn pick(&self, vu: &mut Vu) -> &Flow {
-        let total: u64 = self.flows.iter().map(|f| f.weight as u64).sum();
-        let mut x = vu.rng.u64(..total.max(1));
+        let mut x = vu.rng.u64(..self.total_weight().max(1));
         for f in &self.flows {
             if x < f.weight as u64 {
                 return f;

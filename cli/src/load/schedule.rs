@@ -35,8 +35,12 @@ impl Schedule {
         Self { start_rate, stages }
     }
 
+    /// The schedule's length (saturating: the checked inputs are at most a day, and a
+    /// sum past `Duration::MAX` must not panic in the middle of a run).
     pub fn duration(&self) -> Duration {
-        self.stages.iter().map(|s| s.duration).sum()
+        self.stages
+            .iter()
+            .fold(Duration::ZERO, |sum, s| sum.saturating_add(s.duration))
     }
 
     /// The rate the schedule asks for at `t` from the start (0 past the end).
@@ -76,20 +80,37 @@ impl Schedule {
             let r1 = s.target;
             let in_stage = (r0 + r1) / 2.0 * d;
             if want < in_stage {
-                // Solve r0 t + (r1 - r0) t^2 / (2 d) = want for t in [0, d].
-                let a = (r1 - r0) / (2.0 * d);
-                let t = if a.abs() < 1e-12 {
-                    want / r0
-                } else {
-                    (-r0 + (r0 * r0 + 4.0 * a * want).max(0.0).sqrt()) / (2.0 * a)
-                };
-                return Some(Duration::from_secs_f64(offset + t.clamp(0.0, d)));
+                let t = time_to(r0, (r1 - r0) / (2.0 * d), want).clamp(0.0, d);
+                // Finite and at most the schedule's length, so this does not fail; a
+                // send past the representable end would be past the end of the run.
+                return Duration::try_from_secs_f64(offset + t).ok();
             }
             want -= in_stage;
             offset += d;
             r0 = r1;
         }
         None
+    }
+}
+
+/// The `t` at which `r0 t + a t^2` reaches `want` (> 0 for every send but the first),
+/// as `2 want / (r0 + sqrt(r0^2 + 4 a want))`: the root of the quadratic in the form
+/// that stays exact when `a` is tiny or zero (a constant rate: `want / r0`) and when
+/// `r0` is zero (a ramp from nothing: `sqrt(want / a)`), where the textbook form
+/// divides by `a` or yields 0/0.
+fn time_to(r0: f64, a: f64, want: f64) -> f64 {
+    if want <= 0.0 {
+        return 0.0;
+    }
+    if a == 0.0 && r0 > 0.0 {
+        return want / r0;
+    }
+    let denominator = r0 + (r0 * r0 + 4.0 * a * want).max(0.0).sqrt();
+    if denominator > 0.0 {
+        2.0 * want / denominator
+    } else {
+        // No rate at all in this stage (which then holds no sends): never due.
+        f64::INFINITY
     }
 }
 
@@ -139,5 +160,51 @@ mod tests {
         assert_eq!(s.rate_at(Duration::from_secs(5)), 50.0);
         assert_eq!(s.rate_at(Duration::from_millis(10_500)), 100.0);
         assert_eq!(s.rate_at(Duration::from_secs(12)), 0.0);
+    }
+
+    #[test]
+    fn ramps_from_nothing_and_near_constant_rates_are_solved_exactly() {
+        // From zero to a rate too small for the textbook root (which gave 0/0 here, and
+        // a panic converting NaN seconds): the first send is due at once.
+        let s = Schedule::ramping(
+            0.0,
+            vec![Stage {
+                duration: Duration::from_secs(10),
+                target: 1e-12,
+            }],
+        );
+        assert_eq!(s.due(0), Some(Duration::ZERO));
+        assert_eq!(s.due(1), None);
+        // A ramp so slight it is all but constant: 100/s, sends 10 ms apart.
+        let s = Schedule::ramping(
+            100.0,
+            vec![Stage {
+                duration: Duration::from_secs(10),
+                target: 100.0 + 1e-9,
+            }],
+        );
+        let t = s.due(500).unwrap().as_secs_f64();
+        assert!((t - 5.0).abs() < 1e-6, "{t}");
+        // A day at the highest rate: every count exact, the last send within the day.
+        let s = Schedule::constant(1e6, Duration::from_secs(86_400));
+        assert_eq!(s.total(), 86_400_000_000.0);
+        let last = s.due(86_399_999_999).unwrap();
+        assert!(last < Duration::from_secs(86_400), "{last:?}");
+        assert_eq!(s.due(86_400_000_000), None);
+        // Lengths add up without overflow however long the stages.
+        let s = Schedule::ramping(
+            1.0,
+            vec![
+                Stage {
+                    duration: Duration::MAX,
+                    target: 1.0,
+                },
+                Stage {
+                    duration: Duration::MAX,
+                    target: 1.0,
+                },
+            ],
+        );
+        assert_eq!(s.duration(), Duration::MAX);
     }
 }

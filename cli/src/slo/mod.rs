@@ -55,7 +55,8 @@ pub fn counts(kind: &SliKind, stats: &Stats, also_bad: &[u16]) -> Counts {
         }
         SliKind::Latency { threshold } => {
             let total = stats.latency.len();
-            let us = threshold.as_micros() as u64;
+            // A threshold is at most a day (`limits::MAX_DURATION`), far within a u64.
+            let us = u64::try_from(threshold.as_micros()).unwrap_or(u64::MAX);
             let good = if total == 0 {
                 0
             } else {

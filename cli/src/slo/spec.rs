@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::limits::{self, MAX_DURATION};
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "sli", rename_all = "snake_case")]
 pub enum SliKind {
@@ -50,9 +52,16 @@ impl std::str::FromStr for Objective {
         let kind = if sli == "availability" {
             SliKind::Availability
         } else if let Some(threshold) = sli.strip_prefix("latency<") {
-            let threshold = humantime::parse_duration(threshold).map_err(|e| {
-                format!("`{s}`: latency threshold `{threshold}`: {e} (write 200ms, 1s)")
+            let written = threshold;
+            let threshold = humantime::parse_duration(written).map_err(|e| {
+                format!("`{s}`: latency threshold `{written}`: {e} (write 200ms, 1s)")
             })?;
+            if threshold > MAX_DURATION {
+                return Err(format!(
+                    "`{s}`: latency threshold `{written}` must be at most {}",
+                    limits::human(MAX_DURATION)
+                ));
+            }
             SliKind::Latency { threshold }
         } else {
             return Err(format!(
@@ -96,6 +105,13 @@ mod tests {
                 .unwrap_err()
                 .contains("latency threshold `soon`")
         );
+        assert!(
+            "latency<25h>=99"
+                .parse::<Objective>()
+                .unwrap_err()
+                .contains("latency threshold `25h` must be at most 24h")
+        );
+        assert!("latency<24h>=99".parse::<Objective>().is_ok());
         assert!(
             "uptime>=99"
                 .parse::<Objective>()

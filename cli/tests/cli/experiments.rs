@@ -6,7 +6,9 @@
 //! that same file (the comment is line 1), MESSAGE is a part of the error's message.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 /// The bad fixtures, relative to the crate (the directory the checks run in).
 const BAD: &str = "tests/fixtures/experiments/bad";
@@ -242,4 +244,137 @@ fn the_expectations_are_read_and_judged_strictly() {
         .is_some(),
         "a second error"
     );
+}
+
+/// An empty directory of its own under Cargo's temporary directory for tests.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("experiments")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A FIFO at `path`, which nobody will ever write to.
+fn fifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path; mkfifo only creates a file.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    assert_eq!(rc, 0, "mkfifo {}", path.display());
+}
+
+/// `faultline check PATH` that must answer within `limit`: one that blocks (on a FIFO
+/// nobody writes) is killed and the test fails saying so.
+fn check_within(path: &Path, limit: Duration) -> (Option<i32>, String) {
+    let child = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .arg("check")
+        .arg(path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => {
+            let out = out.unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+        Err(_) => {
+            // SAFETY: `pid` is our own child, which has not been reaped (its waiter is
+            // still waiting), so the pid cannot have been reused.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            let _ = rx.recv();
+            panic!(
+                "`faultline check {}` was still running after {limit:?}: it blocks",
+                path.display()
+            );
+        }
+    }
+}
+
+const VALID: &str = "name = \"ok\"\nduration = \"30s\"\n\n[load]\nrate = 10\n\n[[load.flows]]\nname = \"browse\"\nsteps = [{ name = \"view product\", path = \"/api/v1/products/1\" }]\n";
+
+#[test]
+fn files_that_are_not_regular_are_refused_without_blocking() {
+    let dir = scratch("not-regular");
+    let pipe = dir.join("pipe.toml");
+    fifo(&pipe);
+    let subdir = dir.join("dir.toml");
+    std::fs::create_dir(&subdir).unwrap();
+    for (path, what) in [
+        (pipe.as_path(), "a FIFO"),
+        (subdir.as_path(), "a directory"),
+        (Path::new("/dev/null"), "a character device"),
+    ] {
+        let (code, err) = check_within(path, Duration::from_secs(10));
+        let expected = format!("error: {}: is {what}, not a regular file", path.display());
+        assert_eq!(code, Some(2), "{}: {err}", path.display());
+        assert!(err.starts_with(&expected), "{}: {err}", path.display());
+    }
+}
+
+#[test]
+fn a_workload_that_is_a_fifo_is_refused_where_it_is_named() {
+    let dir = scratch("workload-fifo");
+    fifo(&dir.join("workload.toml"));
+    let file = dir.join("x.toml");
+    std::fs::write(
+        &file,
+        "name = \"x\"\nduration = \"30s\"\n[load]\nrate = 10\nworkload = \"workload.toml\"\n",
+    )
+    .unwrap();
+    let (code, err) = check_within(&file, Duration::from_secs(10));
+    assert_eq!(code, Some(2), "{err}");
+    let expected = format!(
+        "error: {}:5:12: cannot read the workload {}: is a FIFO, not a regular file",
+        file.display(),
+        dir.join("workload.toml").display()
+    );
+    assert!(err.starts_with(&expected), "{err}");
+}
+
+#[test]
+fn an_experiment_file_may_hold_at_most_4_mib() {
+    let dir = scratch("size");
+    let limit = 4 << 20;
+    // Padded with a comment to exactly the limit: accepted; one byte more: refused.
+    let mut text = VALID.to_owned();
+    text.push('#');
+    text.push_str(&" ".repeat(limit - text.len() - 1));
+    text.push('\n');
+    assert_eq!(text.len(), limit);
+    let at_limit = dir.join("at-limit.toml");
+    std::fs::write(&at_limit, &text).unwrap();
+    let (code, err) = check_within(&at_limit, Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{err}");
+    text.insert(VALID.len() + 1, ' ');
+    let over = dir.join("over.toml");
+    std::fs::write(&over, &text).unwrap();
+    let (code, err) = check_within(&over, Duration::from_secs(60));
+    assert_eq!(code, Some(2), "{err}");
+    let expected = format!(
+        "error: {}: is 4194305 bytes, over the 4 MiB limit for input files",
+        over.display()
+    );
+    assert!(err.starts_with(&expected), "{err}");
+}
+
+#[test]
+fn text_that_is_not_utf8_is_refused_at_its_place() {
+    let dir = scratch("utf8");
+    let file = dir.join("x.toml");
+    std::fs::write(&file, b"duration = \"30s\"\nname = \"caf\xe9\"\n").unwrap();
+    let (code, err) = check_within(&file, Duration::from_secs(10));
+    assert_eq!(code, Some(2), "{err}");
+    let expected = format!("error: {}:2:12: the file is not UTF-8 text", file.display());
+    assert!(err.starts_with(&expected), "{err}");
 }

@@ -223,6 +223,53 @@ fn bad_load_input_is_named() {
     }
 }
 
+/// Every flag has an upper bound, and the message names it; none of these may start a
+/// run (each would otherwise panic, wrap or run for ages).
+#[test]
+fn absurd_load_flags_are_refused_with_their_limit() {
+    let url = "http://127.0.0.1:1/";
+    for (args, message) in [
+        (
+            vec!["-r", "1e300", "-n", "1"],
+            "-r must be at most 1000000 requests a second, not 1e300",
+        ),
+        (
+            vec!["-d", "584000000000years"],
+            "invalid value '584000000000years' for '--duration <DURATION>': must be at most 24h",
+        ),
+        (
+            vec!["-r", "1e-300", "-n", "10"],
+            "-n 10 at -r 1e-300 a second would run longer than 24h",
+        ),
+        (
+            vec!["-c", "50001", "-n", "1"],
+            "-c must be at most 50000, not 50001",
+        ),
+        (
+            vec!["-r", "10", "-n", "1", "--max-in-flight", "1000001"],
+            "--max-in-flight must be at most 1000000, not 1000001",
+        ),
+        (
+            vec!["-n", "1", "--timeout", "25h"],
+            "invalid value '25h' for '--timeout <TIMEOUT>': must be at most 24h",
+        ),
+        (
+            vec!["-n", "86400000001", "-d", "1s", "-c", "1"],
+            "-n must be at most 86400000000, not 86400000001",
+        ),
+        (
+            vec!["-n", "1", "--slo", "latency<25h>=99"],
+            "latency threshold `25h` must be at most 24h",
+        ),
+    ] {
+        let mut all = vec![url];
+        all.extend(&args);
+        let (code, _, err) = load(&all);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+}
+
 #[test]
 fn objectives_decide_the_exit_code() {
     let (addr, _rt) = server(false);

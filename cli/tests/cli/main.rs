@@ -2,6 +2,7 @@
 //! `cargo test --workspace` build the binary the end-to-end tests run.)
 
 mod experiments;
+mod fault;
 mod load;
 
 use std::process::Command;
