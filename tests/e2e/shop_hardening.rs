@@ -490,7 +490,7 @@ async fn on_sigterm_the_gateway_stops_accepting_and_finishes_the_request_in_flig
         body.len()
     );
     assert!(slow.send(head.as_bytes()).await && slow.send(first).await);
-    shop.sup.terminate("gateway-1", true).await.unwrap();
+    shop.sup.terminate("gateway-1", Some("test")).await.unwrap();
     // The gateway is shutting down once its listener is gone.
     let end = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(&addr).await.is_ok() {
