@@ -39,21 +39,17 @@ pub struct LimitArgs {
     #[arg(long = "api-max-connections", value_name = "N", default_value_t = 512,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
-    /// How long a client may take to send a request's headers to the control API.
+    /// How long a connection to the control API may take to send a request's headers,
+    /// counted from its start or, on a keep-alive connection, from the last answer.
     #[arg(long = "api-header-timeout", value_name = "DURATION", default_value = "10s",
           value_parser = bounded_duration)]
     pub header_read: Duration,
-    /// How long a keep-alive connection to the control API may wait for its next request.
-    #[arg(long = "api-idle-timeout", value_name = "DURATION", default_value = "60s",
-          value_parser = bounded_duration)]
-    pub idle: Duration,
 }
 
 impl LimitArgs {
     pub fn api_limits(&self) -> Limits {
         Limits {
             header_read: self.header_read,
-            idle: self.idle,
             max_connections: self.max_connections as usize,
             ..Limits::default()
         }
