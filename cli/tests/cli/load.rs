@@ -72,7 +72,7 @@ fn load(args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
 }
 
 #[test]
-fn an_open_model_run_holds_its_rate_within_one_percent() {
+fn an_open_model_run_holds_its_rate() {
     let (addr, _rt) = server(false);
     let (code, s, err) = load(&[
         &format!("http://{addr}/x"),
