@@ -116,12 +116,18 @@ calls = ["cache"]
     file
 }
 
+/// A standalone agent on the topology `write` puts in a new directory, with `extra`
+/// flags; the directory (the run directory is `run` in it), the agent and its URL.
+fn agent_on(write: fn(&Path) -> PathBuf, extra: &[&str]) -> (tempfile::TempDir, Reaped, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let topology = write(dir.path());
+    let (agent, url) = start_agent(&dir.path().join("run"), &topology, extra);
+    (dir, Reaped(agent), url)
+}
+
 #[test]
 fn pid_targets_reach_one_process_never_a_group_or_every_process() {
-    let dir = tempfile::tempdir().unwrap();
-    let topology = one_cache_topology(dir.path());
-    let (agent, url) = start_agent(&dir.path().join("run"), &topology, &[]);
-    let agent = Reaped(agent);
+    let (_dir, agent, url) = agent_on(one_cache_topology, &[]);
     // A process leading a group of its own. Read as u32 and passed to kill(2) as i32,
     // 2^32 - its pid is minus its pid: the whole group.
     let victim = Reaped(
@@ -219,6 +225,17 @@ fn pid_targets_reach_one_process_never_a_group_or_every_process() {
     assert!(alive(group));
 }
 
+/// Where the fault proxy of edge `name` listens.
+fn edge_listen(url: &str, name: &str) -> String {
+    status(url)["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .map(|e| e["listen"].as_str().unwrap().to_owned())
+        .unwrap_or_else(|| panic!("no edge {name}"))
+}
+
 /// Latency from sending a request through `proxy` to the end of its answer.
 fn round_trip(proxy: &str) -> Duration {
     let start = Instant::now();
@@ -238,10 +255,7 @@ fn round_trip(proxy: &str) -> Duration {
 
 #[test]
 fn overlapping_faults_undo_only_what_no_other_fault_still_needs() {
-    let dir = tempfile::tempdir().unwrap();
-    let topology = two_zone_topology(dir.path());
-    let (agent, url) = start_agent(&dir.path().join("run"), &topology, &[]);
-    let _agent = Reaped(agent);
+    let (_dir, _agent, url) = agent_on(two_zone_topology, &[]);
     let pid_of = |name: &str| replica(&url, name)["pid"].as_u64().unwrap() as u32;
 
     // pause + pause: the first heal leaves the replica stopped.
@@ -308,13 +322,7 @@ fn overlapping_faults_undo_only_what_no_other_fault_still_needs() {
     )));
 
     // Latency on an edge twice: the delays add up; healing one leaves the other.
-    let edge = status(&url)["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "content->cache-1")
-        .map(|e| e["listen"].as_str().unwrap().to_owned())
-        .unwrap();
+    let edge = edge_listen(&url, "content->cache-1");
     let delay = |ms| json!({"kind": "latency", "target": "content->cache-1", "delay_ms": ms});
     let a = inject_ok(&url, delay(400));
     let b = inject_ok(&url, delay(400));
@@ -495,23 +503,12 @@ fn allow_open_files(n: u64) {
 fn ten_thousand_idle_connections_leave_probes_proxies_and_memory_alone() {
     const IDLE: u64 = 10_000;
     allow_open_files(IDLE);
-    let dir = tempfile::tempdir().unwrap();
-    let topology = two_zone_topology(dir.path());
-    let run_dir = dir.path().join("run");
-    let (agent, url) = start_agent(
-        &run_dir,
-        &topology,
+    let (dir, agent, url) = agent_on(
+        two_zone_topology,
         &["--api-max-connections", "256", "--api-header-timeout", "3s"],
     );
-    let agent = Reaped(agent);
-    let before = status(&url);
-    let edge = before["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "content->cache-1")
-        .map(|e| e["listen"].as_str().unwrap().to_owned())
-        .unwrap();
+    let run_dir = dir.path().join("run");
+    let edge = edge_listen(&url, "content->cache-1");
     let cache_pid = replica(&url, "cache-1")["pid"].as_u64().unwrap() as u32;
     let base = rss(agent.0.id());
 
@@ -598,10 +595,7 @@ fn wait_for_metrics(url: &str) -> String {
 
 #[test]
 fn every_wrong_request_gets_a_json_error_that_names_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let topology = two_zone_topology(dir.path());
-    let (agent, url) = start_agent(&dir.path().join("run"), &topology, &["--max-faults", "2"]);
-    let _agent = Reaped(agent);
+    let (_dir, _agent, url) = agent_on(two_zone_topology, &["--max-faults", "2"]);
     let raw = |body: &str| -> (u16, Value) {
         let resp = http()
             .post(format!("{url}/v1/faults"))
@@ -695,14 +689,10 @@ fn every_wrong_request_gets_a_json_error_that_names_it() {
 
 #[test]
 fn the_token_is_checked_before_a_byte_of_the_body_is_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let topology = one_cache_topology(dir.path());
-    let (agent, url) = start_agent(
-        &dir.path().join("run"),
-        &topology,
+    let (_dir, _agent, url) = agent_on(
+        one_cache_topology,
         &["--listen", "127.0.0.1:0", "--token", "s3cret"],
     );
-    let _agent = Reaped(agent);
     let mut s = TcpStream::connect(url.trim_start_matches("http://")).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     // Headers that promise a megabyte, and not one byte of it.

@@ -454,7 +454,8 @@ async fn pump(
                         {
                             return end;
                         }
-                        wait_toxic(&mut rx, &mut active, dir, conn, arrived + d, |_| true).await;
+                        wait_toxic(&mut rx, &mut active, dir, conn, |_| Some(later(arrived, d)))
+                            .await;
                     }
                     HttpDecision::Abort { status, fault } => {
                         discarding = true;
@@ -645,27 +646,27 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-/// Waits until `until`, or until the toxics change so that `still` no longer holds for
-/// the new set (a removed latency toxic releases its data at once).
+/// Waits until the instant `until` computes from the connection's toxics; a change of
+/// the toxics computes it again, and `None` (the toxic that held the data is gone) ends
+/// the wait at once, so a removed toxic releases held data without waiting for traffic.
 async fn wait_toxic(
     rx: &mut watch::Receiver<Toxics>,
     active: &mut Active,
     dir: Direction,
     conn: u64,
-    until: Instant,
-    still: impl Fn(&Active) -> bool,
+    until: impl Fn(&Active) -> Option<Instant>,
 ) {
-    loop {
+    while let Some(at) = until(active) {
+        if at <= Instant::now() {
+            return;
+        }
         tokio::select! {
-            _ = tokio::time::sleep_until(until) => return,
+            _ = tokio::time::sleep_until(at) => return,
             r = rx.changed() => {
                 if r.is_err() {
                     return;
                 }
                 active.refresh(&rx.borrow_and_update(), dir, conn);
-                if !still(active) {
-                    return;
-                }
             }
         }
     }
@@ -697,34 +698,6 @@ fn latency_of(active: &Active, conn: u64, passed: u64) -> Option<Duration> {
     total.map(|ns| Duration::from_nanos(u64::try_from(ns.max(0)).unwrap_or(u64::MAX)))
 }
 
-/// Holds a chunk that arrived at `arrived` for the latency toxics' delay; a change of
-/// the toxics recomputes it, so a healed latency releases the chunk at once and the
-/// one left still holds it.
-async fn wait_latency(
-    rx: &mut watch::Receiver<Toxics>,
-    active: &mut Active,
-    dir: Direction,
-    conn: u64,
-    arrived: Instant,
-    passed: u64,
-) {
-    while let Some(delay) = latency_of(active, conn, passed) {
-        let until = later(arrived, delay);
-        if until <= Instant::now() {
-            return;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep_until(until) => return,
-            r = rx.changed() => {
-                if r.is_err() {
-                    return;
-                }
-                active.refresh(&rx.borrow_and_update(), dir, conn);
-            }
-        }
-    }
-}
-
 /// Passes `bytes` through the byte toxics and writes them. `Some(end)` when a toxic ends
 /// the connection.
 #[allow(clippy::too_many_arguments)]
@@ -739,7 +712,13 @@ async fn forward(
     arrived: Instant,
     passed: &mut u64,
 ) -> io::Result<Option<End>> {
-    wait_latency(rx, active, dir, conn, arrived, *passed).await;
+    // Latencies are recomputed on every change: a healed one releases its share of the
+    // delay at once, and the one left still holds the chunk.
+    let passed_before = *passed;
+    wait_toxic(rx, active, dir, conn, |a| {
+        latency_of(a, conn, passed_before).map(|d| later(arrived, d))
+    })
+    .await;
     let mut bytes = bytes;
     let mut end = None;
     // Two data limits on one edge: the smaller one ends the connection.
@@ -806,8 +785,9 @@ async fn forward(
             .min();
         if let Some((rate, id)) = slowest {
             let wait = Duration::from_secs_f64(piece.len() as f64 / rate.max(1) as f64);
-            wait_toxic(rx, active, dir, conn, later(Instant::now(), wait), |a| {
-                a.list.iter().any(|t| t.id == id)
+            let until = later(Instant::now(), wait);
+            wait_toxic(rx, active, dir, conn, |a| {
+                a.list.iter().any(|t| t.id == id).then_some(until)
             })
             .await;
         }

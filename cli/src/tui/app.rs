@@ -292,21 +292,7 @@ mod tests {
         a.pending.clear();
         // Paused already: p resumes, u heals what is on the selection.
         let mut state = a.state.clone();
-        state.faults = vec![faultline_agent::faults::FaultInfo {
-            id: "f1".into(),
-            kind: "pause".into(),
-            target: "orders-2".into(),
-            request: faultline_agent::faults::FaultRequest {
-                spec: faultline_agent::faults::FaultSpec::Pause,
-                target: "orders-2".into(),
-                ttl_ms: None,
-                seed: None,
-            },
-            applied_ms: 0,
-            expires_ms: 0,
-            remaining_ms: 0,
-            healed_ms: None,
-        }];
+        state.faults = vec![fault("f1", FaultSpec::Pause, "orders-2", "orders-2")];
         a.set_state(state);
         assert_eq!(a.selected_replica().unwrap().name, "orders-2");
         press(&mut a, "puU");
