@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/common.sh
-agent=${1:-target/release/faultline-agent}
+agent=$(realpath "${1:-target/release/faultline-agent}")
 n=${2:-10000}
 shop=$(dirname "$agent")/shop
 [ -x "$agent" ] && [ -x "$shop" ] || { echo "build first: cargo build --release --workspace" >&2; exit 2; }
@@ -24,12 +24,13 @@ command = ["$shop", "content", "--listen", "{listen}", "--cache", "{upstream:cac
 calls = ["cache"]
 EOF
 # An older agent has no --max-faults (and no cap): try with it, then without.
-extra=(--max-faults $((n + 10)))
-"$agent" --help | grep -q -- --max-faults || extra=()
+extra=()
+"$agent" --help > "$dir/help"
+grep -q -- --max-faults "$dir/help" && extra=(--max-faults $((n + 10)))
 "$agent" --topology "$dir/t.toml" --run-dir "$dir/run" "${extra[@]}" > "$dir/out" 2> "$dir/err" &
 pid=$!
 for _ in $(seq 1 200); do grep -q '^ready:' "$dir/out" 2>/dev/null && break; sleep 0.05; done
-url=$(grep -o 'agent=[^ ]*' "$dir/out" | cut -d= -f2)
+url=$(grep -o 'agent=[^ ]*' "$dir/out" | cut -d= -f2) || { cat "$dir/err" >&2; exit 1; }
 echo "agent $agent (pid $pid) at $url"
 python3 - "$url" "$n" "$pid" <<'EOF'
 import json, socket, sys, time, urllib.request
