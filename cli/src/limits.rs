@@ -41,9 +41,6 @@ pub const MAX_POOL: u64 = 1_000_000;
 /// burns at most a million times as fast, so a higher one could never trip.
 pub const MAX_BURN_RATE: f64 = 1_000_000.0;
 
-/// The most malformed messages one `poison` fault sends: the agent's bound.
-pub const MAX_POISON: u64 = faultline_agent::faults::spec::MAX_POISON as u64;
-
 /// The largest experiment, workload or topology file, in bytes (4 MiB). The largest
 /// real gameday is a few kilobytes; the bound keeps memory and checking time small and
 /// bounds the length of every list a file can hold.

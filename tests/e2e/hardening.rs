@@ -219,7 +219,7 @@ fn pid_targets_reach_one_process_never_a_group_or_every_process() {
         v["error"]
             .as_str()
             .unwrap()
-            .contains("kill, terminate or pause"),
+            .contains("takes kill, terminate, pause"),
         "{v}"
     );
     assert!(alive(group));
@@ -629,7 +629,7 @@ fn every_wrong_request_gets_a_json_error_that_names_it() {
     check(
         r#"{"kind":"latency","target":"content->cache","delay_ms":9467280000000}"#,
         400,
-        "`delay_ms` must be at most 86400000 (24 hours)",
+        "`delay_ms` must be at most 86400000 (24h)",
     );
     check(
         r#"{"kind":"slicer","target":"content->cache","average_size":18446744073709551615,"size_variation":5}"#,

@@ -4,11 +4,17 @@
 //!
 //! # Layout
 //!
-//! - [`spec`]: fault kinds and requests, as the API and CLI speak them.
+//! - [`kind`]: how a fault kind is described (targets, parameters, bounds, help).
+//! - [`kinds`]: every kind's description, the one list the API, CLI, files, schema and
+//!   README read.
+//! - [`spec`]: fault requests, typed, as the engine executes them.
 //! - [`journal`]: the append-only record that makes healing survive an agent crash.
 
 pub mod journal;
+pub mod kind;
+pub mod kinds;
 pub mod spec;
+pub mod targets;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -28,6 +34,7 @@ use crate::proxy::{EdgeProxy, HttpMatch, Toxic, ToxicKind};
 use crate::supervisor::Supervisor;
 pub use journal::{Journal, Undo};
 pub use spec::{Directions, FaultRequest, FaultSpec, QueueSide};
+use targets::{Resolved, Resolver};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FaultError {
@@ -387,256 +394,25 @@ impl Faults {
 
     /// Resolves a request into the actions to take and their undo, without acting.
     fn plan(&self, id: &str, req: &FaultRequest) -> Result<Plan, FaultError> {
-        let seed = req.seed.unwrap_or_else(|| fastrand::u64(..));
-        let toxics = |kind: ToxicKind, dirs: Directions, toxicity: f64| -> Vec<Toxic> {
-            dirs.list()
-                .iter()
-                .map(|d| Toxic {
-                    id: id.to_owned(),
-                    direction: *d,
-                    kind: kind.clone(),
-                    toxicity,
-                    seed,
-                })
-                .collect()
-        };
-        let on_edges = |target: &str, toxics: Vec<Toxic>| -> Result<Plan, FaultError> {
-            Ok(Plan::on_edges(self.edges_of(target)?, toxics))
-        };
-        let ms = Duration::from_millis;
-        match &req.spec {
-            FaultSpec::Kill { hold } | FaultSpec::Terminate { hold } => {
-                let signal = if matches!(req.spec, FaultSpec::Kill { .. }) {
-                    Signal::SIGKILL
-                } else {
-                    Signal::SIGTERM
-                };
-                if let Some(pid) = self.signallable_pid(&req.target)? {
-                    return Ok(Plan {
-                        undo: Undo::Nothing,
-                        action: Action::SignalPid(pid, signal),
-                    });
-                }
-                let replicas = self.replicas_of(&req.target)?;
-                Ok(Plan {
-                    undo: if *hold {
-                        Undo::Release {
-                            replicas: replicas.clone(),
-                        }
-                    } else {
-                        Undo::Nothing
-                    },
-                    action: Action::Stop(replicas, signal, *hold),
-                })
-            }
-            FaultSpec::Pause => {
-                if let Some(pid) = self.signallable_pid(&req.target)? {
-                    return Ok(Plan {
-                        undo: Undo::ResumePids {
-                            pids: vec![pid as u32],
-                        },
-                        action: Action::PausePid(pid),
-                    });
-                }
-                let replicas = self.replicas_of(&req.target)?;
-                Ok(Plan {
-                    undo: Undo::Resume {
-                        replicas: replicas.clone(),
-                    },
-                    action: Action::Pause(replicas),
-                })
-            }
-            FaultSpec::Restart => Ok(Plan {
-                undo: Undo::Nothing,
-                action: Action::Restart(self.replicas_of(&req.target)?),
-            }),
-            FaultSpec::Latency {
-                delay_ms,
-                jitter_ms,
-                direction,
-                toxicity,
-            } => on_edges(
-                &req.target,
-                toxics(
-                    ToxicKind::Latency {
-                        latency: ms(*delay_ms),
-                        jitter: ms(*jitter_ms),
-                    },
-                    *direction,
-                    *toxicity,
-                ),
-            ),
-            FaultSpec::Bandwidth {
-                rate,
-                direction,
-                toxicity,
-            } => on_edges(
-                &req.target,
-                toxics(ToxicKind::Bandwidth { rate: *rate }, *direction, *toxicity),
-            ),
-            FaultSpec::Blackhole {
-                close_after_ms,
-                direction,
-                toxicity,
-            } => on_edges(
-                &req.target,
-                toxics(
-                    ToxicKind::Timeout {
-                        close_after: close_after_ms.map(ms),
-                    },
-                    *direction,
-                    *toxicity,
-                ),
-            ),
-            FaultSpec::Reset {
-                after_ms,
-                direction,
-                toxicity,
-            } => on_edges(
-                &req.target,
-                toxics(
-                    ToxicKind::Reset {
-                        after: ms(*after_ms),
-                    },
-                    *direction,
-                    *toxicity,
-                ),
-            ),
-            FaultSpec::Slicer {
-                average_size,
-                size_variation,
-                delay_us,
-                direction,
-                toxicity,
-            } => on_edges(
-                &req.target,
-                toxics(
-                    ToxicKind::Slicer {
-                        average_size: *average_size,
-                        size_variation: *size_variation,
-                        delay: Duration::from_micros(*delay_us),
-                    },
-                    *direction,
-                    *toxicity,
-                ),
-            ),
-            FaultSpec::SlowClose {
-                delay_ms,
-                direction,
-                toxicity,
-            } => on_edges(
-                &req.target,
-                toxics(
-                    ToxicKind::SlowClose {
-                        delay: ms(*delay_ms),
-                    },
-                    *direction,
-                    *toxicity,
-                ),
-            ),
-            FaultSpec::LimitData {
-                bytes,
-                direction,
-                toxicity,
-            } => on_edges(
-                &req.target,
-                toxics(
-                    ToxicKind::LimitData { bytes: *bytes },
-                    *direction,
-                    *toxicity,
-                ),
-            ),
-            FaultSpec::HttpAbort {
-                status,
-                percent,
-                method,
-                path,
-            } => on_edges(
-                &req.target,
-                toxics(
-                    ToxicKind::HttpAbort {
-                        status: *status,
-                        percent: *percent,
-                        matcher: HttpMatch {
-                            method: method.clone(),
-                            path_prefix: path.clone(),
-                        },
-                    },
-                    Directions::Upstream,
-                    1.0,
-                ),
-            ),
-            FaultSpec::HttpDelay {
-                delay_ms,
-                percent,
-                method,
-                path,
-            } => on_edges(
-                &req.target,
-                toxics(
-                    ToxicKind::HttpDelay {
-                        delay: ms(*delay_ms),
-                        percent: *percent,
-                        matcher: HttpMatch {
-                            method: method.clone(),
-                            path_prefix: path.clone(),
-                        },
-                    },
-                    Directions::Upstream,
-                    1.0,
-                ),
-            ),
-            FaultSpec::Partition { with } => {
-                let a = self.services_of(&req.target)?;
-                let b = self.services_of(with)?;
-                if let Some(s) = a.intersection(&b).next() {
-                    return Err(FaultError::BadRequest(format!(
-                        "`{s}` is on both sides of the partition"
-                    )));
-                }
-                let edges = self.edges_between(&a, &b)?;
-                if edges.is_empty() {
-                    return Err(FaultError::BadRequest(format!(
-                        "no edge joins {} and {with}: neither side calls the other",
-                        req.target
-                    )));
-                }
-                Ok(Plan::on_edges(
-                    edges,
-                    toxics(
-                        ToxicKind::Timeout { close_after: None },
-                        Directions::Both,
-                        1.0,
-                    ),
-                ))
-            }
-            FaultSpec::ZoneOutage => {
-                let replicas: Vec<String> = self
+        match Resolver::new(self.sup.topology(), self.sup.proxies()).resolve(req)? {
+            Resolved::Pid(pid) => self.plan_pid(pid, &req.spec),
+            Resolved::Replicas(replicas) => Ok(plan_replicas(replicas, &req.spec)),
+            Resolved::Edges(names) => {
+                let edges: Vec<Arc<EdgeProxy>> = self
                     .sup
-                    .status()
-                    .into_iter()
-                    .filter(|r| r.zone == req.target)
-                    .map(|r| r.name)
+                    .edges()
+                    .iter()
+                    .filter(|e| names.contains(&e.name))
+                    .cloned()
                     .collect();
-                if replicas.is_empty() {
-                    let zones: BTreeSet<String> =
-                        self.sup.status().into_iter().map(|r| r.zone).collect();
-                    return Err(FaultError::UnknownTarget(format!(
-                        "no zone `{}`; zones are: {}",
-                        req.target,
-                        zones.into_iter().collect::<Vec<_>>().join(", ")
-                    )));
-                }
-                Ok(Plan {
-                    undo: Undo::Release {
-                        replicas: replicas.clone(),
-                    },
-                    action: Action::Stop(replicas, Signal::SIGKILL, true),
-                })
+                let seed = req.seed.unwrap_or_else(|| fastrand::u64(..));
+                Ok(Plan::on_edges(edges, toxics(id, seed, &req.spec)))
             }
-            FaultSpec::Poison { count } => {
-                let (broker, _) = self.queue(&req.target)?;
-                let addrs: Vec<_> = self
+            Resolved::Queue { broker } => {
+                let FaultSpec::Poison { count } = req.spec else {
+                    unreachable!("only poison resolves to a queue")
+                };
+                let addrs = self
                     .sup
                     .status()
                     .into_iter()
@@ -645,32 +421,49 @@ impl Faults {
                     .collect();
                 Ok(Plan {
                     undo: Undo::Nothing,
-                    action: Action::Poison(addrs, req.target.clone(), *count),
+                    action: Action::Poison(addrs, req.target.clone(), count),
                 })
             }
-            FaultSpec::QueuePartition { side } => {
-                let (broker, usage) = self.queue(&req.target)?;
-                let services: BTreeSet<String> = match side {
-                    QueueSide::Consumers => usage.consumers.iter().cloned().collect(),
-                    QueueSide::Producers => usage.producers.iter().cloned().collect(),
-                };
-                let edges = self.edges_between(&services, &BTreeSet::from([broker]))?;
-                if edges.is_empty() {
-                    return Err(FaultError::BadRequest(format!(
-                        "queue {} has no {side:?} edge to the broker",
-                        req.target
-                    )));
-                }
-                Ok(Plan::on_edges(
-                    edges,
-                    toxics(
-                        ToxicKind::Timeout { close_after: None },
-                        Directions::Both,
-                        1.0,
-                    ),
-                ))
+        }
+    }
+
+    /// A signal to a process outside the topology, once it is known to exist and to be
+    /// one this agent may signal.
+    fn plan_pid(&self, pid: i32, spec: &FaultSpec) -> Result<Plan, FaultError> {
+        if pid as u32 == std::process::id() {
+            return Err(FaultError::BadRequest(format!(
+                "pid:{pid} is this agent itself"
+            )));
+        }
+        match nix::sys::signal::kill(Pid::from_raw(pid), None) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::ESRCH) => {
+                return Err(FaultError::UnknownTarget(format!(
+                    "no process {pid} on this machine"
+                )));
+            }
+            Err(e) => {
+                return Err(FaultError::BadRequest(format!(
+                    "this agent may not signal process {pid}: {e}"
+                )));
             }
         }
+        Ok(match spec {
+            FaultSpec::Pause => Plan {
+                undo: Undo::ResumePids {
+                    pids: vec![pid as u32],
+                },
+                action: Action::PausePid(pid),
+            },
+            FaultSpec::Terminate { .. } => Plan {
+                undo: Undo::Nothing,
+                action: Action::SignalPid(pid, Signal::SIGTERM),
+            },
+            _ => Plan {
+                undo: Undo::Nothing,
+                action: Action::SignalPid(pid, Signal::SIGKILL),
+            },
+        })
     }
 
     async fn execute(&self, id: &str, plan: &Plan) -> Result<(), FaultError> {
@@ -748,165 +541,6 @@ impl Faults {
         }
         Ok(())
     }
-
-    /// The process a `pid:N` target names, once it is known to exist and to be one
-    /// this agent may signal; `None` for any other target.
-    fn signallable_pid(&self, target: &str) -> Result<Option<i32>, FaultError> {
-        let Some(pid) = spec::pid_target(target).map_err(FaultError::BadRequest)? else {
-            return Ok(None);
-        };
-        if pid as u32 == std::process::id() {
-            return Err(FaultError::BadRequest(format!(
-                "pid:{pid} is this agent itself"
-            )));
-        }
-        match nix::sys::signal::kill(Pid::from_raw(pid), None) {
-            Ok(()) => Ok(Some(pid)),
-            Err(nix::errno::Errno::ESRCH) => Err(FaultError::UnknownTarget(format!(
-                "no process {pid} on this machine"
-            ))),
-            Err(e) => Err(FaultError::BadRequest(format!(
-                "this agent may not signal process {pid}: {e}"
-            ))),
-        }
-    }
-
-    fn service_names(&self) -> Vec<String> {
-        self.sup
-            .topology()
-            .services
-            .iter()
-            .map(|s| s.name.clone())
-            .collect()
-    }
-
-    /// `service` (every replica) or `service-N` (one).
-    fn replicas_of(&self, target: &str) -> Result<Vec<String>, FaultError> {
-        let status = self.sup.status();
-        if status.iter().any(|r| r.name == target) {
-            return Ok(vec![target.to_owned()]);
-        }
-        let of_service: Vec<String> = status
-            .iter()
-            .filter(|r| r.service == target)
-            .map(|r| r.name.clone())
-            .collect();
-        if !of_service.is_empty() {
-            return Ok(of_service);
-        }
-        Err(FaultError::UnknownTarget(format!(
-            "no service or replica `{target}`; services are: {} (a replica is service-N)",
-            self.service_names().join(", ")
-        )))
-    }
-
-    /// A comma-separated list of services.
-    fn services_of(&self, list: &str) -> Result<BTreeSet<String>, FaultError> {
-        let names = self.service_names();
-        list.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                if names.iter().any(|n| n == s) {
-                    Ok(s.to_owned())
-                } else {
-                    Err(FaultError::UnknownTarget(format!(
-                        "no service `{s}`; services are: {}",
-                        names.join(", ")
-                    )))
-                }
-            })
-            .collect()
-    }
-
-    fn require_proxies(&self) -> Result<(), FaultError> {
-        if !self.sup.proxies() {
-            return Err(FaultError::BadRequest(
-                "network faults need the fault proxies, which this run does not have (started with --no-proxies)".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    fn service_of_replica(&self, replica: &str) -> Option<String> {
-        self.sup.replica_status(replica).map(|r| r.service)
-    }
-
-    /// `client->server` (every replica of server) or `client->server-N`.
-    fn edges_of(&self, target: &str) -> Result<Vec<Arc<EdgeProxy>>, FaultError> {
-        let Some((client, server)) = target.split_once("->") else {
-            return Err(FaultError::BadRequest(format!(
-                "`{target}` is not an edge: network faults target an edge such as orders->broker or orders->broker-1"
-            )));
-        };
-        self.require_proxies()?;
-        let (client, server) = (client.trim(), server.trim());
-        self.services_of(client)?;
-        let edges: Vec<Arc<EdgeProxy>> = self
-            .sup
-            .edges()
-            .iter()
-            .filter(|e| {
-                e.client == client
-                    && (e.server == server
-                        || self.service_of_replica(&e.server).as_deref() == Some(server))
-            })
-            .cloned()
-            .collect();
-        if edges.is_empty() {
-            let calls: BTreeSet<String> = self
-                .sup
-                .edges()
-                .iter()
-                .filter(|e| e.client == client)
-                .filter_map(|e| self.service_of_replica(&e.server))
-                .collect();
-            return Err(FaultError::UnknownTarget(format!(
-                "no edge `{client}->{server}`; {client} calls: {}",
-                if calls.is_empty() {
-                    "nothing".to_owned()
-                } else {
-                    calls.into_iter().collect::<Vec<_>>().join(", ")
-                }
-            )));
-        }
-        Ok(edges)
-    }
-
-    /// Every edge from a service of `a` to one of `b`, and from `b` to `a`.
-    fn edges_between(
-        &self,
-        a: &BTreeSet<String>,
-        b: &BTreeSet<String>,
-    ) -> Result<Vec<Arc<EdgeProxy>>, FaultError> {
-        self.require_proxies()?;
-        Ok(self
-            .sup
-            .edges()
-            .iter()
-            .filter(|e| {
-                let server = self.service_of_replica(&e.server).unwrap_or_default();
-                (a.contains(&e.client) && b.contains(&server))
-                    || (b.contains(&e.client) && a.contains(&server))
-            })
-            .cloned()
-            .collect())
-    }
-
-    fn queue(&self, name: &str) -> Result<(String, crate::topology::QueueUse), FaultError> {
-        let Some(m) = &self.sup.topology().messaging else {
-            return Err(FaultError::BadRequest(
-                "queue faults need a [messaging] table in the topology naming the broker and the queues".into(),
-            ));
-        };
-        match m.queues.get(name) {
-            Some(u) => Ok((m.broker.clone(), u.clone())),
-            None => Err(FaultError::UnknownTarget(format!(
-                "no queue `{name}`; queues are: {}",
-                m.queues.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))),
-        }
-    }
 }
 
 struct Plan {
@@ -924,6 +558,167 @@ impl Plan {
             action: Action::Toxics(edges, toxics),
         }
     }
+}
+
+/// The supervisor's side of a fault on replicas.
+fn plan_replicas(replicas: Vec<String>, spec: &FaultSpec) -> Plan {
+    let stop = |signal, hold: bool| Plan {
+        undo: if hold {
+            Undo::Release {
+                replicas: replicas.clone(),
+            }
+        } else {
+            Undo::Nothing
+        },
+        action: Action::Stop(replicas.clone(), signal, hold),
+    };
+    match spec {
+        FaultSpec::Kill { hold } => stop(Signal::SIGKILL, *hold),
+        FaultSpec::Terminate { hold } => stop(Signal::SIGTERM, *hold),
+        // Every replica of the zone killed and held down.
+        FaultSpec::ZoneOutage => stop(Signal::SIGKILL, true),
+        FaultSpec::Pause => Plan {
+            undo: Undo::Resume {
+                replicas: replicas.clone(),
+            },
+            action: Action::Pause(replicas),
+        },
+        _ => Plan {
+            undo: Undo::Nothing,
+            action: Action::Restart(replicas),
+        },
+    }
+}
+
+/// The toxics of a network fault, one per direction it acts on.
+fn toxics(id: &str, seed: u64, spec: &FaultSpec) -> Vec<Toxic> {
+    let ms = Duration::from_millis;
+    let http = |method: &Option<String>, path: &Option<String>| HttpMatch {
+        method: method.clone(),
+        path_prefix: path.clone(),
+    };
+    let cut = (
+        ToxicKind::Timeout { close_after: None },
+        Directions::Both,
+        1.0,
+    );
+    let (kind, dirs, toxicity) = match spec {
+        FaultSpec::Latency {
+            delay_ms,
+            jitter_ms,
+            direction,
+            toxicity,
+        } => (
+            ToxicKind::Latency {
+                latency: ms(*delay_ms),
+                jitter: ms(*jitter_ms),
+            },
+            *direction,
+            *toxicity,
+        ),
+        FaultSpec::Bandwidth {
+            rate,
+            direction,
+            toxicity,
+        } => (ToxicKind::Bandwidth { rate: *rate }, *direction, *toxicity),
+        FaultSpec::Blackhole {
+            close_after_ms,
+            direction,
+            toxicity,
+        } => (
+            ToxicKind::Timeout {
+                close_after: close_after_ms.map(ms),
+            },
+            *direction,
+            *toxicity,
+        ),
+        FaultSpec::Reset {
+            after_ms,
+            direction,
+            toxicity,
+        } => (
+            ToxicKind::Reset {
+                after: ms(*after_ms),
+            },
+            *direction,
+            *toxicity,
+        ),
+        FaultSpec::Slicer {
+            average_size,
+            size_variation,
+            delay_us,
+            direction,
+            toxicity,
+        } => (
+            ToxicKind::Slicer {
+                average_size: *average_size,
+                size_variation: *size_variation,
+                delay: Duration::from_micros(*delay_us),
+            },
+            *direction,
+            *toxicity,
+        ),
+        FaultSpec::SlowClose {
+            delay_ms,
+            direction,
+            toxicity,
+        } => (
+            ToxicKind::SlowClose {
+                delay: ms(*delay_ms),
+            },
+            *direction,
+            *toxicity,
+        ),
+        FaultSpec::LimitData {
+            bytes,
+            direction,
+            toxicity,
+        } => (
+            ToxicKind::LimitData { bytes: *bytes },
+            *direction,
+            *toxicity,
+        ),
+        FaultSpec::HttpAbort {
+            status,
+            percent,
+            method,
+            path,
+        } => (
+            ToxicKind::HttpAbort {
+                status: *status,
+                percent: *percent,
+                matcher: http(method, path),
+            },
+            Directions::Upstream,
+            1.0,
+        ),
+        FaultSpec::HttpDelay {
+            delay_ms,
+            percent,
+            method,
+            path,
+        } => (
+            ToxicKind::HttpDelay {
+                delay: ms(*delay_ms),
+                percent: *percent,
+                matcher: http(method, path),
+            },
+            Directions::Upstream,
+            1.0,
+        ),
+        // Partitions cut both ways, live connections included.
+        _ => cut,
+    };
+    dirs.list()
+        .iter()
+        .map(|d| Toxic {
+            id: id.to_owned(),
+            direction: *d,
+            kind: kind.clone(),
+            toxicity,
+            seed,
+        })
+        .collect()
 }
 
 enum Action {

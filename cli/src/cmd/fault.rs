@@ -1,252 +1,233 @@
 //! `faultline fault KIND TARGET [params]`: inject a fault through the agent and print its
-//! id; `faultline fault list`: the faults in effect.
+//! id; `faultline fault list`: the faults in effect; `faultline fault renew ID`. One
+//! subcommand per fault kind, made from the kind's description
+//! ([`faultline_agent::faults::kinds`]): its help, its target, and a flag per parameter
+//! that checks its value as it is parsed. Nothing here names a fault kind.
 
 use std::time::Duration;
 
-use faultline_agent::faults::spec::{MAX_DURATION, MAX_TTL};
-use faultline_agent::faults::{FaultRequest, FaultSpec};
+use clap::{Arg, ArgAction, ArgMatches, Command, FromArgMatches};
+use faultline_agent::faults::FaultRequest;
+use faultline_agent::faults::kind::{Dialect, Kind, Param, Raw, Type, parse_duration};
+use faultline_agent::faults::kinds::{self, KINDS};
+use faultline_agent::faults::spec::MAX_TTL;
 
 use crate::discover::AgentArgs;
 use crate::exit::Exit;
-use crate::limits;
 
-/// A duration flag, at most the agent's `MAX_DURATION` (which is also its `MAX_TTL`):
-/// bounded here, the milliseconds and microseconds the API takes cannot wrap.
-fn duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("{e} (write durations like 200ms, 30s, 5m)"))?;
-    if d > MAX_DURATION.max(MAX_TTL) {
-        return Err(format!(
-            "must be at most {}",
-            limits::human(MAX_DURATION.max(MAX_TTL))
-        ));
-    }
-    Ok(d)
+/// What `faultline fault` was asked to do.
+#[derive(Debug)]
+pub enum Action {
+    /// Inject a fault of `kind` with the subcommand's arguments.
+    Inject {
+        kind: &'static Kind,
+        matches: ArgMatches,
+    },
+    List,
+    Renew {
+        id: String,
+    },
 }
 
-/// Whole milliseconds (a bounded duration's fit in a u64; saturating all the same).
-fn ms(d: Duration) -> serde_json::Value {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).into()
-}
-
-/// Inject a fault (or `list` the faults in effect, or `renew ID` a fault's lease).
-///
-/// Kinds: kill, terminate, pause, restart (target: a service, a replica such as orders-2,
-/// or pid:N); latency, bandwidth, blackhole, reset, slicer, slow-close, limit-data,
-/// http-abort, http-delay (target: an edge, client->server or client->server-N);
-/// partition (two comma-separated service lists: `partition orders broker`);
-/// zone-outage (target: a zone); poison, queue-partition (target: a queue).
-///
-/// Examples:
-///   faultline fault kill orders-2 --hold --ttl 30s
-///   faultline fault pause content-1 --ttl 10s
-///   faultline fault latency payments->bank --delay 200ms --jitter 20ms --ttl 60s
-///   faultline fault partition orders broker --ttl 30s
-///   faultline fault http-abort gateway->cdn --status 503 --percent 50 --ttl 30s
-///   faultline fault poison payments --count 5
-///   faultline fault list
-///   faultline fault renew f1a2b3c4 --ttl 30s
-#[derive(clap::Args, Debug)]
-#[command(verbatim_doc_comment)]
+#[derive(Debug)]
 pub struct Args {
-    /// The fault kind, or `list`, or `renew`.
-    pub kind: String,
-    /// What to fault: service, replica, client->server edge, zone, queue or pid:N.
-    pub target: Option<String>,
-    /// The other side, for `partition`.
-    pub with: Option<String>,
-    /// How long the fault lasts unless healed or renewed (default 5m).
-    #[arg(long, value_parser = duration)]
+    pub action: Action,
     pub ttl: Option<Duration>,
-    /// kill, terminate: keep the replica down until the fault heals.
-    #[arg(long)]
-    pub hold: bool,
-    /// latency, slow-close, http-delay: the delay.
-    #[arg(long, value_parser = duration)]
-    pub delay: Option<Duration>,
-    /// latency: up to this much more or less, at random.
-    #[arg(long, value_parser = duration)]
-    pub jitter: Option<Duration>,
-    /// Network faults: upstream (requests), downstream (responses) or both.
-    #[arg(long, value_parser = ["upstream", "downstream", "both"])]
-    pub direction: Option<String>,
-    /// Network faults: share of connections affected, 0 to 1 (default 1).
-    #[arg(long)]
-    pub toxicity: Option<f64>,
-    /// bandwidth: bytes a second.
-    #[arg(long)]
-    pub rate: Option<u64>,
-    /// blackhole: close held connections after this long.
-    #[arg(long, value_parser = duration)]
-    pub close_after: Option<Duration>,
-    /// reset: reset connections after this long.
-    #[arg(long, value_parser = duration)]
-    pub after: Option<Duration>,
-    /// slicer: average piece size in bytes.
-    #[arg(long)]
-    pub average_size: Option<usize>,
-    /// slicer: plus or minus this many bytes.
-    #[arg(long)]
-    pub size_variation: Option<usize>,
-    /// slicer: pause between pieces.
-    #[arg(long, value_parser = duration)]
-    pub slice_delay: Option<Duration>,
-    /// limit-data: close after this many bytes.
-    #[arg(long)]
-    pub bytes: Option<u64>,
-    /// http-abort: the status to answer with.
-    #[arg(long)]
-    pub status: Option<u16>,
-    /// http-abort, http-delay: share of matching requests, 0 to 100 (default 100).
-    #[arg(long)]
-    pub percent: Option<f64>,
-    /// http-abort, http-delay: only requests with this method.
-    #[arg(long)]
-    pub method: Option<String>,
-    /// http-abort, http-delay: only requests whose path starts with this.
-    #[arg(long)]
-    pub path: Option<String>,
-    /// poison: how many messages.
-    #[arg(long)]
-    pub count: Option<usize>,
-    /// queue-partition: cut off the queue's `consumers` or `producers`.
-    #[arg(long, value_parser = ["consumers", "producers"])]
-    pub side: Option<String>,
-    /// Seed of the fault's random draws.
-    #[arg(long)]
     pub seed: Option<u64>,
-    #[command(flatten)]
     pub agent: AgentArgs,
 }
 
-/// The request the arguments describe; a message naming the problem otherwise.
-pub fn request(a: &Args) -> Result<FaultRequest, String> {
-    let kind = a.kind.as_str();
-    if !FaultSpec::KINDS.contains(&kind) {
-        return Err(format!(
-            "unknown fault kind `{kind}`; kinds are: {}, or `list`",
-            FaultSpec::KINDS.join(", ")
-        ));
-    }
-    let target = a
-        .target
-        .clone()
-        .ok_or_else(|| format!("`faultline fault {kind}` needs a target"))?;
-    let mut body = serde_json::Map::new();
-    body.insert("kind".into(), kind.into());
-    body.insert("target".into(), target.into());
-    let mut set = |key: &str, value: serde_json::Value| {
-        body.insert(key.into(), value);
-    };
-    if a.hold {
-        set("hold", true.into());
-    }
-    if let Some(d) = a.delay {
-        set("delay_ms", ms(d));
-    }
-    if let Some(d) = a.jitter {
-        set("jitter_ms", ms(d));
-    }
-    if let Some(d) = &a.direction {
-        set("direction", d.clone().into());
-    }
-    if let Some(t) = a.toxicity {
-        set("toxicity", t.into());
-    }
-    if let Some(r) = a.rate {
-        set("rate", r.into());
-    }
-    if let Some(d) = a.close_after {
-        set("close_after_ms", ms(d));
-    }
-    if let Some(d) = a.after {
-        set("after_ms", ms(d));
-    }
-    if let Some(n) = a.average_size {
-        set("average_size", n.into());
-    }
-    if let Some(n) = a.size_variation {
-        set("size_variation", n.into());
-    }
-    if let Some(d) = a.slice_delay {
-        set(
-            "delay_us",
-            u64::try_from(d.as_micros()).unwrap_or(u64::MAX).into(),
-        );
-    }
-    if let Some(n) = a.bytes {
-        set("bytes", n.into());
-    }
-    if let Some(s) = a.status {
-        set("status", s.into());
-    }
-    if let Some(p) = a.percent {
-        set("percent", p.into());
-    }
-    if let Some(m) = &a.method {
-        set("method", m.clone().into());
-    }
-    if let Some(p) = &a.path {
-        set("path", p.clone().into());
-    }
-    if let Some(n) = a.count {
-        set("count", n.into());
-    }
-    if let Some(s) = &a.side {
-        set("side", s.clone().into());
-    }
-    if let Some(w) = &a.with {
-        set("with", w.clone().into());
-    }
-    if let Some(t) = a.ttl {
-        set("ttl_ms", ms(t));
-    }
-    if let Some(s) = a.seed {
-        set("seed", s.into());
-    }
-    let json = serde_json::Value::Object(body).to_string();
-    FaultRequest::from_json(json.as_bytes())
-        .map_err(|e| format!("{kind}: {}", flags_for_fields(&e)))
+const ABOUT: &str = "Inject a fault through the agent (or `fault list`, `fault renew ID`)";
+
+fn ttl(s: &str) -> Result<Duration, String> {
+    parse_duration(s, "--ttl", MAX_TTL).map_err(|m| without_name(&m, "--ttl"))
 }
 
-/// serde names the JSON fields; the user typed flags: `delay_ms` becomes `--delay`.
-fn flags_for_fields(message: &str) -> String {
-    let mut out = String::new();
-    let mut parts = message.split('`');
-    out.push_str(parts.next().unwrap_or(""));
-    let mut inside = true;
-    for part in parts {
-        if inside {
-            let flag = match part {
-                "delay_ms" => "delay".to_owned(),
-                "jitter_ms" => "jitter".to_owned(),
-                "close_after_ms" => "close-after".to_owned(),
-                "after_ms" => "after".to_owned(),
-                "delay_us" => "slice-delay".to_owned(),
-                "ttl_ms" => "ttl".to_owned(),
-                "with" => {
-                    out.push_str("the second target");
-                    inside = !inside;
-                    continue;
-                }
-                other => other.replace('_', "-"),
-            };
-            out.push_str("--");
-            out.push_str(&flag);
-        } else {
-            out.push_str(part);
-        }
-        inside = !inside;
+/// A message about a flag's value without the flag's name in front: clap names it.
+fn without_name(message: &str, name: &str) -> String {
+    message
+        .strip_prefix(name)
+        .map_or(message, str::trim_start)
+        .trim_start_matches(": ")
+        .to_owned()
+}
+
+/// The argument of one parameter, checking its value as clap parses it.
+fn param_arg(p: &'static Param) -> Arg {
+    let mut arg = Arg::new(p.name).help(match p.default {
+        Some(d) => format!("{} [default: {d}]", p.help),
+        None => p.help.to_owned(),
+    });
+    if p.positional {
+        return arg
+            .required(p.required)
+            .value_name(p.name.to_uppercase())
+            .index(2);
     }
-    out.replace("unknown field", "option that does not apply to this kind:")
+    arg = arg
+        .long(p.flag())
+        .value_name(p.name.to_uppercase())
+        .required(p.required);
+    if let Type::Flag = p.ty {
+        return arg.action(ArgAction::SetTrue);
+    }
+    if let Type::Choice(words) = p.ty {
+        arg = arg.value_parser(clap::builder::PossibleValuesParser::new(words));
+    } else {
+        let spelled = p.spelled(Dialect::Flag);
+        arg = arg.value_parser(move |s: &str| {
+            p.read(Dialect::Flag, Raw::Text(s))
+                .map(|_| s.to_owned())
+                .map_err(|m| without_name(&m, &spelled))
+        });
+    }
+    arg
+}
+
+/// The subcommand of one kind.
+fn kind_command(k: &'static Kind) -> Command {
+    let mut cmd = Command::new(k.name)
+        .about(k.help)
+        .after_help(format!(
+            "Target: {}.\nExample: faultline fault {}",
+            k.targets_said(),
+            k.example
+        ))
+        .arg(
+            Arg::new("target")
+                .required(true)
+                .value_name("TARGET")
+                .help(format!("What to fault: {}", k.targets_said())),
+        );
+    // The kind's own parameters first in its help, the options of every kind after.
+    for (i, p) in k.params.iter().enumerate() {
+        cmd = cmd.arg(param_arg(p).display_order(i));
+    }
+    cmd
+}
+
+impl clap::Args for Args {
+    fn augment_args(cmd: Command) -> Command {
+        let cmd = AgentArgs::augment_args(cmd)
+            .mut_arg("agent", |a| a.global(true).display_order(100))
+            .mut_arg("agent_token", |a| a.global(true).display_order(101))
+            .about(ABOUT)
+            .subcommand_required(true)
+            .allow_external_subcommands(true)
+            .arg(
+                Arg::new("ttl")
+                    .long("ttl")
+                    .value_name("TTL")
+                    .display_order(98)
+                    .global(true)
+                    .value_parser(ttl)
+                    .help("How long the fault lasts unless healed or renewed [default: 5m]"),
+            )
+            .arg(
+                Arg::new("seed")
+                    .long("seed")
+                    .value_name("SEED")
+                    .display_order(99)
+                    .global(true)
+                    .value_parser(clap::value_parser!(u64))
+                    .help("Seed of the fault's random draws"),
+            )
+            .subcommand(Command::new("list").about("The faults in effect"))
+            .subcommand(
+                Command::new("renew")
+                    .about("Extend a fault's lease by --ttl (its own TTL by default)")
+                    .arg(Arg::new("id").required(true).value_name("ID")),
+            );
+        KINDS
+            .iter()
+            .fold(cmd, |cmd, k| cmd.subcommand(kind_command(k)))
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for Args {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        let Some((name, sub)) = m.subcommand() else {
+            return Err(clap::Error::raw(
+                clap::error::ErrorKind::MissingSubcommand,
+                "name a fault kind, `list` or `renew`\n",
+            ));
+        };
+        let action = match name {
+            "list" => Action::List,
+            "renew" => Action::Renew {
+                id: sub.get_one::<String>("id").cloned().unwrap_or_default(),
+            },
+            _ => match kinds::find(name) {
+                Some(kind) => Action::Inject {
+                    kind,
+                    matches: sub.clone(),
+                },
+                None => {
+                    return Err(clap::Error::raw(
+                        clap::error::ErrorKind::InvalidSubcommand,
+                        format!(
+                            "unknown fault kind `{name}`; kinds are: {}, or `list`, `renew`\n",
+                            kinds::names().join(", ")
+                        ),
+                    ));
+                }
+            },
+        };
+        Ok(Args {
+            action,
+            ttl: sub.get_one::<Duration>("ttl").copied(),
+            seed: sub.get_one::<u64>("seed").copied(),
+            agent: AgentArgs::from_arg_matches(sub)?,
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+/// The request a kind's subcommand describes; a message naming the problem otherwise.
+pub fn request(
+    kind: &'static Kind,
+    m: &ArgMatches,
+    ttl: Option<Duration>,
+    seed: Option<u64>,
+) -> Result<FaultRequest, String> {
+    let target = m.get_one::<String>("target").cloned().unwrap_or_default();
+    let given = kind.params.iter().filter_map(|p| match p.ty {
+        Type::Flag => m.get_flag(p.name).then_some((p.name, Raw::Text("true"))),
+        _ => m
+            .get_one::<String>(p.name)
+            .map(|v| (p.name, Raw::Text(v.as_str()))),
+    });
+    let spec = kind
+        .parse(Dialect::Flag, given)
+        .map_err(|e| format!("{}: {}", kind.name, e.message))?;
+    let request = FaultRequest {
+        spec,
+        target,
+        ttl_ms: ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        seed,
+    };
+    request
+        .validate()
+        .map_err(|e| format!("{}: {e}", kind.name))?;
+    Ok(request)
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
-    if matches!(args.kind.as_str(), "renew" | "list") {
-        return renew_or_list(&args);
-    }
+    let (kind, matches) = match &args.action {
+        Action::Inject { kind, matches } => (*kind, matches),
+        Action::List => return list(&args),
+        Action::Renew { id } => return renew(&args, id),
+    };
     // Checked before anything reaches (or looks for) the agent.
-    let request = match request(&args) {
+    let request = match request(kind, matches, args.ttl, args.seed) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -272,23 +253,21 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
-/// `fault renew ID` and `fault list`.
-fn renew_or_list(args: &Args) -> anyhow::Result<Exit> {
+fn renew(args: &Args, id: &str) -> anyhow::Result<Exit> {
     let client = args.agent.client()?;
     let runtime = tokio::runtime::Runtime::new()?;
-    if args.kind == "renew" {
-        let id = args
-            .target
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("`faultline fault renew` needs a fault id"))?;
-        let info = runtime.block_on(client.renew(&id, args.ttl))?;
-        println!(
-            "{} renewed: {}s left",
-            info.id,
-            info.remaining_ms.div_ceil(1000)
-        );
-        return Ok(Exit::Success);
-    }
+    let info = runtime.block_on(client.renew(id, args.ttl))?;
+    println!(
+        "{} renewed: {}s left",
+        info.id,
+        info.remaining_ms.div_ceil(1000)
+    );
+    Ok(Exit::Success)
+}
+
+fn list(args: &Args) -> anyhow::Result<Exit> {
+    let client = args.agent.client()?;
+    let runtime = tokio::runtime::Runtime::new()?;
     let faults = runtime.block_on(client.faults())?;
     if faults.is_empty() {
         println!("no faults in effect");

@@ -413,13 +413,13 @@ fn timeline(
     match target {
         Some(TargetSpec::Start { topology, .. }) => {
             for p in &planned {
-                if let Err(m) = faults::check_target(topology, &p.request.spec, &p.request.target) {
-                    cx.err(p.target_span.clone(), m);
-                }
-                if let faultline_agent::faults::FaultSpec::Partition { with } = &p.request.spec
-                    && let Err(m) = faults::check_services(topology, with)
-                {
-                    cx.err(p.with_span.clone(), m);
+                if let Err((on_with, m)) = faults::check_target(topology, &p.request) {
+                    let span = if on_with {
+                        &p.with_span
+                    } else {
+                        &p.target_span
+                    };
+                    cx.err(span.clone(), m);
                 }
             }
         }
@@ -745,10 +745,7 @@ mod tests {
                 "side = \"producers\"\nduration = \"5s\"",
             ),
         ];
-        assert_eq!(
-            faults.len(),
-            faultline_agent::faults::FaultSpec::KINDS.len()
-        );
+        assert_eq!(faults.len(), faultline_agent::faults::kinds::KINDS.len());
         let mut text = HEAD.to_owned();
         for (kind, target, params) in faults {
             text.push_str(&format!(

@@ -378,7 +378,7 @@ fn fault_shape(kind: &str) -> FaultShape {
 /// Up to `count` `[[faults]]` tables, each with a kind, its target, a duration (for
 /// the kinds that last) and its parameters, any of which may come out wild.
 fn faults(count: usize) -> BoxedStrategy<String> {
-    let one = prop::sample::select(faultline_agent::faults::FaultSpec::KINDS)
+    let one = prop::sample::select(faultline_agent::faults::kinds::names())
         .prop_flat_map(|kind| {
             let (target, needed, optional) = fault_shape(kind);
             let lasts = !matches!(kind, "restart" | "poison" | "kill" | "terminate");

@@ -33,7 +33,7 @@ pub struct Experiment {
     pub slo: Vec<Slo>,
     /// The fault timeline.
     #[serde(default)]
-    #[schemars(with = "Vec<super::faults::FaultEntry>")]
+    #[schemars(schema_with = "super::faults::entries_schema")]
     pub faults: Vec<Spanned<toml::Table>>,
     /// Guards: abort the run (and heal everything) when one trips.
     #[serde(default)]

@@ -34,10 +34,10 @@ fn fault_durations_beyond_a_day_are_refused_before_the_agent_is_called() {
                 "cdn->content",
                 "--average-size",
                 "10",
-                "--slice-delay",
+                "--delay",
                 "600000000years",
             ],
-            "invalid value '600000000years' for '--slice-delay <SLICE_DELAY>': must be at most 24h",
+            "invalid value '600000000years' for '--delay <DELAY>': must be at most 24h",
         ),
         (
             vec![
