@@ -369,16 +369,8 @@ fn valid_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn validate_service(
-    name: &Spanned<String>,
-    raw: &RawService,
-    names: &BTreeSet<&str>,
-    name_list: &dyn Fn() -> String,
-    err: &ErrFn<'_>,
-) -> Result<Service, SourceError> {
-    let n = name.get_ref().as_str();
-    valid_name(n).map_err(|m| err(name.span(), m))?;
-
+/// The command's templates; the program (its first word) holds no placeholder.
+fn command_of(raw: &RawService, n: &str, err: &ErrFn<'_>) -> Result<Vec<Template>, SourceError> {
     if raw.command.get_ref().is_empty() {
         return Err(err(
             raw.command.span(),
@@ -395,7 +387,15 @@ fn validate_service(
             "the program (first word of the command) cannot hold placeholders".into(),
         ));
     }
+    Ok(command)
+}
 
+/// How many replicas, and their port (0: a free one each).
+fn replicas_and_port(
+    raw: &RawService,
+    n: &str,
+    err: &ErrFn<'_>,
+) -> Result<(u32, u16), SourceError> {
     let replicas = match &raw.replicas {
         Some(r) if !(1..=MAX_REPLICAS).contains(r.get_ref()) => {
             return Err(err(
@@ -428,25 +428,15 @@ fn validate_service(
         Some(p) => *p.get_ref() as u16,
         None => 0,
     };
-    let host = match &raw.host {
-        Some(h) => h.get_ref().parse::<IpAddr>().map_err(|_| {
-            err(
-                h.span(),
-                format!(
-                    "host must be an IP address such as 127.0.0.1, not `{}`",
-                    h.get_ref()
-                ),
-            )
-        })?,
-        None => IpAddr::from([127, 0, 0, 1]),
-    };
-    let zones = match &raw.zones {
-        Some(z) if z.get_ref().is_empty() => {
-            return Err(err(
-                z.span(),
-                "zones cannot be empty; leave it out for a single zone".into(),
-            ));
-        }
+    Ok((replicas, port))
+}
+
+fn zones_of(raw: &RawService, err: &ErrFn<'_>) -> Result<Vec<String>, SourceError> {
+    match &raw.zones {
+        Some(z) if z.get_ref().is_empty() => Err(err(
+            z.span(),
+            "zones cannot be empty; leave it out for a single zone".into(),
+        )),
         Some(z) => {
             for zone in z.get_ref() {
                 if zone.get_ref().is_empty() || zone.get_ref().contains(char::is_whitespace) {
@@ -456,11 +446,20 @@ fn validate_service(
                     ));
                 }
             }
-            z.get_ref().iter().map(|s| s.get_ref().clone()).collect()
+            Ok(z.get_ref().iter().map(|s| s.get_ref().clone()).collect())
         }
-        None => vec!["default".to_owned()],
-    };
+        None => Ok(vec!["default".to_owned()]),
+    }
+}
 
+/// The services it calls: known ones, each once, never itself.
+fn calls_of(
+    raw: &RawService,
+    n: &str,
+    names: &BTreeSet<&str>,
+    name_list: &dyn Fn() -> String,
+    err: &ErrFn<'_>,
+) -> Result<Vec<String>, SourceError> {
     let mut calls = Vec::new();
     for c in &raw.calls {
         let callee = c.get_ref();
@@ -484,20 +483,67 @@ fn validate_service(
         }
         calls.push(callee.clone());
     }
+    Ok(calls)
+}
+
+/// The longest a replica may take to answer its first health probe.
+pub const MAX_STARTUP_TIMEOUT: Duration = Duration::from_secs(3600);
+
+fn startup_timeout_of(raw: &RawService, err: &ErrFn<'_>) -> Result<Duration, SourceError> {
+    let Some(t) = &raw.startup_timeout else {
+        return Ok(Duration::from_secs(20));
+    };
+    let d = humantime::parse_duration(t.get_ref()).map_err(|e| {
+        err(
+            t.span(),
+            format!("startup_timeout: {e} (write durations like 500ms, 10s)"),
+        )
+    })?;
+    if d > MAX_STARTUP_TIMEOUT {
+        return Err(err(
+            t.span(),
+            format!("startup_timeout must be at most 1h, not `{}`", t.get_ref()),
+        ));
+    }
+    Ok(d)
+}
+
+fn validate_service(
+    name: &Spanned<String>,
+    raw: &RawService,
+    names: &BTreeSet<&str>,
+    name_list: &dyn Fn() -> String,
+    err: &ErrFn<'_>,
+) -> Result<Service, SourceError> {
+    let n = name.get_ref().as_str();
+    valid_name(n).map_err(|m| err(name.span(), m))?;
+    let command = command_of(raw, n, err)?;
+    let (replicas, port) = replicas_and_port(raw, n, err)?;
+    let host = match &raw.host {
+        Some(h) => h.get_ref().parse::<IpAddr>().map_err(|_| {
+            err(
+                h.span(),
+                format!(
+                    "host must be an IP address such as 127.0.0.1, not `{}`",
+                    h.get_ref()
+                ),
+            )
+        })?,
+        None => IpAddr::from([127, 0, 0, 1]),
+    };
+    let zones = zones_of(raw, err)?;
+    let calls = calls_of(raw, n, names, name_list, err)?;
     for (arg, t) in raw.command.get_ref().iter().zip(&command) {
-        for up in t.upstreams() {
-            if !calls.iter().any(|c| c == up) {
-                return Err(err(
-                    arg.span(),
-                    format!(
-                        "`{{upstream:{up}}}` needs `{up}` in the calls of `{n}` (calls = [{}])",
-                        calls.join(", ")
-                    ),
-                ));
-            }
+        if let Some(up) = t.upstreams().find(|u| !calls.iter().any(|c| c == u)) {
+            return Err(err(
+                arg.span(),
+                format!(
+                    "`{{upstream:{up}}}` needs `{up}` in the calls of `{n}` (calls = [{}])",
+                    calls.join(", ")
+                ),
+            ));
         }
     }
-
     let health_path = match &raw.health {
         Some(h) if !h.get_ref().starts_with('/') => {
             return Err(err(
@@ -511,15 +557,7 @@ fn validate_service(
         Some(h) => h.get_ref().clone(),
         None => "/health".to_owned(),
     };
-    let startup_timeout = match &raw.startup_timeout {
-        Some(t) => humantime::parse_duration(t.get_ref()).map_err(|e| {
-            err(
-                t.span(),
-                format!("startup_timeout: {e} (write durations like 500ms, 10s)"),
-            )
-        })?,
-        None => Duration::from_secs(20),
-    };
+    let startup_timeout = startup_timeout_of(raw, err)?;
     let env = parse_env(&raw.env, err)?;
     for (_, t) in &env {
         if let Some(up) = t.upstreams().find(|u| !calls.iter().any(|c| c == u)) {
@@ -661,6 +699,10 @@ calls = ["db"]
         check_err(
             "[services.a]\ncommand = []\n",
             "t.toml:2:11: service `a` has an empty command; give the program and its arguments",
+        );
+        check_err(
+            "[services.a]\ncommand = [\"x\"]\nstartup_timeout = \"584000000000years\"\n",
+            "t.toml:3:19: startup_timeout must be at most 1h, not `584000000000years`",
         );
         check_err(
             "[services.a]\ncommand = [\"x\"]\ncalls = [\"b\"]\n",

@@ -592,123 +592,47 @@ fn plan_replicas(replicas: Vec<String>, spec: &FaultSpec) -> Plan {
 
 /// The toxics of a network fault, one per direction it acts on.
 fn toxics(id: &str, seed: u64, spec: &FaultSpec) -> Vec<Toxic> {
-    let ms = Duration::from_millis;
-    let http = |method: &Option<String>, path: &Option<String>| HttpMatch {
-        method: method.clone(),
-        path_prefix: path.clone(),
-    };
-    let cut = (
-        ToxicKind::Timeout { close_after: None },
-        Directions::Both,
-        1.0,
-    );
-    let (kind, dirs, toxicity) = match spec {
+    let (dirs, toxicity) = match spec {
         FaultSpec::Latency {
-            delay_ms,
-            jitter_ms,
             direction,
             toxicity,
-        } => (
-            ToxicKind::Latency {
-                latency: ms(*delay_ms),
-                jitter: ms(*jitter_ms),
-            },
-            *direction,
-            *toxicity,
-        ),
-        FaultSpec::Bandwidth {
-            rate,
+            ..
+        }
+        | FaultSpec::Bandwidth {
             direction,
             toxicity,
-        } => (ToxicKind::Bandwidth { rate: *rate }, *direction, *toxicity),
-        FaultSpec::Blackhole {
-            close_after_ms,
+            ..
+        }
+        | FaultSpec::Blackhole {
             direction,
             toxicity,
-        } => (
-            ToxicKind::Timeout {
-                close_after: close_after_ms.map(ms),
-            },
-            *direction,
-            *toxicity,
-        ),
-        FaultSpec::Reset {
-            after_ms,
+            ..
+        }
+        | FaultSpec::Reset {
             direction,
             toxicity,
-        } => (
-            ToxicKind::Reset {
-                after: ms(*after_ms),
-            },
-            *direction,
-            *toxicity,
-        ),
-        FaultSpec::Slicer {
-            average_size,
-            size_variation,
-            delay_us,
+            ..
+        }
+        | FaultSpec::Slicer {
             direction,
             toxicity,
-        } => (
-            ToxicKind::Slicer {
-                average_size: *average_size,
-                size_variation: *size_variation,
-                delay: Duration::from_micros(*delay_us),
-            },
-            *direction,
-            *toxicity,
-        ),
-        FaultSpec::SlowClose {
-            delay_ms,
+            ..
+        }
+        | FaultSpec::SlowClose {
             direction,
             toxicity,
-        } => (
-            ToxicKind::SlowClose {
-                delay: ms(*delay_ms),
-            },
-            *direction,
-            *toxicity,
-        ),
-        FaultSpec::LimitData {
-            bytes,
+            ..
+        }
+        | FaultSpec::LimitData {
             direction,
             toxicity,
-        } => (
-            ToxicKind::LimitData { bytes: *bytes },
-            *direction,
-            *toxicity,
-        ),
-        FaultSpec::HttpAbort {
-            status,
-            percent,
-            method,
-            path,
-        } => (
-            ToxicKind::HttpAbort {
-                status: *status,
-                percent: *percent,
-                matcher: http(method, path),
-            },
-            Directions::Upstream,
-            1.0,
-        ),
-        FaultSpec::HttpDelay {
-            delay_ms,
-            percent,
-            method,
-            path,
-        } => (
-            ToxicKind::HttpDelay {
-                delay: ms(*delay_ms),
-                percent: *percent,
-                matcher: http(method, path),
-            },
-            Directions::Upstream,
-            1.0,
-        ),
-        // Partitions cut both ways, live connections included.
-        _ => cut,
+            ..
+        } => (*direction, *toxicity),
+        // HTTP faults act on requests; partitions cut both ways.
+        FaultSpec::HttpAbort { .. } | FaultSpec::HttpDelay { .. } => (Directions::Upstream, 1.0),
+        _ => (Directions::Both, 1.0),
     };
+    let kind = toxic_kind(spec);
     dirs.list()
         .iter()
         .map(|d| Toxic {
@@ -719,6 +643,68 @@ fn toxics(id: &str, seed: u64, spec: &FaultSpec) -> Vec<Toxic> {
             seed,
         })
         .collect()
+}
+
+/// What a network fault does to the bytes of an edge, as the proxy's toxic.
+fn toxic_kind(spec: &FaultSpec) -> ToxicKind {
+    let ms = Duration::from_millis;
+    let http = |method: &Option<String>, path: &Option<String>| HttpMatch {
+        method: method.clone(),
+        path_prefix: path.clone(),
+    };
+    match spec {
+        FaultSpec::Latency {
+            delay_ms,
+            jitter_ms,
+            ..
+        } => ToxicKind::Latency {
+            latency: ms(*delay_ms),
+            jitter: ms(*jitter_ms),
+        },
+        FaultSpec::Bandwidth { rate, .. } => ToxicKind::Bandwidth { rate: *rate },
+        FaultSpec::Blackhole { close_after_ms, .. } => ToxicKind::Timeout {
+            close_after: close_after_ms.map(ms),
+        },
+        FaultSpec::Reset { after_ms, .. } => ToxicKind::Reset {
+            after: ms(*after_ms),
+        },
+        FaultSpec::Slicer {
+            average_size,
+            size_variation,
+            delay_us,
+            ..
+        } => ToxicKind::Slicer {
+            average_size: *average_size,
+            size_variation: *size_variation,
+            delay: Duration::from_micros(*delay_us),
+        },
+        FaultSpec::SlowClose { delay_ms, .. } => ToxicKind::SlowClose {
+            delay: ms(*delay_ms),
+        },
+        FaultSpec::LimitData { bytes, .. } => ToxicKind::LimitData { bytes: *bytes },
+        FaultSpec::HttpAbort {
+            status,
+            percent,
+            method,
+            path,
+        } => ToxicKind::HttpAbort {
+            status: *status,
+            percent: *percent,
+            matcher: http(method, path),
+        },
+        FaultSpec::HttpDelay {
+            delay_ms,
+            percent,
+            method,
+            path,
+        } => ToxicKind::HttpDelay {
+            delay: ms(*delay_ms),
+            percent: *percent,
+            matcher: http(method, path),
+        },
+        // A partition (of services or of a queue) holds every byte both ways.
+        _ => ToxicKind::Timeout { close_after: None },
+    }
 }
 
 enum Action {

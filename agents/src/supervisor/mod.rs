@@ -288,63 +288,15 @@ impl Supervisor {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let secrets = make_secrets(&topology);
-        let mut replicas = Vec::new();
-        let mut receivers = Vec::new();
-        for (si, svc) in topology.services.iter().enumerate() {
-            let ports = if svc.port == 0 {
-                ports::free_ports(svc.host, svc.replicas as usize).map_err(StartError::Ports)?
-            } else {
-                vec![svc.port]
-            };
-            for index in 1..=svc.replicas {
-                let name = svc.replica_name(index);
-                let (tx, rx) = mpsc::channel(16);
-                let status = ReplicaStatus {
-                    log: config.run_dir.log_path(&name),
-                    name: name.clone(),
-                    service: svc.name.clone(),
-                    index,
-                    zone: svc.zone_of(index).to_owned(),
-                    addr: SocketAddr::new(svc.host, ports[index as usize - 1]),
-                    state: ReplicaState::Stopped,
-                    pid: None,
-                    restarts: 0,
-                    last_exit: None,
-                };
-                replicas.push(Replica {
-                    name,
-                    service: si,
-                    index,
-                    auto_port: svc.port == 0,
-                    status: watch::Sender::new(status),
-                    commands: tx,
-                });
-                receivers.push(Some(rx));
-            }
-        }
+        let (replicas, mut receivers) = make_replicas(&topology, &config)?;
         // One proxy per edge, bound before anything starts, so clients are given the
         // proxies' addresses from their first start.
         let cancel = CancellationToken::new();
-        let mut edges = Vec::new();
-        let mut proxy_tasks = Vec::new();
-        if config.proxies {
-            for svc in &topology.services {
-                for callee in &svc.calls {
-                    for r in replicas
-                        .iter()
-                        .filter(|r| topology.services[r.service].name == *callee)
-                    {
-                        let target = r.status.borrow().addr;
-                        let listen = SocketAddr::new(target.ip(), 0);
-                        let (proxy, listener) = EdgeProxy::bind(&svc.name, &r.name, listen, target)
-                            .await
-                            .map_err(StartError::Ports)?;
-                        proxy_tasks.push(tokio::spawn(proxy.clone().run(listener, cancel.clone())));
-                        edges.push(proxy);
-                    }
-                }
-            }
-        }
+        let (edges, proxy_tasks) = if config.proxies {
+            bind_edges(&topology, &replicas, &cancel).await?
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let shared = Arc::new(Shared {
             topology,
             edges,
@@ -668,6 +620,80 @@ fn resolve_program(
                 )
             },
         })
+}
+
+/// The receiving end of each replica's command channel, taken by its task at start.
+type Receivers = Vec<Option<mpsc::Receiver<Command>>>;
+
+/// Every replica of the topology, in start order, with the receiving end of its
+/// command channel.
+fn make_replicas(
+    topology: &Topology,
+    config: &SupervisorConfig,
+) -> Result<(Vec<Replica>, Receivers), StartError> {
+    let mut replicas = Vec::new();
+    let mut receivers = Vec::new();
+    for (si, svc) in topology.services.iter().enumerate() {
+        let ports = if svc.port == 0 {
+            ports::free_ports(svc.host, svc.replicas as usize).map_err(StartError::Ports)?
+        } else {
+            vec![svc.port]
+        };
+        for index in 1..=svc.replicas {
+            let name = svc.replica_name(index);
+            let (tx, rx) = mpsc::channel(16);
+            let status = ReplicaStatus {
+                log: config.run_dir.log_path(&name),
+                name: name.clone(),
+                service: svc.name.clone(),
+                index,
+                zone: svc.zone_of(index).to_owned(),
+                addr: SocketAddr::new(svc.host, ports[index as usize - 1]),
+                state: ReplicaState::Stopped,
+                pid: None,
+                restarts: 0,
+                last_exit: None,
+            };
+            replicas.push(Replica {
+                name,
+                service: si,
+                index,
+                auto_port: svc.port == 0,
+                status: watch::Sender::new(status),
+                commands: tx,
+            });
+            receivers.push(Some(rx));
+        }
+    }
+    Ok((replicas, receivers))
+}
+
+/// A fault proxy for every edge (client service -> server replica), bound and
+/// running until `cancel`.
+async fn bind_edges(
+    topology: &Topology,
+    replicas: &[Replica],
+    cancel: &CancellationToken,
+) -> Result<(Vec<Arc<EdgeProxy>>, Vec<JoinHandle<()>>), StartError> {
+    let mut edges = Vec::new();
+    let mut tasks = Vec::new();
+    for svc in &topology.services {
+        for callee in &svc.calls {
+            for r in replicas
+                .iter()
+                .filter(|r| topology.services[r.service].name == *callee)
+            {
+                let target = r.status.borrow().addr;
+                let listen = SocketAddr::new(target.ip(), 0);
+                let (proxy, listener) = EdgeProxy::bind(&svc.name, &r.name, listen, target)
+                    .await
+                    .map_err(StartError::Ports)?;
+                tasks.push(tokio::spawn(proxy.clone().run(listener, cancel.clone())));
+                edges.push(proxy);
+            }
+        }
+    }
+    Ok((edges, tasks))
 }
 
 /// One random value per `{secret:NAME}` used anywhere in the topology.
