@@ -508,6 +508,201 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// Up to `max` visible messages of `q`, each hidden for its visibility timeout; a
+    /// message received `max_receives` times already goes to the dead-letter queue.
+    fn receive(
+        &mut self,
+        q: String,
+        max: usize,
+        visibility: Option<Duration>,
+        records: &mut Vec<Rec>,
+    ) -> Reply {
+        let Some(config) = self.configs.get(&q).cloned() else {
+            return Self::unknown_queue(&q);
+        };
+        let now = now_ms();
+        let visibility = visibility
+            .or(config.visibility)
+            .unwrap_or(Duration::from_secs(30))
+            .as_millis() as u64;
+        let mut messages = Vec::new();
+        while messages.len() < max {
+            let queue = self.queues.get_mut(&q).expect("configured");
+            let Some((visible_ms, _, id)) = queue.index.first().cloned() else {
+                break;
+            };
+            if visible_ms > now {
+                break;
+            }
+            let count = queue.msgs[&id].receive_count;
+            if let (Some(maxr), Some(dlq)) = (config.max_receives, &config.dlq)
+                && count >= maxr
+            {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.move_message(&q, dlq, &id, seq, false, now);
+                records.push(Rec::Moved {
+                    from: q.clone(),
+                    to: dlq.clone(),
+                    id,
+                    seq,
+                    reset: false,
+                });
+                self.metrics.dead_lettered.get_or_create(&ql(&q)).inc();
+                continue;
+            }
+            let receipt = format!("{id}.{}.{:08x}", count + 1, fastrand::u32(..));
+            queue.set_visible(&id, now + visibility);
+            let m = queue.msgs.get_mut(&id).expect("indexed");
+            m.receive_count = count + 1;
+            m.receipt = Some(receipt.clone());
+            records.push(Rec::Received {
+                q: q.clone(),
+                id: id.clone(),
+                receipt: receipt.clone(),
+                count: m.receive_count,
+                visible_ms: m.visible_ms,
+            });
+            messages.push(Delivered {
+                message_id: id,
+                receipt_handle: receipt,
+                body: m.body.clone(),
+                receive_count: m.receive_count,
+                sent_at_ms: m.sent_ms,
+                attributes: m.attributes.clone(),
+            });
+        }
+        self.metrics
+            .receives
+            .get_or_create(&ql(&q))
+            .inc_by(messages.len() as u64);
+        let next_visible_ms = self.queues[&q].index.first().map(|(v, _, _)| *v);
+        Reply::Messages {
+            messages,
+            next_visible_ms,
+        }
+    }
+
+    /// Deletes the message a receipt handle names, if it is still the latest.
+    fn delete(&mut self, q: String, receipt: String, records: &mut Vec<Rec>) -> Reply {
+        let Some(queue) = self.queues.get_mut(&q) else {
+            return Self::unknown_queue(&q);
+        };
+        let id = Self::receipt_id(&receipt).to_owned();
+        match queue.msgs.get(&id) {
+            Some(m) if m.receipt.as_deref() == Some(receipt.as_str()) => {
+                queue.remove(&id);
+                records.push(Rec::Deleted { q: q.clone(), id });
+                self.metrics.deletes.get_or_create(&ql(&q)).inc();
+                Reply::Done
+            }
+            _ => Reply::Err(
+                StatusCode::GONE,
+                "receipt handle is not the message's latest (deleted, or received again since)"
+                    .into(),
+            ),
+        }
+    }
+
+    /// Hides a message in flight for `timeout` more, from now.
+    fn visibility(
+        &mut self,
+        q: String,
+        receipt: String,
+        timeout: Duration,
+        records: &mut Vec<Rec>,
+    ) -> Reply {
+        let Some(queue) = self.queues.get_mut(&q) else {
+            return Self::unknown_queue(&q);
+        };
+        let id = Self::receipt_id(&receipt).to_owned();
+        let now = now_ms();
+        match queue.msgs.get(&id) {
+            Some(m) if m.receipt.as_deref() == Some(receipt.as_str()) && m.visible_ms > now => {
+                let visible_ms = now + timeout.as_millis() as u64;
+                queue.set_visible(&id, visible_ms);
+                records.push(Rec::Visibility { q, id, visible_ms });
+                Reply::Done
+            }
+            _ => Reply::Err(
+                StatusCode::GONE,
+                "receipt handle is not the latest of a message in flight".into(),
+            ),
+        }
+    }
+
+    /// Moves every message of a dead-letter queue back to the queue it came from.
+    fn redrive(&mut self, dlq: String, records: &mut Vec<Rec>) -> Reply {
+        let Some(queue) = self.queues.get(&dlq) else {
+            return Self::unknown_queue(&dlq);
+        };
+        let sources: Vec<String> = self
+            .configs
+            .values()
+            .filter(|c| c.dlq.as_deref() == Some(&dlq))
+            .map(|c| c.name.clone())
+            .collect();
+        if sources.is_empty() {
+            return Reply::Err(
+                StatusCode::BAD_REQUEST,
+                format!("{dlq} is no queue's dead-letter queue"),
+            );
+        }
+        let mut ids: Vec<(u64, String, String)> = queue
+            .msgs
+            .values()
+            .map(|m| {
+                (
+                    m.seq,
+                    m.id.clone(),
+                    m.source.clone().unwrap_or_else(|| sources[0].clone()),
+                )
+            })
+            .collect();
+        ids.sort();
+        let now = now_ms();
+        for (_, id, to) in &ids {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.move_message(&dlq, to, id, seq, true, now);
+            records.push(Rec::Moved {
+                from: dlq.clone(),
+                to: to.clone(),
+                id: id.clone(),
+                seq,
+                reset: true,
+            });
+            self.metrics.redrives.get_or_create(&ql(to)).inc();
+            self.touched.insert(to.clone());
+        }
+        Reply::Moved(ids.len())
+    }
+
+    /// Every message of `q`, in order, without receiving any (the audit endpoint).
+    fn peek(&self, q: &str) -> Reply {
+        let Some(queue) = self.queues.get(q) else {
+            return Self::unknown_queue(q);
+        };
+        let now = now_ms();
+        let mut msgs: Vec<&Msg> = queue.msgs.values().collect();
+        msgs.sort_by_key(|m| m.seq);
+        Reply::Peek(
+            msgs.into_iter()
+                .map(|m| Peeked {
+                    message_id: m.id.clone(),
+                    body: m.body.clone(),
+                    receive_count: m.receive_count,
+                    sent_at_ms: m.sent_ms,
+                    attributes: m.attributes.clone(),
+                    in_flight: m.receipt.is_some() && m.visible_ms > now,
+                    source: m.source.clone(),
+                })
+                .collect(),
+        )
+    }
+}
+
 impl Machine for Broker {
     type Op = Op;
     type Reply = Reply;
@@ -541,182 +736,16 @@ impl Machine for Broker {
                     .collect();
                 Reply::Ids(ids)
             }
-            Op::Receive { q, max, visibility } => {
-                let Some(config) = self.configs.get(&q).cloned() else {
-                    return Self::unknown_queue(&q);
-                };
-                let now = now_ms();
-                let visibility = visibility
-                    .or(config.visibility)
-                    .unwrap_or(Duration::from_secs(30))
-                    .as_millis() as u64;
-                let mut messages = Vec::new();
-                while messages.len() < max {
-                    let queue = self.queues.get_mut(&q).expect("configured");
-                    let Some((visible_ms, _, id)) = queue.index.first().cloned() else {
-                        break;
-                    };
-                    if visible_ms > now {
-                        break;
-                    }
-                    let count = queue.msgs[&id].receive_count;
-                    if let (Some(maxr), Some(dlq)) = (config.max_receives, &config.dlq)
-                        && count >= maxr
-                    {
-                        let seq = self.next_seq;
-                        self.next_seq += 1;
-                        self.move_message(&q, dlq, &id, seq, false, now);
-                        records.push(Rec::Moved {
-                            from: q.clone(),
-                            to: dlq.clone(),
-                            id,
-                            seq,
-                            reset: false,
-                        });
-                        self.metrics.dead_lettered.get_or_create(&ql(&q)).inc();
-                        continue;
-                    }
-                    let receipt = format!("{id}.{}.{:08x}", count + 1, fastrand::u32(..));
-                    queue.set_visible(&id, now + visibility);
-                    let m = queue.msgs.get_mut(&id).expect("indexed");
-                    m.receive_count = count + 1;
-                    m.receipt = Some(receipt.clone());
-                    records.push(Rec::Received {
-                        q: q.clone(),
-                        id: id.clone(),
-                        receipt: receipt.clone(),
-                        count: m.receive_count,
-                        visible_ms: m.visible_ms,
-                    });
-                    messages.push(Delivered {
-                        message_id: id,
-                        receipt_handle: receipt,
-                        body: m.body.clone(),
-                        receive_count: m.receive_count,
-                        sent_at_ms: m.sent_ms,
-                        attributes: m.attributes.clone(),
-                    });
-                }
-                self.metrics
-                    .receives
-                    .get_or_create(&ql(&q))
-                    .inc_by(messages.len() as u64);
-                let next_visible_ms = self.queues[&q].index.first().map(|(v, _, _)| *v);
-                Reply::Messages {
-                    messages,
-                    next_visible_ms,
-                }
-            }
-            Op::Delete { q, receipt } => {
-                let Some(queue) = self.queues.get_mut(&q) else {
-                    return Self::unknown_queue(&q);
-                };
-                let id = Self::receipt_id(&receipt).to_owned();
-                match queue.msgs.get(&id) {
-                    Some(m) if m.receipt.as_deref() == Some(receipt.as_str()) => {
-                        queue.remove(&id);
-                        records.push(Rec::Deleted { q: q.clone(), id });
-                        self.metrics.deletes.get_or_create(&ql(&q)).inc();
-                        Reply::Done
-                    }
-                    _ => Reply::Err(
-                        StatusCode::GONE,
-                        "receipt handle is not the message's latest (deleted, or received again since)".into(),
-                    ),
-                }
-            }
+            Op::Receive { q, max, visibility } => self.receive(q, max, visibility, records),
+            Op::Delete { q, receipt } => self.delete(q, receipt, records),
             Op::Visibility {
                 q,
                 receipt,
                 timeout,
-            } => {
-                let Some(queue) = self.queues.get_mut(&q) else {
-                    return Self::unknown_queue(&q);
-                };
-                let id = Self::receipt_id(&receipt).to_owned();
-                let now = now_ms();
-                match queue.msgs.get(&id) {
-                    Some(m)
-                        if m.receipt.as_deref() == Some(receipt.as_str()) && m.visible_ms > now =>
-                    {
-                        let visible_ms = now + timeout.as_millis() as u64;
-                        queue.set_visible(&id, visible_ms);
-                        records.push(Rec::Visibility { q, id, visible_ms });
-                        Reply::Done
-                    }
-                    _ => Reply::Err(
-                        StatusCode::GONE,
-                        "receipt handle is not the latest of a message in flight".into(),
-                    ),
-                }
-            }
-            Op::Redrive { dlq } => {
-                let Some(queue) = self.queues.get(&dlq) else {
-                    return Self::unknown_queue(&dlq);
-                };
-                let sources: Vec<String> = self
-                    .configs
-                    .values()
-                    .filter(|c| c.dlq.as_deref() == Some(&dlq))
-                    .map(|c| c.name.clone())
-                    .collect();
-                if sources.is_empty() {
-                    return Reply::Err(
-                        StatusCode::BAD_REQUEST,
-                        format!("{dlq} is no queue's dead-letter queue"),
-                    );
-                }
-                let mut ids: Vec<(u64, String, String)> = queue
-                    .msgs
-                    .values()
-                    .map(|m| {
-                        (
-                            m.seq,
-                            m.id.clone(),
-                            m.source.clone().unwrap_or_else(|| sources[0].clone()),
-                        )
-                    })
-                    .collect();
-                ids.sort();
-                let now = now_ms();
-                for (_, id, to) in &ids {
-                    let seq = self.next_seq;
-                    self.next_seq += 1;
-                    self.move_message(&dlq, to, id, seq, true, now);
-                    records.push(Rec::Moved {
-                        from: dlq.clone(),
-                        to: to.clone(),
-                        id: id.clone(),
-                        seq,
-                        reset: true,
-                    });
-                    self.metrics.redrives.get_or_create(&ql(to)).inc();
-                    self.touched.insert(to.clone());
-                }
-                Reply::Moved(ids.len())
-            }
+            } => self.visibility(q, receipt, timeout, records),
+            Op::Redrive { dlq } => self.redrive(dlq, records),
             Op::Stats => Reply::Stats(self.stats()),
-            Op::Peek { q } => {
-                let Some(queue) = self.queues.get(&q) else {
-                    return Self::unknown_queue(&q);
-                };
-                let now = now_ms();
-                let mut msgs: Vec<&Msg> = queue.msgs.values().collect();
-                msgs.sort_by_key(|m| m.seq);
-                Reply::Peek(
-                    msgs.into_iter()
-                        .map(|m| Peeked {
-                            message_id: m.id.clone(),
-                            body: m.body.clone(),
-                            receive_count: m.receive_count,
-                            sent_at_ms: m.sent_ms,
-                            attributes: m.attributes.clone(),
-                            in_flight: m.receipt.is_some() && m.visible_ms > now,
-                            source: m.source.clone(),
-                        })
-                        .collect(),
-                )
-            }
+            Op::Peek { q } => self.peek(&q),
         }
     }
 
@@ -1036,7 +1065,12 @@ async fn poison(
     Json(serde_json::json!({ "message_ids": ids })).into_response()
 }
 
-pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// The queues and topics the flags describe, checked: no queue twice, every dead-letter
+/// queue and topic queue given, every dead-letter queue with its `max_receives`.
+/// Each topic's queues, by topic.
+type Topics = BTreeMap<String, Vec<String>>;
+
+fn configured(args: &Args) -> anyhow::Result<(BTreeMap<String, QueueConfig>, Topics)> {
     let mut configs = BTreeMap::new();
     for q in &args.queues {
         let mut q = q.clone();
@@ -1069,72 +1103,84 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
             );
         }
     }
+    Ok((configs, topics))
+}
 
+impl BrokerMetrics {
+    /// `shop_broker_*`, registered in `r`.
+    fn register(r: &mut prometheus_client::registry::Registry) -> Self {
+        let metrics = BrokerMetrics {
+            sends: Family::default(),
+            receives: Family::default(),
+            deletes: Family::default(),
+            dead_lettered: Family::default(),
+            redrives: Family::default(),
+            visible: Family::default(),
+            in_flight: Family::default(),
+            delayed: Family::default(),
+            dlq_depth: Family::default(),
+            oldest: Family::default(),
+        };
+        r.register(
+            "sends",
+            "Messages sent to a queue (directly or through a topic)",
+            metrics.sends.clone(),
+        );
+        r.register(
+            "receives",
+            "Messages delivered by receives",
+            metrics.receives.clone(),
+        );
+        r.register(
+            "deletes",
+            "Messages deleted after processing",
+            metrics.deletes.clone(),
+        );
+        r.register(
+            "dead_lettered",
+            "Messages moved to the dead-letter queue after max receives",
+            metrics.dead_lettered.clone(),
+        );
+        r.register(
+            "redrives",
+            "Messages moved back from the dead-letter queue",
+            metrics.redrives.clone(),
+        );
+        r.register(
+            "messages_visible",
+            "Messages waiting to be received",
+            metrics.visible.clone(),
+        );
+        r.register(
+            "messages_in_flight",
+            "Messages received and not yet deleted or visible again",
+            metrics.in_flight.clone(),
+        );
+        r.register(
+            "messages_delayed",
+            "Messages sent with a delay not yet over",
+            metrics.delayed.clone(),
+        );
+        r.register(
+            "dlq_depth",
+            "Messages in the queue's dead-letter queue",
+            metrics.dlq_depth.clone(),
+        );
+        r.register(
+            "oldest_message_age_seconds",
+            "Age of the oldest message in the queue",
+            metrics.oldest.clone(),
+        );
+        metrics
+    }
+}
+
+pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let (configs, topics) = configured(&args)?;
     let mut registry = new_registry();
     let http = HttpMetrics::register(&mut registry);
     let r = registry.sub_registry_with_prefix("broker");
-    let metrics = BrokerMetrics {
-        sends: Family::default(),
-        receives: Family::default(),
-        deletes: Family::default(),
-        dead_lettered: Family::default(),
-        redrives: Family::default(),
-        visible: Family::default(),
-        in_flight: Family::default(),
-        delayed: Family::default(),
-        dlq_depth: Family::default(),
-        oldest: Family::default(),
-    };
-    r.register(
-        "sends",
-        "Messages sent to a queue (directly or through a topic)",
-        metrics.sends.clone(),
-    );
-    r.register(
-        "receives",
-        "Messages delivered by receives",
-        metrics.receives.clone(),
-    );
-    r.register(
-        "deletes",
-        "Messages deleted after processing",
-        metrics.deletes.clone(),
-    );
-    r.register(
-        "dead_lettered",
-        "Messages moved to the dead-letter queue after max receives",
-        metrics.dead_lettered.clone(),
-    );
-    r.register(
-        "redrives",
-        "Messages moved back from the dead-letter queue",
-        metrics.redrives.clone(),
-    );
-    r.register(
-        "messages_visible",
-        "Messages waiting to be received",
-        metrics.visible.clone(),
-    );
-    r.register(
-        "messages_in_flight",
-        "Messages received and not yet deleted or visible again",
-        metrics.in_flight.clone(),
-    );
-    r.register(
-        "messages_delayed",
-        "Messages sent with a delay not yet over",
-        metrics.delayed.clone(),
-    );
-    r.register(
-        "dlq_depth",
-        "Messages in the queue's dead-letter queue",
-        metrics.dlq_depth.clone(),
-    );
-    r.register(
-        "oldest_message_age_seconds",
-        "Age of the oldest message in the queue",
-        metrics.oldest.clone(),
-    );
+    let metrics = BrokerMetrics::register(r);
     let wal_metrics = WalMetrics::register(r);
 
     let notify: HashMap<String, Arc<Notify>> = configs

@@ -253,140 +253,19 @@ async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let user = match user_of(&s, &headers) {
-        Ok(u) => u,
-        Err(e) => return unauthorized(e),
+    let (user, key, req) = match checked_create(&s, &headers, &body) {
+        Ok(c) => c,
+        Err(resp) => return *resp,
     };
-    let Some(key) = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .filter(|k| !k.is_empty() && k.len() <= 255)
-    else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "an Idempotency-Key header (1 to 255 characters) is required",
-        );
-    };
-    let req: CreateOrder = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("expected {{\"items\":[{{\"product_id\":N,\"quantity\":N}}]}}: {e}"),
-            );
-        }
-    };
-    if req.items.is_empty() || req.items.len() > MAX_ITEMS {
-        return error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("an order has 1 to {MAX_ITEMS} items"),
-        );
-    }
-    if let Some(bad) = req
-        .items
-        .iter()
-        .find(|i| i.product_id == 0 || i.product_id > s.products)
-    {
-        return error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("no product {}", bad.product_id),
-        );
-    }
-    if let Some(bad) = req
-        .items
-        .iter()
-        .find(|i| i.quantity == 0 || i.quantity > MAX_QUANTITY)
-    {
-        return error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!(
-                "quantity {} of product {}: quantities are 1 to {MAX_QUANTITY}",
-                bad.quantity, bad.product_id
-            ),
-        );
-    }
     let hash = hex(&sha2::Sha256::digest(
         serde_json::to_vec(&req).expect("serialises"),
     ));
     let shard = s.store.shard(&user);
     let idem_key = format!("idem/{user}/{key}");
-
-    // Claim the key, or learn what became of it.
-    let claim_value = json!({ "state": "in_flight", "request_hash": hash, "started_ms": now_ms() });
-    let put_claim =
-        json!({ "op": "put", "key": idem_key, "value": claim_value, "if_absent": true });
-    let claim = match s.store.batch(shard, vec![put_claim], deadline).await {
+    let claim = match claim_key(&s, shard, &idem_key, &hash, deadline).await {
         Ok(lsn) => lsn,
-        Err(StoreError::Conflict(_)) => match s
-            .store
-            .get(shard, &idem_key, ReadFrom::Primary, deadline)
-            .await
-        {
-            Ok(Some(existing)) => {
-                let v = &existing.value;
-                if v["request_hash"] != hash.as_str() {
-                    s.metrics
-                        .refused
-                        .get_or_create(&ReasonLabels {
-                            reason: "key_reused",
-                        })
-                        .inc();
-                    return error(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "this Idempotency-Key was used with a different request body",
-                    );
-                }
-                if v["state"] == "done" {
-                    s.metrics.replays.inc();
-                    let status = v["response"]["status"]
-                        .as_u64()
-                        .and_then(|c| StatusCode::from_u16(c as u16).ok());
-                    let mut resp = (
-                        status.unwrap_or(StatusCode::CREATED),
-                        Json(v["response"]["body"].clone()),
-                    )
-                        .into_response();
-                    resp.headers_mut()
-                        .insert("idempotent-replayed", HeaderValue::from_static("true"));
-                    return resp;
-                }
-                let started = v["started_ms"].as_u64().unwrap_or(0);
-                if now_ms().saturating_sub(started) < s.in_flight_timeout.as_millis() as u64 {
-                    s.metrics
-                        .refused
-                        .get_or_create(&ReasonLabels {
-                            reason: "in_flight",
-                        })
-                        .inc();
-                    return error(
-                        StatusCode::CONFLICT,
-                        "a request with this Idempotency-Key is in progress; retry later",
-                    );
-                }
-                // The request holding the key is presumed dead: take the key over.
-                let takeover = json!({ "op": "put", "key": idem_key, "value": claim_value, "if_version": existing.version });
-                match s.store.batch(shard, vec![takeover], deadline).await {
-                    Ok(lsn) => lsn,
-                    Err(StoreError::Conflict(_)) => {
-                        return error(
-                            StatusCode::CONFLICT,
-                            "a request with this Idempotency-Key is in progress; retry later",
-                        );
-                    }
-                    Err(e) => return store_failure(e),
-                }
-            }
-            Ok(None) => {
-                return error(
-                    StatusCode::CONFLICT,
-                    "a request with this Idempotency-Key just ended; retry",
-                );
-            }
-            Err(e) => return store_failure(e),
-        },
-        Err(e) => return store_failure(e),
+        Err(resp) => return resp,
     };
-
     let (items, amount) = match s.price(&req.items, deadline).await {
         Ok(p) => p,
         Err(resp) => {
@@ -396,6 +275,192 @@ async fn create(
             return resp;
         }
     };
+    let claimed = Claimed {
+        shard,
+        user,
+        idem_key,
+        hash,
+        lsn: claim,
+    };
+    commit(&s, claimed, items, amount, deadline).await
+}
+
+/// An answer given instead of going on (boxed: a response is large).
+type Refusal = Box<Response>;
+
+/// The caller, its Idempotency-Key and its order, checked; the answer to give
+/// otherwise.
+fn checked_create(
+    s: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(String, String, CreateOrder), Refusal> {
+    let refuse = |status, message: String| Box::new(error(status, message));
+    let user = user_of(s, headers).map_err(|e| Box::new(unauthorized(e)))?;
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .ok_or_else(|| {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                "an Idempotency-Key header (1 to 255 characters) is required".into(),
+            )
+        })?
+        .to_owned();
+    let req: CreateOrder = serde_json::from_slice(body).map_err(|e| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"items\":[{{\"product_id\":N,\"quantity\":N}}]}}: {e}"),
+        )
+    })?;
+    if req.items.is_empty() || req.items.len() > MAX_ITEMS {
+        return Err(refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("an order has 1 to {MAX_ITEMS} items"),
+        ));
+    }
+    if let Some(bad) = req
+        .items
+        .iter()
+        .find(|i| i.product_id == 0 || i.product_id > s.products)
+    {
+        return Err(refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("no product {}", bad.product_id),
+        ));
+    }
+    if let Some(bad) = req
+        .items
+        .iter()
+        .find(|i| i.quantity == 0 || i.quantity > MAX_QUANTITY)
+    {
+        return Err(refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "quantity {} of product {}: quantities are 1 to {MAX_QUANTITY}",
+                bad.quantity, bad.product_id
+            ),
+        ));
+    }
+    Ok((user, key, req))
+}
+
+/// Claims the Idempotency-Key for this request (the claim's version), or answers for
+/// the request that holds it: a replay of its order, a conflict while it is in flight.
+async fn claim_key(
+    s: &AppState,
+    shard: usize,
+    idem_key: &str,
+    hash: &str,
+    deadline: Deadline,
+) -> Result<u64, Response> {
+    let claim_value = json!({ "state": "in_flight", "request_hash": hash, "started_ms": now_ms() });
+    let put_claim =
+        json!({ "op": "put", "key": idem_key, "value": claim_value, "if_absent": true });
+    match s.store.batch(shard, vec![put_claim], deadline).await {
+        Ok(lsn) => Ok(lsn),
+        Err(StoreError::Conflict(_)) => {
+            match s
+                .store
+                .get(shard, idem_key, ReadFrom::Primary, deadline)
+                .await
+            {
+                Ok(Some(existing)) => {
+                    answer_for_holder(s, &existing.value, hash).map_err(|r| *r)?;
+                    // The request holding the key is presumed dead: take the key over.
+                    let takeover = json!({ "op": "put", "key": idem_key, "value": claim_value, "if_version": existing.version });
+                    match s.store.batch(shard, vec![takeover], deadline).await {
+                        Ok(lsn) => Ok(lsn),
+                        Err(StoreError::Conflict(_)) => Err(error(
+                            StatusCode::CONFLICT,
+                            "a request with this Idempotency-Key is in progress; retry later",
+                        )),
+                        Err(e) => Err(store_failure(e)),
+                    }
+                }
+                Ok(None) => Err(error(
+                    StatusCode::CONFLICT,
+                    "a request with this Idempotency-Key just ended; retry",
+                )),
+                Err(e) => Err(store_failure(e)),
+            }
+        }
+        Err(e) => Err(store_failure(e)),
+    }
+}
+
+/// The answer the claim `v` of another request calls for: its order to replay, or a
+/// refusal (the key reused for another body, or a request still in flight); `Ok` when
+/// its holder is presumed dead and the key may be taken over.
+fn answer_for_holder(s: &AppState, v: &serde_json::Value, hash: &str) -> Result<(), Refusal> {
+    if v["request_hash"] != hash {
+        s.metrics
+            .refused
+            .get_or_create(&ReasonLabels {
+                reason: "key_reused",
+            })
+            .inc();
+        return Err(Box::new(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "this Idempotency-Key was used with a different request body",
+        )));
+    }
+    if v["state"] == "done" {
+        s.metrics.replays.inc();
+        let status = v["response"]["status"]
+            .as_u64()
+            .and_then(|c| StatusCode::from_u16(c as u16).ok());
+        let mut resp = (
+            status.unwrap_or(StatusCode::CREATED),
+            Json(v["response"]["body"].clone()),
+        )
+            .into_response();
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        return Err(Box::new(resp));
+    }
+    let started = v["started_ms"].as_u64().unwrap_or(0);
+    if now_ms().saturating_sub(started) < s.in_flight_timeout.as_millis() as u64 {
+        s.metrics
+            .refused
+            .get_or_create(&ReasonLabels {
+                reason: "in_flight",
+            })
+            .inc();
+        return Err(Box::new(error(
+            StatusCode::CONFLICT,
+            "a request with this Idempotency-Key is in progress; retry later",
+        )));
+    }
+    Ok(())
+}
+
+/// An Idempotency-Key this request holds.
+struct Claimed {
+    shard: usize,
+    user: String,
+    idem_key: String,
+    hash: String,
+    /// The claim's version: the order commits only if the claim is still this one.
+    lsn: u64,
+}
+
+/// Commits the order, the key's answer and the outbox entry as one batch, and answers.
+async fn commit(
+    s: &AppState,
+    c: Claimed,
+    items: Vec<serde_json::Value>,
+    amount: u64,
+    deadline: Deadline,
+) -> Response {
+    let Claimed {
+        shard,
+        user,
+        idem_key,
+        hash,
+        lsn: claim,
+    } = c;
     let order_id = new_order_id();
     let now = now_ms();
     let order = json!({
@@ -639,63 +704,66 @@ async fn apply_outcome(s: &AppState, m: clients::Message) -> Handled {
     Handled::Later
 }
 
-pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let secret = jwt::secret_from_env()?;
-    anyhow::ensure!(
-        args.store_primaries.0.len() == args.store_replicas.0.len(),
-        "--store-primaries and --store-replicas must list one address per shard each"
-    );
-    let mut registry = new_registry();
-    let http = HttpMetrics::register(&mut registry);
-    let upstream_metrics = UpstreamMetrics::register(&mut registry);
-    let metrics = OrderMetrics {
-        created: Counter::default(),
-        replays: Counter::default(),
-        refused: Family::default(),
-        published: Counter::default(),
-        claim_conflicts: Counter::default(),
-        outbox_pending: Family::default(),
-        outcomes: Family::default(),
-        fallbacks: Family::default(),
-    };
-    let r = registry.sub_registry_with_prefix("orders");
-    r.register("created", "Orders created", metrics.created.clone());
-    r.register(
-        "idempotent_replays",
-        "Repeated requests answered from the idempotency record",
-        metrics.replays.clone(),
-    );
-    r.register(
-        "idempotency_refusals",
-        "Requests refused for their Idempotency-Key, by reason",
-        metrics.refused.clone(),
-    );
-    r.register(
-        "outbox_published",
-        "Outbox entries published to the broker",
-        metrics.published.clone(),
-    );
-    r.register(
-        "outbox_claim_conflicts",
-        "Outbox entries another replica claimed first",
-        metrics.claim_conflicts.clone(),
-    );
-    r.register(
-        "outbox_pending",
-        "Outbox entries waiting, by shard, at the last scan",
-        metrics.outbox_pending.clone(),
-    );
-    r.register(
-        "outcomes_applied",
-        "Payment outcomes applied to orders, by status",
-        metrics.outcomes.clone(),
-    );
-    r.register(
-        "replica_read_fallbacks",
-        "Reads sent to the primary instead of the replica, by reason",
-        metrics.fallbacks.clone(),
-    );
+impl OrderMetrics {
+    /// `shop_orders_*`, registered in `r`.
+    fn register(r: &mut prometheus_client::registry::Registry) -> Self {
+        let metrics = OrderMetrics {
+            created: Counter::default(),
+            replays: Counter::default(),
+            refused: Family::default(),
+            published: Counter::default(),
+            claim_conflicts: Counter::default(),
+            outbox_pending: Family::default(),
+            outcomes: Family::default(),
+            fallbacks: Family::default(),
+        };
+        r.register("created", "Orders created", metrics.created.clone());
+        r.register(
+            "idempotent_replays",
+            "Repeated requests answered from the idempotency record",
+            metrics.replays.clone(),
+        );
+        r.register(
+            "idempotency_refusals",
+            "Requests refused for their Idempotency-Key, by reason",
+            metrics.refused.clone(),
+        );
+        r.register(
+            "outbox_published",
+            "Outbox entries published to the broker",
+            metrics.published.clone(),
+        );
+        r.register(
+            "outbox_claim_conflicts",
+            "Outbox entries another replica claimed first",
+            metrics.claim_conflicts.clone(),
+        );
+        r.register(
+            "outbox_pending",
+            "Outbox entries waiting, by shard, at the last scan",
+            metrics.outbox_pending.clone(),
+        );
+        r.register(
+            "outcomes_applied",
+            "Payment outcomes applied to orders, by status",
+            metrics.outcomes.clone(),
+        );
+        r.register(
+            "replica_read_fallbacks",
+            "Reads sent to the primary instead of the replica, by reason",
+            metrics.fallbacks.clone(),
+        );
+        metrics
+    }
+}
 
+/// The sharded store: a primary and a replica upstream per shard (no retries: a
+/// batch is never sent twice), counting reads that fall back to the primary.
+fn store_client(
+    args: &Args,
+    metrics: &UpstreamMetrics,
+    fallbacks: Family<ReasonLabels, Counter>,
+) -> Store {
     let mut store_config = args.upstream.config();
     store_config.max_retries = 0;
     let primaries = args
@@ -707,7 +775,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
                 "store-primary",
                 &[*a],
                 store_config.clone(),
-                upstream_metrics.clone(),
+                metrics.clone(),
             )
         })
         .collect::<Vec<_>>();
@@ -720,18 +788,30 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
                 "store-replica",
                 &[*a],
                 store_config.clone(),
-                upstream_metrics.clone(),
+                metrics.clone(),
             )
         })
         .collect::<Vec<_>>();
-    let fallbacks = metrics.fallbacks.clone();
-    let store = Store::new(
+    Store::new(
         primaries,
         replicas,
         Arc::new(move |reason| {
             fallbacks.get_or_create(&ReasonLabels { reason }).inc();
         }),
+    )
+}
+
+pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let secret = jwt::secret_from_env()?;
+    anyhow::ensure!(
+        args.store_primaries.0.len() == args.store_replicas.0.len(),
+        "--store-primaries and --store-replicas must list one address per shard each"
     );
+    let mut registry = new_registry();
+    let http = HttpMetrics::register(&mut registry);
+    let upstream_metrics = UpstreamMetrics::register(&mut registry);
+    let metrics = OrderMetrics::register(registry.sub_registry_with_prefix("orders"));
+    let store = store_client(&args, &upstream_metrics, metrics.fallbacks.clone());
     let broker = clients::Broker::new(
         &args.broker.0,
         &args.upstream.config(),

@@ -312,6 +312,53 @@ struct StoreMetrics {
     snapshots: Counter,
 }
 
+impl StoreMetrics {
+    /// `shop_store_*`, registered in `r`.
+    fn register(r: &mut prometheus_client::registry::Registry) -> Self {
+        let metrics = StoreMetrics {
+            lsn: Gauge::default(),
+            keys: Gauge::default(),
+            conflicts: Counter::default(),
+            batches: Counter::default(),
+            lag_entries: Gauge::default(),
+            lag_seconds: Gauge::default(),
+            snapshots: Counter::default(),
+        };
+        r.register(
+            "lsn",
+            "Last durable (primary) or applied (replica) log sequence number",
+            metrics.lsn.clone(),
+        );
+        r.register("keys", "Keys held", metrics.keys.clone());
+        r.register(
+            "batches",
+            "Write batches committed",
+            metrics.batches.clone(),
+        );
+        r.register(
+            "conflicts",
+            "Write batches refused because a condition failed",
+            metrics.conflicts.clone(),
+        );
+        r.register(
+            "replication_lag_entries",
+            "Log entries the replica is behind (on a primary: its replica, by the replica's last pull)",
+            metrics.lag_entries.clone(),
+        );
+        r.register(
+            "replication_lag_seconds",
+            "Time since the replica was last caught up, 0 when it is",
+            metrics.lag_seconds.clone(),
+        );
+        r.register(
+            "snapshots",
+            "Full snapshots sent (primary) or loaded (replica)",
+            metrics.snapshots.clone(),
+        );
+        metrics
+    }
+}
+
 struct AppState {
     role: Role,
     shard: Option<usize>,
@@ -596,46 +643,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     let http = HttpMetrics::register(&mut registry);
     let upstream_metrics = UpstreamMetrics::register(&mut registry);
     let r = registry.sub_registry_with_prefix("store");
-    let metrics = StoreMetrics {
-        lsn: Gauge::default(),
-        keys: Gauge::default(),
-        conflicts: Counter::default(),
-        batches: Counter::default(),
-        lag_entries: Gauge::default(),
-        lag_seconds: Gauge::default(),
-        snapshots: Counter::default(),
-    };
-    r.register(
-        "lsn",
-        "Last durable (primary) or applied (replica) log sequence number",
-        metrics.lsn.clone(),
-    );
-    r.register("keys", "Keys held", metrics.keys.clone());
-    r.register(
-        "batches",
-        "Write batches committed",
-        metrics.batches.clone(),
-    );
-    r.register(
-        "conflicts",
-        "Write batches refused because a condition failed",
-        metrics.conflicts.clone(),
-    );
-    r.register(
-        "replication_lag_entries",
-        "Log entries the replica is behind (on a primary: its replica, by the replica's last pull)",
-        metrics.lag_entries.clone(),
-    );
-    r.register(
-        "replication_lag_seconds",
-        "Time since the replica was last caught up, 0 when it is",
-        metrics.lag_seconds.clone(),
-    );
-    r.register(
-        "snapshots",
-        "Full snapshots sent (primary) or loaded (replica)",
-        metrics.snapshots.clone(),
-    );
+    let metrics = StoreMetrics::register(r);
     let wal_metrics = WalMetrics::register(r);
 
     let data = Arc::new(RwLock::new(Data::default()));
@@ -644,44 +652,12 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         max: args.tail.max(1),
     }));
     let (durable_tx, durable_rx) = watch::channel(0u64);
-    let mut writer = None;
-    let committer = match args.role {
+    let (committer, writer) = match args.role {
         Role::Primary => {
-            let dir = args
-                .data_dir
-                .clone()
-                .expect("clap requires --data-dir for a primary");
-            let (log, batches) = Wal::open::<Arc<LogBatch>>(&dir.join("wal.log"))?;
-            {
-                let mut d = data.write().unwrap();
-                let mut t = tail.lock().unwrap();
-                for b in batches {
-                    d.apply(&b);
-                    t.push(b);
-                }
-                tracing::info!(lsn = d.lsn, keys = d.map.len(), "recovered from the log");
-            }
-            let lsn = data.read().unwrap().lsn;
-            durable_tx.send_replace(lsn);
-            let machine = Primary {
-                data: data.clone(),
-                tail: tail.clone(),
-                durable: durable_tx,
-                next_lsn: lsn + 1,
-                overlay: Vec::new(),
-                pending: Vec::new(),
-            };
-            let durability = if args.unsafe_no_fsync {
-                tracing::warn!("UNSAFE: acknowledging writes before they are durable");
-                Durability::UnsafeAckBeforeWrite
-            } else {
-                Durability::Fsync
-            };
-            let (c, handle) = spawn_committer(machine, log, durability, wal_metrics);
-            writer = Some(handle);
-            Some(c)
+            let (c, w) = open_primary(&args, &data, &tail, durable_tx, wal_metrics)?;
+            (Some(c), Some(w))
         }
-        Role::Replica => None,
+        Role::Replica => (None, None),
     };
     let state = Arc::new(AppState {
         role: args.role,
@@ -694,30 +670,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         metrics,
     });
     let primary = match args.role {
-        Role::Replica => {
-            let shard = args.shard.expect("clap requires --shard for a replica");
-            let primaries = args
-                .primaries
-                .as_ref()
-                .expect("clap requires --primaries")
-                .0
-                .clone();
-            let addr = *primaries.get(shard.wrapping_sub(1)).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "--shard {shard} but only {} primaries given",
-                    primaries.len()
-                )
-            })?;
-            let mut config = args.upstream.config();
-            config.per_try_timeout = Duration::from_secs(5);
-            config.max_retries = 0;
-            Some(Upstream::new(
-                "store-primary",
-                &[addr],
-                config,
-                upstream_metrics,
-            ))
-        }
+        Role::Replica => Some(primary_upstream(&args, upstream_metrics)?),
         Role::Primary => None,
     };
     let router = Router::new()
@@ -760,4 +713,67 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         let _ = w.await;
     }
     result
+}
+
+/// A replica's upstream to its shard's primary.
+fn primary_upstream(args: &Args, metrics: UpstreamMetrics) -> anyhow::Result<Arc<Upstream>> {
+    let shard = args.shard.expect("clap requires --shard for a replica");
+    let primaries = args
+        .primaries
+        .as_ref()
+        .expect("clap requires --primaries")
+        .0
+        .clone();
+    let addr = *primaries.get(shard.wrapping_sub(1)).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--shard {shard} but only {} primaries given",
+            primaries.len()
+        )
+    })?;
+    let mut config = args.upstream.config();
+    config.per_try_timeout = Duration::from_secs(5);
+    config.max_retries = 0;
+    Ok(Upstream::new("store-primary", &[addr], config, metrics))
+}
+
+/// A primary's state recovered from its log, and the committer that makes its writes
+/// durable (with the writer task to await at the end).
+fn open_primary(
+    args: &Args,
+    data: &Arc<RwLock<Data>>,
+    tail: &Arc<Mutex<Tail>>,
+    durable_tx: watch::Sender<u64>,
+    wal_metrics: WalMetrics,
+) -> anyhow::Result<(crate::wal::Committer<Primary>, tokio::task::JoinHandle<()>)> {
+    let dir = args
+        .data_dir
+        .clone()
+        .expect("clap requires --data-dir for a primary");
+    let (log, batches) = Wal::open::<Arc<LogBatch>>(&dir.join("wal.log"))?;
+    {
+        let mut d = data.write().unwrap();
+        let mut t = tail.lock().unwrap();
+        for b in batches {
+            d.apply(&b);
+            t.push(b);
+        }
+        tracing::info!(lsn = d.lsn, keys = d.map.len(), "recovered from the log");
+    }
+    let lsn = data.read().unwrap().lsn;
+    durable_tx.send_replace(lsn);
+    let machine = Primary {
+        data: data.clone(),
+        tail: tail.clone(),
+        durable: durable_tx,
+        next_lsn: lsn + 1,
+        overlay: Vec::new(),
+        pending: Vec::new(),
+    };
+    let durability = if args.unsafe_no_fsync {
+        tracing::warn!("UNSAFE: acknowledging writes before they are durable");
+        Durability::UnsafeAckBeforeWrite
+    } else {
+        Durability::Fsync
+    };
+    Ok(spawn_committer(machine, log, durability, wal_metrics))
 }
