@@ -17,7 +17,7 @@ use crate::load::client::{Endpoint, Req};
 use crate::load::schedule::{Schedule, Stage};
 use crate::load::stats::Percentiles;
 use crate::load::{LoadSpec, Model, Summary, Work, run};
-use crate::slo::{self, Counts, Evaluation, Objective, Windows};
+use crate::slo::{self, BudgetLeft, Counts, Evaluation, Objective, Windows};
 
 /// A duration flag, at most [`MAX_DURATION`].
 fn duration(s: &str) -> Result<Duration, String> {
@@ -261,8 +261,8 @@ pub fn summary_json(s: &Summary, slos: &[Evaluation]) -> serde_json::Value {
             .map(|(_, n)| n)
             .sum::<u64>()
     };
-    // The availability SLI's good: any answer below 500 (a 4xx is the client's fault).
-    let good = answered(|c| c < 500);
+    // The availability SLI's good (a 4xx is the client's fault).
+    let good = slo::good_answers(&s.stats);
     let ok = answered(|c| (200..400).contains(&c));
     json!({
         "requests": requests,
@@ -295,7 +295,7 @@ fn slo_text(e: &[Evaluation]) -> String {
             if ev.met { "MET" } else { "MISS" },
             ev.sli.map_or("-".to_owned(), |s| format!("{:.4}%", s * 100.0)),
             format!("{}%", ev.objective * 100.0),
-            if ev.budget_remaining.is_finite() { format!("{:.0}%", ev.budget_remaining * 100.0) } else { "none".into() },
+            BudgetLeft(ev.budget_remaining),
             ev.max_short_burn,
             ev.max_long_burn
         ));

@@ -379,12 +379,7 @@ pub(crate) fn second_row<'a>(
     counts: &[Counts],
 ) -> Second {
     let s = &snap.stats;
-    let ok: u64 = s
-        .statuses
-        .iter()
-        .filter(|(c, _)| **c < 500)
-        .map(|(_, n)| n)
-        .sum();
+    let ok = slo::good_answers(s);
     let p = Percentiles::of(&s.latency);
     Second {
         t,
@@ -737,7 +732,7 @@ async fn run_on(exp: &Experiment, opts: &Options, live: &Live) -> anyhow::Result
                 if !opts.quiet && last_progress.elapsed() >= progress_every {
                     let span = last_progress.elapsed().as_secs_f64();
                     let p = Percentiles::of(&window.latency);
-                    let errs = window.requests() - window.statuses.iter().filter(|(c, _)| **c < 500).map(|(_, n)| n).sum::<u64>();
+                    let errs = window.requests() - slo::good_answers(&window);
                     let slis: Vec<String> = exp.slos.iter().zip(&per_slo).map(|(s, series)| {
                         let mut c = Counts::default();
                         for x in series { c.add(*x); }

@@ -10,7 +10,7 @@ use super::Event;
 use super::checks::CheckResult;
 use super::timeline::FaultRecord;
 use crate::load::stats::{ErrorKind, Percentiles};
-use crate::slo::{Evaluation, Phase};
+use crate::slo::{BudgetLeft, Evaluation, Phase};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -154,7 +154,7 @@ impl Report {
                 e.sli
                     .map_or("none (no events)".into(), |v| format!("{:.4}%", v * 100.0)),
                 e.objective * 100.0,
-                budget(e.budget_remaining),
+                format!("{:#}", BudgetLeft(e.budget_remaining)),
                 e.max_short_burn,
                 e.max_long_burn
             );
@@ -234,7 +234,7 @@ impl Report {
                     e.name,
                     e.objective * 100.0,
                     e.sli.map_or("-".into(), |v| format!("{:.3}%", v * 100.0)),
-                    budget(e.budget_remaining),
+                    format!("{:#}", BudgetLeft(e.budget_remaining)),
                     e.max_short_burn,
                     e.max_long_burn,
                     if e.met { "✅ met" } else { "❌ missed" }
@@ -312,13 +312,5 @@ impl Report {
             m.push('\n');
         }
         m
-    }
-}
-
-fn budget(b: f64) -> String {
-    if b.is_finite() {
-        format!("{:.0}%", b * 100.0)
-    } else {
-        "none (no errors allowed)".into()
     }
 }

@@ -37,10 +37,30 @@ impl Counts {
     }
 }
 
-/// The counts an SLI takes from one interval's statistics. Availability: good is any
-/// answer below 500 that is not in `also_bad` (errors and timeouts are bad). Latency:
-/// good is a request answered within the threshold (measured from its intended send
-/// time).
+/// Whether an HTTP answer is good for availability: any answer below 500 (a 4xx is the
+/// client's fault, not the system's). The one statement of the rule; requests without
+/// an answer (errors, timeouts) are never good.
+pub fn good_status(status: u16) -> bool {
+    status < 500
+}
+
+/// The same rule as a PromQL regex over the `status` label: the statuses it counts bad.
+pub const BAD_STATUS_PATTERN: &str = "5..";
+
+/// Answers in `stats` that [`good_status`] calls good.
+pub fn good_answers(stats: &Stats) -> u64 {
+    stats
+        .statuses
+        .iter()
+        .filter(|(s, _)| good_status(**s))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// The counts an SLI takes from one interval's statistics. Availability: good is a
+/// [`good_status`] answer that is not in `also_bad` (errors and timeouts are bad).
+/// Latency: good is a request answered within the threshold (measured from its intended
+/// send time).
 pub fn counts(kind: &SliKind, stats: &Stats, also_bad: &[u16]) -> Counts {
     match kind {
         SliKind::Availability => {
@@ -48,7 +68,7 @@ pub fn counts(kind: &SliKind, stats: &Stats, also_bad: &[u16]) -> Counts {
             let good = stats
                 .statuses
                 .iter()
-                .filter(|(s, _)| **s < 500 && !also_bad.contains(s))
+                .filter(|(s, _)| good_status(**s) && !also_bad.contains(s))
                 .map(|(_, n)| n)
                 .sum();
             Counts { good, total }
@@ -63,6 +83,36 @@ pub fn counts(kind: &SliKind, stats: &Stats, also_bad: &[u16]) -> Counts {
                 stats.latency.count_between(0, us)
             };
             Counts { good, total }
+        }
+    }
+}
+
+/// Share of the error budget left after `all`: 1 untouched, 0 spent, negative when
+/// overspent. An objective of 100% allows no bad event: its budget is whole without
+/// one and minus infinity with any.
+pub fn budget_remaining(all: Counts, objective: f64) -> f64 {
+    let allowed_bad = (1.0 - objective) * all.total as f64;
+    if allowed_bad > 0.0 {
+        1.0 - all.bad() as f64 / allowed_bad
+    } else if all.bad() == 0 {
+        1.0
+    } else {
+        f64::NEG_INFINITY
+    }
+}
+
+/// An error budget left, as every view writes it: `42%`, or `none` when the objective
+/// allows no error and one happened. The alternate form (`{:#}`) says why:
+/// `none (no errors allowed)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BudgetLeft(pub f64);
+
+impl std::fmt::Display for BudgetLeft {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.0.is_finite(), f.alternate()) {
+            (true, _) => f.pad(&format!("{:.0}%", self.0 * 100.0)),
+            (false, false) => f.pad("none"),
+            (false, true) => f.pad("none (no errors allowed)"),
         }
     }
 }
@@ -157,14 +207,7 @@ pub fn evaluate(
     for s in seconds {
         all.add(*s);
     }
-    let allowed_bad = (1.0 - obj.objective) * all.total as f64;
-    let budget_remaining = if allowed_bad > 0.0 {
-        1.0 - all.bad() as f64 / allowed_bad
-    } else if all.bad() == 0 {
-        1.0
-    } else {
-        f64::NEG_INFINITY
-    };
+    let budget_remaining = budget_remaining(all, obj.objective);
     let (mut max_short, mut max_long) = (0.0f64, 0.0f64);
     let mut alert_seconds = Vec::new();
     for t in 0..seconds.len() {
@@ -243,14 +286,7 @@ pub fn now(name: &str, objective: f64, seconds: &[Counts], windows: Windows) -> 
             burn(window_sum(seconds, n - 1, windows.long_s), objective),
         ),
     };
-    let allowed_bad = (1.0 - objective) * all.total as f64;
-    let budget_remaining = if allowed_bad > 0.0 {
-        1.0 - all.bad() as f64 / allowed_bad
-    } else if all.bad() == 0 {
-        1.0
-    } else {
-        f64::NEG_INFINITY
-    };
+    let budget_remaining = budget_remaining(all, objective);
     SloNow {
         name: name.to_owned(),
         objective,

@@ -6,6 +6,8 @@
 
 use std::fmt::Write;
 
+use crate::slo::BAD_STATUS_PATTERN;
+
 /// The workbook's alert pairs for a 30-day budget: (factor, long window, short window,
 /// severity).
 pub const PAIRS: [(f64, &str, &str, &str); 4] = [
@@ -167,7 +169,7 @@ pub fn shop_rules() -> String {
                 name: "shop-availability".into(),
                 objective: 0.999,
                 bad: format!(
-                    r#"sum(rate(shop_http_requests_total{{{sel},status=~"5.."}}[WINDOW]))"#
+                    r#"sum(rate(shop_http_requests_total{{{sel},status=~"{BAD_STATUS_PATTERN}"}}[WINDOW]))"#
                 ),
                 total: format!("sum(rate(shop_http_requests_total{{{sel}}}[WINDOW]))"),
                 min_rate: 0.1,
@@ -202,7 +204,8 @@ pub fn experiment_queries(
                 .unwrap_or_default();
             let (bad, total) = match &s.objective.kind {
                 crate::slo::SliKind::Availability => {
-                    let mut bad = String::from("5..|timeout|connect|reset|other");
+                    let mut bad =
+                        format!("{BAD_STATUS_PATTERN}|timeout|connect|reset|other");
                     for c in &s.also_bad {
                         bad.push_str(&format!("|{c}"));
                     }

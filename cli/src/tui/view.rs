@@ -16,6 +16,7 @@ use ratatui::widgets::{
 
 use super::app::{App, KEYS};
 use crate::run::state::Stage;
+use crate::slo::BudgetLeft;
 
 fn color(app: &App, c: Color) -> Style {
     if app.no_color {
@@ -239,11 +240,7 @@ fn draw_slos(f: &mut Frame, app: &App, area: Rect, small: bool) {
                 Cell::from(s.name.clone()),
                 Cell::from(format!("{}%", s.objective * 100.0)),
                 Cell::from(pct(s.sli)),
-                Cell::from(if s.budget_remaining.is_finite() {
-                    format!("{:.0}%", s.budget_remaining * 100.0)
-                } else {
-                    "none".into()
-                }),
+                Cell::from(BudgetLeft(s.budget_remaining).to_string()),
                 Cell::from(format!("{:.1}x", s.short_burn)),
                 Cell::from(format!("{:.1}x", s.long_burn)),
                 Cell::from(word).style(color(app, c).add_modifier(Modifier::BOLD)),
