@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::faults::{FaultError, FaultInfo, FaultRequest, Faults};
 use crate::http_server::{ConnStats, Limits};
 use crate::supervisor::ReplicaStatus;
+use crate::topology::Messaging;
 
 /// What `GET /v1/status` answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,6 +35,9 @@ pub struct Status {
     pub replicas: Vec<ReplicaStatus>,
     pub faults: Vec<FaultInfo>,
     pub edges: Vec<EdgeView>,
+    /// The topology's `[messaging]`: the broker service and who uses each queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messaging: Option<Messaging>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -130,6 +134,7 @@ async fn status(State(s): State<AppState>) -> Response {
                 toxics: e.toxics().len(),
             })
             .collect(),
+        messaging: sup.topology().messaging.clone(),
     })
     .into_response()
 }
