@@ -12,6 +12,8 @@
 //! - [`run`]: the runner, along its data flow: target, observe, collect, judge, report.
 //! - [`tui`]: the live dashboard.
 //! - [`metrics`], [`dashboards`]: the CLI's own `/metrics`, and the Grafana dashboards.
+//! - [`shop`]: what faultline knows of the bundled shop (its files, invariants,
+//!   dashboards and SLO rules): the one place that names its services and endpoints.
 //! - [`bundled`], [`discover`], [`exit`], [`input`], [`limits`]: the bundled topology,
 //!   which agent a command talks to, exit codes, reading user files, input bounds.
 
@@ -26,6 +28,7 @@ pub mod limits;
 pub mod load;
 pub mod metrics;
 pub mod run;
+pub mod shop;
 pub mod slo;
 pub mod tui;
 

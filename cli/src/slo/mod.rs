@@ -8,14 +8,14 @@ pub mod spec;
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::load::stats::Stats;
 
 pub use spec::{Objective, SliKind};
 
 /// Good and total events of one SLI in one interval.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     pub good: u64,
     pub total: u64,
@@ -120,7 +120,7 @@ impl std::fmt::Display for BudgetLeft {
 /// The short and long windows of the burn-rate alerts. The SRE workbook pages on 14.4x
 /// over 1 h and 5 min for a 30-day budget; a run of minutes keeps the 12:1 ratio with
 /// windows scaled to it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Windows {
     pub short_s: u64,
     pub long_s: u64,
@@ -139,14 +139,14 @@ impl Windows {
 }
 
 /// A named stretch of the run, in seconds from its start: `[start, end)`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Phase {
     pub name: String,
     pub start_s: usize,
     pub end_s: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PhaseFigures {
     pub name: String,
     pub sli: Option<f64>,
@@ -155,23 +155,37 @@ pub struct PhaseFigures {
     pub met: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
     pub name: String,
     pub objective: f64,
     pub sli: Option<f64>,
     pub good: u64,
     pub total: u64,
-    /// Share of the error budget left at the end (negative when overspent).
+    /// Share of the error budget left at the end (negative when overspent; minus
+    /// infinity, `null` in JSON, when the objective allowed no error and one happened).
+    #[serde(deserialize_with = "null_as_neg_infinity")]
     pub budget_remaining: f64,
     pub windows: Windows,
+    /// Infinite (`null` in JSON) when the objective allows no error and one happened.
+    #[serde(deserialize_with = "null_as_infinity")]
     pub max_short_burn: f64,
+    #[serde(deserialize_with = "null_as_infinity")]
     pub max_long_burn: f64,
     /// Seconds where both windows burned faster than `page_burn` (the workbook's
     /// multi-window alert).
     pub alert_seconds: Vec<usize>,
     pub phases: Vec<PhaseFigures>,
     pub met: bool,
+}
+
+/// JSON has no infinities: serde_json writes them as `null`, and these read them back.
+fn null_as_infinity<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
+}
+
+fn null_as_neg_infinity<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NEG_INFINITY))
 }
 
 /// The burn-rate factor of the fast page (14.4x: 2% of a 30-day budget in an hour).

@@ -26,6 +26,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use self::app::{Action, App};
+use crate::run::events::{Event, EventKind};
+use crate::run::observe::observe_once;
 use crate::run::state::{RunState, Stage};
 
 /// How often the screen is redrawn.
@@ -99,8 +101,17 @@ fn terminal_events(stop: std::sync::Arc<AtomicBool>) -> mpsc::UnboundedReceiver<
     rx
 }
 
+/// What the dashboard knows of the topology when it carries out an action.
+struct Known {
+    /// Edges into each replica, `client->replica`, from the agent.
+    edges: Vec<String>,
+    /// The broker of the topology's `[messaging]`.
+    broker: Option<String>,
+}
+
 /// Carries out one action through the agent; returns what to log and the faults applied.
-async fn perform(client: &AgentClient, action: Action, edges: &[String]) -> (String, Vec<String>) {
+async fn perform(client: &AgentClient, action: Action, known: &Known) -> (String, Vec<String>) {
+    let edges = &known.edges;
     let inject = |spec: FaultSpec, target: String| FaultRequest {
         spec,
         target,
@@ -133,12 +144,18 @@ async fn perform(client: &AgentClient, action: Action, edges: &[String]) -> (Str
                 })
                 .collect()
         }
-        Action::PartitionFromBroker(s) => vec![inject(
-            FaultSpec::Partition {
-                with: "broker".into(),
-            },
-            s.clone(),
-        )],
+        Action::PartitionFromBroker(s) => match &known.broker {
+            Some(broker) => vec![inject(
+                FaultSpec::Partition {
+                    with: broker.clone(),
+                },
+                s.clone(),
+            )],
+            None => {
+                let m = "the topology names no broker ([messaging]): nothing to partition from";
+                return (m.to_owned(), vec![]);
+            }
+        },
         Action::Resume { replica, fault } => {
             return match client.heal(fault).await {
                 Ok(_) => (format!("resumed {replica} (healed {fault})"), vec![]),
@@ -177,6 +194,26 @@ async fn perform(client: &AgentClient, action: Action, edges: &[String]) -> (Str
     (said.join("; "), ids)
 }
 
+/// Hands the actions the keys asked for to the agent, each on a task of its own that
+/// reports on `done` what it did and which faults it applied.
+fn dispatch(app: &mut App, agent: Option<&AgentClient>, done: &mpsc::UnboundedSender<Done>) {
+    for action in std::mem::take(&mut app.pending) {
+        let Some(client) = agent else {
+            app.note("no agent: faults cannot be applied from here");
+            continue;
+        };
+        let (client, tx) = (client.clone(), done.clone());
+        let known = Known {
+            edges: app.edges.clone(),
+            broker: app.state.broker.clone(),
+        };
+        tokio::spawn(async move { tx.send(perform(&client, action, &known).await) });
+    }
+}
+
+/// What an action did, in words, and the faults it applied.
+type Done = (String, Vec<String>);
+
 /// Runs the dashboard until the user quits (or `done` fires and is acknowledged with q).
 /// `interrupt` is cancelled when the user quits: a run then stops and heals.
 pub async fn run(
@@ -196,7 +233,7 @@ pub async fn run(
         ..App::default()
     };
     app.set_state(state.borrow().clone());
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, Vec<String>)>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let mut signals =
         faultline_agent::report::StopSignals::install().context("cannot watch signals")?;
     let mut frame = tokio::time::interval(FRAME);
@@ -243,17 +280,7 @@ pub async fn run(
                 {
                     agent = Some(AgentClient::new(url, token.clone()));
                 }
-                for action in std::mem::take(&mut app.pending) {
-                    match &agent {
-                        None => app.note("no agent: faults cannot be applied from here"),
-                        Some(client) => {
-                            let (client, tx, edges) = (client.clone(), done_tx.clone(), app.edges.clone());
-                            tokio::spawn(async move {
-                                let _ = tx.send(perform(&client, action, &edges).await);
-                            });
-                        }
-                    }
-                }
+                dispatch(&mut app, agent.as_ref(), &done_tx);
                 if app.quit {
                     break;
                 }
@@ -312,25 +339,29 @@ pub async fn attach(client: AgentClient, tx: watch::Sender<RunState>, stop: Canc
     loop {
         let t = start.elapsed().as_secs_f64();
         state.elapsed_s = t;
-        if let Some(o) = crate::run::observe_once(&client, &http).await {
+        if let Some(o) = observe_once(&client, &http).await {
             for r in &o.replicas {
                 let word = format!("{:?}", r.state).to_lowercase();
                 let before = seen.insert(r.name.clone(), (word.clone(), r.restarts));
-                if let Some((was, restarts)) = before {
-                    if was != word {
-                        state.events.push(crate::run::Event {
-                            t_s: t,
-                            kind: "replica".into(),
-                            message: format!("{}: {was} -> {word}", r.name),
-                        });
-                    }
-                    if r.restarts > restarts {
-                        state.events.push(crate::run::Event {
-                            t_s: t,
-                            kind: "restart".into(),
-                            message: format!("{} restarted ({} restarts)", r.name, r.restarts),
-                        });
-                    }
+                let Some((was, restarts)) = before else {
+                    continue;
+                };
+                let replica = r.name.clone();
+                if was != word {
+                    state.events.push(Event {
+                        t_s: t,
+                        kind: EventKind::Replica {
+                            replica: replica.clone(),
+                        },
+                        message: format!("{}: {was} -> {word}", r.name),
+                    });
+                }
+                if r.restarts > restarts {
+                    state.events.push(Event {
+                        t_s: t,
+                        kind: EventKind::Restart { replica },
+                        message: format!("{} restarted ({} restarts)", r.name, r.restarts),
+                    });
                 }
             }
             state.phase = if o.faults.is_empty() {
@@ -342,10 +373,7 @@ pub async fn attach(client: AgentClient, tx: watch::Sender<RunState>, stop: Canc
                     .collect::<Vec<_>>()
                     .join(", ")
             };
-            state.replicas = o.replicas;
-            state.breakers = o.breakers;
-            state.faults = o.faults;
-            state.queues = o.queues;
+            state.see(o);
         }
         tx.send_replace(state.clone());
         tokio::select! {
