@@ -42,7 +42,13 @@ pub struct Status {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EdgeView {
+    /// `client->server-N`.
     pub name: String,
+    /// The calling service, and the server replica the edge leads to.
+    #[serde(default)]
+    pub client: String,
+    #[serde(default)]
+    pub server: String,
     pub listen: SocketAddr,
     pub target: SocketAddr,
     pub toxics: usize,
@@ -129,6 +135,8 @@ async fn status(State(s): State<AppState>) -> Response {
             .iter()
             .map(|e| EdgeView {
                 name: e.name.clone(),
+                client: e.client.clone(),
+                server: e.server.clone(),
                 listen: e.listen,
                 target: e.target(),
                 toxics: e.toxics().len(),

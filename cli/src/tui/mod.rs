@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use faultline_agent::api::EdgeView;
 use faultline_agent::client::AgentClient;
 use faultline_agent::faults::{FaultRequest, FaultSpec};
 use ratatui::crossterm::event::{self, Event as TermEvent, KeyEventKind};
@@ -103,8 +104,8 @@ fn terminal_events(stop: std::sync::Arc<AtomicBool>) -> mpsc::UnboundedReceiver<
 
 /// What the dashboard knows of the topology when it carries out an action.
 struct Known {
-    /// Edges into each replica, `client->replica`, from the agent.
-    edges: Vec<String>,
+    /// The topology's edges, from the agent.
+    edges: Vec<EdgeView>,
     /// The broker of the topology's `[messaging]`.
     broker: Option<String>,
 }
@@ -124,7 +125,8 @@ async fn perform(client: &AgentClient, action: Action, known: &Known) -> (String
         Action::Latency(r) => {
             let clients: std::collections::BTreeSet<&str> = edges
                 .iter()
-                .filter_map(|e| e.strip_suffix(&format!("->{r}")))
+                .filter(|e| e.server == *r)
+                .map(|e| e.client.as_str())
                 .collect();
             if clients.is_empty() {
                 return (format!("no edge leads into {r}: nothing to slow"), vec![]);
@@ -262,7 +264,7 @@ pub async fn run(
                     && (app.edges.is_empty() || edges_at.elapsed() > Duration::from_secs(10))
                     && let Ok(s) = client.status().await
                 {
-                    app.edges = s.edges.into_iter().map(|e| e.name).collect();
+                    app.edges = s.edges;
                     edges_at = tokio::time::Instant::now();
                 }
             }
