@@ -90,7 +90,7 @@ pub struct Violations {
     /// Order ids with more than one successful charge.
     pub charged_twice: Vec<String>,
     /// Dead-lettered messages that were not injected poison, by dead letter queue.
-    pub real_in_dlq: BTreeMap<String, usize>,
+    pub real_messages_in_dlq: BTreeMap<String, usize>,
 }
 
 impl Violations {
@@ -179,7 +179,7 @@ pub async fn look(
         .map(|(r, _)| (*r).to_owned())
         .collect();
     let (broker, queues) = broker_url(&status)?;
-    let mut real_in_dlq = BTreeMap::new();
+    let mut real_messages_in_dlq = BTreeMap::new();
     let mut poison_in_dlq = 0;
     for q in dead_letter_queues(http, &broker, &queues).await? {
         let msgs: Messages = get_json(http, format!("{broker}{}", broker_messages(&q))).await?;
@@ -190,7 +190,7 @@ pub async fn look(
             .count();
         poison_in_dlq += poison;
         if msgs.messages.len() > poison {
-            real_in_dlq.insert(q, msgs.messages.len() - poison);
+            real_messages_in_dlq.insert(q, msgs.messages.len() - poison);
         }
     }
     Ok(Found {
@@ -198,7 +198,7 @@ pub async fn look(
             lost,
             not_terminal,
             charged_twice,
-            real_in_dlq,
+            real_messages_in_dlq,
         },
         acknowledged: acknowledged.len(),
         orders,
@@ -295,13 +295,13 @@ pub fn checks(found: Result<Found, AuditError>) -> Vec<CheckResult> {
         },
         CheckResult {
             name: "dead letter queues hold only injected poison".into(),
-            passed: v.real_in_dlq.is_empty(),
-            detail: if v.real_in_dlq.is_empty() {
+            passed: v.real_messages_in_dlq.is_empty(),
+            detail: if v.real_messages_in_dlq.is_empty() {
                 format!("{} poison messages, nothing else", f.poison_in_dlq)
             } else {
                 format!(
                     "real messages dead-lettered: {}",
-                    v.real_in_dlq
+                    v.real_messages_in_dlq
                         .iter()
                         .map(|(q, n)| format!("{q}: {n}"))
                         .collect::<Vec<_>>()
