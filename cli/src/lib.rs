@@ -1,7 +1,7 @@
 //! faultline: chaos testing with live SLOs. One command drives load and faults against a
 //! system, judges it by its SLOs and the system's own invariants, and shows it all live.
 //! The `faultline` binary is a thin shell over this library: it parses the command line
-//! into a [`Cli`], calls [`run`] and turns the outcome into an exit code.
+//! into a [`Cli`], calls [`Cli::run`] and turns the outcome into an exit code.
 //!
 //! # Layout
 //!
@@ -9,7 +9,8 @@
 //! - [`experiment`]: experiment files, checked into an [`experiment::Experiment`].
 //! - [`load`]: the load engine (open and closed models, flows of templated steps).
 //! - [`slo`]: the SLO engine: SLIs, error budgets, burn rates, phases (pure arithmetic).
-//! - [`run`]: the runner, along its data flow: target, observe, collect, judge, report.
+//! - [`mod@run`]: the runner, along its data flow: target, observe, collect, judge,
+//!   report.
 //! - [`tui`]: the live dashboard.
 //! - [`metrics`], [`dashboards`]: the CLI's own `/metrics`, and the Grafana dashboards.
 //! - [`shop`]: what faultline knows of the bundled shop (its files, invariants,
@@ -91,23 +92,25 @@ pub fn init_logging() {
         .init();
 }
 
-/// Runs one command. `Err` is a setup error the command did not report itself (exit
-/// code 2); whatever happened, the terminal is left as it was found.
-pub fn run(cli: Cli) -> anyhow::Result<Exit> {
-    let result = match cli.command {
-        Command::Up(args) => cmd::up::run(args),
-        Command::Fault(args) => cmd::fault::run(*args),
-        Command::Heal(args) => cmd::heal::run(args),
-        Command::Status(args) => cmd::status::run(args),
-        Command::Load(args) => cmd::load::run_cmd(*args),
-        Command::Run(args) => cmd::run::run(*args),
-        Command::Demo(args) => cmd::run::demo(*args),
-        Command::Tui(args) => cmd::tui::run(args),
-        Command::Check(args) => cmd::check::run(args),
-        Command::Schema(args) => cmd::check::schema(args),
-        Command::Slo(args) => cmd::slo::run(args),
-        Command::Dashboards(args) => cmd::dashboards::run(args),
-    };
-    tui::restore();
-    result
+impl Cli {
+    /// Runs the command. `Err` is a setup error the command did not report itself
+    /// (exit code 2); whatever happened, the terminal is left as it was found.
+    pub fn run(self) -> anyhow::Result<Exit> {
+        let result = match self.command {
+            Command::Up(args) => cmd::up::run(args),
+            Command::Fault(args) => cmd::fault::run(*args),
+            Command::Heal(args) => cmd::heal::run(args),
+            Command::Status(args) => cmd::status::run(args),
+            Command::Load(args) => cmd::load::run_cmd(*args),
+            Command::Run(args) => cmd::run::run(*args),
+            Command::Demo(args) => cmd::run::demo(*args),
+            Command::Tui(args) => cmd::tui::run(args),
+            Command::Check(args) => cmd::check::run(args),
+            Command::Schema(args) => cmd::check::schema(args),
+            Command::Slo(args) => cmd::slo::run(args),
+            Command::Dashboards(args) => cmd::dashboards::run(args),
+        };
+        tui::restore();
+        result
+    }
 }

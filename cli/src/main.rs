@@ -1,5 +1,5 @@
-//! `faultline`: parses the command line, runs the command (the [`faultline`] library
-//! does the work) and maps the outcome to an exit code.
+//! `faultline`: parses the command line, runs the command (the `faultline` library does
+//! the work) and maps the outcome to an exit code.
 
 use std::process::ExitCode;
 
@@ -9,7 +9,7 @@ use faultline::exit::Exit;
 fn main() -> ExitCode {
     let cli = faultline::Cli::parse();
     faultline::init_logging();
-    match faultline::run(cli) {
+    match cli.run() {
         Ok(code) => code.into(),
         Err(e) => {
             eprintln!("error: {e:#}");
