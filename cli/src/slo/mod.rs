@@ -532,6 +532,29 @@ mod tests {
     }
 
     #[test]
+    fn an_evaluation_reads_back_from_json_with_its_infinities() {
+        // 100% allows no error: one spends an infinite budget at an infinite burn rate,
+        // which JSON can only write as null.
+        let s = [Counts { good: 9, total: 10 }];
+        let w = Windows {
+            short_s: 1,
+            long_s: 12,
+        };
+        let e = evaluate(&obj(1.0), &s, &[], w);
+        assert_eq!(e.budget_remaining, f64::NEG_INFINITY);
+        assert_eq!(e.max_short_burn, f64::INFINITY);
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(json.contains(r#""budget_remaining":null"#), "{json}");
+        assert_eq!(serde_json::from_str::<Evaluation>(&json).unwrap(), e);
+        assert_eq!(format!("{}", BudgetLeft(e.budget_remaining)), "none");
+        assert_eq!(
+            format!("{:#}", BudgetLeft(e.budget_remaining)),
+            "none (no errors allowed)"
+        );
+        assert_eq!(format!("{:>5}", BudgetLeft(0.5)), "  50%");
+    }
+
+    #[test]
     fn windows_scale_with_the_run() {
         assert_eq!(
             Windows::scaled(Duration::from_secs(60)),
