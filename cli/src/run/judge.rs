@@ -144,3 +144,90 @@ pub fn slo_failures(slos: &[SloReport]) -> impl Iterator<Item = String> + '_ {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::experiment::{Overrides, parse};
+    use crate::load::Snapshot;
+    use crate::load::stats::Stats;
+
+    /// An experiment against a running system (nothing to start), with one guard.
+    fn experiment(faults: &str) -> Experiment {
+        let text = format!(
+            "name = \"t\"\nduration = \"60s\"\n[target]\nurl = \"http://127.0.0.1:1\"\nagent = \"http://127.0.0.1:2\"\n[load]\nrate = 10\n[[load.flows]]\nname = \"f\"\nsteps = [{{ name = \"s\", path = \"/\" }}]\n[[slo]]\nname = \"availability\"\nobjective = \"availability>=99\"\n[[abort]]\nslo = \"availability\"\nburn_rate = 10\nfor = \"2s\"\n{faults}"
+        );
+        parse("t.toml", &text, Path::new("."), &Overrides::default()).unwrap()
+    }
+
+    fn second(good: u64, bad: u64) -> Snapshot {
+        let mut stats = Stats::default();
+        stats.statuses.insert(200, good);
+        stats.statuses.insert(503, bad);
+        Snapshot {
+            elapsed: Duration::ZERO,
+            stats,
+            steps: Vec::new(),
+            dropped: 0,
+            in_flight: 0,
+        }
+    }
+
+    #[test]
+    fn a_guard_trips_once_the_burn_rate_stays_above_its_limit_for_long_enough() {
+        let exp = experiment("");
+        let w = Windows {
+            short_s: 1,
+            long_s: 12,
+        };
+        let mut c = Collector::new(exp.slos.clone(), w, vec!["s".into()]);
+        let mut guards = Guards::new(&exp);
+        let mut push = |good, bad| {
+            c.push(&second(good, bad));
+            guards.check(&exp, &c, w)
+        };
+        // 50% errors against 99% burn at 50x: above 10x, but for one second only.
+        assert_eq!(push(100, 0), None);
+        assert_eq!(push(50, 50), None);
+        assert_eq!(push(100, 0), None, "a good second resets the count");
+        assert_eq!(push(50, 50), None);
+        let (slo, why) = push(50, 50).expect("two seconds above the limit trip it");
+        assert_eq!(slo, "availability");
+        assert_eq!(
+            why,
+            "abort: SLO `availability` burned its budget at 50.0x (limit 10x) for 2 s"
+        );
+    }
+
+    #[test]
+    fn phases_run_from_the_baseline_through_each_fault_to_the_recovery() {
+        let exp = experiment(
+            "[[faults]]\nat = \"10s\"\nduration = \"5s\"\nkind = \"pause\"\ntarget = \"x\"\n",
+        );
+        let names = |p: Vec<Phase>| -> Vec<(String, usize, usize)> {
+            p.into_iter()
+                .map(|p| (p.name, p.start_s, p.end_s))
+                .collect()
+        };
+        assert_eq!(
+            names(phases(&exp, 30)),
+            [
+                ("baseline".into(), 0, 10),
+                ("pause x".into(), 10, 15),
+                ("recovery".into(), 15, 30)
+            ]
+        );
+        // A run cut short ends every phase with it.
+        assert_eq!(
+            names(phases(&exp, 12)),
+            [
+                ("baseline".into(), 0, 10),
+                ("pause x".into(), 10, 12),
+                ("recovery".into(), 12, 12)
+            ]
+        );
+    }
+}

@@ -79,3 +79,55 @@ impl Progress {
         line
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::Slo;
+    use crate::slo::{Objective, Windows};
+
+    fn second(t: u64, good: u64, bad: u64) -> Snapshot {
+        let mut stats = Stats::default();
+        stats.statuses.insert(404, good);
+        stats.statuses.insert(500, bad);
+        Snapshot {
+            elapsed: Duration::from_secs(t),
+            stats,
+            steps: Vec::new(),
+            dropped: 1,
+            in_flight: 2,
+        }
+    }
+
+    #[test]
+    fn a_line_every_few_seconds_of_load_with_the_rows_the_collector_keeps() {
+        let objective: Objective = "availability>=99".parse().unwrap();
+        let windows = Windows::scaled(Duration::from_secs(12));
+        let mut c = Collector::new(vec![Slo::of(&objective)], windows, vec!["load".into()]);
+        let mut p = Progress::new(Duration::from_secs(5), Some(Duration::from_secs(12)));
+        let mut lines = Vec::new();
+        for t in 1..=10 {
+            let snap = second(t, 90, 10);
+            c.push(&snap);
+            lines.extend(p.push(&snap, &c));
+        }
+        // A 404 is the client's fault: good; a 500 is not.
+        let row = &c.seconds()[0];
+        assert_eq!((row.t, row.requests, row.ok, row.errors), (0, 100, 90, 10));
+        let name = &c.slos()[0].name;
+        assert_eq!(row.sli[name], 0.9);
+        assert_eq!(c.so_far(0).total, 1000);
+        assert_eq!(c.recent(0, 3).total, 300);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].starts_with("t=   5s/12s    100.0 req/s  errors 50  "),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[0].ends_with(&format!("dropped 5  in flight 2  |  {name} 90.00%")),
+            "{}",
+            lines[0]
+        );
+    }
+}
