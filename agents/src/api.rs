@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::faults::{FaultError, FaultInfo, FaultRequest, Faults};
 use crate::http_server::{ConnStats, Limits};
 use crate::supervisor::ReplicaStatus;
+use crate::topology::Messaging;
 
 /// What `GET /v1/status` answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,11 +35,20 @@ pub struct Status {
     pub replicas: Vec<ReplicaStatus>,
     pub faults: Vec<FaultInfo>,
     pub edges: Vec<EdgeView>,
+    /// The topology's `[messaging]`: the broker service and who uses each queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messaging: Option<Messaging>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EdgeView {
+    /// `client->server-N`.
     pub name: String,
+    /// The calling service, and the server replica the edge leads to.
+    #[serde(default)]
+    pub client: String,
+    #[serde(default)]
+    pub server: String,
     pub listen: SocketAddr,
     pub target: SocketAddr,
     pub toxics: usize,
@@ -125,11 +135,14 @@ async fn status(State(s): State<AppState>) -> Response {
             .iter()
             .map(|e| EdgeView {
                 name: e.name.clone(),
+                client: e.client.clone(),
+                server: e.server.clone(),
                 listen: e.listen,
                 target: e.target(),
                 toxics: e.toxics().len(),
             })
             .collect(),
+        messaging: sup.topology().messaging.clone(),
     })
     .into_response()
 }

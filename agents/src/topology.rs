@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::diag::SourceError;
@@ -45,14 +45,15 @@ struct RawQueueUse {
 }
 
 /// Which service hosts the queues and which services use each queue: what queue
-/// faults (poison, partitions of consumers or producers) act on.
-#[derive(Debug, Clone, Default)]
+/// faults (poison, partitions of consumers or producers) act on, and where the cli's
+/// observer and checks find the queues.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Messaging {
     pub broker: String,
     pub queues: BTreeMap<String, QueueUse>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct QueueUse {
     pub consumers: Vec<String>,
     pub producers: Vec<String>,

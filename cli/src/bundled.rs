@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 use faultline_agent::diag::SourceError;
 use faultline_agent::topology::Topology;
 
-/// `target-system/topology.toml`, as built.
-pub const TOPOLOGY: &str = include_str!("../../target-system/topology.toml");
-pub const TOPOLOGY_NAME: &str = "<bundled>/topology.toml";
+pub use crate::shop::{TOPOLOGY, TOPOLOGY_NAME};
 
 /// `path`'s topology, or the bundled one.
 pub fn load_topology(path: Option<&Path>) -> Result<Topology, SourceError> {

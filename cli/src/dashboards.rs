@@ -14,9 +14,14 @@ fn ds() -> Value {
 }
 
 /// A query and its legend.
-struct Q(&'static str, &'static str);
+pub(crate) struct Q(pub String, pub &'static str);
 
-struct Panel {
+/// A query and its legend.
+pub(crate) fn q(expr: impl Into<String>, legend: &'static str) -> Q {
+    Q(expr.into(), legend)
+}
+
+pub(crate) struct Panel {
     title: &'static str,
     description: &'static str,
     kind: &'static str,
@@ -26,7 +31,7 @@ struct Panel {
     h: u64,
 }
 
-fn p(
+pub(crate) fn p(
     title: &'static str,
     description: &'static str,
     kind: &'static str,
@@ -61,7 +66,7 @@ fn variable(name: &str, query: &str) -> Value {
     })
 }
 
-fn dashboard(uid: &str, title: &str, description: &str, panels: Vec<Panel>) -> Value {
+pub(crate) fn dashboard(uid: &str, title: &str, description: &str, panels: Vec<Panel>) -> Value {
     let mut x = 0;
     let mut y = 0;
     let panels: Vec<Value> = panels
@@ -82,7 +87,7 @@ fn dashboard(uid: &str, title: &str, description: &str, panels: Vec<Panel>) -> V
                     json!({
                         "refId": ((b'A' + j as u8) as char).to_string(),
                         "datasource": ds(),
-                        "expr": q.0,
+                        "expr": q.0.as_str(),
                         "legendFormat": q.1,
                     })
                 })
@@ -161,8 +166,6 @@ fn dashboard(uid: &str, title: &str, description: &str, panels: Vec<Panel>) -> V
     })
 }
 
-const SEL: &str = r#"service=~"$service",replica=~"$replica""#;
-
 fn overview() -> Value {
     dashboard(
         "faultline-overview",
@@ -174,7 +177,7 @@ fn overview() -> Value {
                 "Requests a second the load engine sent, by HTTP status or error kind (timeout, connect, reset).",
                 "timeseries",
                 "reqps",
-                vec![Q(
+                vec![q(
                     "sum by (status) (rate(faultline_requests_total[$__rate_interval]))",
                     "{{status}}",
                 )],
@@ -185,15 +188,15 @@ fn overview() -> Value {
                 "timeseries",
                 "s",
                 vec![
-                    Q(
+                    q(
                         "histogram_quantile(0.5, sum by (le) (rate(faultline_request_duration_seconds_bucket[$__rate_interval])))",
                         "p50",
                     ),
-                    Q(
+                    q(
                         "histogram_quantile(0.9, sum by (le) (rate(faultline_request_duration_seconds_bucket[$__rate_interval])))",
                         "p90",
                     ),
-                    Q(
+                    q(
                         "histogram_quantile(0.99, sum by (le) (rate(faultline_request_duration_seconds_bucket[$__rate_interval])))",
                         "p99",
                     ),
@@ -205,8 +208,8 @@ fn overview() -> Value {
                 "timeseries",
                 "percentunit",
                 vec![
-                    Q("faultline_slo_sli", "{{slo}}"),
-                    Q("faultline_slo_objective", "{{slo}} objective"),
+                    q("faultline_slo_sli", "{{slo}}"),
+                    q("faultline_slo_objective", "{{slo}} objective"),
                 ],
             ),
             p(
@@ -214,21 +217,21 @@ fn overview() -> Value {
                 "Share of each SLO's error budget left over the run (below zero: overspent).",
                 "timeseries",
                 "percentunit",
-                vec![Q("faultline_slo_error_budget_remaining", "{{slo}}")],
+                vec![q("faultline_slo_error_budget_remaining", "{{slo}}")],
             ),
             p(
                 "Burn rates",
                 "How many times faster than allowed each SLO burns its budget, over the run's short and long windows; the fast page fires when both exceed 14.4.",
                 "timeseries",
                 "suffix:x",
-                vec![Q("faultline_slo_burn_rate", "{{slo}} {{window}}")],
+                vec![q("faultline_slo_burn_rate", "{{slo}} {{window}}")],
             ),
             p(
                 "Dropped iterations",
                 "Iterations the load engine could not start (its in-flight bound): when this grows, the generator, not the system, is the limit.",
                 "timeseries",
                 "ops",
-                vec![Q(
+                vec![q(
                     "rate(faultline_dropped_iterations_total[$__rate_interval])",
                     "dropped",
                 )],
@@ -238,7 +241,7 @@ fn overview() -> Value {
                 "Faults in effect, by kind and target, as the agent reports them.",
                 "state-timeline",
                 "short",
-                vec![Q(
+                vec![q(
                     "sum by (kind, target) (faultline_agent_faults_active)",
                     "{{kind}} {{target}}",
                 )],
@@ -249,11 +252,11 @@ fn overview() -> Value {
                 "timeseries",
                 "ops",
                 vec![
-                    Q(
+                    q(
                         "sum by (kind) (rate(faultline_agent_faults_injected_total[$__rate_interval]))",
                         "injected {{kind}}",
                     ),
-                    Q(
+                    q(
                         "sum by (kind, reason) (rate(faultline_agent_faults_healed_total[$__rate_interval]))",
                         "healed {{kind}} ({{reason}})",
                     ),
@@ -263,227 +266,12 @@ fn overview() -> Value {
     )
 }
 
-fn services() -> Value {
-    let q = |s: &'static str| s;
-    dashboard(
-        "shop-services",
-        "shop: services",
-        "The shop's services under faults: rate, errors and duration per service and replica, upstream health, circuit breakers, retries and their budget, rate limiting, restarts.",
-        vec![
-            p(
-                "Requests by service",
-                "Requests served a second, per service.",
-                "timeseries",
-                "reqps",
-                vec![Q(
-                    q(
-                        r#"sum by (service) (rate(shop_http_requests_total{service=~"$service",replica=~"$replica"}[$__rate_interval]))"#,
-                    ),
-                    "{{service}}",
-                )],
-            ),
-            p(
-                "Errors (5xx) by replica",
-                "Answers of 500 or above a second, per replica.",
-                "timeseries",
-                "reqps",
-                vec![Q(
-                    q(
-                        r#"sum by (replica) (rate(shop_http_requests_total{service=~"$service",replica=~"$replica",status=~"5.."}[$__rate_interval]))"#,
-                    ),
-                    "{{replica}}",
-                )],
-            ),
-            p(
-                "Duration p99 by service",
-                "99th percentile of the time to serve a request, per service.",
-                "timeseries",
-                "s",
-                vec![Q(
-                    q(
-                        r#"histogram_quantile(0.99, sum by (service, le) (rate(shop_http_request_duration_seconds_bucket{service=~"$service",replica=~"$replica"}[$__rate_interval])))"#,
-                    ),
-                    "{{service}}",
-                )],
-            ),
-            p(
-                "Upstream endpoints healthy",
-                "Per caller and upstream, how many endpoints pass their health checks (ejected ones count as not healthy).",
-                "timeseries",
-                "short",
-                vec![Q(
-                    q(
-                        r#"sum by (service, upstream) (shop_upstream_endpoint_healthy{service=~"$service",replica=~"$replica"})"#,
-                    ),
-                    "{{service}} -> {{upstream}}",
-                )],
-            ),
-            p(
-                "Circuit breakers",
-                "Breaker state per caller and upstream: 0 closed, 1 open, 2 half-open.",
-                "state-timeline",
-                "short",
-                vec![Q(
-                    q(
-                        r#"max by (service, upstream) (shop_upstream_breaker_state{service=~"$service",replica=~"$replica"})"#,
-                    ),
-                    "{{service}} -> {{upstream}}",
-                )],
-            ),
-            p(
-                "Tries by outcome",
-                "Tries sent to upstreams a second, by outcome.",
-                "timeseries",
-                "ops",
-                vec![Q(
-                    q(
-                        r#"sum by (upstream, outcome) (rate(shop_upstream_tries_total{service=~"$service",replica=~"$replica"}[$__rate_interval]))"#,
-                    ),
-                    "{{upstream}} {{outcome}}",
-                )],
-            ),
-            p(
-                "Retries and exhausted retry budget",
-                "Retries a second, and retries refused because the retry budget was spent.",
-                "timeseries",
-                "ops",
-                vec![
-                    Q(
-                        q(
-                            r#"sum by (upstream) (rate(shop_upstream_retries_total{service=~"$service",replica=~"$replica"}[$__rate_interval]))"#,
-                        ),
-                        "retries {{upstream}}",
-                    ),
-                    Q(
-                        q(
-                            r#"sum by (upstream) (rate(shop_upstream_retry_budget_exhausted_total{service=~"$service",replica=~"$replica"}[$__rate_interval]))"#,
-                        ),
-                        "budget exhausted {{upstream}}",
-                    ),
-                ],
-            ),
-            p(
-                "Rate limited",
-                "Requests the gateway refused with 429 a second, by route.",
-                "timeseries",
-                "reqps",
-                vec![Q(
-                    q(
-                        r#"sum by (route) (rate(shop_gateway_rate_limited_total{service=~"$service",replica=~"$replica"}[$__rate_interval]))"#,
-                    ),
-                    "{{route}}",
-                )],
-            ),
-            p(
-                "Restarts",
-                "Restarts per replica by the supervisor, over the dashboard's range.",
-                "timeseries",
-                "short",
-                vec![Q(
-                    q(
-                        r#"sum by (replica) (increase(faultline_agent_replica_restarts_total{service=~"$service",replica=~"$replica"}[$__range]))"#,
-                    ),
-                    "{{replica}}",
-                )],
-            ),
-        ],
-    )
-}
-
-fn data() -> Value {
-    let _ = SEL;
-    dashboard(
-        "shop-data",
-        "shop: data and messaging",
-        "The shop's queues, store and caches: depth, in flight, dead letters, oldest message age, replication lag, fsync latency, cache and CDN hit ratios.",
-        vec![
-            p(
-                "Queue depth",
-                "Messages visible (waiting) per queue.",
-                "timeseries",
-                "short",
-                vec![Q(
-                    "sum by (queue) (shop_broker_messages_visible)",
-                    "{{queue}}",
-                )],
-            ),
-            p(
-                "In flight",
-                "Messages received and not yet deleted per queue.",
-                "timeseries",
-                "short",
-                vec![Q(
-                    "sum by (queue) (shop_broker_messages_in_flight)",
-                    "{{queue}}",
-                )],
-            ),
-            p(
-                "Dead letter queues",
-                "Messages in each queue's dead letter queue.",
-                "timeseries",
-                "short",
-                vec![Q("sum by (queue) (shop_broker_dlq_depth)", "{{queue}}")],
-            ),
-            p(
-                "Oldest message age",
-                "Age of the oldest message per queue.",
-                "timeseries",
-                "s",
-                vec![Q(
-                    "max by (queue) (shop_broker_oldest_message_age_seconds)",
-                    "{{queue}}",
-                )],
-            ),
-            p(
-                "Replication lag",
-                "How far each store replica trails its primary, in time and in log entries.",
-                "timeseries",
-                "s",
-                vec![Q(
-                    r#"max by (replica) (shop_store_replication_lag_seconds{service=~"$service",replica=~"$replica"})"#,
-                    "{{replica}}",
-                )],
-            ),
-            p(
-                "WAL fsync latency p99",
-                "99th percentile of the write-ahead log's fsync, per service.",
-                "timeseries",
-                "s",
-                vec![Q(
-                    r#"histogram_quantile(0.99, sum by (service, le) (rate({__name__=~"shop_.+_wal_fsync_duration_seconds_bucket",service=~"$service",replica=~"$replica"}[$__rate_interval])))"#,
-                    "{{service}}",
-                )],
-            ),
-            p(
-                "Cache hit ratio",
-                "Share of the cache's lookups that hit.",
-                "timeseries",
-                "percentunit",
-                vec![Q(
-                    "sum(rate(shop_cache_hits_total[$__rate_interval])) / (sum(rate(shop_cache_hits_total[$__rate_interval])) + sum(rate(shop_cache_misses_total[$__rate_interval])))",
-                    "cache",
-                )],
-            ),
-            p(
-                "CDN lookups by result",
-                "Share of the CDN's lookups by result (hit, miss, stale).",
-                "timeseries",
-                "percentunit",
-                vec![Q(
-                    "sum by (result) (rate(shop_cdn_lookups_total[$__rate_interval])) / scalar(sum(rate(shop_cdn_lookups_total[$__rate_interval])))",
-                    "{{result}}",
-                )],
-            ),
-        ],
-    )
-}
-
 /// Every dashboard, by file name.
 pub fn all() -> Vec<(&'static str, Value)> {
     vec![
         ("faultline-overview.json", overview()),
-        ("shop-services.json", services()),
-        ("shop-data.json", data()),
+        ("shop-services.json", crate::shop::dashboards::services()),
+        ("shop-data.json", crate::shop::dashboards::data()),
     ]
 }
 

@@ -66,6 +66,12 @@ pub struct Metrics {
     faults: Family<FaultLabel, Gauge>,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("faultline");

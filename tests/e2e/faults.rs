@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use faultline::shop::broker_messages;
+use faultline::shop::invariants::{AUDIT_ORDERS, POISON_ATTRIBUTE, POISON_INJECTED};
 use faultline_agent::faults::{Directions, FaultRequest, FaultSpec};
 use faultline_agent::supervisor::ReplicaState;
 use faultline_tests::invariants::settle;
@@ -153,7 +155,7 @@ fn the_cli_forms_work_as_written() {
         .clone();
     let poison = |q: &str| -> usize {
         let v: serde_json::Value = client
-            .get(format!("http://{broker}/v1/queues/{q}/messages"))
+            .get(format!("http://{broker}{}", broker_messages(q)))
             .send()
             .unwrap()
             .json()
@@ -162,7 +164,7 @@ fn the_cli_forms_work_as_written() {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|m| m["attributes"]["poison"] == "injected")
+            .filter(|m| m["attributes"][POISON_ATTRIBUTE] == POISON_INJECTED)
             .count()
     };
     assert_eq!(poison("payments") + poison("payments-dlq"), 5);
@@ -341,7 +343,7 @@ async fn paid_times(shop: &Shop, token: &str, tag: &str, n: usize) -> Vec<u64> {
         ids.insert(body["order_id"].as_str().unwrap().to_owned());
     }
     assert!(settle(shop, &ids, Duration::from_secs(30)).await.is_empty());
-    let audit = shop.internal("orders-1", "/v1/audit/orders").await;
+    let audit = shop.internal("orders-1", AUDIT_ORDERS).await;
     audit["orders"]
         .as_array()
         .unwrap()

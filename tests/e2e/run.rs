@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use faultline_tests::{Up, bin, wait_until};
+use faultline::run::report::{Report, RunStatus};
+use faultline::shop::invariants::ACKNOWLEDGED;
+use faultline_agent::api::Status;
+use faultline_tests::{Up, active_faults, assert_no_faults, bin, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -50,18 +53,10 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn report(dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap()
-}
-
-fn active_faults(agent: &str) -> Vec<serde_json::Value> {
-    let v: serde_json::Value = reqwest::blocking::Client::new()
-        .get(format!("{agent}/v1/faults"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    v["faults"].as_array().cloned().unwrap_or_default()
+/// The run's report.json, read back into the product's own type.
+fn report(dir: &Path) -> Report {
+    let text = std::fs::read_to_string(dir.join("report.json")).unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("report.json: {e}\n{text}"))
 }
 
 #[test]
@@ -132,40 +127,33 @@ path = "/api/v1/products/1"
     );
 
     let r = report(&out_dir);
-    assert_eq!(r["status"], "completed");
-    assert_eq!(r["passed"], true);
-    assert_eq!(r["seed"], 3);
-    let seconds = r["seconds"].as_array().unwrap().len();
+    assert_eq!(r.status, RunStatus::Completed);
+    assert!(r.passed, "{:?}", r.failures);
+    assert_eq!(r.seed, 3);
+    let seconds = r.seconds.len();
     assert!((12..=13).contains(&seconds), "{seconds} per-second rows");
-    let faults = r["faults"].as_array().unwrap();
-    assert_eq!(faults.len(), 2);
-    let kill = &faults[0];
-    assert_eq!(kill["label"], "kill orders-1");
-    let applied = kill["applied_at_s"].as_f64().unwrap();
-    let healed = kill["healed_at_s"].as_f64().unwrap();
+    assert_eq!(r.faults.len(), 2);
+    let kill = &r.faults[0];
+    assert_eq!(kill.label, "kill orders-1");
+    let applied = kill.applied_at_s.unwrap();
+    let healed = kill.healed_at_s.unwrap();
     assert!((2.9..3.8).contains(&applied), "applied at {applied}");
     assert!((6.9..7.8).contains(&healed), "healed at {healed}");
-    let phases: Vec<&str> = r["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
+    let phases: Vec<&str> = r.phases.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
         phases,
         ["baseline", "kill orders-1", "poison payments", "recovery"]
     );
-    let slos = r["slos"].as_array().unwrap();
-    assert_eq!(slos[1]["name"], "create order latency<1s>=90");
-    assert_eq!(slos[1]["step"], "create order");
-    assert!(slos[1]["total"].as_u64().unwrap() > 0);
-    let acked = r["load"]["recorded"]["order_id"].as_u64().unwrap();
+    let latency = &r.slos[1];
+    assert_eq!(latency.evaluation.name, "create order latency<1s>=90");
+    assert_eq!(latency.step.as_deref(), Some("create order"));
+    assert!(latency.evaluation.total > 0);
+    let acked = r.load.recorded[ACKNOWLEDGED];
     assert!(acked > 10, "{acked} orders acknowledged");
-    let checks: Vec<(&str, bool)> = r["checks"]
-        .as_array()
-        .unwrap()
+    let checks: Vec<(&str, bool)> = r
+        .checks
         .iter()
-        .map(|c| (c["name"].as_str().unwrap(), c["passed"].as_bool().unwrap()))
+        .map(|c| (c.name.as_str(), c.passed))
         .collect();
     for name in [
         "queues drained",
@@ -177,13 +165,12 @@ path = "/api/v1/products/1"
     ] {
         assert!(checks.contains(&(name, true)), "{name} in {checks:?}");
     }
-    let dlq = r["checks"]
-        .as_array()
-        .unwrap()
+    let dlq = r
+        .checks
         .iter()
-        .find(|c| c["name"] == "dead letter queues hold only injected poison")
+        .find(|c| c.name == "dead letter queues hold only injected poison")
         .unwrap();
-    assert_eq!(dlq["detail"], "3 poison messages, nothing else");
+    assert_eq!(dlq.detail, "3 poison messages, nothing else");
 
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(
@@ -251,27 +238,27 @@ percent = 100
     );
     assert!(stdout.contains("FAILED"), "{stdout}");
     let r = report(&out_dir);
-    assert_eq!(r["passed"], false);
-    assert_eq!(r["status"], "completed");
-    let failures = r["failures"].as_array().unwrap();
+    assert!(!r.passed);
+    assert_eq!(r.status, RunStatus::Completed);
     assert!(
-        failures
+        r.failures
             .iter()
-            .any(|f| f.as_str().unwrap().starts_with("SLO `availability` missed")),
-        "{failures:?}"
+            .any(|f| f.starts_with("SLO `availability` missed")),
+        "{:?}",
+        r.failures
     );
     // The damage sits in the fault's phase, and the SLO noticed it.
-    let slo = &r["slos"][0];
-    let phases = slo["phases"].as_array().unwrap();
-    let baseline = phases[0]["sli"].as_f64().unwrap();
-    let during = phases[1]["sli"].as_f64().unwrap();
+    let slo = &r.slos[0];
+    let phases = &slo.evaluation.phases;
+    let baseline = phases[0].sli.unwrap();
+    let during = phases[1].sli.unwrap();
     // (A loaded machine may fail a few baseline requests; the fault fails most.)
     assert!(baseline > 0.9, "baseline {baseline}");
     assert!(
         during < 0.5 && during < baseline - 0.4,
         "during the fault {during}"
     );
-    let ttd = slo["faults"][0]["time_to_detect_s"].as_u64();
+    let ttd = slo.faults[0].time_to_detect_s;
     assert!(ttd.is_some_and(|t| t <= 2), "time to detect {ttd:?}");
     let xml = std::fs::read_to_string(out_dir.join("junit.xml")).unwrap();
     assert!(
@@ -280,13 +267,7 @@ percent = 100
     );
     // No invariant checks without the bundled workload's orders? They run: the target is
     // the bundled shop; with no orders placed, nothing can be lost.
-    assert!(
-        r["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|c| c["passed"] == true)
-    );
+    assert!(r.checks.iter().all(|c| c.passed), "{:?}", r.checks);
 }
 
 fn experiment_against(agent: &str, body: &str) -> String {
@@ -357,18 +338,15 @@ for = "2s"
         "the guard stopped it: {took:?}"
     );
     // Healed by the runner itself, not by a lapsing lease: nothing is left now.
-    assert_eq!(active_faults(&up.agent), Vec::<serde_json::Value>::new());
+    assert_no_faults(&up.agent);
     let r = report(&out_dir);
-    assert_eq!(r["status"], "aborted");
+    assert_eq!(r.status, RunStatus::Aborted);
     assert!(
-        r["failures"][0]
-            .as_str()
-            .unwrap()
-            .starts_with("abort: SLO `availability` burned its budget"),
-        "{}",
-        r["failures"]
+        r.failures[0].starts_with("abort: SLO `availability` burned its budget"),
+        "{:?}",
+        r.failures
     );
-    assert!(r["faults"][0]["healed_at_s"].as_f64().is_some());
+    assert!(r.faults[0].healed_at_s.is_some());
 }
 
 /// Starts a run against `up`'s agent with one long fault and waits until the agent has
@@ -416,7 +394,7 @@ fn a_sigkilled_run_leaves_faults_that_heal_when_their_lease_lapses() {
     let mut child = start_long_fault_run(&up, &d);
     let fault = active_faults(&up.agent).remove(0);
     // The runner leases for at most 15 s and renews; killed, it renews no more.
-    let lease_ms = fault["expires_ms"].as_u64().unwrap() - fault["applied_ms"].as_u64().unwrap();
+    let lease_ms = fault.expires_ms - fault.applied_ms;
     assert!(lease_ms <= 15_500, "lease {lease_ms} ms");
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
     child.wait().unwrap();
@@ -439,10 +417,10 @@ fn sigterm_heals_at_once_and_reports_the_run_interrupted() {
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(1));
-    assert_eq!(active_faults(&up.agent), Vec::<serde_json::Value>::new());
+    assert_no_faults(&up.agent);
     let r = report(&d.path("out"));
-    assert_eq!(r["status"], "interrupted");
-    assert!(r["elapsed_s"].as_f64().unwrap() < 30.0);
+    assert_eq!(r.status, RunStatus::Interrupted);
+    assert!(r.elapsed_s < 30.0, "{} s", r.elapsed_s);
 }
 
 #[test]
@@ -478,13 +456,8 @@ fn the_demo_passes_on_the_bundled_shop() {
         text(&out.stderr)
     );
     let r = report(&out_dir);
-    assert_eq!(r["experiment"], "demo");
-    let labels: Vec<&str> = r["faults"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["label"].as_str().unwrap())
-        .collect();
+    assert_eq!(r.experiment, "demo");
+    let labels: Vec<&str> = r.faults.iter().map(|f| f.label.as_str()).collect();
     assert_eq!(
         labels,
         [
@@ -495,11 +468,11 @@ fn the_demo_passes_on_the_bundled_shop() {
         ]
     );
     assert!(
-        r["faults"]
-            .as_array()
-            .unwrap()
+        r.faults
             .iter()
-            .all(|f| f["error"].is_null() && f["healed_at_s"].is_number())
+            .all(|f| f.error.is_none() && f.healed_at_s.is_some()),
+        "{:?}",
+        r.faults
     );
 }
 
@@ -544,16 +517,11 @@ target = "content-1"
     )
     .len()
         == 1));
-    let status: serde_json::Value = reqwest::blocking::get(format!("{agent}/v1/status"))
+    let status: Status = reqwest::blocking::get(format!("{agent}/v1/status"))
         .unwrap()
         .json()
         .unwrap();
-    let pids: Vec<u32> = status["replicas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|r| r["pid"].as_u64().map(|p| p as u32))
-        .collect();
+    let pids: Vec<u32> = status.replicas.iter().filter_map(|r| r.pid).collect();
     assert_eq!(pids.len(), 21);
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(1));
@@ -592,23 +560,13 @@ fn checks_of(env: &[(&str, &str)], experiment: &str) -> BTreeMap<String, (bool, 
     .unwrap();
     let r = report(&out_dir);
     assert!(
-        out.status.code() == Some(if r["passed"] == true { 0 } else { 1 }),
+        out.status.code() == Some(if r.passed { 0 } else { 1 }),
         "{}",
         text(&out.stderr)
     );
-    r["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["name"].as_str().unwrap().to_owned(),
-                (
-                    c["passed"] == true,
-                    c["detail"].as_str().unwrap().to_owned(),
-                ),
-            )
-        })
+    r.checks
+        .into_iter()
+        .map(|c| (c.name, (c.passed, c.detail)))
         .collect()
 }
 

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use faultline::shop::broker_messages;
+use faultline::shop::invariants::{AUDIT_ORDERS, PENDING, POISON_ATTRIBUTE, POISON_INJECTED};
 use faultline_agent::supervisor::ReplicaState;
 use faultline_tests::Shop;
 use faultline_tests::invariants::{Violations, settle};
@@ -87,7 +89,7 @@ async fn an_order_is_paid_notified_and_shown_on_the_home_page() {
         .order(&token, "first", json!([{"product_id": 3, "quantity": 2}]))
         .await;
     assert_eq!(status, 201, "{body}");
-    assert_eq!(body["status"], "pending");
+    assert_eq!(body["status"], PENDING);
     let id = body["order_id"].as_str().unwrap().to_owned();
 
     let start = Instant::now();
@@ -101,7 +103,7 @@ async fn an_order_is_paid_notified_and_shown_on_the_home_page() {
             .unwrap();
         assert_eq!(resp.status(), 200);
         let order: serde_json::Value = resp.json().await.unwrap();
-        if order["status"] != "pending" {
+        if order["status"] != PENDING {
             break order;
         }
         assert!(
@@ -179,7 +181,7 @@ async fn an_order_is_paid_notified_and_shown_on_the_home_page() {
     assert_eq!(status, 201);
     let acked = BTreeSet::from([id.clone(), body["order_id"].as_str().unwrap().to_owned()]);
     assert!(settle(&shop, &acked, SETTLE).await.is_empty());
-    let audit = shop.internal("orders-1", "/v1/audit/orders").await;
+    let audit = shop.internal("orders-1", AUDIT_ORDERS).await;
     let big = audit["orders"]
         .as_array()
         .unwrap()
@@ -280,7 +282,7 @@ async fn idempotency_replays_refuses_other_bodies_and_concurrent_repeats() {
         .unwrap();
     assert_eq!(resp.status(), 422, "unknown product");
 
-    let audit = shop.internal("orders-1", "/v1/audit/orders").await;
+    let audit = shop.internal("orders-1", AUDIT_ORDERS).await;
     let mine = audit["orders"]
         .as_array()
         .unwrap()
@@ -651,7 +653,7 @@ async fn poison_goes_to_the_dlq_and_a_redrive_brings_real_messages_back() {
     let dlq_len = |v: serde_json::Value| v["messages"].as_array().unwrap().len();
     let end = Instant::now() + Duration::from_secs(20);
     while dlq_len(
-        shop.internal("broker-1", "/v1/queues/payments-dlq/messages")
+        shop.internal("broker-1", &broker_messages("payments-dlq"))
             .await,
     ) < 3
     {
@@ -662,14 +664,14 @@ async fn poison_goes_to_the_dlq_and_a_redrive_brings_real_messages_back() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let dlq = shop
-        .internal("broker-1", "/v1/queues/payments-dlq/messages")
+        .internal("broker-1", &broker_messages("payments-dlq"))
         .await;
     for m in dlq["messages"].as_array().unwrap() {
         assert_eq!(
             m["receive_count"], 10,
             "moved after max_receives deliveries: {m}"
         );
-        assert_eq!(m["attributes"]["poison"], "injected");
+        assert_eq!(m["attributes"][POISON_ATTRIBUTE], POISON_INJECTED);
     }
     let m = shop.metrics("broker-1").await;
     assert_eq!(
@@ -730,7 +732,7 @@ async fn poison_goes_to_the_dlq_and_a_redrive_brings_real_messages_back() {
     assert!(v.is_empty(), "{v:?}");
     let end = Instant::now() + Duration::from_secs(20);
     while dlq_len(
-        shop.internal("broker-1", "/v1/queues/payments-dlq/messages")
+        shop.internal("broker-1", &broker_messages("payments-dlq"))
             .await,
     ) < 3
     {

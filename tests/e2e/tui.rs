@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use faultline_tests::{Up, bin, wait_until};
+use faultline_tests::{Up, active_faults, assert_no_faults, bin, wait_until};
 
 /// A tmux server of this test's own (`-L`), so tests in parallel never meet.
 struct Tmux {
@@ -75,14 +75,6 @@ impl Drop for Tmux {
     }
 }
 
-fn faults(agent: &str) -> Vec<serde_json::Value> {
-    let v: serde_json::Value = reqwest::blocking::get(format!("{agent}/v1/faults"))
-        .unwrap()
-        .json()
-        .unwrap();
-    v["faults"].as_array().cloned().unwrap()
-}
-
 #[test]
 fn the_dashboard_pauses_kills_and_heals_with_keys_and_restores_the_terminal() {
     let up = Up::start(&[], &[]);
@@ -108,7 +100,7 @@ fn the_dashboard_pauses_kills_and_heals_with_keys_and_restores_the_terminal() {
     tmux.keys("p");
     let screen = tmux.wait_for("PAUSED", Duration::from_secs(10));
     assert!(screen.contains("tui: pause orders-2"), "{screen}");
-    assert_eq!(faults(&up.agent).len(), 1);
+    assert_eq!(active_faults(&up.agent).len(), 1);
     // Kill it: the supervisor restarts it, and the screen says so.
     tmux.keys("x");
     tmux.wait_for("tui: kill orders-2", Duration::from_secs(10));
@@ -145,7 +137,7 @@ fn the_dashboard_pauses_kills_and_heals_with_keys_and_restores_the_terminal() {
         !screen.contains("services ("),
         "the alternate screen is gone:\n{screen}"
     );
-    assert_eq!(faults(&up.agent), Vec::<serde_json::Value>::new());
+    assert_no_faults(&up.agent);
 }
 
 /// A closed terminal (SIGHUP, here from tmux's killed session) heals what the dashboard
@@ -160,11 +152,12 @@ fn a_closed_terminal_heals_the_dashboards_faults() {
     tmux.wait_for("> cache-1", Duration::from_secs(20));
     tmux.keys("p");
     tmux.wait_for("PAUSED", Duration::from_secs(10));
-    assert_eq!(faults(&up.agent).len(), 1);
+    assert_eq!(active_faults(&up.agent).len(), 1);
     // The session goes, and its terminal with it: the dashboard gets SIGHUP.
     tmux.cmd(&["kill-session", "-t", "t"]);
     assert!(
-        wait_until(Duration::from_secs(60), || faults(&up.agent).is_empty()),
+        wait_until(Duration::from_secs(60), || active_faults(&up.agent)
+            .is_empty()),
         "the pause is healed"
     );
     let metrics = reqwest::blocking::get(format!("{}/metrics", up.agent))

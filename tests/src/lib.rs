@@ -8,6 +8,7 @@
 //! - [`Shop`]: the bundled shop under an in-process supervisor, with env overrides.
 //! - [`Up`]: a `faultline up` child process and what it printed.
 //! - [`metrics`]: reading one sample out of a `/metrics` page.
+//! - [`invariants`]: the shop's invariants on a [`Shop`], judged by faultline's own checker.
 
 pub mod invariants;
 pub mod metrics;
@@ -494,4 +495,28 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// What `GET /v1/faults` answers.
+#[derive(serde::Deserialize)]
+struct FaultList {
+    faults: Vec<faultline_agent::faults::FaultInfo>,
+}
+
+/// The faults in effect at the agent at `agent` (a blocking call, for tests that drive
+/// child processes).
+pub fn active_faults(agent: &str) -> Vec<faultline_agent::faults::FaultInfo> {
+    reqwest::blocking::Client::new()
+        .get(format!("{agent}/v1/faults"))
+        .send()
+        .expect("the agent answers")
+        .json::<FaultList>()
+        .expect("a fault list")
+        .faults
+}
+
+/// Panics unless the agent at `agent` has no fault in effect.
+pub fn assert_no_faults(agent: &str) {
+    let left = active_faults(agent);
+    assert!(left.is_empty(), "faults left: {left:?}");
 }

@@ -4,20 +4,26 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Uri};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::exit::Exit;
+use crate::experiment::Slo;
 use crate::limits::{self, MAX_COUNT, MAX_DURATION, MAX_IN_FLIGHT, MAX_RATE, MAX_USERS};
 use crate::load::client::{Endpoint, Req};
-use crate::load::schedule::{Schedule, Stage};
-use crate::load::stats::Percentiles;
-use crate::load::{LoadSpec, Model, Summary, Work, run};
-use crate::slo::{self, Counts, Evaluation, Objective, Windows};
+use crate::load::schedule::{self, Schedule};
+use crate::load::stats::{ErrorKind, Percentiles};
+use crate::load::{LoadSpec, Model, Snapshot, Summary, Work, run};
+use crate::run::collect::Collector;
+use crate::run::progress::Progress;
+use crate::run::state::{RunState, Stage};
+use crate::slo::{self, BudgetLeft, Evaluation, Objective, Windows};
 
 /// A duration flag, at most [`MAX_DURATION`].
 fn duration(s: &str) -> Result<Duration, String> {
@@ -222,11 +228,11 @@ fn model(a: &Args) -> anyhow::Result<Model> {
                 Some(ramp) => Schedule::ramping(
                     0.0,
                     vec![
-                        Stage {
+                        schedule::Stage {
                             duration: ramp,
                             target: rate,
                         },
-                        Stage {
+                        schedule::Stage {
                             duration: duration - ramp,
                             target: rate,
                         },
@@ -250,35 +256,71 @@ fn model(a: &Args) -> anyhow::Result<Model> {
     })
 }
 
-pub fn summary_json(s: &Summary, slos: &[Evaluation]) -> serde_json::Value {
-    let secs = s.elapsed.as_secs_f64();
-    let requests = s.stats.requests();
-    let answered = |ok: fn(u16) -> bool| {
-        s.stats
+/// What `faultline load --json` prints: the run's figures and its objectives' verdicts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadReport {
+    pub requests: u64,
+    pub duration_s: f64,
+    /// Every answer and every request without one, a second.
+    pub requests_per_s: f64,
+    /// 2xx and 3xx answers a second.
+    pub ok_per_s: f64,
+    /// The availability SLI's good share: answers below 500 (a 4xx is the client's
+    /// fault).
+    pub success_ratio: f64,
+    pub dropped: u64,
+    pub statuses: BTreeMap<String, u64>,
+    pub errors: BTreeMap<ErrorKind, u64>,
+    pub bytes: u64,
+    pub latency_ms: Percentiles,
+    pub service_time_ms: Percentiles,
+    pub scheduler_lag_ms: Percentiles,
+    pub slos: Vec<Evaluation>,
+}
+
+impl LoadReport {
+    pub fn of(s: &Summary, slos: &[Evaluation]) -> Self {
+        let secs = s.elapsed.as_secs_f64();
+        let requests = s.stats.requests();
+        let ok: u64 = s
+            .stats
             .statuses
             .iter()
-            .filter(|(c, _)| ok(**c))
+            .filter(|(c, _)| (200..400).contains(*c))
             .map(|(_, n)| n)
-            .sum::<u64>()
-    };
-    // The availability SLI's good: any answer below 500 (a 4xx is the client's fault).
-    let good = answered(|c| c < 500);
-    let ok = answered(|c| (200..400).contains(&c));
-    json!({
-        "requests": requests,
-        "duration_s": secs,
-        "requests_per_s": requests as f64 / secs,
-        "ok_per_s": ok as f64 / secs,
-        "success_ratio": if requests == 0 { 0.0 } else { good as f64 / requests as f64 },
-        "dropped": s.dropped,
-        "statuses": s.stats.statuses.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
-        "errors": s.stats.errors,
-        "bytes": s.stats.bytes,
-        "latency_ms": Percentiles::of(&s.stats.latency),
-        "service_time_ms": Percentiles::of(&s.stats.service),
-        "scheduler_lag_ms": Percentiles::of(&s.stats.lag),
-        "slos": slos,
-    })
+            .sum();
+        let good = slo::good_answers(&s.stats);
+        LoadReport {
+            requests,
+            duration_s: secs,
+            requests_per_s: requests as f64 / secs,
+            ok_per_s: ok as f64 / secs,
+            success_ratio: if requests == 0 {
+                0.0
+            } else {
+                good as f64 / requests as f64
+            },
+            dropped: s.dropped,
+            statuses: s
+                .stats
+                .statuses
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            errors: s.stats.errors.clone(),
+            bytes: s.stats.bytes,
+            latency_ms: Percentiles::of(&s.stats.latency),
+            service_time_ms: Percentiles::of(&s.stats.service),
+            scheduler_lag_ms: Percentiles::of(&s.stats.lag),
+            slos: slos.to_vec(),
+        }
+    }
+
+    /// Pretty JSON, keys in alphabetical order at every level.
+    pub fn json(&self) -> String {
+        let value = serde_json::to_value(self).expect("load reports serialise");
+        serde_json::to_string_pretty(&value).expect("JSON values serialise")
+    }
 }
 
 fn slo_text(e: &[Evaluation]) -> String {
@@ -295,7 +337,7 @@ fn slo_text(e: &[Evaluation]) -> String {
             if ev.met { "MET" } else { "MISS" },
             ev.sli.map_or("-".to_owned(), |s| format!("{:.4}%", s * 100.0)),
             format!("{}%", ev.objective * 100.0),
-            if ev.budget_remaining.is_finite() { format!("{:.0}%", ev.budget_remaining * 100.0) } else { "none".into() },
+            BudgetLeft(ev.budget_remaining),
             ev.max_short_burn,
             ev.max_long_burn
         ));
@@ -380,170 +422,138 @@ pub fn summary_text(s: &Summary, open: bool) -> String {
     out
 }
 
-fn progress(
-    snap: &crate::load::Snapshot,
-    window: &crate::load::stats::Stats,
-    dropped: u64,
-    span: Duration,
-) {
-    let p = Percentiles::of(&window.latency);
-    eprintln!(
-        "t={:>5.1}s  {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}  dropped {dropped}  in flight {}",
-        snap.elapsed.as_secs_f64(),
-        window.requests() as f64 / span.as_secs_f64(),
-        p.p50,
-        p.p99,
-        window.errors.values().sum::<u64>(),
-        snap.in_flight
-    );
-}
-
 pub fn run_cmd(args: Args) -> anyhow::Result<Exit> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        let spec = match spec(&args).await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                return Ok(Exit::BadInput);
-            }
-        };
-        let open = matches!(spec.model, Model::Open { .. });
-        let planned = match &spec.model {
-            Model::Open { schedule, .. } => schedule.duration(),
-            Model::Closed { duration, .. } => duration.unwrap_or(Duration::from_secs(10)),
-        };
-        if let Model::Open { schedule, .. } = &spec.model {
-            eprintln!(
-                "{:.0} requests planned over {}",
-                schedule.total(),
-                humantime::format_duration(schedule.duration())
-            );
+    runtime.block_on(load(args))
+}
+
+/// The state `--tui` starts from.
+fn initial_state(args: &Args, planned: Duration) -> RunState {
+    RunState {
+        experiment: format!("load {}", args.url),
+        target: args.url.clone(),
+        stage: Stage::Running,
+        duration_s: planned.as_secs_f64(),
+        target_rate: args.rate,
+        phase: "load".into(),
+        ..Default::default()
+    }
+}
+
+async fn load(args: Args) -> anyhow::Result<Exit> {
+    let spec = match spec(&args).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(Exit::BadInput);
         }
-        let stop = CancellationToken::new();
-        let s = stop.clone();
-        let signals = tokio::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
-            s.cancel();
+    };
+    let open = matches!(spec.model, Model::Open { .. });
+    // The planned length when there is one (a closed run of -n requests has none).
+    let planned = match &spec.model {
+        Model::Open { schedule, .. } => Some(schedule.duration()),
+        Model::Closed { duration, .. } => *duration,
+    };
+    if let Model::Open { schedule, .. } = &spec.model {
+        eprintln!(
+            "{:.0} requests planned over {}",
+            schedule.total(),
+            humantime::format_duration(schedule.duration())
+        );
+    }
+    let live = if args.tui {
+        use std::io::IsTerminal;
+        if !std::io::stdout().is_terminal() {
+            eprintln!("error: --tui needs a terminal");
+            return Ok(Exit::BadInput);
+        }
+        let planned = planned.unwrap_or(Duration::from_secs(10));
+        Some(tokio::sync::watch::channel(initial_state(&args, planned)))
+    } else {
+        None
+    };
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let signals = tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        s.cancel();
+    });
+    // The load's own /metrics, for a Prometheus watching the run.
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+    let metrics_stop = CancellationToken::new();
+    let _stop_metrics = metrics_stop.clone().drop_guard();
+    let metrics_addr = metrics
+        .clone()
+        .serve(args.metrics_listen, metrics_stop)
+        .await
+        .context("cannot serve the load's metrics")?;
+    if !args.tui {
+        eprintln!("metrics: http://{metrics_addr}/metrics");
+    }
+    let slos = args.slos.iter().map(Slo::of).collect();
+    let windows = Windows::scaled(planned.unwrap_or(Duration::from_secs(10)));
+    let collector = Collector::new(slos, windows, vec!["load".into()]).with_metrics(metrics);
+    // Snapshots come every second (the SLO engine's resolution); a progress line goes to
+    // stderr every 5 s (unless the dashboard shows the run) and the summary to stdout.
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let publish = live.as_ref().map(|(tx, _)| tx.clone());
+    let progress = Progress::new(Duration::from_secs(5), planned);
+    let collecting = tokio::spawn(collect(rx, collector, publish, progress));
+    let load = tokio::spawn(run(spec, Duration::from_secs(1), Some(tx), stop.clone()));
+    if let Some((_, rx)) = live {
+        crate::tui::run(rx, None, None, stop.clone()).await?;
+    }
+    let summary = load.await.context("the load engine failed")?;
+    let collector = collecting.await.context("the collector failed")?;
+    signals.abort();
+    let windows = Windows::scaled(summary.elapsed);
+    let evaluations: Vec<Evaluation> = collector
+        .slos()
+        .iter()
+        .zip(collector.series())
+        .map(|(s, series)| slo::evaluate(&s.objective, series, &[], windows))
+        .collect();
+    if args.json {
+        println!("{}", LoadReport::of(&summary, &evaluations).json());
+    } else {
+        print!("{}", summary_text(&summary, open));
+        print!("{}", slo_text(&evaluations));
+    }
+    if evaluations.iter().any(|e| !e.met) {
+        return Ok(Exit::HypothesisFailed);
+    }
+    Ok(Exit::Success)
+}
+
+/// Folds the snapshots until the load ends: into the dashboard's state when it shows
+/// the run, else into progress lines.
+async fn collect(
+    mut rx: tokio::sync::mpsc::Receiver<Snapshot>,
+    mut collector: Collector,
+    publish: Option<tokio::sync::watch::Sender<RunState>>,
+    mut progress: Progress,
+) -> Collector {
+    while let Some(snap) = rx.recv().await {
+        collector.push(&snap);
+        match &publish {
+            // The dashboard draws the same figures the summary reports.
+            Some(tx) => tx.send_modify(|st| {
+                st.follow(&collector);
+                st.elapsed_s = snap.elapsed.as_secs_f64();
+            }),
+            None => {
+                if let Some(line) = progress.push(&snap, &collector) {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+    if let Some(tx) = &publish {
+        tx.send_modify(|st| {
+            st.stage = Stage::Done;
+            st.passed = Some(st.slos.iter().all(|s| s.met));
+            st.phase = "done: q shows the summary".into();
         });
-        // Snapshots come every second (the SLO engine's resolution); a progress line
-        // goes to stderr every 5 s and the summary to stdout.
-        let tick = Duration::from_secs(1);
-        let objectives = args.slos.clone();
-        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-        let live = if args.tui {
-            use std::io::IsTerminal;
-            if !std::io::stdout().is_terminal() {
-                eprintln!("error: --tui needs a terminal");
-                return Ok(Exit::BadInput);
-            }
-            Some(tokio::sync::watch::channel(crate::run::state::RunState {
-                experiment: format!("load {}", args.url),
-                target: args.url.clone(),
-                stage: crate::run::state::Stage::Running,
-                duration_s: planned.as_secs_f64(),
-                target_rate: args.rate,
-                phase: "load".into(),
-                ..Default::default()
-            }))
-        } else {
-            None
-        };
-        let publish = live.as_ref().map(|(tx, _)| tx.clone());
-        // The load's own /metrics, for a Prometheus watching the run.
-        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
-        let metrics_stop = CancellationToken::new();
-        let _stop_metrics = metrics_stop.clone().drop_guard();
-        let metrics_addr = metrics
-            .clone()
-            .serve(args.metrics_listen, metrics_stop)
-            .await
-            .context("cannot serve the load's metrics")?;
-        if !args.tui {
-            eprintln!("metrics: http://{metrics_addr}/metrics");
-        }
-        let m = metrics.clone();
-        let collector = tokio::spawn(async move {
-            let mut per_second: Vec<Vec<Counts>> = vec![Vec::new(); objectives.len()];
-            let mut window = crate::load::stats::Stats::default();
-            let mut dropped = 0u64;
-            let mut n = 0u64;
-            let windows = Windows::scaled(planned);
-            while let Some(snap) = rx.recv().await {
-                let snap: crate::load::Snapshot = snap;
-                let counts: Vec<Counts> = objectives
-                    .iter()
-                    .map(|o| slo::counts(&o.kind, &snap.stats, &[]))
-                    .collect();
-                for (c, secs) in counts.iter().zip(per_second.iter_mut()) {
-                    secs.push(*c);
-                }
-                m.observe(std::iter::once(("load", &snap.stats)), snap.dropped);
-                let slos: Vec<_> = objectives
-                    .iter()
-                    .zip(&per_second)
-                    .map(|(o, series)| slo::now(&o.name, o.objective, series, windows))
-                    .collect();
-                m.set_slos(&slos);
-                if let Some(tx) = &publish {
-                    // The dashboard draws the same figures the summary reports.
-                    tx.send_modify(|st| {
-                        let t = st.seconds.len();
-                        st.seconds.push(crate::run::second_row(
-                            objectives.iter().map(|o| o.name.as_str()),
-                            t,
-                            &snap,
-                            &counts,
-                        ));
-                        st.elapsed_s = snap.elapsed.as_secs_f64();
-                        st.slos = slos;
-                    });
-                    continue;
-                }
-                window.merge(&snap.stats);
-                dropped += snap.dropped;
-                n += 1;
-                if n.is_multiple_of(5) && window.requests() + dropped > 0 {
-                    progress(&snap, &window, dropped, Duration::from_secs(5));
-                    window.clear();
-                    dropped = 0;
-                }
-            }
-            if let Some(tx) = &publish {
-                tx.send_modify(|st| {
-                    st.stage = crate::run::state::Stage::Done;
-                    st.passed = Some(st.slos.iter().all(|s| s.met));
-                    st.phase = "done: q shows the summary".into();
-                });
-            }
-            per_second
-        });
-        let load = tokio::spawn(run(spec, tick, Some(tx), stop.clone()));
-        if let Some((_, rx)) = live {
-            crate::tui::run(rx, None, None, stop.clone()).await?;
-        }
-        let summary = load.await.context("the load engine failed")?;
-        let per_second = collector.await.unwrap_or_default();
-        signals.abort();
-        let windows = Windows::scaled(summary.elapsed);
-        let evaluations: Vec<Evaluation> = args
-            .slos
-            .iter()
-            .zip(&per_second)
-            .map(|(o, secs)| slo::evaluate(o, secs, &[], windows))
-            .collect();
-        if args.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&summary_json(&summary, &evaluations))?
-            );
-        } else {
-            print!("{}", summary_text(&summary, open));
-            print!("{}", slo_text(&evaluations));
-        }
-        if evaluations.iter().any(|e| !e.met) {
-            return Ok(Exit::HypothesisFailed);
-        }
-        Ok(Exit::Success)
-    })
+    }
+    collector
 }

@@ -148,16 +148,19 @@ fn execute(exp: Experiment, c: &Common) -> anyhow::Result<Exit> {
         let token = c.agent_token.clone();
         runtime.block_on(async move {
             let running = tokio::spawn(async move { run::execute(&exp, &opts).await });
+            // A setup error is reported like one without the dashboard (exit code 2).
             let shown = crate::tui::run(rx, None, token, interrupt).await;
             if !running.is_finished() {
                 eprintln!("stopping: healing every fault, draining, checking...");
             }
             let report = running.await.context("the run failed")?;
             shown?;
-            report
-        })
+            Ok::<_, anyhow::Error>(report.map_err(anyhow::Error::from))
+        })?
     } else {
-        runtime.block_on(run::execute(&exp, &opts))
+        runtime
+            .block_on(run::execute(&exp, &opts))
+            .map_err(anyhow::Error::from)
     };
     let report = match result {
         Ok(r) => r,

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
+
 use crate::exit::Exit;
 use crate::experiment::{self, Overrides};
 use crate::slo::rules;
@@ -37,7 +39,13 @@ pub enum Command {
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     match args.command {
         Command::Rules { shop: true, .. } => {
-            print!("{}", rules::shop_rules());
+            // The shop is measured at its entrypoint, as the bundled topology names it.
+            let topology = crate::bundled::load_topology(None)?;
+            let entrypoint = topology
+                .entrypoint
+                .as_deref()
+                .context("the bundled topology has no entrypoint")?;
+            print!("{}", crate::shop::slo_rules(entrypoint));
             Ok(Exit::Success)
         }
         Command::Rules { file, .. } => {

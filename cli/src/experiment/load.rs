@@ -64,7 +64,7 @@ fn workload(
     w: &Spanned<String>,
     base: &Path,
 ) -> Result<Option<Workload>, Problems> {
-    let (name, text) = if w.get_ref() == "shop" {
+    let (name, text) = if w.get_ref() == crate::shop::WORKLOAD_KEY {
         (SHOP_WORKLOAD_NAME.to_owned(), SHOP_WORKLOAD.to_owned())
     } else {
         let p = base.join(w.get_ref());

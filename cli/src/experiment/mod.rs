@@ -32,13 +32,9 @@ use crate::slo::Objective;
 
 pub use faults::Planned;
 
-/// The built-in shop workload, as a file users can copy.
-pub const SHOP_WORKLOAD: &str =
-    include_str!("../../../target-system/experiments/workloads/shop.toml");
-pub const SHOP_WORKLOAD_NAME: &str = "<bundled>/workloads/shop.toml";
-/// The demo gameday.
-pub const DEMO: &str = include_str!("../../../target-system/experiments/demo.toml");
-pub const DEMO_NAME: &str = "<bundled>/experiments/demo.toml";
+pub use crate::shop::{
+    DEMO, DEMO_NAME, WORKLOAD as SHOP_WORKLOAD, WORKLOAD_NAME as SHOP_WORKLOAD_NAME,
+};
 
 #[derive(Debug, Clone)]
 pub enum TargetSpec {
@@ -81,6 +77,18 @@ pub struct Slo {
     pub step: Option<usize>,
     /// Availability: statuses below 500 that count as bad too.
     pub also_bad: Vec<u16>,
+}
+
+impl Slo {
+    /// An SLO of the whole load, named as its objective is (`faultline load --slo`).
+    pub fn of(objective: &Objective) -> Slo {
+        Slo {
+            name: objective.name.clone(),
+            objective: objective.clone(),
+            step: None,
+            also_bad: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

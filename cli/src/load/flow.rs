@@ -189,7 +189,7 @@ impl Flows {
 
     /// Judges an answer to step `index`: success, captures taken into the user's
     /// variables. Returns the value to record in the history, if the step records one.
-    pub fn absorb(
+    pub(crate) fn absorb(
         &self,
         index: usize,
         vu: &mut Vu,

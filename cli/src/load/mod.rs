@@ -81,7 +81,7 @@ pub struct Snapshot {
     pub in_flight: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Summary {
     pub elapsed: Duration,
     pub stats: Stats,

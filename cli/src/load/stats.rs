@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub fn histogram() -> Histogram<u64> {
     // 1 µs to 1 h at 3 significant figures: a few tens of kilobytes, whatever the run.
@@ -14,7 +14,7 @@ pub fn histogram() -> Histogram<u64> {
 }
 
 /// Why a request got no HTTP answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     Connect,
@@ -76,7 +76,7 @@ impl Stats {
 }
 
 /// Percentiles of a histogram, in milliseconds.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Percentiles {
     pub p50: f64,
     pub p90: f64,

@@ -4,15 +4,17 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::Event;
 use super::checks::CheckResult;
+use super::events::Event;
 use super::timeline::FaultRecord;
-use crate::load::stats::{ErrorKind, Percentiles};
-use crate::slo::{Evaluation, Phase};
+use crate::experiment::{Experiment, LoadModel};
+use crate::load::Summary;
+use crate::load::stats::{ErrorKind, Percentiles, Stats};
+use crate::slo::{self, BudgetLeft, Evaluation, Phase, Windows};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     /// The load ran its whole duration.
@@ -25,7 +27,7 @@ pub enum RunStatus {
     Error,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepTotals {
     pub name: String,
     pub requests: u64,
@@ -34,7 +36,7 @@ pub struct StepTotals {
     pub latency_ms: Percentiles,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoadTotals {
     pub model: String,
     pub iterations: u64,
@@ -57,7 +59,7 @@ pub struct LoadTotals {
 }
 
 /// One second of the run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Second {
     pub t: usize,
     pub requests: u64,
@@ -74,7 +76,7 @@ pub struct Second {
 }
 
 /// An SLO's verdict with what it says about each fault.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SloReport {
     #[serde(flatten)]
     pub evaluation: Evaluation,
@@ -84,14 +86,14 @@ pub struct SloReport {
     pub faults: Vec<SloFault>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SloFault {
     pub fault: String,
     pub time_to_detect_s: Option<usize>,
     pub time_to_recover_s: Option<usize>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub experiment: String,
     pub description: String,
@@ -115,7 +117,110 @@ pub struct Report {
     pub seconds: Vec<Second>,
 }
 
+impl StepTotals {
+    fn of(name: &str, s: &Stats) -> Self {
+        StepTotals {
+            name: name.to_owned(),
+            requests: s.requests(),
+            statuses: statuses(s),
+            errors: s.errors.clone(),
+            latency_ms: Percentiles::of(&s.latency),
+        }
+    }
+}
+
+fn statuses(s: &Stats) -> BTreeMap<String, u64> {
+    s.statuses
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect()
+}
+
+impl LoadTotals {
+    /// What the load engine counted over the whole run.
+    pub fn of(exp: &Experiment, summary: &Summary) -> Self {
+        let secs = summary.elapsed.as_secs_f64().max(1e-9);
+        let model = match &exp.load.model {
+            LoadModel::Open { schedule, .. } => format!(
+                "open, {:.0} iterations planned, {} connections",
+                schedule.total(),
+                exp.load.users
+            ),
+            LoadModel::Closed { think } => format!(
+                "closed, {} users, think {}",
+                exp.load.users,
+                humantime::format_duration(*think)
+            ),
+        };
+        let steps = exp.load.flows.steps.iter().zip(summary.steps.iter());
+        LoadTotals {
+            model,
+            iterations: summary.iterations,
+            requests: summary.stats.requests(),
+            dropped: summary.dropped,
+            requests_per_s: summary.stats.requests() as f64 / secs,
+            statuses: statuses(&summary.stats),
+            errors: summary.stats.errors.clone(),
+            latency_ms: Percentiles::of(&summary.stats.latency),
+            service_time_ms: Percentiles::of(&summary.stats.service),
+            scheduler_lag_ms: Percentiles::of(&summary.stats.lag),
+            steps: steps
+                .map(|(step, s)| StepTotals::of(&step.name, s))
+                .collect(),
+            recorded: summary
+                .history
+                .iter()
+                .map(|(k, v)| (k.clone(), v.len()))
+                .collect(),
+        }
+    }
+}
+
 impl Report {
+    /// The report of a run that never started its load (the steady state did not hold
+    /// before it): aborted, judged on nothing.
+    pub fn not_started(
+        exp: &Experiment,
+        target: &str,
+        started_ms: u64,
+        failures: Vec<String>,
+        checks: Vec<CheckResult>,
+        windows: Windows,
+    ) -> Report {
+        let slos = exp
+            .slos
+            .iter()
+            .map(|s| SloReport {
+                evaluation: Evaluation {
+                    name: s.name.clone(),
+                    ..slo::evaluate(&s.objective, &[], &[], windows)
+                },
+                step: s.step.map(|i| exp.load.flows.steps[i].name.clone()),
+                faults: Vec::new(),
+            })
+            .collect();
+        Report {
+            experiment: exp.name.clone(),
+            description: exp.description.clone(),
+            file: exp.file.clone(),
+            seed: exp.seed,
+            started_ms,
+            planned_duration_s: exp.duration.as_secs_f64(),
+            elapsed_s: 0.0,
+            target: target.to_owned(),
+            status: RunStatus::Aborted,
+            passed: false,
+            failures,
+            load: LoadTotals::of(exp, &Summary::default()),
+            phases: Vec::new(),
+            faults: Vec::new(),
+            slos,
+            checks,
+            events: Vec::new(),
+            seconds: Vec::new(),
+        }
+    }
+
     pub fn json(&self) -> String {
         serde_json::to_string_pretty(self).expect("reports serialise")
     }
@@ -150,11 +255,11 @@ impl Report {
         for s in &self.slos {
             let e = &s.evaluation;
             let message = format!(
-                "SLI {} against objective {}%; error budget left {}; max burn short {:.1}x long {:.1}x",
+                "SLI {} against objective {}%; error budget left {:#}; max burn short {:.1}x long {:.1}x",
                 e.sli
                     .map_or("none (no events)".into(), |v| format!("{:.4}%", v * 100.0)),
                 e.objective * 100.0,
-                budget(e.budget_remaining),
+                BudgetLeft(e.budget_remaining),
                 e.max_short_burn,
                 e.max_long_burn
             );
@@ -224,101 +329,108 @@ impl Report {
             l.latency_ms.p99,
             l.latency_ms.max
         );
-        if !self.slos.is_empty() {
-            m.push_str("### SLOs\n\n| SLO | objective | SLI | budget left | max burn (short / long) | verdict |\n|---|---|---|---|---|---|\n");
-            for s in &self.slos {
-                let e = &s.evaluation;
-                let _ = writeln!(
-                    m,
-                    "| {} | {}% | {} | {} | {:.1}x / {:.1}x | {} |",
-                    e.name,
-                    e.objective * 100.0,
-                    e.sli.map_or("-".into(), |v| format!("{:.3}%", v * 100.0)),
-                    budget(e.budget_remaining),
-                    e.max_short_burn,
-                    e.max_long_burn,
-                    if e.met { "✅ met" } else { "❌ missed" }
-                );
-            }
-            m.push('\n');
-            m.push_str("### Per phase\n\n| phase | from | to |");
-            for s in &self.slos {
-                let _ = write!(m, " {} |", s.evaluation.name);
-            }
-            m.push_str("\n|---|---|---|");
-            for _ in &self.slos {
-                m.push_str("---|");
-            }
-            m.push('\n');
-            for (i, p) in self.phases.iter().enumerate() {
-                let _ = write!(m, "| {} | {} s | {} s |", p.name, p.start_s, p.end_s);
-                for s in &self.slos {
-                    let f = &s.evaluation.phases[i];
-                    let _ = write!(
-                        m,
-                        " {}{} |",
-                        f.sli.map_or("-".into(), |v| format!("{:.2}%", v * 100.0)),
-                        if f.met { "" } else { " ❌" }
-                    );
-                }
-                m.push('\n');
-            }
-            m.push('\n');
-        }
-        if !self.faults.is_empty() {
-            m.push_str("### Faults\n\n| fault | planned | applied | healed | detect / recover |\n|---|---|---|---|---|\n");
-            for f in &self.faults {
-                let dr: Vec<String> = self
-                    .slos
-                    .iter()
-                    .filter_map(|s| {
-                        let x = s.faults.iter().find(|x| x.fault == f.label)?;
-                        Some(format!(
-                            "{}: {} / {}",
-                            s.evaluation.name,
-                            x.time_to_detect_s.map_or("-".into(), |v| format!("{v} s")),
-                            x.time_to_recover_s.map_or("-".into(), |v| format!("{v} s"))
-                        ))
-                    })
-                    .collect();
-                let _ = writeln!(
-                    m,
-                    "| {} | {:.0} s{} | {} | {} | {} |",
-                    f.label,
-                    f.planned_at_s,
-                    f.planned_duration_s
-                        .map_or(String::new(), |d| format!(" for {d:.0} s")),
-                    f.applied_at_s
-                        .map_or(f.error.clone().unwrap_or("-".into()), |v| format!(
-                            "{v:.1} s"
-                        )),
-                    f.healed_at_s.map_or("-".into(), |v| format!("{v:.1} s")),
-                    dr.join("; ")
-                );
-            }
-            m.push('\n');
-        }
-        if !self.checks.is_empty() {
-            m.push_str("### Checks\n\n| check | result | detail |\n|---|---|---|\n");
-            for c in &self.checks {
-                let _ = writeln!(
-                    m,
-                    "| {} | {} | {} |",
-                    c.name,
-                    if c.passed { "✅ passed" } else { "❌ failed" },
-                    c.detail.replace('|', "\\|")
-                );
-            }
-            m.push('\n');
-        }
+        self.markdown_slos(&mut m);
+        self.markdown_faults(&mut m);
+        self.markdown_checks(&mut m);
         m
     }
-}
 
-fn budget(b: f64) -> String {
-    if b.is_finite() {
-        format!("{:.0}%", b * 100.0)
-    } else {
-        "none (no errors allowed)".into()
+    fn markdown_slos(&self, m: &mut String) {
+        if self.slos.is_empty() {
+            return;
+        }
+        m.push_str("### SLOs\n\n| SLO | objective | SLI | budget left | max burn (short / long) | verdict |\n|---|---|---|---|---|---|\n");
+        for s in &self.slos {
+            let e = &s.evaluation;
+            let _ = writeln!(
+                m,
+                "| {} | {}% | {} | {:#} | {:.1}x / {:.1}x | {} |",
+                e.name,
+                e.objective * 100.0,
+                e.sli.map_or("-".into(), |v| format!("{:.3}%", v * 100.0)),
+                BudgetLeft(e.budget_remaining),
+                e.max_short_burn,
+                e.max_long_burn,
+                if e.met { "✅ met" } else { "❌ missed" }
+            );
+        }
+        m.push('\n');
+        m.push_str("### Per phase\n\n| phase | from | to |");
+        for s in &self.slos {
+            let _ = write!(m, " {} |", s.evaluation.name);
+        }
+        m.push_str("\n|---|---|---|");
+        for _ in &self.slos {
+            m.push_str("---|");
+        }
+        m.push('\n');
+        for (i, p) in self.phases.iter().enumerate() {
+            let _ = write!(m, "| {} | {} s | {} s |", p.name, p.start_s, p.end_s);
+            for s in &self.slos {
+                let f = &s.evaluation.phases[i];
+                let _ = write!(
+                    m,
+                    " {}{} |",
+                    f.sli.map_or("-".into(), |v| format!("{:.2}%", v * 100.0)),
+                    if f.met { "" } else { " ❌" }
+                );
+            }
+            m.push('\n');
+        }
+        m.push('\n');
+    }
+
+    fn markdown_faults(&self, m: &mut String) {
+        if self.faults.is_empty() {
+            return;
+        }
+        m.push_str("### Faults\n\n| fault | planned | applied | healed | detect / recover |\n|---|---|---|---|---|\n");
+        for f in &self.faults {
+            let dr: Vec<String> = self
+                .slos
+                .iter()
+                .filter_map(|s| {
+                    let x = s.faults.iter().find(|x| x.fault == f.label)?;
+                    Some(format!(
+                        "{}: {} / {}",
+                        s.evaluation.name,
+                        x.time_to_detect_s.map_or("-".into(), |v| format!("{v} s")),
+                        x.time_to_recover_s.map_or("-".into(), |v| format!("{v} s"))
+                    ))
+                })
+                .collect();
+            let _ = writeln!(
+                m,
+                "| {} | {:.0} s{} | {} | {} | {} |",
+                f.label,
+                f.planned_at_s,
+                f.planned_duration_s
+                    .map_or(String::new(), |d| format!(" for {d:.0} s")),
+                f.applied_at_s
+                    .map_or(f.error.clone().unwrap_or("-".into()), |v| format!(
+                        "{v:.1} s"
+                    )),
+                f.healed_at_s.map_or("-".into(), |v| format!("{v:.1} s")),
+                dr.join("; ")
+            );
+        }
+        m.push('\n');
+    }
+
+    fn markdown_checks(&self, m: &mut String) {
+        if self.checks.is_empty() {
+            return;
+        }
+        m.push_str("### Checks\n\n| check | result | detail |\n|---|---|---|\n");
+        for c in &self.checks {
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} |",
+                c.name,
+                if c.passed { "✅ passed" } else { "❌ failed" },
+                c.detail.replace('|', "\\|")
+            );
+        }
+        m.push('\n');
     }
 }

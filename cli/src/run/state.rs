@@ -1,13 +1,17 @@
-//! The run as it stands: the one state that live views render (the TUI, the progress
-//! lines). The runner computes it each second from the same numbers the report uses;
-//! views only draw it.
+//! The run as it stands: the one state that live views render (the TUI, `faultline
+//! load --tui`, `faultline tui`). The runner folds it each second from the collector,
+//! the events and the observer, the same numbers the report uses; views only draw it.
+
+use std::collections::BTreeMap;
 
 use faultline_agent::faults::FaultInfo;
 use faultline_agent::supervisor::ReplicaStatus;
-use serde::Deserialize;
 
-use super::Event;
+use super::collect::Collector;
+use super::events::{Event, FaultWindow, fault_windows};
+use super::observe::Observed;
 use super::report::Second;
+pub use crate::shop::QueueNow;
 use crate::slo::SloNow;
 
 /// Where the run is.
@@ -19,20 +23,6 @@ pub enum Stage {
     /// Load over: healing, draining, checking.
     Checking,
     Done,
-}
-
-/// A queue of the broker, as its stats endpoint reports it.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct QueueNow {
-    pub name: String,
-    pub visible: u64,
-    pub in_flight: u64,
-    #[serde(default)]
-    pub delayed: u64,
-    #[serde(default)]
-    pub oldest_age_seconds: f64,
-    pub dlq: Option<String>,
-    pub dlq_depth: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -51,16 +41,58 @@ pub struct RunState {
     pub phase: String,
     /// One row per second so far.
     pub seconds: Vec<Second>,
-    /// Fault windows on the time axis: label, start, end (seconds; open while active).
-    pub windows: Vec<(String, f64, Option<f64>)>,
+    /// Fault windows on the time axis (open while active).
+    pub windows: Vec<FaultWindow>,
     pub slos: Vec<SloNow>,
     pub replicas: Vec<ReplicaStatus>,
     /// Per replica, its circuit breakers that are not closed (`cdn open`).
-    pub breakers: std::collections::BTreeMap<String, Vec<String>>,
+    pub breakers: BTreeMap<String, Vec<String>>,
     /// Faults in effect, as the agent reports them.
     pub faults: Vec<FaultInfo>,
+    /// The queues of the topology's `[messaging]`.
     pub queues: Vec<QueueNow>,
+    /// The broker service of the topology's `[messaging]`, when it has one.
+    pub broker: Option<String>,
     pub events: Vec<Event>,
     /// Set when the run is judged.
     pub passed: Option<bool>,
+}
+
+impl RunState {
+    /// Catches up with the collector: its new rows and every SLO as it stands.
+    pub fn follow(&mut self, collector: &Collector) {
+        let rows = collector.seconds();
+        self.seconds
+            .extend_from_slice(&rows[self.seconds.len().min(rows.len())..]);
+        self.slos = collector.now();
+    }
+
+    /// Takes the events so far, the fault windows they describe and the phase they put
+    /// the run in.
+    pub fn follow_events(&mut self, events: Vec<Event>) {
+        self.windows = fault_windows(&events);
+        self.events = events;
+        let active: Vec<&str> = self
+            .windows
+            .iter()
+            .filter(|w| w.end_s.is_none())
+            .map(|w| w.fault.as_str())
+            .collect();
+        self.phase = if !active.is_empty() {
+            active.join(", ")
+        } else if self.windows.is_empty() {
+            "baseline".into()
+        } else {
+            "recovery".into()
+        };
+    }
+
+    /// Takes what the observer saw last.
+    pub fn see(&mut self, o: Observed) {
+        self.replicas = o.replicas;
+        self.faults = o.faults;
+        self.breakers = o.breakers;
+        self.queues = o.queues;
+        self.broker = o.broker;
+    }
 }

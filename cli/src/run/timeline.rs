@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use faultline_agent::client::AgentClient;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::Events;
+use super::events::{EventKind, Events};
 use crate::experiment::Planned;
 
 /// The longest lease the runner takes on a fault; it renews at a third of it.
@@ -20,7 +20,7 @@ pub const LEASE: Duration = Duration::from_secs(15);
 const GRACE: Duration = Duration::from_secs(2);
 
 /// What happened to one fault of the timeline.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaultRecord {
     pub label: String,
     pub kind: String,
@@ -76,7 +76,8 @@ async fn one(
         Ok(info) => info,
         Err(e) => {
             let m = format!("{}: cannot apply: {e}", planned.label);
-            events.push(secs(t0), "fault_failed", &m);
+            let fault = planned.label.clone();
+            events.push(secs(t0), EventKind::FaultFailed { fault }, m);
             rec.error = Some(e.to_string());
             failed.cancel();
             return rec;
@@ -86,8 +87,11 @@ async fn one(
     rec.id = Some(info.id.clone());
     events.push(
         secs(t0),
-        "fault_applied",
-        &format!("applied: {} ({})", planned.label, info.id),
+        EventKind::FaultApplied {
+            fault: planned.label.clone(),
+            id: info.id.clone(),
+        },
+        format!("applied: {} ({})", planned.label, info.id),
     );
     let Some(end) = end else {
         // Instant: the agent marks it done at once.
@@ -102,7 +106,8 @@ async fn one(
             _ = tokio::time::sleep_until(renew_at), if renew_at < end => {
                 let left = end.saturating_duration_since(Instant::now());
                 if let Err(e) = client.renew(&info.id, Some((left + GRACE).min(LEASE))).await {
-                    events.push(secs(t0), "fault_renew_failed", &format!("{}: {e}", planned.label));
+                    let fault = planned.label.clone();
+                    events.push(secs(t0), EventKind::FaultRenewFailed { fault }, format!("{}: {e}", planned.label));
                 }
             }
         }
@@ -112,8 +117,11 @@ async fn one(
             rec.healed_at_s = Some(secs(t0));
             events.push(
                 secs(t0),
-                "fault_healed",
-                &format!("healed: {} ({})", planned.label, info.id),
+                EventKind::FaultHealed {
+                    fault: planned.label.clone(),
+                    id: info.id.clone(),
+                },
+                format!("healed: {} ({})", planned.label, info.id),
             );
         }
         Err(e) => {
@@ -122,7 +130,8 @@ async fn one(
                 planned.label,
                 LEASE.as_secs()
             );
-            events.push(secs(t0), "fault_heal_failed", &m);
+            let fault = planned.label.clone();
+            events.push(secs(t0), EventKind::FaultHealFailed { fault }, m.clone());
             rec.error = Some(m);
         }
     }

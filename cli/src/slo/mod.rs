@@ -8,14 +8,14 @@ pub mod spec;
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::load::stats::Stats;
 
 pub use spec::{Objective, SliKind};
 
 /// Good and total events of one SLI in one interval.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     pub good: u64,
     pub total: u64,
@@ -37,10 +37,30 @@ impl Counts {
     }
 }
 
-/// The counts an SLI takes from one interval's statistics. Availability: good is any
-/// answer below 500 that is not in `also_bad` (errors and timeouts are bad). Latency:
-/// good is a request answered within the threshold (measured from its intended send
-/// time).
+/// Whether an HTTP answer is good for availability: any answer below 500 (a 4xx is the
+/// client's fault, not the system's). The one statement of the rule; requests without
+/// an answer (errors, timeouts) are never good.
+pub fn good_status(status: u16) -> bool {
+    status < 500
+}
+
+/// The same rule as a PromQL regex over the `status` label: the statuses it counts bad.
+pub const BAD_STATUS_PATTERN: &str = "5..";
+
+/// Answers in `stats` that [`good_status`] calls good.
+pub fn good_answers(stats: &Stats) -> u64 {
+    stats
+        .statuses
+        .iter()
+        .filter(|(s, _)| good_status(**s))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// The counts an SLI takes from one interval's statistics. Availability: good is a
+/// [`good_status`] answer that is not in `also_bad` (errors and timeouts are bad).
+/// Latency: good is a request answered within the threshold (measured from its intended
+/// send time).
 pub fn counts(kind: &SliKind, stats: &Stats, also_bad: &[u16]) -> Counts {
     match kind {
         SliKind::Availability => {
@@ -48,7 +68,7 @@ pub fn counts(kind: &SliKind, stats: &Stats, also_bad: &[u16]) -> Counts {
             let good = stats
                 .statuses
                 .iter()
-                .filter(|(s, _)| **s < 500 && !also_bad.contains(s))
+                .filter(|(s, _)| good_status(**s) && !also_bad.contains(s))
                 .map(|(_, n)| n)
                 .sum();
             Counts { good, total }
@@ -67,10 +87,40 @@ pub fn counts(kind: &SliKind, stats: &Stats, also_bad: &[u16]) -> Counts {
     }
 }
 
+/// Share of the error budget left after `all`: 1 untouched, 0 spent, negative when
+/// overspent. An objective of 100% allows no bad event: its budget is whole without
+/// one and minus infinity with any.
+pub fn budget_remaining(all: Counts, objective: f64) -> f64 {
+    let allowed_bad = (1.0 - objective) * all.total as f64;
+    if allowed_bad > 0.0 {
+        1.0 - all.bad() as f64 / allowed_bad
+    } else if all.bad() == 0 {
+        1.0
+    } else {
+        f64::NEG_INFINITY
+    }
+}
+
+/// An error budget left, as every view writes it: `42%`, or `none` when the objective
+/// allows no error and one happened. The alternate form (`{:#}`) says why:
+/// `none (no errors allowed)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BudgetLeft(pub f64);
+
+impl std::fmt::Display for BudgetLeft {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.0.is_finite(), f.alternate()) {
+            (true, _) => f.pad(&format!("{:.0}%", self.0 * 100.0)),
+            (false, false) => f.pad("none"),
+            (false, true) => f.pad("none (no errors allowed)"),
+        }
+    }
+}
+
 /// The short and long windows of the burn-rate alerts. The SRE workbook pages on 14.4x
 /// over 1 h and 5 min for a 30-day budget; a run of minutes keeps the 12:1 ratio with
 /// windows scaled to it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Windows {
     pub short_s: u64,
     pub long_s: u64,
@@ -89,14 +139,14 @@ impl Windows {
 }
 
 /// A named stretch of the run, in seconds from its start: `[start, end)`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Phase {
     pub name: String,
     pub start_s: usize,
     pub end_s: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PhaseFigures {
     pub name: String,
     pub sli: Option<f64>,
@@ -105,23 +155,37 @@ pub struct PhaseFigures {
     pub met: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
     pub name: String,
     pub objective: f64,
     pub sli: Option<f64>,
     pub good: u64,
     pub total: u64,
-    /// Share of the error budget left at the end (negative when overspent).
+    /// Share of the error budget left at the end (negative when overspent; minus
+    /// infinity, `null` in JSON, when the objective allowed no error and one happened).
+    #[serde(deserialize_with = "null_as_neg_infinity")]
     pub budget_remaining: f64,
     pub windows: Windows,
+    /// Infinite (`null` in JSON) when the objective allows no error and one happened.
+    #[serde(deserialize_with = "null_as_infinity")]
     pub max_short_burn: f64,
+    #[serde(deserialize_with = "null_as_infinity")]
     pub max_long_burn: f64,
     /// Seconds where both windows burned faster than `page_burn` (the workbook's
     /// multi-window alert).
     pub alert_seconds: Vec<usize>,
     pub phases: Vec<PhaseFigures>,
     pub met: bool,
+}
+
+/// JSON has no infinities: serde_json writes them as `null`, and these read them back.
+fn null_as_infinity<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
+}
+
+fn null_as_neg_infinity<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NEG_INFINITY))
 }
 
 /// The burn-rate factor of the fast page (14.4x: 2% of a 30-day budget in an hour).
@@ -157,14 +221,7 @@ pub fn evaluate(
     for s in seconds {
         all.add(*s);
     }
-    let allowed_bad = (1.0 - obj.objective) * all.total as f64;
-    let budget_remaining = if allowed_bad > 0.0 {
-        1.0 - all.bad() as f64 / allowed_bad
-    } else if all.bad() == 0 {
-        1.0
-    } else {
-        f64::NEG_INFINITY
-    };
+    let budget_remaining = budget_remaining(all, obj.objective);
     let (mut max_short, mut max_long) = (0.0f64, 0.0f64);
     let mut alert_seconds = Vec::new();
     for t in 0..seconds.len() {
@@ -243,14 +300,7 @@ pub fn now(name: &str, objective: f64, seconds: &[Counts], windows: Windows) -> 
             burn(window_sum(seconds, n - 1, windows.long_s), objective),
         ),
     };
-    let allowed_bad = (1.0 - objective) * all.total as f64;
-    let budget_remaining = if allowed_bad > 0.0 {
-        1.0 - all.bad() as f64 / allowed_bad
-    } else if all.bad() == 0 {
-        1.0
-    } else {
-        f64::NEG_INFINITY
-    };
+    let budget_remaining = budget_remaining(all, objective);
     SloNow {
         name: name.to_owned(),
         objective,
@@ -479,6 +529,29 @@ mod tests {
             None,
             "not settled before the end"
         );
+    }
+
+    #[test]
+    fn an_evaluation_reads_back_from_json_with_its_infinities() {
+        // 100% allows no error: one spends an infinite budget at an infinite burn rate,
+        // which JSON can only write as null.
+        let s = [Counts { good: 9, total: 10 }];
+        let w = Windows {
+            short_s: 1,
+            long_s: 12,
+        };
+        let e = evaluate(&obj(1.0), &s, &[], w);
+        assert_eq!(e.budget_remaining, f64::NEG_INFINITY);
+        assert_eq!(e.max_short_burn, f64::INFINITY);
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(json.contains(r#""budget_remaining":null"#), "{json}");
+        assert_eq!(serde_json::from_str::<Evaluation>(&json).unwrap(), e);
+        assert_eq!(format!("{}", BudgetLeft(e.budget_remaining)), "none");
+        assert_eq!(
+            format!("{:#}", BudgetLeft(e.budget_remaining)),
+            "none (no errors allowed)"
+        );
+        assert_eq!(format!("{:>5}", BudgetLeft(0.5)), "  50%");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 
 use std::fmt::Write;
 
+use crate::slo::BAD_STATUS_PATTERN;
+
 /// The workbook's alert pairs for a 30-day budget: (factor, long window, short window,
 /// severity).
 pub const PAIRS: [(f64, &str, &str, &str); 4] = [
@@ -124,69 +126,6 @@ pub const CLI_BUCKETS: [f64; 17] = [
     10.0,
 ];
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decimals_are_exact() {
-        assert_eq!(decimal(0.999), "0.999");
-        assert_eq!(decimal(1.0 - 0.999), "0.001");
-        assert_eq!(decimal(14.4), "14.4");
-        assert_eq!(decimal(1.0), "1");
-    }
-
-    #[test]
-    fn rules_carry_the_window_as_a_label_and_pair_the_windows() {
-        let y = rules(
-            "t",
-            &[SloQuery {
-                name: "availability".into(),
-                objective: 0.999,
-                bad: "sum(rate(x{code=~\"5..\"}[WINDOW]))".into(),
-                total: "sum(rate(x[WINDOW]))".into(),
-                min_rate: 0.1,
-            }],
-        );
-        assert!(y.contains("window: 3d"));
-        assert!(y.contains(r#"rate(x{code=~\"5..\"}[1h])"#), "{y}");
-        assert!(y.contains(r#"slo:error_ratio:rate{slo=\"availability\",window=\"1h\"} > (14.4 * 0.001) and slo:error_ratio:rate{slo=\"availability\",window=\"5m\"} > (14.4 * 0.001)"#), "{y}");
-        assert_eq!(y.matches("alert: SLOErrorBudgetBurn").count(), 4);
-        assert!(!y.contains("0.0010000"), "{y}");
-    }
-}
-
-/// The bundled shop's own SLOs, measured at the gateway (server side): 99.9% of requests
-/// answered below 500, 99% within 250 ms. These are `dashboards/prometheus/shop-slo-rules.yml`.
-pub fn shop_rules() -> String {
-    let sel = r#"job="shop",service="gateway""#;
-    rules(
-        "shop",
-        &[
-            SloQuery {
-                name: "shop-availability".into(),
-                objective: 0.999,
-                bad: format!(
-                    r#"sum(rate(shop_http_requests_total{{{sel},status=~"5.."}}[WINDOW]))"#
-                ),
-                total: format!("sum(rate(shop_http_requests_total{{{sel}}}[WINDOW]))"),
-                min_rate: 0.1,
-            },
-            SloQuery {
-                name: "shop-latency".into(),
-                objective: 0.99,
-                bad: format!(
-                    r#"sum(rate(shop_http_request_duration_seconds_count{{{sel}}}[WINDOW])) - sum(rate(shop_http_request_duration_seconds_bucket{{{sel},le="0.25"}}[WINDOW]))"#
-                ),
-                total: format!(
-                    "sum(rate(shop_http_request_duration_seconds_count{{{sel}}}[WINDOW]))"
-                ),
-                min_rate: 0.1,
-            },
-        ],
-    )
-}
-
 /// An experiment's SLOs as queries over the CLI's own metrics (`faultline_*`), which a
 /// Prometheus scraping `faultline run` sees. A latency threshold must be one of the
 /// histogram's buckets.
@@ -202,7 +141,8 @@ pub fn experiment_queries(
                 .unwrap_or_default();
             let (bad, total) = match &s.objective.kind {
                 crate::slo::SliKind::Availability => {
-                    let mut bad = String::from("5..|timeout|connect|reset|other");
+                    let mut bad =
+                        format!("{BAD_STATUS_PATTERN}|timeout|connect|reset|other");
                     for c in &s.also_bad {
                         bad.push_str(&format!("|{c}"));
                     }
@@ -244,13 +184,33 @@ pub fn experiment_queries(
 }
 
 #[cfg(test)]
-mod shop_tests {
+mod tests {
+    use super::*;
+
     #[test]
-    fn the_committed_shop_rules_are_the_generated_ones() {
-        assert_eq!(
-            include_str!("../../../dashboards/prometheus/shop-slo-rules.yml"),
-            super::shop_rules(),
-            "regenerate: faultline slo rules --shop > dashboards/prometheus/shop-slo-rules.yml"
+    fn decimals_are_exact() {
+        assert_eq!(decimal(0.999), "0.999");
+        assert_eq!(decimal(1.0 - 0.999), "0.001");
+        assert_eq!(decimal(14.4), "14.4");
+        assert_eq!(decimal(1.0), "1");
+    }
+
+    #[test]
+    fn rules_carry_the_window_as_a_label_and_pair_the_windows() {
+        let y = rules(
+            "t",
+            &[SloQuery {
+                name: "availability".into(),
+                objective: 0.999,
+                bad: "sum(rate(x{code=~\"5..\"}[WINDOW]))".into(),
+                total: "sum(rate(x[WINDOW]))".into(),
+                min_rate: 0.1,
+            }],
         );
+        assert!(y.contains("window: 3d"));
+        assert!(y.contains(r#"rate(x{code=~\"5..\"}[1h])"#), "{y}");
+        assert!(y.contains(r#"slo:error_ratio:rate{slo=\"availability\",window=\"1h\"} > (14.4 * 0.001) and slo:error_ratio:rate{slo=\"availability\",window=\"5m\"} > (14.4 * 0.001)"#), "{y}");
+        assert_eq!(y.matches("alert: SLOErrorBudgetBurn").count(), 4);
+        assert!(!y.contains("0.0010000"), "{y}");
     }
 }

@@ -46,8 +46,8 @@ pub struct App {
     pub applied: BTreeSet<String>,
     /// What the dashboard did, with times from the start of the run.
     pub log: Vec<(f64, String)>,
-    /// Edges into each replica, `client->replica`, from the agent.
-    pub edges: Vec<String>,
+    /// The topology's edges (client service -> server replica), from the agent.
+    pub edges: Vec<faultline_agent::api::EdgeView>,
     pub no_color: bool,
 }
 

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use faultline_agent::api::EdgeView;
 use faultline_agent::client::AgentClient;
 use faultline_agent::faults::{FaultRequest, FaultSpec};
 use ratatui::crossterm::event::{self, Event as TermEvent, KeyEventKind};
@@ -26,6 +27,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use self::app::{Action, App};
+use crate::run::events::{Event, EventKind};
+use crate::run::observe::observe_once;
 use crate::run::state::{RunState, Stage};
 
 /// How often the screen is redrawn.
@@ -99,8 +102,17 @@ fn terminal_events(stop: std::sync::Arc<AtomicBool>) -> mpsc::UnboundedReceiver<
     rx
 }
 
+/// What the dashboard knows of the topology when it carries out an action.
+struct Known {
+    /// The topology's edges, from the agent.
+    edges: Vec<EdgeView>,
+    /// The broker of the topology's `[messaging]`.
+    broker: Option<String>,
+}
+
 /// Carries out one action through the agent; returns what to log and the faults applied.
-async fn perform(client: &AgentClient, action: Action, edges: &[String]) -> (String, Vec<String>) {
+async fn perform(client: &AgentClient, action: Action, known: &Known) -> (String, Vec<String>) {
+    let edges = &known.edges;
     let inject = |spec: FaultSpec, target: String| FaultRequest {
         spec,
         target,
@@ -113,7 +125,8 @@ async fn perform(client: &AgentClient, action: Action, edges: &[String]) -> (Str
         Action::Latency(r) => {
             let clients: std::collections::BTreeSet<&str> = edges
                 .iter()
-                .filter_map(|e| e.strip_suffix(&format!("->{r}")))
+                .filter(|e| e.server == *r)
+                .map(|e| e.client.as_str())
                 .collect();
             if clients.is_empty() {
                 return (format!("no edge leads into {r}: nothing to slow"), vec![]);
@@ -133,12 +146,18 @@ async fn perform(client: &AgentClient, action: Action, edges: &[String]) -> (Str
                 })
                 .collect()
         }
-        Action::PartitionFromBroker(s) => vec![inject(
-            FaultSpec::Partition {
-                with: "broker".into(),
-            },
-            s.clone(),
-        )],
+        Action::PartitionFromBroker(s) => match &known.broker {
+            Some(broker) => vec![inject(
+                FaultSpec::Partition {
+                    with: broker.clone(),
+                },
+                s.clone(),
+            )],
+            None => {
+                let m = "the topology names no broker ([messaging]): nothing to partition from";
+                return (m.to_owned(), vec![]);
+            }
+        },
         Action::Resume { replica, fault } => {
             return match client.heal(fault).await {
                 Ok(_) => (format!("resumed {replica} (healed {fault})"), vec![]),
@@ -177,6 +196,26 @@ async fn perform(client: &AgentClient, action: Action, edges: &[String]) -> (Str
     (said.join("; "), ids)
 }
 
+/// Hands the actions the keys asked for to the agent, each on a task of its own that
+/// reports on `done` what it did and which faults it applied.
+fn dispatch(app: &mut App, agent: Option<&AgentClient>, done: &mpsc::UnboundedSender<Done>) {
+    for action in std::mem::take(&mut app.pending) {
+        let Some(client) = agent else {
+            app.note("no agent: faults cannot be applied from here");
+            continue;
+        };
+        let (client, tx) = (client.clone(), done.clone());
+        let known = Known {
+            edges: app.edges.clone(),
+            broker: app.state.broker.clone(),
+        };
+        tokio::spawn(async move { tx.send(perform(&client, action, &known).await) });
+    }
+}
+
+/// What an action did, in words, and the faults it applied.
+type Done = (String, Vec<String>);
+
 /// Runs the dashboard until the user quits (or `done` fires and is acknowledged with q).
 /// `interrupt` is cancelled when the user quits: a run then stops and heals.
 pub async fn run(
@@ -196,7 +235,7 @@ pub async fn run(
         ..App::default()
     };
     app.set_state(state.borrow().clone());
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, Vec<String>)>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let mut signals =
         faultline_agent::report::StopSignals::install().context("cannot watch signals")?;
     let mut frame = tokio::time::interval(FRAME);
@@ -225,7 +264,7 @@ pub async fn run(
                     && (app.edges.is_empty() || edges_at.elapsed() > Duration::from_secs(10))
                     && let Ok(s) = client.status().await
                 {
-                    app.edges = s.edges.into_iter().map(|e| e.name).collect();
+                    app.edges = s.edges;
                     edges_at = tokio::time::Instant::now();
                 }
             }
@@ -243,17 +282,7 @@ pub async fn run(
                 {
                     agent = Some(AgentClient::new(url, token.clone()));
                 }
-                for action in std::mem::take(&mut app.pending) {
-                    match &agent {
-                        None => app.note("no agent: faults cannot be applied from here"),
-                        Some(client) => {
-                            let (client, tx, edges) = (client.clone(), done_tx.clone(), app.edges.clone());
-                            tokio::spawn(async move {
-                                let _ = tx.send(perform(&client, action, &edges).await);
-                            });
-                        }
-                    }
-                }
+                dispatch(&mut app, agent.as_ref(), &done_tx);
                 if app.quit {
                     break;
                 }
@@ -312,25 +341,29 @@ pub async fn attach(client: AgentClient, tx: watch::Sender<RunState>, stop: Canc
     loop {
         let t = start.elapsed().as_secs_f64();
         state.elapsed_s = t;
-        if let Some(o) = crate::run::observe_once(&client, &http).await {
+        if let Some(o) = observe_once(&client, &http).await {
             for r in &o.replicas {
                 let word = format!("{:?}", r.state).to_lowercase();
                 let before = seen.insert(r.name.clone(), (word.clone(), r.restarts));
-                if let Some((was, restarts)) = before {
-                    if was != word {
-                        state.events.push(crate::run::Event {
-                            t_s: t,
-                            kind: "replica".into(),
-                            message: format!("{}: {was} -> {word}", r.name),
-                        });
-                    }
-                    if r.restarts > restarts {
-                        state.events.push(crate::run::Event {
-                            t_s: t,
-                            kind: "restart".into(),
-                            message: format!("{} restarted ({} restarts)", r.name, r.restarts),
-                        });
-                    }
+                let Some((was, restarts)) = before else {
+                    continue;
+                };
+                let replica = r.name.clone();
+                if was != word {
+                    state.events.push(Event {
+                        t_s: t,
+                        kind: EventKind::Replica {
+                            replica: replica.clone(),
+                        },
+                        message: format!("{}: {was} -> {word}", r.name),
+                    });
+                }
+                if r.restarts > restarts {
+                    state.events.push(Event {
+                        t_s: t,
+                        kind: EventKind::Restart { replica },
+                        message: format!("{} restarted ({} restarts)", r.name, r.restarts),
+                    });
                 }
             }
             state.phase = if o.faults.is_empty() {
@@ -342,10 +375,7 @@ pub async fn attach(client: AgentClient, tx: watch::Sender<RunState>, stop: Canc
                     .collect::<Vec<_>>()
                     .join(", ")
             };
-            state.replicas = o.replicas;
-            state.breakers = o.breakers;
-            state.faults = o.faults;
-            state.queues = o.queues;
+            state.see(o);
         }
         tx.send_replace(state.clone());
         tokio::select! {

@@ -16,6 +16,7 @@ use ratatui::widgets::{
 
 use super::app::{App, KEYS};
 use crate::run::state::Stage;
+use crate::slo::BudgetLeft;
 
 fn color(app: &App, c: Color) -> Style {
     if app.no_color {
@@ -131,9 +132,9 @@ fn draw_charts(f: &mut Frame, app: &App, area: Rect, small: bool) {
     let max_ms = rows.iter().map(|r| r.p99_ms).fold(1.0f64, f64::max);
     // Fault windows: a line along the top of the latency chart while a fault is active.
     let mut marks: Vec<(f64, f64)> = Vec::new();
-    for (_, start, end) in &app.state.windows {
-        let end = end.unwrap_or(app.state.elapsed_s);
-        let mut t = start.max(x0);
+    for w in &app.state.windows {
+        let end = w.end_s.unwrap_or(app.state.elapsed_s);
+        let mut t = w.start_s.max(x0);
         while t <= end {
             marks.push((t, max_ms * 1.05));
             t += 0.25;
@@ -239,11 +240,7 @@ fn draw_slos(f: &mut Frame, app: &App, area: Rect, small: bool) {
                 Cell::from(s.name.clone()),
                 Cell::from(format!("{}%", s.objective * 100.0)),
                 Cell::from(pct(s.sli)),
-                Cell::from(if s.budget_remaining.is_finite() {
-                    format!("{:.0}%", s.budget_remaining * 100.0)
-                } else {
-                    "none".into()
-                }),
+                Cell::from(BudgetLeft(s.budget_remaining).to_string()),
                 Cell::from(format!("{:.1}x", s.short_burn)),
                 Cell::from(format!("{:.1}x", s.long_burn)),
                 Cell::from(word).style(color(app, c).add_modifier(Modifier::BOLD)),
@@ -453,6 +450,7 @@ fn draw_help(f: &mut Frame, app: &App, area: Rect) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::events::{Event, EventKind, FaultWindow};
     use crate::run::report::Second;
     use crate::run::state::{QueueNow, RunState};
     use crate::slo::SloNow;
@@ -499,7 +497,11 @@ mod tests {
                     sli: Default::default(),
                 })
                 .collect(),
-            windows: vec![("kill orders-2 (f1)".into(), 10.0, None)],
+            windows: vec![FaultWindow {
+                fault: "kill orders-2".into(),
+                start_s: 10.0,
+                end_s: None,
+            }],
             slos: vec![
                 SloNow {
                     name: "availability".into(),
@@ -553,9 +555,13 @@ mod tests {
                 dlq: Some("payments-dlq".into()),
                 dlq_depth: Some(5),
             }],
-            events: vec![crate::run::Event {
+            broker: Some("broker".into()),
+            events: vec![Event {
                 t_s: 10.0,
-                kind: "fault_applied".into(),
+                kind: EventKind::FaultApplied {
+                    fault: "kill orders-2".into(),
+                    id: "f1".into(),
+                },
                 message: "applied: kill orders-2 (f1)".into(),
             }],
             passed: None,

@@ -5,6 +5,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use faultline::cmd::load::LoadReport;
+use faultline::load::stats::ErrorKind;
 use http_body_util::Full;
 
 /// Serves HTTP on a runtime of its own; `stall` makes every request that arrives in the
@@ -57,18 +59,29 @@ fn server(stall: bool) -> (SocketAddr, tokio::runtime::Runtime) {
     (addr, rt)
 }
 
-fn load(args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+/// Runs `faultline load ARGS`: its exit code, its `--json` summary read back into the
+/// product's type (`None` without one), and its stderr.
+fn load(args: &[&str]) -> (Option<i32>, Option<LoadReport>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_faultline"))
         .arg("load")
         .args(args)
         .output()
         .unwrap();
-    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-    (
-        out.status.code(),
-        json,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report = (!out.stdout.is_empty()).then(|| {
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "--json output: {e}\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    });
+    (out.status.code(), report, stderr)
+}
+
+/// The `--json` summary of a run that must have printed one.
+fn summary(report: Option<LoadReport>, stderr: &str) -> LoadReport {
+    report.unwrap_or_else(|| panic!("no summary on stdout; stderr:\n{stderr}"))
 }
 
 #[test]
@@ -83,13 +96,14 @@ fn an_open_model_run_holds_its_rate() {
         "--json",
     ]);
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!(s["requests"], 20_000, "every planned request sent: {s}");
-    assert_eq!(s["dropped"], 0);
-    assert_eq!(s["statuses"]["200"], 20_000);
+    let s = summary(s, &err);
+    assert_eq!(s.requests, 20_000, "every planned request sent: {s:?}");
+    assert_eq!(s.dropped, 0);
+    assert_eq!(s.statuses["200"], 20_000);
     // Never above the plan; below it only by the time the last sends lag on a loaded
     // machine (the run's wall time includes it: 1968 req/s was seen with the other
     // core compiling), never by requests not sent, which the counts above rule out.
-    let rate = s["requests_per_s"].as_f64().unwrap();
+    let rate = s.requests_per_s;
     assert!((1940.0..=2020.0).contains(&rate), "{rate} req/s for 2000");
 }
 
@@ -109,8 +123,9 @@ fn a_stalling_server_cannot_hide_behind_coordinated_omission() {
         "--json",
     ]);
     assert_eq!(code, Some(0), "{err}");
-    let p99 = s["latency_ms"]["p99"].as_f64().unwrap();
-    let service_p99 = s["service_time_ms"]["p99"].as_f64().unwrap();
+    let s = summary(s, &err);
+    let p99 = s.latency_ms.p99;
+    let service_p99 = s.service_time_ms.p99;
     assert!(p99 >= 400.0, "p99 from the intended send: {p99} ms");
     assert!(
         service_p99 < 100.0,
@@ -130,8 +145,9 @@ fn a_closed_model_run_sends_exactly_its_count() {
         "--json",
     ]);
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!(s["requests"], 1000);
-    assert_eq!(s["statuses"]["200"], 1000);
+    let s = summary(s, &err);
+    assert_eq!(s.requests, 1000);
+    assert_eq!(s.statuses["200"], 1000);
 }
 
 #[test]
@@ -146,20 +162,17 @@ fn the_summary_tells_answered_requests_from_good_ones() {
         "--json",
     ]);
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!(s["requests"], 300, "{s}");
+    let s = summary(s, &err);
+    assert_eq!(s.requests, 300, "{s:?}");
     for status in ["200", "404", "503"] {
-        assert_eq!(s["statuses"][status], 100, "{s}");
+        assert_eq!(s.statuses[status], 100, "{s:?}");
     }
-    let secs = s["duration_s"].as_f64().unwrap();
-    let per_s = |field: &str| s[field].as_f64().unwrap() * secs;
+    let per_s = |rate: f64| rate * s.duration_s;
     // Every answer counts in requests_per_s, only the 2xx and 3xx in ok_per_s, and the
     // availability SLI's good (below 500) in success_ratio.
-    assert!((per_s("requests_per_s") - 300.0).abs() < 1e-6, "{s}");
-    assert!((per_s("ok_per_s") - 100.0).abs() < 1e-6, "{s}");
-    assert!(
-        (s["success_ratio"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9,
-        "{s}"
-    );
+    assert!((per_s(s.requests_per_s) - 300.0).abs() < 1e-6, "{s:?}");
+    assert!((per_s(s.ok_per_s) - 100.0).abs() < 1e-6, "{s:?}");
+    assert!((s.success_ratio - 2.0 / 3.0).abs() < 1e-9, "{s:?}");
 }
 
 #[test]
@@ -179,7 +192,8 @@ fn errors_are_counted_by_kind() {
         "--json",
     ]);
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!(s["errors"]["connect"], 10, "{s}");
+    let s = summary(s, &err);
+    assert_eq!(s.errors[&ErrorKind::Connect], 10, "{s:?}");
 }
 
 #[test]
@@ -288,8 +302,9 @@ fn objectives_decide_the_exit_code() {
         "--json",
     ]);
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!(s["slos"][0]["met"], true, "{s}");
-    assert_eq!(s["slos"][0]["budget_remaining"], 1.0);
+    let s = summary(s, &err);
+    assert!(s.slos[0].met, "{s:?}");
+    assert_eq!(s.slos[0].budget_remaining, 1.0);
     // No request is answered within a microsecond: the objective is missed, exit 1.
     let (code, s, err) = load(&[
         &url,
@@ -304,15 +319,16 @@ fn objectives_decide_the_exit_code() {
         "--json",
     ]);
     assert_eq!(code, Some(1), "{err}");
-    assert_eq!(s["slos"][1]["met"], false);
-    assert_eq!(s["slos"][1]["sli"], 0.0);
+    let s = summary(s, &err);
+    assert!(!s.slos[1].met);
+    assert_eq!(s.slos[1].sli, Some(0.0));
     // Against a dead port every request fails: availability is missed.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let (code, s, _) = load(&[
+    let (code, s, err) = load(&[
         &format!("http://127.0.0.1:{port}/"),
         "-r",
         "50",
@@ -323,10 +339,8 @@ fn objectives_decide_the_exit_code() {
         "--json",
     ]);
     assert_eq!(code, Some(1));
-    assert!(
-        s["slos"][0]["max_short_burn"].as_f64().unwrap() > 14.4,
-        "{s}"
-    );
+    let s = summary(s, &err);
+    assert!(s.slos[0].max_short_burn > 14.4, "{s:?}");
     let (code, _, err) = load(&[&url, "-n", "1", "--slo", "uptime>=99"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("unknown SLI `uptime`"), "{err}");

@@ -1,0 +1,116 @@
+//! faultline: chaos testing with live SLOs. One command drives load and faults against a
+//! system, judges it by its SLOs and the system's own invariants, and shows it all live.
+//! The `faultline` binary is a thin shell over this library: it parses the command line
+//! into a [`Cli`], calls [`Cli::run`] and turns the outcome into an exit code.
+//!
+//! # Layout
+//!
+//! - [`cmd`]: one module per command; [`Command`] dispatches to them.
+//! - [`experiment`]: experiment files, checked into an [`experiment::Experiment`].
+//! - [`load`]: the load engine (open and closed models, flows of templated steps).
+//! - [`slo`]: the SLO engine: SLIs, error budgets, burn rates, phases (pure arithmetic).
+//! - [`mod@run`]: the runner, along its data flow: target, observe, collect, judge,
+//!   report.
+//! - [`tui`]: the live dashboard.
+//! - [`metrics`], [`dashboards`]: the CLI's own `/metrics`, and the Grafana dashboards.
+//! - [`shop`]: what faultline knows of the bundled shop (its files, invariants,
+//!   dashboards and SLO rules): the one place that names its services and endpoints.
+//! - [`bundled`], [`discover`], [`exit`], [`input`], [`limits`]: the bundled topology,
+//!   which agent a command talks to, exit codes, reading user files, input bounds.
+
+pub mod bundled;
+pub mod cmd;
+pub mod dashboards;
+pub mod discover;
+pub mod exit;
+pub mod experiment;
+pub mod input;
+pub mod limits;
+pub mod load;
+pub mod metrics;
+pub mod run;
+pub mod shop;
+pub mod slo;
+pub mod tui;
+
+use clap::{Parser, Subcommand};
+
+use crate::exit::Exit;
+
+/// Chaos testing with live SLOs: load, faults and a dashboard from one command.
+#[derive(Parser)]
+#[command(name = "faultline", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Start a topology (the bundled shop by default) in the foreground.
+    Up(cmd::up::Args),
+    /// Inject a fault through the agent (or `fault list`).
+    Fault(Box<cmd::fault::Args>),
+    /// Heal a fault, or all of them.
+    Heal(cmd::heal::Args),
+    /// Show the replicas and the faults in effect.
+    Status(cmd::status::Args),
+    /// Load one URL (open model with -r, closed with -c) and summarise the latency.
+    Load(Box<cmd::load::Args>),
+    /// Run an experiment file: load, faults, SLOs, checks, reports.
+    Run(Box<cmd::run::Args>),
+    /// Run the demo gameday on the bundled shop.
+    Demo(Box<cmd::run::DemoArgs>),
+    /// The live dashboard, attached to a running `faultline up`.
+    Tui(cmd::tui::Args),
+    /// Validate experiment files without running them.
+    Check(cmd::check::Args),
+    /// Grafana dashboards and provisioning files (`dashboards export DIR`).
+    Dashboards(cmd::dashboards::Args),
+    /// Prometheus rules for SLOs (`slo rules FILE`).
+    Slo(cmd::slo::Args),
+    /// Print the JSON Schema of experiment files.
+    Schema(cmd::check::SchemaArgs),
+}
+
+/// Logs go to stderr, filtered by `FAULTLINE_LOG` (default `warn`), and nowhere while
+/// the dashboard owns the terminal (log lines would tear its picture).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FAULTLINE_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(|| -> Box<dyn std::io::Write> {
+            if tui::active() {
+                Box::new(std::io::sink())
+            } else {
+                Box::new(std::io::stderr())
+            }
+        })
+        .with_target(false)
+        .init();
+}
+
+impl Cli {
+    /// Runs the command. `Err` is a setup error the command did not report itself
+    /// (exit code 2); whatever happened, the terminal is left as it was found.
+    pub fn run(self) -> anyhow::Result<Exit> {
+        let result = match self.command {
+            Command::Up(args) => cmd::up::run(args),
+            Command::Fault(args) => cmd::fault::run(*args),
+            Command::Heal(args) => cmd::heal::run(args),
+            Command::Status(args) => cmd::status::run(args),
+            Command::Load(args) => cmd::load::run_cmd(*args),
+            Command::Run(args) => cmd::run::run(*args),
+            Command::Demo(args) => cmd::run::demo(*args),
+            Command::Tui(args) => cmd::tui::run(args),
+            Command::Check(args) => cmd::check::run(args),
+            Command::Schema(args) => cmd::check::schema(args),
+            Command::Slo(args) => cmd::slo::run(args),
+            Command::Dashboards(args) => cmd::dashboards::run(args),
+        };
+        tui::restore();
+        result
+    }
+}

@@ -1,0 +1,188 @@
+//! The observer: once a second, what the agent reports (replicas, faults, the
+//! topology's `[messaging]`), the broker's queues and the circuit breakers the replicas
+//! expose on `/metrics`. The runner and `faultline tui` read the latest look.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use faultline_agent::client::AgentClient;
+use faultline_agent::faults::FaultInfo;
+use faultline_agent::supervisor::{ReplicaState, ReplicaStatus};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::shop::{BREAKER_STATE, BROKER_QUEUES, QueueListing, QueueNow};
+
+/// What one look at the system saw.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub replicas: Vec<ReplicaStatus>,
+    pub faults: Vec<FaultInfo>,
+    /// The queues the topology's `[messaging]` names, as the broker reports them.
+    pub queues: Vec<QueueNow>,
+    /// The broker service of the topology's `[messaging]`.
+    pub broker: Option<String>,
+    /// Per replica, its circuit breakers that are not closed: `upstream open`.
+    pub breakers: BTreeMap<String, Vec<String>>,
+}
+
+/// The breakers of one replica that are not closed, from its `/metrics`.
+async fn breakers(http: &reqwest::Client, addr: std::net::SocketAddr) -> Vec<String> {
+    let Ok(resp) = http
+        .get(format!("http://{addr}/metrics"))
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await
+    else {
+        return Vec::new();
+    };
+    let Ok(text) = resp.text().await else {
+        return Vec::new();
+    };
+    let Ok(scrape) = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))) else {
+        return Vec::new();
+    };
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == BREAKER_STATE)
+        .filter_map(|s| {
+            let v = match s.value {
+                prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => return None,
+            };
+            let upstream = s.labels.get("upstream").unwrap_or("?");
+            match v as u8 {
+                1 => Some(format!("{upstream} open")),
+                2 => Some(format!("{upstream} half-open")),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// The broker's figures for the queues `names`; empty when it does not answer.
+async fn queues(
+    http: &reqwest::Client,
+    broker: std::net::SocketAddr,
+    names: &BTreeSet<&str>,
+) -> Vec<QueueNow> {
+    let listing = match http
+        .get(format!("http://{broker}{BROKER_QUEUES}"))
+        .timeout(Duration::from_secs(1))
+        .send()
+        .await
+    {
+        Ok(r) => r.json::<QueueListing>().await.unwrap_or_default(),
+        Err(_) => QueueListing::default(),
+    };
+    listing
+        .queues
+        .into_iter()
+        .filter(|q| names.contains(q.name.as_str()))
+        .collect()
+}
+
+/// One look at the system: the agent's status, the queues of the topology's broker
+/// (when it has one) and the breakers of every healthy replica. `None` when the agent
+/// does not answer.
+pub async fn observe_once(client: &AgentClient, http: &reqwest::Client) -> Option<Observed> {
+    let status = client.status().await.ok()?;
+    let messaging = status.messaging.as_ref();
+    let broker = messaging.and_then(|m| {
+        status
+            .replicas
+            .iter()
+            .find(|r| r.service == m.broker)
+            .map(|r| r.addr)
+    });
+    let queues = match (broker, messaging) {
+        (Some(addr), Some(m)) => {
+            queues(http, addr, &m.queues.keys().map(String::as_str).collect()).await
+        }
+        _ => Vec::new(),
+    };
+    let scrapes = status
+        .replicas
+        .iter()
+        .filter(|r| r.state == ReplicaState::Healthy)
+        .map(|r| async move { (r.name.clone(), breakers(http, r.addr).await) });
+    let breakers = futures::future::join_all(scrapes)
+        .await
+        .into_iter()
+        .filter(|(_, b)| !b.is_empty())
+        .collect();
+    Some(Observed {
+        broker: messaging.map(|m| m.broker.clone()),
+        replicas: status.replicas,
+        faults: status.faults,
+        queues,
+        breakers,
+    })
+}
+
+/// Looks at the system every second until dropped or stopped; [`Observer::latest`] is
+/// the last look (a broker that did not answer keeps its last figures).
+pub struct Observer {
+    latest: Arc<Mutex<Observed>>,
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Observer {
+    /// An observer of `client`'s system, or of nothing (no agent: nothing to see).
+    pub fn spawn(client: Option<AgentClient>, http: reqwest::Client) -> Observer {
+        let latest = Arc::new(Mutex::new(Observed::default()));
+        let stop = CancellationToken::new();
+        let task = client.map(|c| tokio::spawn(watch(c, http, latest.clone(), stop.clone())));
+        Observer { latest, stop, task }
+    }
+
+    pub fn latest(&self) -> Observed {
+        self.latest.lock().unwrap().clone()
+    }
+
+    /// Stops looking and waits for the last look to end.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn watch(
+    client: AgentClient,
+    http: reqwest::Client,
+    into: Arc<Mutex<Observed>>,
+    stop: CancellationToken,
+) {
+    loop {
+        let look = tokio::select! {
+            _ = stop.cancelled() => return,
+            o = observe_once(&client, &http) => o,
+        };
+        if let Some(o) = look {
+            let mut into = into.lock().unwrap();
+            if o.queues.is_empty() && !into.queues.is_empty() {
+                *into = Observed {
+                    queues: std::mem::take(&mut into.queues),
+                    ..o
+                };
+            } else {
+                *into = o;
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}

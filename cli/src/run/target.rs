@@ -1,0 +1,222 @@
+//! The target of a run: brought up with an embedded agent (a topology, the bundled shop
+//! by default) or found running (a URL, an agent). Either way the runner gets the base
+//! URL the load goes to and, when there is one, a client of the agent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use faultline_agent::agent::{Agent, AgentError, AgentOptions};
+use faultline_agent::client::{AgentClient, ClientError};
+use faultline_agent::rundir::RunDir;
+use faultline_agent::supervisor::StartError;
+use faultline_agent::topology::Topology;
+
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::{Options, RunError};
+use crate::experiment::{Experiment, LoadModel, TargetSpec};
+use crate::load::client::Endpoint;
+use crate::load::{LoadSpec, Model, Work};
+use crate::metrics::Metrics;
+
+/// What the target is during a run.
+pub struct Target {
+    /// `http://host:port` the load goes to.
+    pub base: String,
+    pub agent: Option<AgentClient>,
+    /// The agent this run started, shut down (healing everything) at the end.
+    pub embedded: Option<Agent>,
+    /// The target in words, for the report.
+    pub label: String,
+}
+
+impl Target {
+    pub async fn bring_up(exp: &Experiment, opts: &Options) -> Result<Target, RunError> {
+        match &exp.target {
+            TargetSpec::Start { topology, bundled } => start(topology, *bundled, opts).await,
+            TargetSpec::Running { url, agent } => {
+                running(url.as_deref(), agent.as_deref(), opts).await
+            }
+        }
+    }
+
+    /// Serves the run's own `/metrics` (until the guard drops), in the Prometheus
+    /// targets file beside the system's when this run started it.
+    pub async fn serve_metrics(
+        &self,
+        opts: &Options,
+    ) -> Result<(Arc<Metrics>, DropGuard), RunError> {
+        let metrics = Arc::new(Metrics::new());
+        let stop = CancellationToken::new();
+        let listen = opts
+            .metrics_listen
+            .unwrap_or_else(|| "127.0.0.1:0".parse().expect("an address"));
+        let addr = metrics
+            .clone()
+            .serve(listen, stop.clone())
+            .await
+            .map_err(RunError::Metrics)?;
+        match &self.embedded {
+            Some(agent) => {
+                let cli = serde_json::json!({
+                    "targets": [addr.to_string()],
+                    "labels": { "job": "faultline", "service": "faultline", "replica": "faultline-1", "zone": "" }
+                });
+                if let Ok(p) = agent.write_prometheus_targets(vec![cli])
+                    && !opts.quiet
+                {
+                    eprintln!(
+                        "metrics: http://{addr}/metrics (prometheus targets: {})",
+                        p.display()
+                    );
+                }
+            }
+            None if !opts.quiet => eprintln!("metrics: http://{addr}/metrics"),
+            None => {}
+        }
+        Ok((metrics, stop.drop_guard()))
+    }
+
+    /// Stops the embedded agent, if this run started one (every fault heals).
+    pub async fn shut_down(self, quiet: bool) {
+        if let Some(agent) = self.embedded {
+            if !quiet {
+                eprintln!("stopping the system...");
+            }
+            agent.shutdown().await;
+        }
+    }
+}
+
+/// Starts `topology` under an embedded agent in a new run directory.
+async fn start(topology: &Topology, bundled: bool, opts: &Options) -> Result<Target, RunError> {
+    let run_dir = RunDir::create_in_home().map_err(RunError::RunDir)?;
+    run_dir.mark_latest().map_err(RunError::MarkLatest)?;
+    let label = if bundled {
+        "the bundled shop".to_owned()
+    } else {
+        format!("topology `{}`", topology.name)
+    };
+    if !opts.quiet {
+        eprintln!("starting {label} ({} services)...", topology.services.len());
+    }
+    // The runner knows where the entrypoint is: a free port, never a fixed one (runs
+    // side by side, and beside a `faultline up`, must not collide).
+    let mut topology = topology.clone();
+    if let Some(ep) = topology.entrypoint.clone()
+        && let Some(svc) = topology.service_mut(&ep)
+    {
+        svc.port = 0;
+    }
+    let entrypoint = topology.entrypoint.clone();
+    let agent = match Agent::start(AgentOptions::new(topology, run_dir)).await {
+        Ok(a) => a,
+        Err(AgentError::Start(e @ StartError::ProgramNotFound { .. })) => {
+            return Err(RunError::ProgramNotFound(e));
+        }
+        Err(e) => return Err(RunError::Agent(e)),
+    };
+    let entry = agent
+        .supervisor
+        .status()
+        .into_iter()
+        .find(|r| Some(&r.service) == entrypoint.as_ref())
+        .map(|r| r.addr)
+        .ok_or(RunError::NoEntrypoint)?;
+    if !opts.quiet {
+        eprintln!(
+            "ready: gateway=http://{entry} agent={} (logs: {})",
+            agent.url,
+            agent.supervisor.run_dir().join("logs").display()
+        );
+    }
+    Ok(Target {
+        base: format!("http://{entry}"),
+        agent: Some(AgentClient::new(&agent.url, None)),
+        embedded: Some(agent),
+        label,
+    })
+}
+
+/// A running system: the load goes to `url`, or to the entrypoint the agent reports.
+async fn running(
+    url: Option<&str>,
+    agent: Option<&str>,
+    opts: &Options,
+) -> Result<Target, RunError> {
+    let client = agent.map(|a| AgentClient::new(a, opts.agent_token.clone()));
+    let unreachable = |c: &AgentClient, source: ClientError| RunError::AgentUnreachable {
+        url: c.url().to_owned(),
+        source,
+    };
+    let base = match (url, &client) {
+        (Some(u), _) => u.to_owned(),
+        (None, Some(c)) => c
+            .status()
+            .await
+            .map_err(|e| unreachable(c, e))?
+            .entrypoint
+            .ok_or(RunError::AgentWithoutEntrypoint)?,
+        (None, None) => return Err(RunError::NoTarget),
+    };
+    if let Some(c) = &client {
+        // Reachable before anything starts: a wrong URL is a setup error.
+        c.status().await.map_err(|e| unreachable(c, e))?;
+    }
+    Ok(Target {
+        label: base.clone(),
+        base,
+        agent: client,
+        embedded: None,
+    })
+}
+
+/// Where the load connects for `base`, with each request's `timeout`.
+pub async fn endpoint(base: &str, timeout: Duration) -> Result<Endpoint, RunError> {
+    let uri: hyper::Uri = base
+        .parse()
+        .map_err(|_| RunError::BadUrl(base.to_owned()))?;
+    if uri.path() != "/" && !uri.path().is_empty() {
+        return Err(RunError::UrlWithPath(base.to_owned()));
+    }
+    let host = uri.host().ok_or(RunError::NoHost)?;
+    let authority = format!("{host}:{}", uri.port_u16().unwrap_or(80));
+    let found = tokio::net::lookup_host(&authority)
+        .await
+        .map(|mut a| a.next());
+    let addr = match found {
+        Ok(addr) => addr,
+        Err(source) => return Err(RunError::Resolve { authority, source }),
+    };
+    let addr = addr.ok_or_else(|| RunError::NoAddress(authority.clone()))?;
+    Ok(Endpoint {
+        addr,
+        authority,
+        timeout,
+    })
+}
+
+/// The load engine's spec of the experiment's load.
+pub fn load_spec(exp: &Experiment, endpoint: Endpoint) -> LoadSpec {
+    let model = match &exp.load.model {
+        LoadModel::Open {
+            schedule,
+            max_in_flight,
+        } => Model::Open {
+            schedule: schedule.clone(),
+            max_in_flight: *max_in_flight,
+        },
+        LoadModel::Closed { think } => Model::Closed {
+            users: exp.load.users,
+            duration: Some(exp.duration),
+            think: *think,
+        },
+    };
+    LoadSpec {
+        endpoint,
+        work: Work::Flows(exp.load.flows.clone()),
+        model,
+        connections: exp.load.users,
+        count: None,
+    }
+}
