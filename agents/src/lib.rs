@@ -1,13 +1,23 @@
 //! faultline's agent: it acts on the machine it runs on. It supervises the processes of
-//! a topology and (in later layers) injects faults into them and the network between
-//! them, behind a control API.
+//! a topology, runs a fault proxy on every edge between them, injects faults into the
+//! processes and the network as leases it journals, and serves all of it behind a
+//! control API. `faultline up` embeds one; the `faultline-agent` binary runs one alone.
 //!
 //! # Layout
 //!
+//! - [`agent`]: the supervisor, proxies, fault engine and API started and stopped as one.
 //! - [`topology`]: topology files, parsed and validated with `file:line:column` errors.
-//! - [`supervisor`]: starts, probes, restarts and signals replica processes.
-//! - [`rundir`]: the run directory (logs, status file) and where the latest one is.
-//! - [`report`]: the ready line and status table printed by the binaries.
+//! - [`supervisor`]: starts, probes, restarts and signals replica processes; who pauses
+//!   and who holds each replica.
+//! - [`proxy`]: the fault proxy of an edge: its pumps, toxics and HTTP framing.
+//! - [`faults`]: the fault engine: the kinds' descriptions, requests, target
+//!   resolution, leases, the journal.
+//! - [`api`]: the control API's routes; [`client`]: its typed client;
+//!   [`http_server`]: the server under it, with its limits; [`json`]: strict request
+//!   bodies.
+//! - [`metrics`]: the agent's `/metrics`.
+//! - [`rundir`]: the run directory (logs, status file, journal) and where the latest is.
+//! - [`report`]: the ready line, the status table and the stop signals of the binaries.
 //! - [`diag`]: located errors in input files.
 
 pub mod agent;

@@ -5,8 +5,12 @@
 //!
 //! # Layout
 //!
-//! - [`services`]: one module per service (gateway, auth, api, content, cdn, cache),
-//!   each with its clap `Args` and `run`.
+//! - [`services`]: one module per service (gateway, auth, api, content, cdn, cache,
+//!   orders, store, broker, payments, bank, notifications), each with its clap `Args`
+//!   and `run`.
+//! - [`clients`]: typed clients of the broker and the sharded store, and the consumer
+//!   loop.
+//! - [`wal`]: the write-ahead log and the group committer every durable service runs.
 //! - [`upstream`]: the client side of every hop: balancing, health checks, ejection,
 //!   circuit breaker, deadlines, retries under a budget.
 //! - [`resilience`]: the state machines `upstream` and the gateway compose (breaker,
