@@ -46,20 +46,9 @@ pub const MAX_BURN_RATE: f64 = 1_000_000.0;
 /// bounds the length of every list a file can hold.
 pub const MAX_FILE_BYTES: u64 = 4 << 20;
 
-/// A limit as messages write it: "24h", "90s", "250ms".
-pub fn human(d: Duration) -> String {
-    let ms = d.as_millis();
-    let whole = |unit: u128| ms >= unit && ms.is_multiple_of(unit);
-    if whole(3_600_000) {
-        format!("{}h", ms / 3_600_000)
-    } else if whole(60_000) {
-        format!("{}m", ms / 60_000)
-    } else if whole(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        humantime::format_duration(d).to_string()
-    }
-}
+/// A limit as messages write it: "24h", "90s", "250ms" (the agent's spelling, so a
+/// bound reads the same in every message).
+pub use faultline_agent::faults::kind::human;
 
 /// A number as messages write it: a whole number without a fraction, others in Rust's
 /// shortest form (`0.5`, `1e300`).
