@@ -69,10 +69,50 @@ struct RawService {
     zones: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     calls: Vec<Spanned<String>>,
-    health: Option<Spanned<String>>,
+    /// `"/path" | "tcp" | "none"`, or `{ exec = [...], timeout = "2s" }`: read as a
+    /// value, since span-carrying types cannot sit in an untagged enum.
+    health: Option<Spanned<toml::Value>>,
     startup_timeout: Option<Spanned<String>>,
+    metrics: Option<Spanned<String>>,
+    cwd: Option<Spanned<String>>,
+    #[serde(default)]
+    files: BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]
     env: BTreeMap<Spanned<String>, Spanned<String>>,
+}
+
+/// How the supervisor decides that a replica is up and stays healthy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// `GET path` answers 2xx (the default, `/health`).
+    Http(String),
+    /// A TCP connection to the replica's address is accepted.
+    Tcp,
+    /// The command exits 0 within `timeout`; its arguments may hold placeholders.
+    Exec {
+        argv: Vec<Template>,
+        timeout: Duration,
+    },
+    /// Healthy once started (and for as long as the process runs).
+    None,
+}
+
+impl Health {
+    /// How the probe is written, for messages: `GET /health`, `tcp`, `exec redis-cli`.
+    pub fn describe(&self) -> String {
+        match self {
+            Health::Http(path) => format!("GET {path}"),
+            Health::Tcp => "tcp connect".to_owned(),
+            Health::Exec { argv, .. } => {
+                let words: Vec<String> = argv
+                    .iter()
+                    .map(|t| t.render(&|p| format!("{{{}}}", p.name())))
+                    .collect();
+                format!("exec `{}`", words.join(" "))
+            }
+            Health::None => "none".to_owned(),
+        }
+    }
 }
 
 /// One piece of a command argument or environment value.
@@ -95,9 +135,16 @@ pub enum Piece {
     Zone,
     /// `{run_dir}`: the run directory, for files a service keeps.
     RunDir,
+    /// `{topology_dir}`: the directory of the topology file, absolute.
+    TopologyDir,
     /// `{upstream:NAME}`: comma-separated `host:port` of every replica of NAME (or of
     /// the proxies in front of them).
     Upstream(String),
+    /// `{upstream:NAME:N}`: the `host:port` of the N-th (from 1) of those.
+    UpstreamAt(String, u32),
+    /// `{file:NAME}`: the path of this replica's copy of the service's file NAME,
+    /// rendered from its template (`files`).
+    File(String),
     /// `{secret:NAME}`: a random value made once per run, the same wherever NAME is used.
     Secret(String),
 }
@@ -106,7 +153,57 @@ pub enum Piece {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template(pub Vec<Piece>);
 
-pub const PLACEHOLDERS: &str = "{listen}, {host}, {port}, {service}, {replica}, {index}, {zone}, {run_dir}, {upstream:NAME}, {secret:NAME}";
+pub const PLACEHOLDERS: &str = "{listen}, {host}, {port}, {service}, {replica}, {index}, {zone}, {run_dir}, {topology_dir}, {upstream:NAME}, {upstream:NAME:N}, {file:NAME}, {secret:NAME}";
+
+impl Piece {
+    /// The placeholder's name as written between braces (`upstream:db`).
+    pub fn name(&self) -> String {
+        match self {
+            Piece::Lit(s) => s.clone(),
+            Piece::Listen => "listen".into(),
+            Piece::Host => "host".into(),
+            Piece::Port => "port".into(),
+            Piece::Service => "service".into(),
+            Piece::Replica => "replica".into(),
+            Piece::Index => "index".into(),
+            Piece::Zone => "zone".into(),
+            Piece::RunDir => "run_dir".into(),
+            Piece::TopologyDir => "topology_dir".into(),
+            Piece::Upstream(s) => format!("upstream:{s}"),
+            Piece::UpstreamAt(s, n) => format!("upstream:{s}:{n}"),
+            Piece::File(s) => format!("file:{s}"),
+            Piece::Secret(s) => format!("secret:{s}"),
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Piece> {
+        Some(match name.split_once(':') {
+            None => match name {
+                "listen" => Piece::Listen,
+                "host" => Piece::Host,
+                "port" => Piece::Port,
+                "service" => Piece::Service,
+                "replica" => Piece::Replica,
+                "index" => Piece::Index,
+                "zone" => Piece::Zone,
+                "run_dir" => Piece::RunDir,
+                "topology_dir" => Piece::TopologyDir,
+                _ => return None,
+            },
+            Some(("upstream", rest)) => match rest.split_once(':') {
+                None if !rest.is_empty() => Piece::Upstream(rest.to_owned()),
+                Some((svc, n)) if !svc.is_empty() => {
+                    let n: u32 = n.parse().ok().filter(|n| (1..=64).contains(n))?;
+                    Piece::UpstreamAt(svc.to_owned(), n)
+                }
+                _ => return None,
+            },
+            Some(("file", f)) if !f.is_empty() => Piece::File(f.to_owned()),
+            Some(("secret", key)) if !key.is_empty() => Piece::Secret(key.to_owned()),
+            _ => return None,
+        })
+    }
+}
 
 impl Template {
     fn parse(s: &str) -> Result<Self, String> {
@@ -131,36 +228,48 @@ impl Template {
                 .ok_or("unclosed `{` (write `{{` for a literal brace)")?;
             let name = &rest[..close];
             rest = &rest[close + 1..];
-            let piece = match name.split_once(':') {
-                None => match name {
-                    "listen" => Piece::Listen,
-                    "host" => Piece::Host,
-                    "port" => Piece::Port,
-                    "service" => Piece::Service,
-                    "replica" => Piece::Replica,
-                    "index" => Piece::Index,
-                    "zone" => Piece::Zone,
-                    "run_dir" => Piece::RunDir,
-                    _ => {
-                        return Err(format!(
-                            "unknown placeholder `{{{name}}}`; expected one of {PLACEHOLDERS}"
-                        ));
-                    }
-                },
-                Some(("upstream", svc)) if !svc.is_empty() => Piece::Upstream(svc.to_owned()),
-                Some(("secret", key)) if !key.is_empty() => Piece::Secret(key.to_owned()),
-                _ => {
-                    return Err(format!(
-                        "unknown placeholder `{{{name}}}`; expected one of {PLACEHOLDERS}"
-                    ));
-                }
-            };
+            let piece = Piece::from_name(name).ok_or_else(|| {
+                format!("unknown placeholder `{{{name}}}`; expected one of {PLACEHOLDERS}")
+            })?;
             if !lit.is_empty() {
                 pieces.push(Piece::Lit(std::mem::take(&mut lit)));
             }
             pieces.push(piece);
         }
         lit.push_str(rest);
+        if !lit.is_empty() {
+            pieces.push(Piece::Lit(lit));
+        }
+        Ok(Template(pieces))
+    }
+
+    /// Parses a file template: placeholders are written `{{name}}` (so that the braces
+    /// of nginx, JSON or YAML files stay literal); an error carries its byte offset.
+    pub fn parse_file(s: &str) -> Result<Self, (usize, String)> {
+        let mut pieces = Vec::new();
+        let mut lit = String::new();
+        let mut at = 0;
+        while let Some(open) = s[at..].find("{{") {
+            let open = at + open;
+            lit.push_str(&s[at..open]);
+            let close = s[open + 2..].find("}}").ok_or((
+                open,
+                "unclosed `{{`: file templates write placeholders as {{name}}".to_owned(),
+            ))?;
+            let name = s[open + 2..open + 2 + close].trim();
+            let piece = Piece::from_name(name).ok_or_else(|| {
+                (
+                    open,
+                    format!("unknown placeholder `{{{{{name}}}}}`; expected one of {PLACEHOLDERS}, written with double braces"),
+                )
+            })?;
+            if !lit.is_empty() {
+                pieces.push(Piece::Lit(std::mem::take(&mut lit)));
+            }
+            pieces.push(piece);
+            at = open + 2 + close + 2;
+        }
+        lit.push_str(&s[at..]);
         if !lit.is_empty() {
             pieces.push(Piece::Lit(lit));
         }
@@ -180,7 +289,14 @@ impl Template {
 
     fn upstreams(&self) -> impl Iterator<Item = &str> {
         self.0.iter().filter_map(|p| match p {
-            Piece::Upstream(s) => Some(s.as_str()),
+            Piece::Upstream(s) | Piece::UpstreamAt(s, _) => Some(s.as_str()),
+            _ => None,
+        })
+    }
+
+    fn files(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().filter_map(|p| match p {
+            Piece::File(s) => Some(s.as_str()),
             _ => None,
         })
     }
@@ -198,9 +314,26 @@ pub struct Service {
     pub zones: Vec<String>,
     /// The services this one calls: the edges of the topology.
     pub calls: Vec<String>,
-    pub health_path: String,
+    pub health: Health,
     pub startup_timeout: Duration,
+    /// The path of its Prometheus metrics (`metrics = "/metrics"`); None: not scraped.
+    pub metrics: Option<String>,
+    /// The working directory of its replicas (absolute when the topology was loaded
+    /// from a file: the file's directory unless `cwd` says otherwise).
+    pub cwd: Template,
+    /// Files rendered for each replica before it starts: the name `{file:NAME}` refers
+    /// to, and the template's text (read from `files = { NAME = "template path" }`).
+    pub files: Vec<ServiceFile>,
     pub env: Vec<(String, Template)>,
+}
+
+/// A config file a service's replicas get, rendered from a template per replica.
+#[derive(Debug, Clone)]
+pub struct ServiceFile {
+    pub name: String,
+    /// Where the template was read from, for messages.
+    pub source: PathBuf,
+    pub template: Template,
 }
 
 impl Service {
@@ -223,7 +356,8 @@ pub struct Topology {
     pub env: Vec<(String, Template)>,
     pub services: Vec<Service>,
     pub messaging: Option<Messaging>,
-    /// Directory that relative program paths are resolved against.
+    /// The topology file's directory (absolute when loaded from a file): relative
+    /// program paths, templates and `cwd` are resolved against it.
     pub base_dir: PathBuf,
 }
 
@@ -235,8 +369,17 @@ impl Topology {
         let text = std::fs::read_to_string(path).map_err(|e| {
             SourceError::whole_file(&shown, format!("cannot read the topology file: {e}"))
         })?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Self::parse(&shown, &text, base)
+        Self::parse(&shown, &text, Self::dir_of(path))
+    }
+
+    /// The directory relative paths in the topology file at `path` mean: the file's
+    /// own directory, absolute, wherever faultline was started from.
+    pub fn dir_of(path: &Path) -> PathBuf {
+        path.canonicalize()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .or_else(|| path.parent().map(Path::to_path_buf))
+            .unwrap_or_default()
     }
 
     /// Parses and validates `text`, naming it `file` in errors.
@@ -258,7 +401,9 @@ impl Topology {
         let env = parse_env(&raw.env, &err)?;
         let mut services = Vec::new();
         for (name, svc) in &raw.services {
-            services.push(validate_service(name, svc, &names, &name_list, &err)?);
+            services.push(validate_service(
+                name, svc, &names, &name_list, &base_dir, &err,
+            )?);
         }
         let entrypoint = match &raw.entrypoint {
             Some(e) if !names.contains(e.get_ref().as_str()) => {
@@ -514,6 +659,7 @@ fn validate_service(
     raw: &RawService,
     names: &BTreeSet<&str>,
     name_list: &dyn Fn() -> String,
+    base_dir: &Path,
     err: &ErrFn<'_>,
 ) -> Result<Service, SourceError> {
     let n = name.get_ref().as_str();
@@ -534,6 +680,26 @@ fn validate_service(
     };
     let zones = zones_of(raw, err)?;
     let calls = calls_of(raw, n, names, name_list, err)?;
+    let files = files_of(raw, base_dir, err)?;
+    let upstream_in_file = files.iter().find_map(|f| {
+        f.template
+            .upstreams()
+            .find(|u| !calls.iter().any(|c| c == u))
+            .map(|u| (f, u))
+    });
+    if let Some((f, up)) = upstream_in_file {
+        let span = raw
+            .files
+            .get_key_value(f.name.as_str())
+            .map_or(name.span(), |(_, v)| v.span());
+        return Err(err(
+            span,
+            format!(
+                "the template `{}` uses `{{{{upstream:{up}}}}}`, which needs `{up}` in the calls of `{n}`",
+                f.source.display()
+            ),
+        ));
+    }
     for (arg, t) in raw.command.get_ref().iter().zip(&command) {
         if let Some(up) = t.upstreams().find(|u| !calls.iter().any(|c| c == u)) {
             return Err(err(
@@ -545,19 +711,7 @@ fn validate_service(
             ));
         }
     }
-    let health_path = match &raw.health {
-        Some(h) if !h.get_ref().starts_with('/') => {
-            return Err(err(
-                h.span(),
-                format!(
-                    "health must be an HTTP path starting with `/`, not `{}`",
-                    h.get_ref()
-                ),
-            ));
-        }
-        Some(h) => h.get_ref().clone(),
-        None => "/health".to_owned(),
-    };
+    let health = health_of(raw, err)?;
     let startup_timeout = startup_timeout_of(raw, err)?;
     let env = parse_env(&raw.env, err)?;
     for (_, t) in &env {
@@ -575,6 +729,49 @@ fn validate_service(
         }
     }
 
+    let metrics = match &raw.metrics {
+        Some(m) if !m.get_ref().starts_with('/') => {
+            return Err(err(
+                m.span(),
+                format!(
+                    "metrics must be an HTTP path starting with `/`, such as \"/metrics\", not `{}`",
+                    m.get_ref()
+                ),
+            ));
+        }
+        Some(m) => Some(m.get_ref().clone()),
+        None => None,
+    };
+    let cwd = match &raw.cwd {
+        Some(c) if c.get_ref().is_empty() => {
+            return Err(err(
+                c.span(),
+                "cwd cannot be empty; leave it out for the topology's directory".into(),
+            ));
+        }
+        Some(c) => Template::parse(c.get_ref()).map_err(|m| err(c.span(), m))?,
+        None => Template(vec![Piece::TopologyDir]),
+    };
+    let templates = raw
+        .command
+        .get_ref()
+        .iter()
+        .zip(&command)
+        .map(|(a, t)| (a.span(), t));
+    let env_templates = raw.env.values().zip(&env).map(|(v, (_, t))| (v.span(), t));
+    for (span, t) in templates.chain(env_templates) {
+        if let Some(f) = t.files().find(|f| !files.iter().any(|sf| sf.name == *f)) {
+            let declared: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+            return Err(err(
+                span,
+                format!(
+                    "`{{file:{f}}}` needs `{f}` in the files of `{n}` (files = [{}]); add files = {{ \"{f}\" = \"TEMPLATE\" }}",
+                    declared.join(", ")
+                ),
+            ));
+        }
+    }
+
     Ok(Service {
         name: n.to_owned(),
         command,
@@ -583,10 +780,140 @@ fn validate_service(
         host,
         zones,
         calls,
-        health_path,
+        health,
         startup_timeout,
+        metrics,
+        cwd,
+        files,
         env,
     })
+}
+
+/// The longest an exec health probe may run.
+pub const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn health_of(raw: &RawService, err: &ErrFn<'_>) -> Result<Health, SourceError> {
+    let Some(h) = &raw.health else {
+        return Ok(Health::Http("/health".to_owned()));
+    };
+    let bad = |what: String| err(h.span(), what);
+    let expected = "health must be an HTTP path such as \"/health\", \"tcp\", \"none\" or { exec = [\"PROGRAM\", ...] }";
+    match h.get_ref() {
+        toml::Value::String(w) if w.starts_with('/') => Ok(Health::Http(w.clone())),
+        toml::Value::String(w) if w == "tcp" => Ok(Health::Tcp),
+        toml::Value::String(w) if w == "none" => Ok(Health::None),
+        toml::Value::String(w) => Err(bad(format!("{expected}, not `{w}`"))),
+        toml::Value::Table(t) => {
+            if let Some(k) = t
+                .keys()
+                .find(|k| !["exec", "timeout"].contains(&k.as_str()))
+            {
+                return Err(bad(format!(
+                    "unknown key `{k}` in health; expected `exec` and optionally `timeout`"
+                )));
+            }
+            let argv: Vec<&str> = match t.get("exec") {
+                Some(toml::Value::Array(a)) => a
+                    .iter()
+                    .map(toml::Value::as_str)
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| bad("health's exec must be a list of strings".into()))?,
+                Some(_) => return Err(bad("health's exec must be a list of strings".into())),
+                None => return Err(bad("health's table needs exec = [\"PROGRAM\", ...]".into())),
+            };
+            if argv.is_empty() {
+                return Err(bad(
+                    "health's exec is empty; give the program and its arguments".into(),
+                ));
+            }
+            let argv = argv
+                .into_iter()
+                .map(Template::parse)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|m| bad(format!("health's exec: {m}")))?;
+            let timeout = match t.get("timeout") {
+                None => Duration::from_secs(2),
+                Some(toml::Value::String(t)) => {
+                    let d = humantime::parse_duration(t).map_err(|e| {
+                        bad(format!(
+                            "health's timeout: {e} (write durations like 500ms, 2s)"
+                        ))
+                    })?;
+                    if d.is_zero() || d > MAX_PROBE_TIMEOUT {
+                        return Err(bad(format!(
+                            "health's timeout must be above 0 and at most 60s, not `{t}`"
+                        )));
+                    }
+                    d
+                }
+                Some(_) => {
+                    return Err(bad(
+                        "health's timeout must be a duration such as \"2s\"".into()
+                    ));
+                }
+            };
+            Ok(Health::Exec { argv, timeout })
+        }
+        other => Err(bad(format!("{expected}, not {other}"))),
+    }
+}
+
+/// The largest file template a service may declare.
+const MAX_FILE_TEMPLATE: u64 = 1 << 20;
+
+fn files_of(
+    raw: &RawService,
+    base_dir: &Path,
+    err: &ErrFn<'_>,
+) -> Result<Vec<ServiceFile>, SourceError> {
+    let mut files = Vec::new();
+    for (name, source) in &raw.files {
+        let n = name.get_ref();
+        if n.is_empty() || n.contains(['/', '\\', '\0']) || n == "." || n == ".." {
+            return Err(err(
+                name.span(),
+                format!("file name `{n}` must be a plain file name, without `/`"),
+            ));
+        }
+        let path = base_dir.join(source.get_ref());
+        let shown = path.display().to_string();
+        let size = std::fs::metadata(&path)
+            .map_err(|e| {
+                err(
+                    source.span(),
+                    format!("cannot read the template `{shown}`: {e}"),
+                )
+            })?
+            .len();
+        if size > MAX_FILE_TEMPLATE {
+            return Err(err(
+                source.span(),
+                format!("the template `{shown}` is {size} bytes; at most 1 MiB"),
+            ));
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            err(
+                source.span(),
+                format!("cannot read the template `{shown}`: {e}"),
+            )
+        })?;
+        let template = Template::parse_file(&text)
+            .map_err(|(at, msg)| SourceError::at(&shown, &text, at..at + 2, msg))?;
+        if let Some(f) = template.files().next() {
+            return Err(err(
+                source.span(),
+                format!(
+                    "the template `{shown}` uses `{{{{file:{f}}}}}`; a file cannot name another file"
+                ),
+            ));
+        }
+        files.push(ServiceFile {
+            name: n.clone(),
+            source: path,
+            template,
+        });
+    }
+    Ok(files)
 }
 
 /// Orders services so that each comes after every service it calls, refusing cycles.
@@ -735,16 +1062,141 @@ calls = ["db"]
         );
         check_err(
             "[services.a]\ncommand = [\"x\"]\nhealth = \"health\"\n",
-            "t.toml:3:10: health must be an HTTP path starting with `/`, not `health`",
+            "t.toml:3:10: health must be an HTTP path such as \"/health\", \"tcp\", \"none\" or { exec = [\"PROGRAM\", ...] }, not `health`",
         );
         check_err(
             "[services.a]\ncommand = [\"x\", \"{lisen}\"]\n",
-            "t.toml:2:17: unknown placeholder `{lisen}`; expected one of {listen}, {host}, {port}, {service}, {replica}, {index}, {zone}, {run_dir}, {upstream:NAME}, {secret:NAME}",
+            &format!(
+                "t.toml:2:17: unknown placeholder `{{lisen}}`; expected one of {PLACEHOLDERS}"
+            ),
         );
         check_err(
             "",
             "t.toml: the topology has no services; add a [services.NAME] table with a command",
         );
+    }
+
+    #[test]
+    fn health_probes_of_every_kind() {
+        let t = parse(
+            r#"
+[services.web]
+command = ["web"]
+[services.redis]
+command = ["redis-server", "--port", "{port}"]
+health = { exec = ["redis-cli", "-p", "{port}", "ping"], timeout = "1s" }
+[services.tcp]
+command = ["x"]
+health = "tcp"
+[services.quiet]
+command = ["x"]
+health = "none"
+[services.api]
+command = ["x"]
+health = "/ready"
+metrics = "/metrics"
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            t.service("web").unwrap().health,
+            Health::Http("/health".into())
+        );
+        assert_eq!(t.service("web").unwrap().metrics, None);
+        assert_eq!(
+            t.service("api").unwrap().health,
+            Health::Http("/ready".into())
+        );
+        assert_eq!(
+            t.service("api").unwrap().metrics.as_deref(),
+            Some("/metrics")
+        );
+        assert_eq!(t.service("tcp").unwrap().health, Health::Tcp);
+        assert_eq!(t.service("quiet").unwrap().health, Health::None);
+        let redis = &t.service("redis").unwrap().health;
+        assert_eq!(redis.describe(), "exec `redis-cli -p {port} ping`");
+        assert!(
+            matches!(redis, Health::Exec { timeout, .. } if *timeout == Duration::from_secs(1))
+        );
+        check_err(
+            "[services.a]\ncommand = [\"x\"]\nhealth = { exec = [] }\n",
+            "t.toml:3:10: health's exec is empty; give the program and its arguments",
+        );
+        check_err(
+            "[services.a]\ncommand = [\"x\"]\nhealth = { exec = [\"x\"], timeout = \"2m\" }\n",
+            "t.toml:3:10: health's timeout must be above 0 and at most 60s, not `2m`",
+        );
+        check_err(
+            "[services.a]\ncommand = [\"x\"]\nmetrics = \"metrics\"\n",
+            "t.toml:3:11: metrics must be an HTTP path starting with `/`, such as \"/metrics\", not `metrics`",
+        );
+    }
+
+    #[test]
+    fn files_are_templates_with_double_braces() {
+        let dir = std::env::temp_dir().join(format!("fl-topology-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("nginx.conf.in"),
+            "events {}\nhttp { upstream app { server {{upstream:app:1}}; server {{ upstream:app:2 }}; }\n  server { listen {{listen}}; } }\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("bad.in"), "a\nlisten {{lisen}};\n").unwrap();
+        let text = r#"
+[services.app]
+command = ["app"]
+replicas = 2
+[services.lb]
+command = ["nginx", "-c", "{file:nginx.conf}", "-p", "{topology_dir}"]
+calls = ["app"]
+cwd = "{run_dir}"
+files = { "nginx.conf" = "nginx.conf.in" }
+"#;
+        let t = Topology::parse("t.toml", text, dir.clone()).unwrap();
+        let lb = t.service("lb").unwrap();
+        assert_eq!(lb.files.len(), 1);
+        let rendered = lb.files[0].template.render(&|p| format!("<{}>", p.name()));
+        assert_eq!(
+            rendered,
+            "events {}\nhttp { upstream app { server <upstream:app:1>; server <upstream:app:2>; }\n  server { listen <listen>; } }\n"
+        );
+        assert_eq!(lb.cwd, Template(vec![Piece::RunDir]));
+        assert_eq!(
+            t.service("app").unwrap().cwd,
+            Template(vec![Piece::TopologyDir])
+        );
+
+        let bad = text.replace("nginx.conf.in", "bad.in");
+        let e = Topology::parse("t.toml", &bad, dir.clone()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}:2:8: unknown placeholder `{{{{lisen}}}}`; expected one of {PLACEHOLDERS}, written with double braces",
+                dir.join("bad.in").display()
+            )
+        );
+        let missing = text.replace("nginx.conf.in", "nope.in");
+        let e = Topology::parse("t.toml", &missing, dir.clone()).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("t.toml:9:26: cannot read the template"),
+            "{e}"
+        );
+        let undeclared = text.replace("{file:nginx.conf}", "{file:other.conf}");
+        let e = Topology::parse("t.toml", &undeclared, dir.clone()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`{file:other.conf}` needs `other.conf` in the files of `lb`"),
+            "{e}"
+        );
+        let uncalled = text.replace("calls = [\"app\"]", "calls = []");
+        let e = Topology::parse("t.toml", &uncalled, dir.clone()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("uses `{{upstream:app}}`, which needs `app` in the calls of `lb`"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

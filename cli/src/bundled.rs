@@ -16,8 +16,7 @@ pub fn load_topology(path: Option<&Path>) -> Result<Topology, SourceError> {
             let shown = p.display().to_string();
             let text = crate::input::read(p, &shown)
                 .map_err(|e| e.into_source(&shown, "cannot read the topology file"))?;
-            let base = p.parent().map(Path::to_path_buf).unwrap_or_default();
-            Topology::parse(&shown, &text, base)
+            Topology::parse(&shown, &text, Topology::dir_of(p))
         }
         None => Topology::parse(TOPOLOGY_NAME, TOPOLOGY, PathBuf::new()),
     }

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::proxy::EdgeProxy;
 use crate::rundir::{RunDir, tail};
-use crate::topology::{Piece, Topology};
+use crate::topology::{Health, Piece, Topology};
 
 #[derive(Debug, Clone)]
 pub struct SupervisorConfig {
@@ -101,6 +101,9 @@ pub struct ReplicaStatus {
     /// Times the replica was started again after its first start.
     pub restarts: u32,
     pub last_exit: Option<String>,
+    /// Why its last health probe failed (None once it passes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_error: Option<String>,
     pub log: PathBuf,
 }
 
@@ -221,31 +224,55 @@ impl Shared {
         }
     }
 
-    /// The command line and environment of replica `idx`, placeholders filled in.
-    fn render(&self, idx: usize) -> (Vec<String>, Vec<(String, String)>) {
+    /// The value of one placeholder for replica `idx`.
+    fn lookup(&self, idx: usize, p: &Piece) -> String {
         let r = &self.replicas[idx];
         let svc = &self.topology.services[r.service];
-        let status = r.status.borrow().clone();
-        let lookup = |p: &Piece| -> String {
-            match p {
-                Piece::Lit(s) => s.clone(),
-                Piece::Listen => status.addr.to_string(),
-                Piece::Host => status.addr.ip().to_string(),
-                Piece::Port => status.addr.port().to_string(),
-                Piece::Service => svc.name.clone(),
-                Piece::Replica => r.name.clone(),
-                Piece::Index => r.index.to_string(),
-                Piece::Zone => status.zone.clone(),
-                Piece::RunDir => self.config.run_dir.path().display().to_string(),
-                Piece::Upstream(s) => self
-                    .upstream_addrs(&svc.name, s)
-                    .iter()
-                    .map(SocketAddr::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-                Piece::Secret(k) => self.secrets.get(k).cloned().unwrap_or_default(),
-            }
-        };
+        let status = r.status.borrow();
+        match p {
+            Piece::Lit(s) => s.clone(),
+            Piece::Listen => status.addr.to_string(),
+            Piece::Host => status.addr.ip().to_string(),
+            Piece::Port => status.addr.port().to_string(),
+            Piece::Service => svc.name.clone(),
+            Piece::Replica => r.name.clone(),
+            Piece::Index => r.index.to_string(),
+            Piece::Zone => status.zone.clone(),
+            Piece::RunDir => self.config.run_dir.path().display().to_string(),
+            Piece::TopologyDir => self.topology.base_dir.display().to_string(),
+            Piece::Upstream(s) => self
+                .upstream_addrs(&svc.name, s)
+                .iter()
+                .map(SocketAddr::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            // Validation keeps N within the replicas a service may have; past the ones
+            // it has, the answer is empty and the program says what it makes of that.
+            Piece::UpstreamAt(s, n) => self
+                .upstream_addrs(&svc.name, s)
+                .get(*n as usize - 1)
+                .map(SocketAddr::to_string)
+                .unwrap_or_default(),
+            Piece::File(f) => self.file_path(idx, f).display().to_string(),
+            Piece::Secret(k) => self.secrets.get(k).cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Where replica `idx`'s copy of its service's file `name` is written.
+    fn file_path(&self, idx: usize, name: &str) -> PathBuf {
+        self.config
+            .run_dir
+            .path()
+            .join("files")
+            .join(&self.replicas[idx].name)
+            .join(name)
+    }
+
+    /// How replica `idx` is started, every placeholder filled in.
+    fn render(&self, idx: usize) -> Launch {
+        let r = &self.replicas[idx];
+        let svc = &self.topology.services[r.service];
+        let lookup = |p: &Piece| self.lookup(idx, p);
         let args = svc.command[1..].iter().map(|t| t.render(&lookup)).collect();
         let mut env: Vec<(String, String)> = self
             .topology
@@ -256,9 +283,50 @@ impl Shared {
             .collect();
         env.push(("FAULTLINE_SERVICE".into(), svc.name.clone()));
         env.push(("FAULTLINE_REPLICA".into(), r.name.clone()));
-        env.push(("FAULTLINE_ZONE".into(), status.zone.clone()));
-        (args, env)
+        env.push(("FAULTLINE_ZONE".into(), r.status.borrow().zone.clone()));
+        let files = svc
+            .files
+            .iter()
+            .map(|f| (self.file_path(idx, &f.name), f.template.render(&lookup)))
+            .collect();
+        Launch {
+            args,
+            env,
+            cwd: self.topology.base_dir.join(svc.cwd.render(&lookup)),
+            files,
+        }
     }
+
+    /// Replica `idx`'s health probe, rendered.
+    fn probe(&self, idx: usize) -> probe::Probe {
+        let svc = &self.topology.services[self.replicas[idx].service];
+        match &svc.health {
+            Health::Http(path) => probe::Probe::Http(path.clone()),
+            Health::Tcp => probe::Probe::Tcp,
+            Health::None => probe::Probe::None,
+            Health::Exec { argv, timeout } => {
+                let launch = self.render(idx);
+                probe::Probe::Exec {
+                    argv: argv
+                        .iter()
+                        .map(|t| t.render(&|p| self.lookup(idx, p)))
+                        .collect(),
+                    env: launch.env,
+                    cwd: launch.cwd,
+                    timeout: *timeout,
+                }
+            }
+        }
+    }
+}
+
+/// A replica's start, rendered: arguments, environment, working directory, and the
+/// files to write first.
+pub(crate) struct Launch {
+    pub(crate) args: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) cwd: PathBuf,
+    pub(crate) files: Vec<(PathBuf, String)>,
 }
 
 /// A running topology. Dropping it kills every replica at once; [`Supervisor::shutdown`]
@@ -393,13 +461,22 @@ impl Supervisor {
         };
         match tokio::time::timeout(timeout, wait).await {
             Ok(result) => result,
-            Err(_) => Err(failed(
-                &r.status.borrow(),
-                format!(
-                    "no healthy answer within {}",
-                    humantime::format_duration(timeout)
-                ),
-            )),
+            Err(_) => {
+                let s = r.status.borrow();
+                let health = &self.shared.topology.services[r.service].health;
+                let last = s
+                    .probe_error
+                    .as_deref()
+                    .map_or_else(String::new, |e| format!("; last: {e}"));
+                Err(failed(
+                    &s,
+                    format!(
+                        "its health probe ({}) did not pass within {}{last}",
+                        health.describe(),
+                        humantime::format_duration(timeout)
+                    ),
+                ))
+            }
         }
     }
 
@@ -653,6 +730,7 @@ fn make_replicas(
                 pid: None,
                 restarts: 0,
                 last_exit: None,
+                probe_error: None,
             };
             replicas.push(Replica {
                 name,

@@ -1,25 +1,72 @@
-//! The supervisor's readiness and health probe: `GET <path>` over a fresh connection.
+//! The supervisor's readiness and health probes: `GET <path>` over a fresh connection,
+//! a TCP connect, or a command that must exit 0. Each answers why it failed, so that a
+//! replica that never becomes healthy is reported with its probe's last error.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpStream;
 
-/// True when `GET path` on `addr` answers 2xx within `timeout`.
-pub async fn http_ok(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
+/// What one probe runs, rendered for one replica.
+#[derive(Debug, Clone)]
+pub(crate) enum Probe {
+    Http(String),
+    Tcp,
+    Exec {
+        argv: Vec<String>,
+        env: Vec<(String, String)>,
+        cwd: PathBuf,
+        timeout: Duration,
+    },
+    None,
+}
+
+impl Probe {
+    /// Probes `addr`; `Err` says why it is not healthy.
+    pub(crate) async fn check(&self, addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+        match self {
+            Probe::Http(path) => http(addr, path, timeout).await,
+            Probe::Tcp => match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(format!("connect to {addr}: {e}")),
+                Err(_) => Err(format!("connect to {addr}: no answer within {timeout:?}")),
+            },
+            Probe::Exec {
+                argv,
+                env,
+                cwd,
+                timeout,
+            } => exec(argv, env, cwd, *timeout).await,
+            Probe::None => Ok(()),
+        }
+    }
+
+    /// Whether a passing probe shows that the replica listens on its address.
+    pub(crate) fn reaches_the_address(&self) -> bool {
+        matches!(self, Probe::Http(_) | Probe::Tcp)
+    }
+}
+
+/// Ok when `GET path` on `addr` answers 2xx within `timeout`.
+pub(crate) async fn http(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(), String> {
     let probe = async {
-        let stream = TcpStream::connect(addr).await.ok()?;
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect to {addr}: {e}"))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .ok()?;
+            .map_err(|e| e.to_string())?;
         let req = Request::get(path)
             .header(hyper::header::HOST, addr.to_string())
             .body(Empty::<Bytes>::new())
-            .ok()?;
+            .map_err(|e| e.to_string())?;
         tokio::pin!(conn);
         let send = sender.send_request(req);
         tokio::pin!(send);
@@ -28,12 +75,80 @@ pub async fn http_ok(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
         // still there to take.
         let resp = tokio::select! {
             biased;
-            r = &mut send => r.ok()?,
-            _ = &mut conn => send.await.ok()?,
-        };
-        Some(resp.status().is_success())
+            r = &mut send => r,
+            _ = &mut conn => send.await,
+        }
+        .map_err(|e| format!("GET {path}: {e}"))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("GET {path} answered {}", resp.status()))
+        }
     };
-    matches!(tokio::time::timeout(timeout, probe).await, Ok(Some(true)))
+    tokio::time::timeout(timeout, probe)
+        .await
+        .unwrap_or_else(|_| Err(format!("GET {path}: no answer within {timeout:?}")))
+}
+
+/// Ok when the command exits 0 within `timeout`; it runs in a process group of its own,
+/// killed whole when it takes too long.
+async fn exec(
+    argv: &[String],
+    env: &[(String, String)],
+    cwd: &std::path::Path,
+    timeout: Duration,
+) -> Result<(), String> {
+    let shown = argv.join(" ");
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if !cwd.as_os_str().is_empty() {
+        cmd.current_dir(cwd);
+    }
+    let mut child = cmd.spawn().map_err(|e| format!("`{shown}`: {e}"))?;
+    let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+    let run = async {
+        // At most 4 KiB of what it says is kept: enough for a message.
+        let mut buf = Vec::new();
+        if let Some(o) = out.as_mut() {
+            let _ = o.take(4096).read_to_end(&mut buf).await;
+        }
+        if let Some(e) = err.as_mut() {
+            let _ = e.take(4096).read_to_end(&mut buf).await;
+        }
+        (child.wait().await, buf)
+    };
+    let (status, text) = match tokio::time::timeout(timeout, run).await {
+        Ok((status, buf)) => (status.map_err(|e| format!("`{shown}`: {e}"))?, buf),
+        Err(_) => {
+            if let Some(pid) = child.id() {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            return Err(format!("`{shown}` did not exit within {timeout:?}"));
+        }
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let said = String::from_utf8_lossy(&text);
+    let said = said.trim();
+    let how = super::process::describe_exit(&status);
+    if said.is_empty() {
+        Err(format!("`{shown}` {how}"))
+    } else {
+        Err(format!(
+            "`{shown}` {how}: {}",
+            said.lines().last().unwrap_or(said)
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -65,14 +180,23 @@ mod tests {
     async fn a_2xx_answer_passes_even_when_the_server_closes_at_once() {
         let ok = answer_and_close("200 OK");
         for _ in 0..20 {
-            assert!(http_ok(ok, "/health", Duration::from_secs(2)).await);
+            assert!(http(ok, "/health", Duration::from_secs(2)).await.is_ok());
         }
         let bad = answer_and_close("503 Service Unavailable");
-        assert!(!http_ok(bad, "/health", Duration::from_secs(2)).await);
+        assert_eq!(
+            http(bad, "/health", Duration::from_secs(2)).await,
+            Err("GET /health answered 503 Service Unavailable".into())
+        );
         let closed = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap();
-        assert!(!http_ok(closed, "/health", Duration::from_secs(2)).await);
+        let e = http(closed, "/health", Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains("connection refused") || e.contains("Connection refused"),
+            "{e}"
+        );
     }
 }

@@ -20,6 +20,7 @@ pub(crate) fn spawn(
     program: &Path,
     args: &[String],
     env: &[(String, String)],
+    cwd: &Path,
     log: &Path,
 ) -> io::Result<Child> {
     let log = std::fs::OpenOptions::new()
@@ -33,6 +34,9 @@ pub(crate) fn spawn(
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(true);
+    if !cwd.as_os_str().is_empty() {
+        cmd.current_dir(cwd);
+    }
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs between fork and exec and calls only async-signal-safe
     // functions (setpgid, prctl, getppid, _exit).

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::process::{describe_exit, owns_listener, signal_group, spawn, wait_stopped};
-use super::{Action, Command, ControlError, ReplicaState, ReplicaStatus, Shared, ports, probe};
+use super::{Action, Command, ControlError, ReplicaState, ReplicaStatus, Shared, ports};
 
 /// A replica that stayed up this long is considered stable: its next crash restarts
 /// after the base backoff again.
@@ -66,7 +66,7 @@ pub(crate) struct Runner {
     starts: u32,
 }
 
-type Probe = Pin<Box<dyn Future<Output = bool> + Send>>;
+type Probing = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 impl Runner {
     pub(crate) fn new(
@@ -188,7 +188,17 @@ impl Runner {
     }
 
     fn start(&mut self) -> std::io::Result<Child> {
-        let (args, env) = self.shared.render(self.idx);
+        let super::Launch {
+            args,
+            env,
+            cwd,
+            files,
+        } = self.shared.render(self.idx);
+        for (path, text) in &files {
+            write_file(path, text).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
+            })?;
+        }
         let program = &self.shared.programs[self.shared.replicas[self.idx].service];
         let log = self.status().log;
         if let Ok(mut f) = std::fs::OpenOptions::new()
@@ -204,7 +214,7 @@ impl Runner {
                 args.join(" ")
             );
         }
-        let child = spawn(program, &args, &env, &log)?;
+        let child = spawn(program, &args, &env, &cwd, &log)?;
         if self.starts > 0 {
             self.update(|s| s.restarts += 1);
         }
@@ -237,9 +247,7 @@ impl Runner {
                 tracing::warn!(replica = self.name(), error = %e, "cannot pause the restarted replica");
             }
         }
-        let health_path = self.shared.topology.services[self.shared.replicas[self.idx].service]
-            .health_path
-            .clone();
+        let health = self.shared.probe(self.idx);
         loop {
             tokio::select! {
                 biased;
@@ -259,12 +267,18 @@ impl Runner {
                     }
                 }
                 _ = tokio::time::sleep_until(live.next_probe), if live.probe.is_none() && !live.paused => {
-                    let (path, addr, check_owner) = (health_path.clone(), live.addr, !live.ready);
+                    let (health, addr) = (health.clone(), live.addr);
+                    let check_owner = !live.ready && health.reaches_the_address();
                     live.probe = Some(Box::pin(async move {
+                        health.check(addr, PROBE_TIMEOUT).await?;
                         // Until the first healthy answer, make sure it came from this
                         // replica and not from whatever else holds the port.
-                        probe::http_ok(addr, &path, PROBE_TIMEOUT).await
-                            && (!check_owner || owns_listener(pid, addr.port()))
+                        if check_owner && !owns_listener(pid, addr.port()) {
+                            return Err(format!(
+                                "{addr} answers, but not from this replica's processes (another program holds the port)"
+                            ));
+                        }
+                        Ok(())
                     }));
                 }
                 passed = async { live.probe.as_mut().expect("guarded by is_some").await }, if live.probe.is_some() => {
@@ -356,8 +370,10 @@ impl Runner {
         Ok(())
     }
 
-    fn probed(&mut self, live: &mut Live, passed: bool) {
+    fn probed(&mut self, live: &mut Live, result: Result<(), String>) {
         live.probe = None;
+        let passed = result.is_ok();
+        self.update(|s| s.probe_error = result.err());
         if passed {
             live.failures = 0;
             if !live.ready {
@@ -532,5 +548,13 @@ struct Live {
     paused: bool,
     failures: u32,
     next_probe: Instant,
-    probe: Option<Probe>,
+    probe: Option<Probing>,
+}
+
+/// Writes a replica's rendered file, making its directory.
+fn write_file(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, text)
 }
