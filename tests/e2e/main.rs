@@ -2,6 +2,7 @@
 
 mod faults;
 mod hardening;
+mod own_system;
 mod prometheus;
 mod run;
 mod shop_data;

@@ -310,11 +310,20 @@ impl Up {
     /// Runs `faultline up --gateway-port 0 --run-dir <tmp>` plus `args`, and waits for
     /// its ready line and table.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Up {
+        Self::start_in(None, args, env)
+    }
+
+    /// [`Up::start`] from working directory `cwd` (the test's own by default).
+    pub fn start_in(cwd: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Up {
         let dir = tempfile::tempdir().unwrap();
         let run_dir = dir.path().join("run");
         let stderr_path = dir.path().join("stderr");
         let home = dir.path().join("home");
-        let mut child = Command::new(bin("faultline"))
+        let mut cmd = Command::new(bin("faultline"));
+        if let Some(cwd) = cwd {
+            cmd.current_dir(cwd);
+        }
+        let mut child = cmd
             .env("FAULTLINE_HOME", &home)
             .arg("up")
             .args(["--gateway-port", "0", "--run-dir"])
@@ -444,6 +453,45 @@ pub fn one_cache_topology(dir: &Path) -> PathBuf {
     )
     .unwrap();
     file
+}
+
+/// The workspace's copy of the example in `examples/NAME`.
+pub fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name)
+        .canonicalize()
+        .expect("the example exists")
+}
+
+/// `pid` and every process descended from it, from `/proc` (parents first).
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        if let Some(ppid) = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+        {
+            parents.push((p, ppid));
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        i += 1;
+    }
+    tree
 }
 
 /// True while `pid` is a live process (a zombie waiting to be reaped counts as dead).

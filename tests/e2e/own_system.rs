@@ -1,0 +1,267 @@
+//! A system nobody here wrote, under faultline: Debian's nginx (a master and two
+//! workers) in front of two Python backends that keep their state in Debian's
+//! redis-server, from `examples/own-system` as a user would write it (no wrappers, no
+//! `/health` added to Redis). Every fault kind that applies to it is exercised through
+//! it, and its effect is checked from the client side, through nginx.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use faultline_tests::{Up, alive, bin, example, process_tree, wait_until};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// One HTTP/1.1 request on a fresh connection: the status (0 when no answer came
+/// within `timeout`), the body, and how long it took.
+fn request(base: &str, method: &str, path: &str, timeout: Duration) -> (u16, String, Duration) {
+    let addr = base.trim_start_matches("http://");
+    let started = Instant::now();
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return (0, String::new(), started.elapsed());
+    };
+    s.set_read_timeout(Some(timeout)).unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    );
+    if s.write_all(req.as_bytes()).is_err() {
+        return (0, String::new(), started.elapsed());
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body, started.elapsed())
+}
+
+fn cli(agent: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin("faultline"))
+        .args(args)
+        .args(["--agent", agent])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    )
+}
+
+/// Applies a fault through `faultline fault`, returning its id.
+fn fault(agent: &str, args: &[&str]) -> String {
+    let mut all = vec!["fault"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--ttl", "60s"]);
+    let (code, out, err) = cli(agent, &all);
+    assert_eq!(code, 0, "faultline {}: {err}", all.join(" "));
+    out
+}
+
+fn heal(agent: &str, id: &str) {
+    let (code, _, err) = cli(agent, &["heal", id]);
+    assert_eq!(code, 0, "heal {id}: {err}");
+}
+
+fn replica(agent: &str, name: &str) -> serde_json::Value {
+    let (code, out, err) = cli(agent, &["status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    status["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no replica {name} in {status}"))
+}
+
+fn healthy(agent: &str, name: &str) -> bool {
+    replica(agent, name)["state"] == "healthy"
+}
+
+/// `faultline up` on the example, started from a directory of its own with a relative
+/// path to the topology, so nothing depends on the caller's directory.
+fn up_elsewhere() -> (Up, tempfile::TempDir) {
+    let cwd = tempfile::tempdir().unwrap();
+    let topology = example("own-system").join("topology.toml");
+    let rel = pathdiff(&topology, cwd.path());
+    let up = Up::start_in(Some(cwd.path()), &["--topology", &rel], &[]);
+    (up, cwd)
+}
+
+/// `to` relative to `from` (both absolute).
+fn pathdiff(to: &std::path::Path, from: &std::path::Path) -> String {
+    let from = from.canonicalize().unwrap();
+    let ups = from.components().count() - 1;
+    let mut rel = "../".repeat(ups);
+    rel.push_str(to.strip_prefix("/").unwrap().to_str().unwrap());
+    rel
+}
+
+const T: Duration = Duration::from_secs(5);
+
+fn visits(body: &str) -> i64 {
+    let v: serde_json::Value = serde_json::from_str(body.trim()).unwrap_or_else(|e| {
+        panic!("not JSON ({e}): {body}");
+    });
+    v["visits"].as_i64().unwrap()
+}
+
+#[test]
+fn every_fault_that_applies_shows_through_nginx() {
+    let (up, _cwd) = up_elsewhere();
+    let (agent, lb) = (up.agent.clone(), up.gateway.clone());
+    let names: Vec<&str> = up.rows.iter().map(|r| r.replica.as_str()).collect();
+    assert_eq!(names, ["redis-1", "app-1", "app-2", "lb-1"], "{:?}", up.stdout);
+
+    // The system works: visits are counted in Redis, whichever backend answers.
+    let mut backends = std::collections::BTreeSet::new();
+    for n in 1..=4 {
+        let (status, body, _) = request(&lb, "POST", "/visits/home", T);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(visits(&body), n);
+        let v: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
+        backends.insert(v["backend"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(backends.len(), 2, "nginx balances over both backends: {backends:?}");
+    let mut count = 4;
+    let mut post = |expect: u16| {
+        let (status, body, took) = request(&lb, "POST", "/visits/home", T);
+        assert_eq!(status, expect, "{body}");
+        if status == 200 {
+            count += 1;
+            assert_eq!(visits(&body), count, "no visit lost");
+        }
+        took
+    };
+
+    // kill --hold of one backend: nginx fails over, every read still succeeds. (A POST
+    // that nginx had sent to the dead backend's proxy is not retried elsewhere, as
+    // nginx does not retry non-idempotent requests: that is this system's behaviour.)
+    let id = fault(&agent, &["kill", "app-2", "--hold"]);
+    assert!(wait_until(T, || replica(&agent, "app-2")["state"] == "held"));
+    for _ in 0..10 {
+        let (status, body, _) = request(&lb, "GET", "/visits/home", T);
+        assert_eq!(status, 200, "kill --hold: {body}");
+        assert!(body.contains("app-1"), "{body}");
+    }
+    heal(&agent, &id);
+    assert!(wait_until(Duration::from_secs(20), || healthy(&agent, "app-2")));
+
+    // latency on the app's calls to Redis: slower answers, then fast again.
+    let id = fault(&agent, &["latency", "app->redis", "--delay", "400ms"]);
+    let took = post(200);
+    assert!(took >= Duration::from_millis(400), "latency {took:?}");
+    heal(&agent, &id);
+    let took = post(200);
+    assert!(took < Duration::from_millis(400), "healed latency {took:?}");
+
+    // partition of the backends from Redis: the app answers 503, nginx passes it on.
+    let id = fault(&agent, &["partition", "app", "redis"]);
+    post(503);
+    heal(&agent, &id);
+    assert!(wait_until(T, || request(&lb, "GET", "/visits/home", T).0 == 200));
+    post(200);
+
+    // reset of the app's connections to Redis.
+    let id = fault(&agent, &["reset", "app->redis"]);
+    post(503);
+    heal(&agent, &id);
+    assert!(wait_until(T, || request(&lb, "GET", "/visits/home", T).0 == 200));
+    post(200);
+
+    // L7 faults between nginx and the backends.
+    let id = fault(&agent, &["http-abort", "lb->app", "--status", "503"]);
+    post(503);
+    heal(&agent, &id);
+    post(200);
+    let id = fault(&agent, &["http-delay", "lb->app", "--delay", "300ms"]);
+    let took = post(200);
+    assert!(took >= Duration::from_millis(300), "http-delay {took:?}");
+    heal(&agent, &id);
+
+    // limit-data: nginx gets a cut answer from every backend and says 502.
+    let id = fault(&agent, &["limit-data", "lb->app", "--bytes", "20"]);
+    let (status, body, _) = request(&lb, "GET", "/visits/home", T);
+    assert_eq!(status, 502, "{body}");
+    heal(&agent, &id);
+    assert!(wait_until(T, || request(&lb, "GET", "/visits/home", T).0 == 200));
+
+    // blackhole: nginx's read timeout (3 s) passes, then 504.
+    let id = fault(&agent, &["blackhole", "lb->app"]);
+    let (status, _, took) = request(&lb, "GET", "/visits/home", Duration::from_secs(10));
+    assert_eq!(status, 504, "after {took:?}");
+    heal(&agent, &id);
+    assert!(wait_until(T, || request(&lb, "GET", "/visits/home", T).0 == 200));
+
+    // zone-outage: zone a's backend is down and held; zone b's answers everything.
+    let id = fault(&agent, &["zone-outage", "a"]);
+    assert!(wait_until(T, || replica(&agent, "app-1")["state"] == "held"));
+    for _ in 0..6 {
+        let (status, body, _) = request(&lb, "GET", "/visits/home", T);
+        assert_eq!(status, 200, "zone-outage: {body}");
+        assert!(body.contains("app-2"), "{body}");
+    }
+    heal(&agent, &id);
+    assert!(wait_until(Duration::from_secs(20), || healthy(&agent, "app-1")));
+
+    // restart of Redis, health-checked by redis-cli: it comes back, the backends
+    // reconnect (it keeps nothing on disk here, so the count starts again).
+    let pid = replica(&agent, "redis-1")["pid"].as_u64().unwrap();
+    fault(&agent, &["restart", "redis-1"]);
+    assert!(wait_until(Duration::from_secs(20), || {
+        let r = replica(&agent, "redis-1");
+        r["state"] == "healthy" && r["pid"].as_u64() != Some(pid)
+    }));
+    assert!(wait_until(T, || request(&lb, "POST", "/visits/home", T).0 == 200));
+    drop(post);
+
+    // terminate of nginx: its whole tree goes, the supervisor starts a new one.
+    let lb_pid = replica(&agent, "lb-1")["pid"].as_u64().unwrap() as u32;
+    let old_tree = process_tree(lb_pid);
+    assert_eq!(old_tree.len(), 3, "nginx: a master and two workers: {old_tree:?}");
+    fault(&agent, &["terminate", "lb-1"]);
+    assert!(wait_until(Duration::from_secs(20), || {
+        let r = replica(&agent, "lb-1");
+        r["state"] == "healthy" && r["pid"].as_u64() != Some(u64::from(lb_pid))
+    }));
+    assert!(old_tree.iter().all(|p| !alive(*p)), "old nginx processes left");
+    assert!(wait_until(T, || request(&lb, "GET", "/visits/home", T).0 == 200));
+}
+
+#[test]
+fn a_sigkill_of_faultline_up_leaves_none_of_the_systems_processes() {
+    let (mut up, _cwd) = up_elsewhere();
+    let tree = process_tree(up.child.id());
+    // faultline, redis, two pythons, nginx's master and two workers (and nothing of
+    // faultline's own beyond its process).
+    let programs: Vec<String> = tree
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).ok())
+        .map(|c| c.trim().to_owned())
+        .collect();
+    for want in ["redis-server", "python3", "nginx"] {
+        assert!(programs.iter().any(|c| c == want), "{want} in {programs:?}");
+    }
+    assert!(tree.len() >= 7, "{programs:?}");
+    kill(Pid::from_raw(up.child.id() as i32), Signal::SIGKILL).unwrap();
+    let _ = up.child.wait();
+    let left = || tree.iter().copied().filter(|p| alive(*p)).collect::<Vec<_>>();
+    assert!(
+        wait_until(Duration::from_secs(10), || left().is_empty()),
+        "left running after SIGKILL of faultline up: {:?}",
+        left()
+            .iter()
+            .map(|p| std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default())
+            .collect::<Vec<_>>()
+    );
+}
