@@ -121,7 +121,12 @@ fn every_fault_that_applies_shows_through_nginx() {
     let (up, _cwd) = up_elsewhere();
     let (agent, lb) = (up.agent.clone(), up.gateway.clone());
     let names: Vec<&str> = up.rows.iter().map(|r| r.replica.as_str()).collect();
-    assert_eq!(names, ["redis-1", "app-1", "app-2", "lb-1"], "{:?}", up.stdout);
+    assert_eq!(
+        names,
+        ["redis-1", "app-1", "app-2", "lb-1"],
+        "{:?}",
+        up.stdout
+    );
 
     // The system works: visits are counted in Redis, whichever backend answers.
     let mut backends = std::collections::BTreeSet::new();
@@ -132,7 +137,11 @@ fn every_fault_that_applies_shows_through_nginx() {
         let v: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
         backends.insert(v["backend"].as_str().unwrap().to_owned());
     }
-    assert_eq!(backends.len(), 2, "nginx balances over both backends: {backends:?}");
+    assert_eq!(
+        backends.len(),
+        2,
+        "nginx balances over both backends: {backends:?}"
+    );
     let mut count = 4;
     let mut post = |expect: u16| {
         let (status, body, took) = request(&lb, "POST", "/visits/home", T);
@@ -155,7 +164,9 @@ fn every_fault_that_applies_shows_through_nginx() {
         assert!(body.contains("app-1"), "{body}");
     }
     heal(&agent, &id);
-    assert!(wait_until(Duration::from_secs(20), || healthy(&agent, "app-2")));
+    assert!(wait_until(Duration::from_secs(20), || healthy(
+        &agent, "app-2"
+    )));
 
     // latency on the app's calls to Redis: slower answers, then fast again.
     let id = fault(&agent, &["latency", "app->redis", "--delay", "400ms"]);
@@ -206,13 +217,17 @@ fn every_fault_that_applies_shows_through_nginx() {
     // zone-outage: zone a's backend is down and held; zone b's answers everything.
     let id = fault(&agent, &["zone-outage", "a"]);
     assert!(wait_until(T, || replica(&agent, "app-1")["state"] == "held"));
+    // nginx may still count app-2 as failed from the blackhole (fail_timeout 2s).
+    assert!(wait_until(T, || request(&lb, "GET", "/visits/home", T).0 == 200));
     for _ in 0..6 {
         let (status, body, _) = request(&lb, "GET", "/visits/home", T);
         assert_eq!(status, 200, "zone-outage: {body}");
         assert!(body.contains("app-2"), "{body}");
     }
     heal(&agent, &id);
-    assert!(wait_until(Duration::from_secs(20), || healthy(&agent, "app-1")));
+    assert!(wait_until(Duration::from_secs(20), || healthy(
+        &agent, "app-1"
+    )));
 
     // restart of Redis, health-checked by redis-cli: it comes back, the backends
     // reconnect (it keeps nothing on disk here, so the count starts again).
@@ -228,13 +243,20 @@ fn every_fault_that_applies_shows_through_nginx() {
     // terminate of nginx: its whole tree goes, the supervisor starts a new one.
     let lb_pid = replica(&agent, "lb-1")["pid"].as_u64().unwrap() as u32;
     let old_tree = process_tree(lb_pid);
-    assert_eq!(old_tree.len(), 3, "nginx: a master and two workers: {old_tree:?}");
+    assert_eq!(
+        old_tree.len(),
+        3,
+        "nginx: a master and two workers: {old_tree:?}"
+    );
     fault(&agent, &["terminate", "lb-1"]);
     assert!(wait_until(Duration::from_secs(20), || {
         let r = replica(&agent, "lb-1");
         r["state"] == "healthy" && r["pid"].as_u64() != Some(u64::from(lb_pid))
     }));
-    assert!(old_tree.iter().all(|p| !alive(*p)), "old nginx processes left");
+    assert!(
+        old_tree.iter().all(|p| !alive(*p)),
+        "old nginx processes left"
+    );
     assert!(wait_until(T, || request(&lb, "GET", "/visits/home", T).0 == 200));
 }
 
@@ -255,7 +277,12 @@ fn a_sigkill_of_faultline_up_leaves_none_of_the_systems_processes() {
     assert!(tree.len() >= 7, "{programs:?}");
     kill(Pid::from_raw(up.child.id() as i32), Signal::SIGKILL).unwrap();
     let _ = up.child.wait();
-    let left = || tree.iter().copied().filter(|p| alive(*p)).collect::<Vec<_>>();
+    let left = || {
+        tree.iter()
+            .copied()
+            .filter(|p| alive(*p))
+            .collect::<Vec<_>>()
+    };
     assert!(
         wait_until(Duration::from_secs(10), || left().is_empty()),
         "left running after SIGKILL of faultline up: {:?}",
@@ -264,4 +291,121 @@ fn a_sigkill_of_faultline_up_leaves_none_of_the_systems_processes() {
             .map(|p| std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default())
             .collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn the_gameday_runs_from_any_directory_and_reads_its_topology_beside_it() {
+    // From a directory of its own, naming the experiment by a relative path: the
+    // experiment's `topology = "topology.toml"` means the file beside it, and the
+    // topology's `app.py` and `nginx.conf.in` the files beside that.
+    let cwd = tempfile::tempdir().unwrap();
+    let file = example("own-system").join("gameday.toml");
+    let rel = pathdiff(&file, cwd.path());
+    let home = cwd.path().join("home");
+    let out = Command::new(bin("faultline"))
+        .current_dir(cwd.path())
+        .env("FAULTLINE_HOME", &home)
+        .args(["run", &rel, "--no-tui", "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let report: faultline::run::report::Report =
+        serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_eq!(report.target, "topology `visits`", "{:?}", report.target);
+    assert!(report.passed, "{:?}", report.failures);
+    assert_eq!(report.slos.len(), 2);
+    assert_eq!(report.faults.len(), 2);
+    assert!(report.load.requests > 0);
+}
+
+/// `faultline up` on a topology written into `dir`: its exit code and stderr, for
+/// topologies that must not start.
+fn up_fails(dir: &std::path::Path, topology: &str) -> (i32, String) {
+    let file = dir.join("topology.toml");
+    std::fs::write(&file, topology).unwrap();
+    let out = Command::new(bin("faultline"))
+        .env("FAULTLINE_HOME", dir.join("home"))
+        .args(["up", "--topology"])
+        .arg(&file)
+        .args(["--run-dir"])
+        .arg(dir.join("run"))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_replica_that_never_becomes_healthy_is_named_with_its_probe_and_last_error() {
+    let d = tempfile::tempdir().unwrap();
+    // `sleep` never listens: the tcp probe is refused until the startup timeout.
+    let (code, err) = up_fails(
+        d.path(),
+        "[services.quiet]\ncommand = [\"sleep\", \"30\"]\nhealth = \"tcp\"\nstartup_timeout = \"1s\"\n",
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("replica quiet-1 did not become healthy: its health probe (tcp connect) did not pass within 1s; last: connect to 127.0.0.1:"),
+        "{err}"
+    );
+    assert!(err.contains("Connection refused"), "{err}");
+    // An exec probe that fails says what the command printed.
+    let (code, err) = up_fails(
+        d.path(),
+        "[services.quiet]\ncommand = [\"sleep\", \"30\"]\nhealth = { exec = [\"sh\", \"-c\", \"echo not yet on {port} >&2; exit 3\"] }\nstartup_timeout = \"1s\"\n",
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("its health probe (exec `sh -c echo not yet on {port} >&2; exit 3`) did not pass within 1s; last: `sh -c echo not yet on "), "{err}");
+    assert!(err.contains("exited with code 3: not yet on "), "{err}");
+    // A value that is no probe is refused where it is written.
+    let (code, err) = up_fails(
+        d.path(),
+        "[services.quiet]\ncommand = [\"sleep\", \"30\"]\nhealth = false\n",
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("topology.toml:3:10: health must be an HTTP path such as \"/health\", \"tcp\", \"none\" or { exec = [\"PROGRAM\", ...] }, not false"), "{err}");
+}
+
+#[test]
+fn health_none_is_healthy_once_started_and_cwd_and_files_are_the_replicas() {
+    let d = tempfile::tempdir().unwrap();
+    let sys = d.path().join("sys");
+    std::fs::create_dir_all(sys.join("work")).unwrap();
+    std::fs::write(
+        sys.join("greeting.in"),
+        "hello from {{replica}} on {{port}}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        sys.join("topology.toml"),
+        "entrypoint = \"quiet\"\n[services.quiet]\ncommand = [\"sh\", \"-c\", \"cp {file:greeting} ./seen-$FAULTLINE_REPLICA; pwd > ./cwd-$FAULTLINE_REPLICA; exec sleep 30\"]\nhealth = \"none\"\ncwd = \"work\"\nfiles = { greeting = \"greeting.in\" }\nreplicas = 2\n",
+    )
+    .unwrap();
+    // Started from another directory, with a relative path to the topology.
+    let other = d.path().join("elsewhere");
+    std::fs::create_dir_all(&other).unwrap();
+    let up = Up::start_in(Some(&other), &["--topology", "../sys/topology.toml"], &[]);
+    assert_eq!(up.rows.len(), 2, "{:?}", up.stdout);
+    for r in &up.rows {
+        let seen = sys.join("work").join(format!("seen-{}", r.replica));
+        assert!(
+            wait_until(T, || seen.exists()),
+            "{} wrote no file",
+            r.replica
+        );
+        let port = r.addr.rsplit(':').next().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&seen).unwrap(),
+            format!("hello from {} on {port}\n", r.replica)
+        );
+        let cwd =
+            std::fs::read_to_string(sys.join("work").join(format!("cwd-{}", r.replica))).unwrap();
+        assert_eq!(
+            cwd.trim(),
+            sys.join("work").canonicalize().unwrap().to_str().unwrap()
+        );
+    }
 }
