@@ -238,7 +238,6 @@ fn every_fault_that_applies_shows_through_nginx() {
         r["state"] == "healthy" && r["pid"].as_u64() != Some(pid)
     }));
     assert!(wait_until(T, || request(&lb, "POST", "/visits/home", T).0 == 200));
-    drop(post);
 
     // terminate of nginx: its whole tree goes, the supervisor starts a new one.
     let lb_pid = replica(&agent, "lb-1")["pid"].as_u64().unwrap() as u32;
