@@ -229,6 +229,7 @@ mod tests {
             pid: Some(100 + index),
             restarts: 0,
             last_exit: None,
+            probe_error: None,
             log: "x.log".into(),
         }
     }

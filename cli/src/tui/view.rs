@@ -469,6 +469,7 @@ mod tests {
             pid: Some(10),
             restarts: if state == ReplicaState::Held { 1 } else { 0 },
             last_exit: None,
+            probe_error: None,
             log: "x".into(),
         }
     }
