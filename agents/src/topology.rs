@@ -681,96 +681,22 @@ fn validate_service(
     let zones = zones_of(raw, err)?;
     let calls = calls_of(raw, n, names, name_list, err)?;
     let files = files_of(raw, base_dir, err)?;
-    let upstream_in_file = files.iter().find_map(|f| {
-        f.template
-            .upstreams()
-            .find(|u| !calls.iter().any(|c| c == u))
-            .map(|u| (f, u))
-    });
-    if let Some((f, up)) = upstream_in_file {
-        let span = raw
-            .files
-            .get_key_value(f.name.as_str())
-            .map_or(name.span(), |(_, v)| v.span());
-        return Err(err(
-            span,
-            format!(
-                "the template `{}` uses `{{{{upstream:{up}}}}}`, which needs `{up}` in the calls of `{n}`",
-                f.source.display()
-            ),
-        ));
-    }
-    for (arg, t) in raw.command.get_ref().iter().zip(&command) {
-        if let Some(up) = t.upstreams().find(|u| !calls.iter().any(|c| c == u)) {
-            return Err(err(
-                arg.span(),
-                format!(
-                    "`{{upstream:{up}}}` needs `{up}` in the calls of `{n}` (calls = [{}])",
-                    calls.join(", ")
-                ),
-            ));
-        }
-    }
     let health = health_of(raw, err)?;
     let startup_timeout = startup_timeout_of(raw, err)?;
     let env = parse_env(&raw.env, err)?;
-    for (_, t) in &env {
-        if let Some(up) = t.upstreams().find(|u| !calls.iter().any(|c| c == u)) {
-            let span = raw
-                .env
-                .values()
-                .next()
-                .map(|v| v.span())
-                .unwrap_or(name.span());
-            return Err(err(
-                span,
-                format!("`{{upstream:{up}}}` needs `{up}` in the calls of `{n}`"),
-            ));
-        }
-    }
-
-    let metrics = match &raw.metrics {
-        Some(m) if !m.get_ref().starts_with('/') => {
-            return Err(err(
-                m.span(),
-                format!(
-                    "metrics must be an HTTP path starting with `/`, such as \"/metrics\", not `{}`",
-                    m.get_ref()
-                ),
-            ));
-        }
-        Some(m) => Some(m.get_ref().clone()),
-        None => None,
-    };
-    let cwd = match &raw.cwd {
-        Some(c) if c.get_ref().is_empty() => {
-            return Err(err(
-                c.span(),
-                "cwd cannot be empty; leave it out for the topology's directory".into(),
-            ));
-        }
-        Some(c) => Template::parse(c.get_ref()).map_err(|m| err(c.span(), m))?,
-        None => Template(vec![Piece::TopologyDir]),
-    };
-    let templates = raw
-        .command
-        .get_ref()
-        .iter()
-        .zip(&command)
-        .map(|(a, t)| (a.span(), t));
-    let env_templates = raw.env.values().zip(&env).map(|(v, (_, t))| (v.span(), t));
-    for (span, t) in templates.chain(env_templates) {
-        if let Some(f) = t.files().find(|f| !files.iter().any(|sf| sf.name == *f)) {
-            let declared: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
-            return Err(err(
-                span,
-                format!(
-                    "`{{file:{f}}}` needs `{f}` in the files of `{n}` (files = [{}]); add files = {{ \"{f}\" = \"TEMPLATE\" }}",
-                    declared.join(", ")
-                ),
-            ));
-        }
-    }
+    let metrics = metrics_of(raw, err)?;
+    let cwd = cwd_of(raw, err)?;
+    check_references(
+        &Declared {
+            name,
+            raw,
+            command: &command,
+            env: &env,
+            calls: &calls,
+            files: &files,
+        },
+        err,
+    )?;
 
     Ok(Service {
         name: n.to_owned(),
@@ -787,6 +713,103 @@ fn validate_service(
         files,
         env,
     })
+}
+
+/// What a service's templates may refer to, to check that they refer to nothing else.
+struct Declared<'a> {
+    name: &'a Spanned<String>,
+    raw: &'a RawService,
+    command: &'a [Template],
+    env: &'a [(String, Template)],
+    calls: &'a [String],
+    files: &'a [ServiceFile],
+}
+
+/// Every `{upstream:NAME}` names a service in `calls`; every `{file:NAME}` a file in
+/// `files`.
+fn check_references(d: &Declared<'_>, err: &ErrFn<'_>) -> Result<(), SourceError> {
+    let n = d.name.get_ref();
+    let uncalled = |t: &Template| {
+        t.upstreams()
+            .find(|u| !d.calls.iter().any(|c| c == u))
+            .map(str::to_owned)
+    };
+    for f in d.files {
+        if let Some(up) = uncalled(&f.template) {
+            let span = d
+                .raw
+                .files
+                .get_key_value(f.name.as_str())
+                .map_or(d.name.span(), |(_, v)| v.span());
+            return Err(err(
+                span,
+                format!(
+                    "the template `{}` uses `{{{{upstream:{up}}}}}`, which needs `{up}` in the calls of `{n}`",
+                    f.source.display()
+                ),
+            ));
+        }
+    }
+    let command = d
+        .raw
+        .command
+        .get_ref()
+        .iter()
+        .map(Spanned::span)
+        .zip(d.command);
+    let env = d
+        .raw
+        .env
+        .values()
+        .map(Spanned::span)
+        .zip(d.env.iter().map(|(_, t)| t));
+    for (span, t) in command.chain(env) {
+        if let Some(up) = uncalled(t) {
+            return Err(err(
+                span,
+                format!(
+                    "`{{upstream:{up}}}` needs `{up}` in the calls of `{n}` (calls = [{}])",
+                    d.calls.join(", ")
+                ),
+            ));
+        }
+        if let Some(f) = t.files().find(|f| !d.files.iter().any(|sf| sf.name == *f)) {
+            let declared: Vec<&str> = d.files.iter().map(|f| f.name.as_str()).collect();
+            return Err(err(
+                span,
+                format!(
+                    "`{{file:{f}}}` needs `{f}` in the files of `{n}` (files = [{}]); add files = {{ \"{f}\" = \"TEMPLATE\" }}",
+                    declared.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn metrics_of(raw: &RawService, err: &ErrFn<'_>) -> Result<Option<String>, SourceError> {
+    match &raw.metrics {
+        Some(m) if !m.get_ref().starts_with('/') => Err(err(
+            m.span(),
+            format!(
+                "metrics must be an HTTP path starting with `/`, such as \"/metrics\", not `{}`",
+                m.get_ref()
+            ),
+        )),
+        Some(m) => Ok(Some(m.get_ref().clone())),
+        None => Ok(None),
+    }
+}
+
+fn cwd_of(raw: &RawService, err: &ErrFn<'_>) -> Result<Template, SourceError> {
+    match &raw.cwd {
+        Some(c) if c.get_ref().is_empty() => Err(err(
+            c.span(),
+            "cwd cannot be empty; leave it out for the topology's directory".into(),
+        )),
+        Some(c) => Template::parse(c.get_ref()).map_err(|m| err(c.span(), m)),
+        None => Ok(Template(vec![Piece::TopologyDir])),
+    }
 }
 
 /// The longest an exec health probe may run.
