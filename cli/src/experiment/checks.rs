@@ -541,3 +541,187 @@ pub fn command_line(argv: &[String]) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::experiment::{Experiment, Overrides, parse};
+
+    /// An experiment against a running system with `checks` appended.
+    fn with(checks: &str) -> Result<Experiment, String> {
+        let text = format!(
+            "name = \"t\"\nduration = \"10s\"\n[target]\nurl = \"http://127.0.0.1:1\"\n[load]\nrate = 1\n[[load.flows]]\nname = \"f\"\nsteps = [{{ name = \"s\", path = \"/\" }}]\n{checks}"
+        );
+        parse("x.toml", &text, Path::new("."), &Overrides::default()).map_err(|p| p.to_string())
+    }
+
+    fn check(checks: &str, expected: &str) {
+        let err = with(checks).expect_err("a problem");
+        assert!(err.contains(expected), "expected `{expected}` in:\n{err}");
+    }
+
+    #[test]
+    fn http_and_command_checks_are_read_with_their_defaults() {
+        let e = with(
+            "[[checks.http]]\npath = \"/items\"\nstatus = [200, 204]\njson = { \"$.items[0].id\" = 3, \"count\" = 2, \"items.1.name\" = \"b\" }\nbody_contains = \"items\"\n\
+             [[checks.http]]\nname = \"up\"\nmethod = \"POST\"\nurl = \"http://127.0.0.1:9/x?y=1\"\nheaders = { x-a = \"1\" }\nbody = \"{}\"\nwhen = \"after\"\ntimeout = \"2s\"\nwithin = \"0s\"\n\
+             [[checks.command]]\nargv = [\"sh\", \"-c\", \"exit 3\"]\nexit = 3\nwhen = \"before\"\n",
+        )
+        .unwrap();
+        let c = &e.checks;
+        assert!(!c.invariants);
+        let h = &c.http[0];
+        assert_eq!(h.name, "GET /items");
+        assert_eq!(h.to, Destination::Path("/items".into()));
+        assert_eq!(h.status, [200, 204]);
+        assert_eq!(
+            (h.timeout, h.within),
+            (Duration::from_secs(5), DEFAULT_WITHIN)
+        );
+        assert_eq!(h.when, When::Both);
+        let paths: Vec<&str> = h.json.iter().map(|j| j.written.as_str()).collect();
+        assert_eq!(paths, ["$.items[0].id", "count", "items.1.name"]);
+        let h = &c.http[1];
+        assert_eq!(h.name, "up");
+        assert_eq!(h.method, Method::POST);
+        assert_eq!((h.when.before(), h.when.after()), (false, true));
+        assert_eq!(h.within, Duration::ZERO);
+        let cmd = &c.command[0];
+        assert_eq!(cmd.name, "sh -c 'exit 3'");
+        assert_eq!((cmd.exit, cmd.timeout), (3, Duration::from_secs(30)));
+        assert_eq!(cmd.cwd, Path::new("."));
+        assert!(cmd.when.before() && !cmd.when.after());
+    }
+
+    #[test]
+    fn bad_checks_are_refused_with_their_place() {
+        check(
+            "[[checks.http]]\npath = \"/\"\nstauts = 200\n",
+            "x.toml:12:1: unknown field `stauts`",
+        );
+        check(
+            "[[checks.http]]\npath = \"/\"\nstatus = 700\n",
+            "x.toml:12:10: `status` is an HTTP status (100 to 599) or a list of them",
+        );
+        check(
+            "[[checks.http]]\npath = \"/\"\nstatus = []\n",
+            "x.toml:12:10: `status` lists at least one status",
+        );
+        check(
+            "[[checks.http]]\npath = \"/\"\nstatus = \"ok\"\n",
+            "`\"ok\"` is not one",
+        );
+        check(
+            "[[checks.http]]\nurl = \"http://a/\"\npath = \"/\"\n",
+            "x.toml:12:8: an HTTP check has a `url` or a `path`",
+        );
+        check(
+            "[[checks.http]]\nname = \"n\"\n",
+            "x.toml:10:1: an HTTP check needs a `url`",
+        );
+        check(
+            "[[checks.http]]\nurl = \"/health\"\n",
+            "x.toml:11:7: `url` must be an absolute http:// URL",
+        );
+        check(
+            "[[checks.http]]\npath = \"health\"\n",
+            "x.toml:11:8: `path` is a path and query starting with /",
+        );
+        check(
+            "[[checks.http]]\npath = \"/\"\nmethod = \"get\"\n",
+            "x.toml:12:10: `method` must be an HTTP method in capitals",
+        );
+        check(
+            "[[checks.http]]\npath = \"/\"\njson = { \"$.a[\" = 1 }\n",
+            "x.toml:12:10: `$.a[` is not a JSONPath",
+        );
+        check(
+            "[[checks.http]]\npath = \"/\"\njson = { \"a..b\" = 1 }\n",
+            "`a..b` has an empty segment",
+        );
+        check(
+            "[[checks.http]]\npath = \"/\"\njson = { \"a\" = 1979-05-27 }\n",
+            "x.toml:12:16: JSON has no dates",
+        );
+        check(
+            "[[checks.http]]\npath = \"/\"\ntimeout = \"2h\"\n",
+            "x.toml:12:11: `timeout` must be at most 1h, not `2h`",
+        );
+        check(
+            "[[checks.http]]\npath = \"/\"\nwhen = \"later\"\n",
+            "x.toml:12:8: unknown variant `later`",
+        );
+        check(
+            "[[checks.http]]\npath = \"/\"\nheaders = { \"a b\" = \"1\" }\n",
+            "`a b` is not a header name",
+        );
+        check(
+            "[[checks.command]]\nargv = []\n",
+            "x.toml:11:8: `argv` names a program and its arguments",
+        );
+        check(
+            "[[checks.command]]\nargv = [\"\"]\n",
+            "`argv` starts with an empty program name",
+        );
+        check(
+            "[[checks.command]]\nargv = [\"true\"]\nexit = 256\n",
+            "x.toml:12:8: `exit` is an exit status from 0 to 255, not 256",
+        );
+        check(
+            "[[checks.command]]\nargv = [\"true\"]\ncwd = \"no/such/dir\"\n",
+            "x.toml:12:7: `cwd` is a directory relative to this file's",
+        );
+        check(
+            "[[checks.command]]\nargv = [\"true\"]\nwithin = \"61m\"\n",
+            "`within` must be at most 1h",
+        );
+        check(
+            "[[checks.command]]\nargv = [\"true\"]\n[[checks.command]]\nargv = [\"true\"]\n",
+            "x.toml:12:1: two checks are named `true`: give one a `name` of its own",
+        );
+    }
+
+    #[test]
+    fn dotted_paths_become_json_paths() {
+        assert_eq!(json_path("items.0.id").unwrap(), "$['items'][0]['id']");
+        assert_eq!(json_path("it's").unwrap(), r"$['it\'s']");
+        assert_eq!(json_path("$.a").unwrap(), "$.a");
+        let doc = serde_json::json!({"items": [{"id": 3}], "it's": true});
+        for p in ["items.0.id", "$.items[0].id", "it's"] {
+            let path = JsonPath::parse(&json_path(p).unwrap()).unwrap();
+            assert_eq!(path.query(&doc).all().len(), 1, "{p}");
+        }
+    }
+
+    #[test]
+    fn invariants_on_a_topology_without_the_shops_audit_endpoints_are_refused_at_their_place() {
+        let dir = std::env::temp_dir().join(format!("faultline-checks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("topology.toml"),
+            "name = \"mine\"\nentrypoint = \"web\"\n[services.web]\ncommand = [\"python3\", \"app.py\", \"{port}\"]\n",
+        )
+        .unwrap();
+        let text = "name = \"t\"\nduration = \"10s\"\n[target]\ntopology = \"topology.toml\"\n[load]\nrate = 1\n[[load.flows]]\nname = \"f\"\nsteps = [{ name = \"s\", path = \"/\" }]\n[checks]\ninvariants = true\n";
+        let err = parse("x.toml", text, &dir, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("x.toml:11:14: [checks] invariants are the bundled shop's")
+                && err.contains("topology `mine` has no `orders` service, no `bank` service, no [messaging] broker"),
+            "{err}"
+        );
+        // Left out, they are off for a topology of one's own.
+        let e = parse(
+            "x.toml",
+            &text.replace("invariants = true\n", ""),
+            &dir,
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(!e.checks.invariants);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
