@@ -154,3 +154,87 @@ async fn collect(task: tokio::task::JoinHandle<()>, kept: Kept) -> Option<String
     let text = String::from_utf8_lossy(&bytes).into_owned();
     (!text.trim().is_empty()).then_some(text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::When;
+
+    fn check(script: &str, timeout: Duration) -> CommandCheck {
+        CommandCheck {
+            name: "c".into(),
+            argv: vec!["sh".into(), "-c".into(), script.into()],
+            exit: 0,
+            timeout,
+            cwd: std::env::temp_dir(),
+            within: Duration::ZERO,
+            when: When::Both,
+        }
+    }
+
+    fn alive(pid: i32) -> bool {
+        // A zombie is dead: only a process that still runs counts.
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    }
+
+    #[tokio::test]
+    async fn a_command_past_its_timeout_is_killed_with_everything_it_started() {
+        let c = check("sleep 60 & echo $!; sleep 60", Duration::from_millis(500));
+        let start = std::time::Instant::now();
+        let ran = run(&c, &[]).await;
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        let miss = ran.verdict.unwrap_err();
+        assert_eq!(miss.expected, "exit status 0");
+        assert!(
+            miss.found.starts_with("still running after 500ms"),
+            "{}",
+            miss.found
+        );
+        let pid: i32 = ran.stdout.unwrap().trim().parse().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while alive(pid) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!alive(pid), "the background sleep {pid} outlived its check");
+    }
+
+    #[tokio::test]
+    async fn exit_status_environment_and_output_tails() {
+        let c = CommandCheck {
+            exit: 3,
+            ..check(
+                "echo \"$FAULTLINE_ENTRYPOINT\"; head -c 10000 /dev/zero | tr '\\0' x >&2; exit 3",
+                Duration::from_secs(10),
+            )
+        };
+        let env = [(
+            "FAULTLINE_ENTRYPOINT".to_owned(),
+            "http://127.0.0.1:9".to_owned(),
+        )];
+        let ran = run(&c, &env).await;
+        assert_eq!(ran.verdict, Ok("exit status 3".into()));
+        assert_eq!(ran.stdout.as_deref(), Some("http://127.0.0.1:9\n"));
+        assert_eq!(ran.stderr.unwrap().len(), TAIL, "only the end is kept");
+        let ran = run(&check("kill -9 $$", Duration::from_secs(10)), &[]).await;
+        assert_eq!(ran.verdict.unwrap_err().found, "killed by SIGKILL");
+        let missing = CommandCheck {
+            argv: vec!["./no-such-program".into()],
+            ..check("", Duration::from_secs(1))
+        };
+        let found = run(&missing, &[]).await.verdict.unwrap_err().found;
+        assert!(
+            found.starts_with("`./no-such-program` could not start in"),
+            "{found}"
+        );
+    }
+}

@@ -579,3 +579,158 @@ fn fenced(text: &str) -> String {
     let fence = "`".repeat(longest.max(2) + 1);
     format!("{fence}\n{}\n{fence}", text.trim_end_matches('\n'))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::experiment::{Overrides, parse};
+    use crate::slo::{Phase, PhaseKind};
+
+    fn experiment() -> Experiment {
+        let text = "name = \"t\"\nduration = \"10s\"\n[target]\nurl = \"http://127.0.0.1:1\"\n[load]\nrate = 1\n[[load.flows]]\nname = \"f\"\nsteps = [{ name = \"s\", path = \"/\" }]\n[[slo]]\nname = \"a | b\"\nobjective = \"availability>=99\"\n";
+        parse("t.toml", text, Path::new("."), &Overrides::default()).unwrap()
+    }
+
+    fn failed_check() -> CheckResult {
+        CheckResult {
+            when: Some("before".into()),
+            stderr: Some("line 1\n``` not a fence end\n".into()),
+            ..CheckResult::new(
+                "GET /x | y".into(),
+                false,
+                "expected status 200, found status 503 with `<html>a|b\nc</html>`".into(),
+            )
+        }
+    }
+
+    #[test]
+    fn a_run_stopped_before_its_load_judges_no_slo_in_any_format() {
+        let exp = experiment();
+        let w = Windows::scaled(exp.duration);
+        let r = Report::not_started(
+            &exp,
+            "x",
+            0,
+            vec!["check `x`: no".into()],
+            vec![failed_check()],
+            w,
+        );
+        assert_eq!(r.status, RunStatus::NotStarted);
+        assert!(r.status.is_setup_failure() && !r.passed);
+        assert_eq!(r.slos[0].verdict, Verdict::NotJudged);
+        assert!(!r.slos[0].evaluation.met);
+        let json: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+        assert_eq!(json["status"], "not_started");
+        assert_eq!(json["slos"][0]["verdict"], "not_judged");
+        assert_eq!(json["slos"][0]["met"], false);
+        let back: Report = serde_json::from_str(&r.json()).unwrap();
+        assert_eq!(back, r);
+        let md = r.markdown();
+        assert!(md.contains("NOT STARTED"), "{md}");
+        assert!(
+            md.contains("| a \\| b | 99% | - | - | - | not judged |"),
+            "{md}"
+        );
+        assert!(!md.contains("met"), "{md}");
+        let xml = r.junit();
+        assert!(xml.contains(r#"<testcase name="slo: a | b""#), "{xml}");
+        assert!(
+            xml.contains("<skipped message=\"not judged: the run stopped before its load\""),
+            "{xml}"
+        );
+        assert!(xml.contains("not_started: check `x`: no"), "{xml}");
+    }
+
+    /// Splits a Markdown table row into cells the way GitHub does: on `|` not escaped.
+    fn cells(row: &str) -> usize {
+        let mut n = 0;
+        let mut escaped = false;
+        for c in row.chars() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '|' if !escaped => n += 1,
+                _ => escaped = false,
+            }
+        }
+        n - 1
+    }
+
+    #[test]
+    fn labels_and_details_never_break_a_table() {
+        let exp = experiment();
+        let w = Windows::scaled(exp.duration);
+        let mut r = Report::not_started(&exp, "x", 0, vec![], vec![failed_check()], w);
+        r.phases = vec![Phase {
+            name: "partition app | redis".into(),
+            kind: PhaseKind::Fault,
+            start_s: 0,
+            end_s: 1,
+        }];
+        r.slos[0].verdict = Verdict::Met;
+        r.slos[0].evaluation.phases =
+            crate::slo::evaluate(&exp.slos[0].objective, &[], &r.phases, w).phases;
+        r.faults = vec![FaultRecord {
+            label: "partition app | redis".into(),
+            kind: "partition".into(),
+            target: "app".into(),
+            planned_at_s: 0.0,
+            planned_duration_s: Some(1.0),
+            id: None,
+            applied_at_s: None,
+            healed_at_s: None,
+            error: Some("cannot apply:\nno | such".into()),
+        }];
+        r.slos[0].faults = vec![SloFault {
+            fault: "partition app | redis".into(),
+            breached: false,
+            time_to_detect_s: None,
+            time_to_recover_s: None,
+            recovery_window_s: 0,
+        }];
+        let md = r.markdown();
+        let mut tables = 0;
+        let mut width = None;
+        for line in md.lines() {
+            if line.starts_with('|') {
+                let n = cells(line);
+                assert_eq!(
+                    *width.get_or_insert(n),
+                    n,
+                    "a row of another width: {line}\n{md}"
+                );
+            } else {
+                if width.is_some() {
+                    tables += 1;
+                }
+                width = None;
+            }
+        }
+        assert_eq!(tables, 4, "SLOs, per phase, faults, checks:\n{md}");
+        assert!(md.contains("&lt;html&gt;a\\|b<br>c&lt;/html&gt;"), "{md}");
+        assert!(md.contains("| partition app \\| redis | 0 s for 1 s | cannot apply:<br>no \\| such | - | a \\| b: - / - |"), "{md}");
+        // The stderr tail sits in a fence its own backticks cannot close.
+        assert!(
+            md.contains("````\nline 1\n``` not a fence end\n````"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn detect_and_recover_say_what_happened() {
+        let f = |breached, d, r| SloFault {
+            fault: "f".into(),
+            breached,
+            time_to_detect_s: d,
+            time_to_recover_s: r,
+            recovery_window_s: 12,
+        };
+        assert_eq!(detect_recover(&f(false, None, None)), "- / -");
+        assert_eq!(detect_recover(&f(true, Some(2), Some(5))), "2 s / 5 s");
+        assert_eq!(
+            detect_recover(&f(true, Some(2), None)),
+            "2 s / not within 12 s"
+        );
+    }
+}
