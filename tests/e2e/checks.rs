@@ -218,14 +218,18 @@ within = "0s"
 
     // Each check is a JUnit case with its time; a failure says what was expected.
     let xml = read(&s.path("out/junit.xml"));
-    assert!(
-        xml.contains(r#"<testcase name="check: GET /items""#),
-        "{xml}"
-    );
-    assert!(
-        xml.contains(r#"<testcase name="check: environment""#),
-        "{xml}"
-    );
+    for case in [
+        "check before: GET /items",
+        "check after: GET /items",
+        "check before: environment",
+        "check after: environment",
+        "check after: broken",
+    ] {
+        assert!(
+            xml.contains(&format!(r#"<testcase name="{case}""#)),
+            "{case}: {xml}"
+        );
+    }
     assert!(
         xml.contains(r#"<failure message="expected exit status 0, found exit status 4""#),
         "{xml}"

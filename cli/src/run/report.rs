@@ -320,12 +320,15 @@ impl Report {
             suite.add_test_case(case(name, e.met, message, "slo"));
         }
         for c in &self.checks {
-            let mut t = case(
-                format!("check: {}", c.name),
-                c.passed,
-                c.detail.clone(),
-                "check",
-            );
+            // A check that runs before and after the load is two cases, told apart by
+            // when (the steady-state probes say it in their names already).
+            let name = match &c.when {
+                Some(w) if !c.name.starts_with("steady state") => {
+                    format!("check {w}: {}", c.name)
+                }
+                _ => format!("check: {}", c.name),
+            };
+            let mut t = case(name, c.passed, c.detail.clone(), "check");
             t.set_time(std::time::Duration::from_secs_f64(c.duration_s.max(0.0)));
             if let Some(out) = &c.stdout {
                 t.set_system_out(format!("{}\n--- stdout (tail) ---\n{out}", c.detail));
