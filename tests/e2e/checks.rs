@@ -315,3 +315,45 @@ fn invariants_on_a_system_without_the_shops_audit_endpoints_are_refused_at_check
     }
     assert!(!s.path("home").exists(), "nothing started");
 }
+
+/// Kills a process when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn invariants_against_an_agent_without_the_shops_services_stop_the_run_before_its_load() {
+    let s = System::new("");
+    let (child, agent) =
+        faultline_tests::start_agent(&s.path("agent-run"), &s.path("topology.toml"), &[]);
+    let _agent = Killed(child);
+    let file = s.path("against-agent.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"x\"\nduration = \"3s\"\n[target]\nagent = \"{agent}\"\n[load]\nrate = 5\n[[load.flows]]\nname = \"f\"\nsteps = [{{ name = \"items\", path = \"/items\" }}]\n[checks]\ninvariants = true\n"
+        ),
+    )
+    .unwrap();
+    let out_dir = s.path("out");
+    let out = s.faultline(&[
+        "run",
+        file.to_str().unwrap(),
+        "--report",
+        out_dir.to_str().unwrap(),
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("[checks] invariants are the bundled shop's")
+            && stderr.contains("topology `mine` has no `orders` service"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("running `x`"), "no load started: {stderr}");
+    assert!(!out_dir.exists(), "nothing was judged, no report: {stderr}");
+}
