@@ -169,3 +169,64 @@ fn same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
         _ => a == b,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::experiment::{Overrides, parse};
+
+    fn check(table: &str) -> HttpCheck {
+        let text = format!(
+            "name = \"t\"\nduration = \"10s\"\n[target]\nurl = \"http://127.0.0.1:1\"\n[load]\nrate = 1\n[[load.flows]]\nname = \"f\"\nsteps = [{{ name = \"s\", path = \"/\" }}]\n[[checks.http]]\npath = \"/\"\n{table}"
+        );
+        let e = parse("x.toml", &text, Path::new("."), &Overrides::default()).unwrap();
+        e.checks.http.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn answers_are_judged_by_status_body_and_json_values() {
+        let body = br#"{"items": [{"id": 3.0, "tags": ["a"]}, {"id": 4}], "ok": true}"#;
+        let c = check(
+            "json = { \"$.items[0].id\" = 3, \"items.0.tags\" = [\"a\"], \"ok\" = true }\nbody_contains = \"tags\"\n",
+        );
+        assert_eq!(
+            judge(&c, 200, body),
+            Ok("status 200, the text in the body, 3 JSON values as expected".into())
+        );
+        let miss = judge(&c, 503, b"down").unwrap_err();
+        assert_eq!(
+            (miss.expected.as_str(), miss.found.as_str()),
+            ("a 2xx status", "status 503 with `down`")
+        );
+        let c = check("status = [200, 404]\njson = { \"$.items[*].id\" = 3 }\n");
+        assert_eq!(
+            judge(&c, 404, body).unwrap_err().found,
+            "`$.items[*].id` selects 2 values, not one"
+        );
+        let c = check("status = 201\n");
+        assert_eq!(judge(&c, 200, b"").unwrap_err().expected, "status 201");
+        assert_eq!(
+            judge(&c, 200, b"").unwrap_err().found,
+            "status 200 with an empty body"
+        );
+        let c = check("json = { \"missing\" = 1 }\n");
+        assert_eq!(
+            judge(&c, 200, body).unwrap_err().found,
+            "no value at `missing`"
+        );
+        let c = check("json = { \"items.1.id\" = 5 }\n");
+        let miss = judge(&c, 200, body).unwrap_err();
+        assert_eq!(
+            (miss.expected.as_str(), miss.found.as_str()),
+            ("`items.1.id` = 5", "`items.1.id` = 4")
+        );
+        let miss = judge(&c, 200, b"<html>").unwrap_err();
+        assert_eq!(miss.expected, "a JSON body");
+        let c = check("body_contains = \"needle\"\n");
+        let long = "x".repeat(500);
+        let found = judge(&c, 200, long.as_bytes()).unwrap_err().found;
+        assert_eq!(found, format!("`{}...`", "x".repeat(QUOTED)));
+    }
+}
