@@ -41,6 +41,11 @@ pub const MAX_POOL: u64 = 1_000_000;
 /// burns at most a million times as fast, so a higher one could never trip.
 pub const MAX_BURN_RATE: f64 = 1_000_000.0;
 
+/// The longest a check may take (an HTTP check's `timeout`, a command check's), and
+/// the longest it may keep retrying (`within`): an hour. A check is a look at the system
+/// after the run, not a second workload.
+pub const MAX_CHECK_TIME: Duration = Duration::from_secs(3600);
+
 /// The largest experiment, workload or topology file, in bytes (4 MiB). The largest
 /// real gameday is a few kilobytes; the bound keeps memory and checking time small and
 /// bounds the length of every list a file can hold.

@@ -1,5 +1,6 @@
 //! End-to-end tests through real processes and sockets.
 
+mod checks;
 mod faults;
 mod hardening;
 mod own_system;

@@ -140,10 +140,17 @@ path = "/api/v1/products/1"
     assert!((2.9..3.8).contains(&applied), "applied at {applied}");
     assert!((6.9..7.8).contains(&healed), "healed at {healed}");
     let phases: Vec<&str> = r.phases.iter().map(|p| p.name.as_str()).collect();
+    // The poison falls within the kill: one phase for both, every second in one phase.
     assert_eq!(
         phases,
-        ["baseline", "kill orders-1", "poison payments", "recovery"]
+        ["baseline", "kill orders-1 + poison payments", "recovery"]
     );
+    let mut at = 0;
+    for p in &r.phases {
+        assert_eq!(p.start_s, at, "{:?}", r.phases);
+        at = p.end_s;
+    }
+    assert_eq!(at, seconds, "{:?}", r.phases);
     let latency = &r.slos[1];
     assert_eq!(latency.evaluation.name, "create order latency<1s>=90");
     assert_eq!(latency.step.as_deref(), Some("create order"));

@@ -176,7 +176,7 @@ fn execute(exp: Experiment, c: &Common) -> anyhow::Result<Exit> {
         print!("{}", report.markdown());
     }
     Ok(match report.status {
-        run::report::RunStatus::Error => Exit::BadInput,
+        status if status.is_setup_failure() => Exit::BadInput,
         _ if report.passed => Exit::Success,
         _ => Exit::HypothesisFailed,
     })

@@ -5,7 +5,9 @@
 //! - [`raw`]: the file as written, and the source of the JSON Schema.
 //! - [`faults`]: the fault timeline, converted to the agent's requests.
 //! - `load`: the `[load]` section: flows, steps and the load model.
+//! - [`checks`]: the `[checks]` section: the shop's invariants, HTTP and command checks.
 
+pub mod checks;
 pub mod faults;
 mod load;
 #[cfg(test)]
@@ -30,6 +32,7 @@ use crate::load::schedule::Schedule;
 use crate::load::template::Template;
 use crate::slo::Objective;
 
+pub use checks::{Checks, CommandCheck, Destination, HttpCheck, When};
 pub use faults::Planned;
 
 pub use crate::shop::{
@@ -97,12 +100,6 @@ pub struct AbortRule {
     pub slo: usize,
     pub burn_rate: f64,
     pub sustained: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct Checks {
-    pub invariants: bool,
-    pub drain_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -239,7 +236,7 @@ pub fn parse(
     let (slos, slo_names) = slos(&mut cx, &raw.slo, load.as_ref());
     let faults = timeline(&mut cx, &raw.faults, target.as_ref(), seed, duration);
     let aborts = aborts(&mut cx, &raw.abort, &slos, &slo_names);
-    let checks = checks(&mut cx, &raw.checks, target.as_ref());
+    let checks = checks::section(&mut cx, &raw.checks, target.as_ref(), base);
     let mut steady_state = Vec::new();
     for p in &raw.steady_state {
         if !p.path.get_ref().starts_with('/') {
@@ -500,41 +497,6 @@ fn aborts(
         });
     }
     aborts
-}
-
-/// The checks after the run.
-fn checks(cx: &mut Ctx<'_>, raw: &raw::Checks, target: Option<&TargetSpec>) -> Option<Checks> {
-    let is_shop = matches!(target, Some(TargetSpec::Start { bundled: true, .. }));
-    let invariants = raw.invariants.unwrap_or(is_shop);
-    if invariants && matches!(target, Some(TargetSpec::Running { agent: None, .. })) {
-        // `[checks]` is not kept with its place: find its header, then the key in it.
-        let header = cx
-            .text
-            .match_indices("[checks]")
-            .find(|(i, _)| {
-                let line = cx.text[..*i].rsplit('\n').next().unwrap_or_default();
-                line.trim().is_empty()
-            })
-            .map(|(i, h)| i..i + h.len());
-        let at = header
-            .map(|h| faults::key_span(cx.text, &h, "invariants").unwrap_or(h))
-            .unwrap_or_else(|| {
-                let first = first_key(cx.text);
-                first..first + 1
-            });
-        cx.err(
-            at,
-            "[checks] invariants need an agent (to find the shop's audit endpoints): set `agent` under [target]",
-        );
-    }
-    let drain_timeout = match &raw.drain_timeout {
-        None => Duration::from_secs(30),
-        Some(d) => cx.duration(d, "`drain_timeout`")?,
-    };
-    Some(Checks {
-        invariants,
-        drain_timeout,
-    })
 }
 
 fn target(

@@ -65,6 +65,9 @@ enum Kind {
     Statuses,
     Direction,
     Side,
+    Argv,
+    Json,
+    When,
 }
 
 /// A value of `kind`: usually a sane one, so that a file gets past most checks and the
@@ -122,6 +125,12 @@ fn sane(kind: Kind) -> BoxedStrategy<String> {
         Kind::Side => pick(&["consumers", "producers"])
             .prop_map(|s| quoted(&s))
             .boxed(),
+        Kind::Argv => pick(&[r#"["true"]"#, r#"["sh", "-c", "exit 0"]"#, r#"["./x"]"#]),
+        Kind::Json => pick(&[
+            r#"{ "$.a" = 1 }"#,
+            r#"{ "items.0.id" = "x", "$.b[*]" = [1, 2.5] }"#,
+        ]),
+        Kind::When => pick(&[r#""before""#, r#""after""#, r#""both""#]),
     }
 }
 
@@ -169,6 +178,15 @@ fn wild(kind: Kind) -> BoxedStrategy<String> {
         ])
         .prop_map(|p| quoted(&p))
         .boxed(),
+        Kind::Argv => pick(&["[]", r#"[""]"#, r#"["a\u0000"]"#, "[1]"]),
+        Kind::Json => pick(&[
+            r#"{ "$[" = 1 }"#,
+            r#"{ "a..b" = 1 }"#,
+            r#"{ "" = 1 }"#,
+            r#"{ "a" = 1979-05-27 }"#,
+            r#"{ "a" = inf }"#,
+            r#"{ "$..*" = { b = [[nan]] } }"#,
+        ]),
         Kind::Workload => pick(&["/dev/zero", "/dev/null", "/", "missing.toml"])
             .prop_map(|w| quoted(&w))
             .boxed(),
@@ -478,6 +496,34 @@ fn experiment() -> BoxedStrategy<String> {
             ),
         ),
         tables(
+            "checks.http",
+            &[("path", Kind::Path)],
+            &[
+                ("status", Kind::Statuses),
+                ("timeout", Kind::Dur),
+                ("within", Kind::Dur),
+                ("json", Kind::Json),
+                ("when", Kind::When),
+                ("url", Kind::Str),
+                ("method", Kind::Str),
+            ],
+            3,
+            2,
+        ),
+        tables(
+            "checks.command",
+            &[("argv", Kind::Argv)],
+            &[
+                ("exit", Kind::Int),
+                ("timeout", Kind::Dur),
+                ("within", Kind::Dur),
+                ("cwd", Kind::Str),
+                ("when", Kind::When),
+            ],
+            3,
+            2,
+        ),
+        tables(
             "steady_state",
             &[("path", Kind::Path)],
             &[("status", Kind::Int)],
@@ -488,7 +534,7 @@ fn experiment() -> BoxedStrategy<String> {
     (head, target, load(), flows, pool, slos, faults(3), rest)
         .prop_map(
             |((name, duration, top), target, load, flows, pool, slos, faults, rest)| {
-                let (aborts, checks, probes) = rest;
+                let (aborts, checks, http, command, probes) = rest;
                 let mut text = format!("name = {name}\nduration = {duration}\n{top}");
                 if let Some(t) = target {
                     text.push_str(&format!("\n[target]\n{t}"));
@@ -503,6 +549,8 @@ fn experiment() -> BoxedStrategy<String> {
                 if let Some(c) = checks {
                     text.push_str(&format!("\n[checks]\n{c}"));
                 }
+                text.push_str(&http);
+                text.push_str(&command);
                 text.push_str(&probes);
                 text
             },

@@ -226,11 +226,118 @@ pub struct Abort {
 pub struct Checks {
     /// The shop's invariants after the run (default: on when the target is the bundled
     /// shop): no acknowledged order lost, every order terminal, no double charge, dead
-    /// letter queues holding only injected poison.
-    pub invariants: Option<bool>,
+    /// letter queues holding only injected poison. Needs a topology with the shop's
+    /// audit endpoints (its `orders` and `bank` services and a `[messaging]` broker).
+    #[schemars(with = "Option<bool>")]
+    pub invariants: Option<Spanned<bool>>,
     /// How long to wait for the queues to drain before checking (default "30s").
     #[schemars(with = "Option<String>")]
     pub drain_timeout: Option<Spanned<String>>,
+    /// Requests that must answer as expected, before the load and after the drain.
+    #[serde(default)]
+    #[schemars(with = "Vec<HttpCheck>")]
+    pub http: Vec<Spanned<HttpCheck>>,
+    /// Programs that must exit as expected, before the load and after the drain; the
+    /// run's addresses are in their environment (`FAULTLINE_ENTRYPOINT`, ...).
+    #[serde(default)]
+    #[schemars(with = "Vec<CommandCheck>")]
+    pub command: Vec<Spanned<CommandCheck>>,
+}
+
+/// When a check runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    /// Before the load: a failure stops the run before any load (exit code 2).
+    Before,
+    /// After the load, once the faults are healed and the queues drained.
+    After,
+    /// Both.
+    #[default]
+    Both,
+}
+
+/// Expected statuses: one, or a list.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum Statuses {
+    One(#[schemars(range(min = 100, max = 599))] u16),
+    Many(Vec<u16>),
+}
+
+/// An HTTP request whose answer must be as expected.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCheck {
+    /// Shown in reports (default: the method and the URL or path).
+    #[schemars(with = "Option<String>")]
+    pub name: Option<Spanned<String>>,
+    /// Default GET.
+    #[schemars(with = "Option<String>")]
+    pub method: Option<Spanned<String>>,
+    /// An absolute http:// URL (instead of `path`).
+    #[schemars(with = "Option<String>")]
+    pub url: Option<Spanned<String>>,
+    /// A path and query on the target's entrypoint, like "/health" (instead of `url`).
+    #[schemars(with = "Option<String>")]
+    pub path: Option<Spanned<String>>,
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub headers: BTreeMap<String, Spanned<String>>,
+    #[schemars(with = "Option<String>")]
+    pub body: Option<Spanned<String>>,
+    /// Expected status, or a list of them (default: any 2xx).
+    #[schemars(with = "Option<Statuses>")]
+    pub status: Option<Spanned<toml::Value>>,
+    /// Text the answer's body must contain.
+    #[schemars(with = "Option<String>")]
+    pub body_contains: Option<Spanned<String>>,
+    /// Values the JSON answer must hold, by JSONPath (RFC 9535, `"$.items[0].id"`) or
+    /// dotted path (`"items.0.id"`): `{ "$.items[0].id" = 3 }`. Each path must select
+    /// exactly one value; numbers compare by value (3 equals 3.0).
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, serde_json::Value>")]
+    pub json: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    /// Longest wait for the answer (default "5s", at most 1h).
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Spanned<String>>,
+    /// After the load, how long the check may keep trying until it passes (default
+    /// "10s": faults have just healed; "0s" tries once). Before the load it is tried once.
+    #[schemars(with = "Option<String>")]
+    pub within: Option<Spanned<String>>,
+    /// When it runs (default both).
+    #[serde(default)]
+    pub when: When,
+}
+
+/// A program (no shell) that must exit as expected.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandCheck {
+    /// Shown in reports (default: the command line).
+    #[schemars(with = "Option<String>")]
+    pub name: Option<Spanned<String>>,
+    /// The program and its arguments, run without a shell: `["./check.sh", "--all"]`.
+    #[schemars(with = "Vec<String>")]
+    pub argv: Spanned<Vec<String>>,
+    /// Expected exit status (default 0).
+    #[schemars(with = "Option<u8>")]
+    pub exit: Option<Spanned<i64>>,
+    /// Longest run (default "30s", at most 1h): then its process group is killed and
+    /// the check fails.
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Spanned<String>>,
+    /// Working directory, relative to this file's directory (the default).
+    #[schemars(with = "Option<String>")]
+    pub cwd: Option<Spanned<String>>,
+    /// After the load, how long the check may keep trying until it passes (default
+    /// "10s"; "0s" runs it once). Before the load it runs once.
+    #[schemars(with = "Option<String>")]
+    pub within: Option<Spanned<String>>,
+    /// When it runs (default both).
+    #[serde(default)]
+    pub when: When,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -1,7 +1,12 @@
-//! Checks after the run that hold for any topology: the queues of its `[messaging]`
-//! drain (bounded), and steady-state probes answer as expected. The shop's own
-//! invariants are in [`crate::shop::invariants`]; both find services through the
-//! agent's status, so they work the same for an embedded or a standalone agent.
+//! Checks that hold for any topology, and when they run: before the load the
+//! steady-state probes and the `[[checks.http]]` and `[[checks.command]]` of `when =
+//! "before"` or `"both"` (a failure stops the run before any load); after it the queues
+//! of the topology's `[messaging]` drain (bounded), the shop's invariants when asked
+//! ([`crate::shop::invariants`]), the steady-state probes and the generic checks again,
+//! each allowed to retry for its `within`. Services are found through the agent's
+//! status, so they work the same for an embedded or a standalone agent. How one HTTP
+//! check and one command check are carried out is in [`super::check_http`] and
+//! [`super::check_command`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -14,16 +19,52 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::target::Target;
-use crate::experiment::{Experiment, Probe};
+use super::{check_command, check_http};
+use crate::experiment::{CommandCheck, Experiment, Probe, When};
 use crate::shop::invariants;
 use crate::shop::{BROKER_QUEUES, QueueListing};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One check's verdict, as the reports show it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CheckResult {
     pub name: String,
     pub passed: bool,
     /// What was found, in words.
     pub detail: String,
+    /// `before` or `after` the load (absent for checks that only run after it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// Seconds it took, every attempt included.
+    #[serde(default)]
+    pub duration_s: f64,
+    /// How many times it was tried (a check after the run may retry for its `within`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+    /// On failure: what was expected, and what came instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found: Option<String>,
+    /// A command check's last output: the tails of its standard output and error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl CheckResult {
+    pub fn new(name: String, passed: bool, detail: String) -> Self {
+        CheckResult {
+            name,
+            passed,
+            detail,
+            ..CheckResult::default()
+        }
+    }
 }
 
 /// Why a look at the system's endpoints found nothing to judge.
@@ -115,9 +156,8 @@ pub async fn drain(client: &AgentClient, http: &reqwest::Client, timeout: Durati
                     start.elapsed().as_secs_f64()
                 );
                 return CheckResult {
-                    name,
-                    passed: true,
-                    detail,
+                    duration_s: start.elapsed().as_secs_f64(),
+                    ..CheckResult::new(name, true, detail)
                 };
             }
             Ok(busy) => busy.join(", "),
@@ -129,9 +169,8 @@ pub async fn drain(client: &AgentClient, http: &reqwest::Client, timeout: Durati
                 humantime::format_duration(timeout)
             );
             return CheckResult {
-                name,
-                passed: false,
-                detail,
+                duration_s: start.elapsed().as_secs_f64(),
+                ..CheckResult::new(name, false, detail)
             };
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -141,18 +180,33 @@ pub async fn drain(client: &AgentClient, http: &reqwest::Client, timeout: Durati
 /// A steady-state probe: `GET base+path` answers `status`.
 pub async fn probe(http: &reqwest::Client, base: &str, p: &Probe, when: &str) -> CheckResult {
     let url = format!("{base}{}", p.path);
-    let (passed, detail) = match http.get(&url).send().await {
-        Ok(r) if r.status().as_u16() == p.status => (true, format!("{} as expected", p.status)),
+    let start = Instant::now();
+    let (passed, detail, found) = match http.get(&url).send().await {
+        Ok(r) if r.status().as_u16() == p.status => {
+            (true, format!("{} as expected", p.status), None)
+        }
         Ok(r) => (
             false,
             format!("answered {}, expected {}", r.status(), p.status),
+            Some(format!("status {}", r.status().as_u16())),
         ),
-        Err(e) => (false, format!("no answer: {e}")),
+        Err(e) => (
+            false,
+            format!("no answer: {e}"),
+            Some(format!("no answer: {e}")),
+        ),
     };
     CheckResult {
-        name: format!("steady state {when}: GET {}", p.path),
-        passed,
-        detail,
+        when: Some(when.to_owned()),
+        duration_s: start.elapsed().as_secs_f64(),
+        attempts: 1,
+        expected: (!passed).then(|| format!("status {}", p.status)),
+        found,
+        ..CheckResult::new(
+            format!("steady state {when}: GET {}", p.path),
+            passed,
+            detail,
+        )
     }
 }
 
@@ -166,23 +220,201 @@ pub async fn steady_state_after(
 ) -> Vec<CheckResult> {
     let mut out = Vec::new();
     for p in probes {
-        let deadline = Instant::now() + settle;
-        let c = loop {
+        let start = Instant::now();
+        let deadline = start + settle;
+        let mut attempts = 0;
+        let mut c = loop {
+            attempts += 1;
             let c = probe(http, base, p, "after").await;
             if c.passed || Instant::now() >= deadline {
                 break c;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         };
+        c.attempts = attempts;
+        c.duration_s = start.elapsed().as_secs_f64();
         out.push(c);
     }
     out
 }
 
+/// What a command check finds in its environment: the run's addresses.
+///
+/// - `FAULTLINE_ENTRYPOINT`: the base URL the load goes to (`http://127.0.0.1:PORT`);
+/// - `FAULTLINE_AGENT`: the agent's control API, when the run has an agent (so
+///   `faultline status` in a check talks to it);
+/// - `FAULTLINE_RUN_DIR`: the agent's run directory (logs, data);
+/// - `FAULTLINE_SERVICE_<NAME>`: the `host:port` of every replica of service NAME,
+///   comma-separated in replica order, NAME in capitals with every character other than
+///   a letter or digit made `_` (`store-primary`: `FAULTLINE_SERVICE_STORE_PRIMARY`).
+pub async fn environment(target: &Target) -> Vec<(String, String)> {
+    let mut env = vec![("FAULTLINE_ENTRYPOINT".to_owned(), target.base.clone())];
+    let Some(agent) = &target.agent else {
+        return env;
+    };
+    env.push(("FAULTLINE_AGENT".into(), agent.url().to_owned()));
+    if let Ok(status) = agent.status().await {
+        env.push(("FAULTLINE_RUN_DIR".into(), status.run_dir.clone()));
+        env.extend(service_variables(&status));
+    }
+    env
+}
+
+/// `FAULTLINE_SERVICE_<NAME>` for every service of `status`, in the order of its
+/// replicas.
+pub fn service_variables(status: &Status) -> Vec<(String, String)> {
+    let mut by_service: Vec<(String, Vec<String>)> = Vec::new();
+    for r in &status.replicas {
+        match by_service.iter_mut().find(|(s, _)| *s == r.service) {
+            Some((_, addrs)) => addrs.push(r.addr.to_string()),
+            None => by_service.push((r.service.clone(), vec![r.addr.to_string()])),
+        }
+    }
+    by_service
+        .into_iter()
+        .map(|(s, addrs)| (service_variable(&s), addrs.join(",")))
+        .collect()
+}
+
+/// `FAULTLINE_SERVICE_` and the service's name in capitals, `_` for anything but a
+/// letter or a digit.
+pub fn service_variable(service: &str) -> String {
+    let name: String = service
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("FAULTLINE_SERVICE_{name}")
+}
+
+/// One attempt of a check: what it found when it passed, or what it expected and found.
+pub type Attempt = Result<String, Miss>;
+
+/// What a failed attempt expected and what came.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Miss {
+    pub expected: String,
+    pub found: String,
+}
+
+/// Tries `attempt` until it passes or `within` has passed (once when `within` is zero),
+/// then the verdict as a report row.
+async fn retried<F, Fut>(name: &str, when: &str, within: Duration, mut attempt: F) -> CheckResult
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (Attempt, Option<String>, Option<String>)>,
+{
+    let start = Instant::now();
+    let deadline = start + within;
+    let mut attempts = 0;
+    let (last, stdout, stderr) = loop {
+        attempts += 1;
+        let (a, out, err) = attempt().await;
+        let now = Instant::now();
+        if a.is_ok() || now >= deadline {
+            break (a, out, err);
+        }
+        tokio::time::sleep(RETRY_EVERY.min(deadline - now)).await;
+    };
+    let base = CheckResult {
+        when: Some(when.to_owned()),
+        duration_s: start.elapsed().as_secs_f64(),
+        attempts,
+        stdout,
+        stderr,
+        ..CheckResult::default()
+    };
+    let tries = if attempts > 1 {
+        format!(
+            " (after {attempts} attempts in {})",
+            humantime::format_duration(round(start.elapsed()))
+        )
+    } else {
+        String::new()
+    };
+    match last {
+        Ok(detail) => CheckResult {
+            name: name.to_owned(),
+            passed: true,
+            detail: format!("{detail}{tries}"),
+            ..base
+        },
+        Err(miss) => CheckResult {
+            name: name.to_owned(),
+            passed: false,
+            detail: format!("expected {}, found {}{tries}", miss.expected, miss.found),
+            expected: Some(miss.expected),
+            found: Some(miss.found),
+            ..base
+        },
+    }
+}
+
+fn round(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64 / 100 * 100)
+}
+
+/// How long a retried check waits between attempts.
+const RETRY_EVERY: Duration = Duration::from_millis(500);
+
+/// The experiment's HTTP and command checks of one side of the load (`before` or
+/// `after`); before it each is tried once, after it each may retry for its `within`.
+pub async fn generic(
+    exp: &Experiment,
+    target: &Target,
+    http: &reqwest::Client,
+    before: bool,
+) -> Vec<CheckResult> {
+    let when = if before { "before" } else { "after" };
+    let applies = |w: When| if before { w.before() } else { w.after() };
+    let mut out = Vec::new();
+    for c in exp.checks.http.iter().filter(|c| applies(c.when)) {
+        let within = if before { Duration::ZERO } else { c.within };
+        let attempt = || async { (check_http::attempt(http, &target.base, c).await, None, None) };
+        out.push(retried(&c.name, when, within, attempt).await);
+    }
+    let commands: Vec<&CommandCheck> = exp
+        .checks
+        .command
+        .iter()
+        .filter(|c| applies(c.when))
+        .collect();
+    if commands.is_empty() {
+        return out;
+    }
+    let env = environment(target).await;
+    for c in commands {
+        let within = if before { Duration::ZERO } else { c.within };
+        let attempt = || async {
+            let ran = check_command::run(c, &env).await;
+            (ran.verdict, ran.stdout, ran.stderr)
+        };
+        out.push(retried(&c.name, when, within, attempt).await);
+    }
+    out
+}
+
+/// The checks before the load: the steady-state probes, then the HTTP and command
+/// checks of `when = "before"` or `"both"`. Any failure stops the run before the load.
+pub async fn before(exp: &Experiment, target: &Target, http: &reqwest::Client) -> Vec<CheckResult> {
+    let mut out = Vec::new();
+    for p in &exp.steady_state {
+        out.push(probe(http, &target.base, p, "before").await);
+    }
+    out.extend(generic(exp, target, http, true).await);
+    out
+}
+
 /// The checks after the load: the queues drain and the shop's invariants hold (when the
 /// experiment asks for them and there is an agent to find the services through), then
-/// the steady-state probes pass (the system may need a moment to settle). `history` is
-/// what the load engine recorded: the shop's acknowledged orders among it.
+/// the steady-state probes pass (the system may need a moment to settle), then the HTTP
+/// and command checks of `when = "after"` or `"both"`. `history` is what the load
+/// engine recorded: the shop's acknowledged orders among it.
 pub async fn after(
     exp: &Experiment,
     target: &Target,
@@ -203,10 +435,16 @@ pub async fn after(
             .get(invariants::ACKNOWLEDGED)
             .map(|v| v.iter().cloned().collect())
             .unwrap_or_default();
+        let start = Instant::now();
         let found = invariants::settle(client, http, &acknowledged, SETTLE).await;
-        out.extend(invariants::checks(found));
+        let took = start.elapsed().as_secs_f64();
+        out.extend(invariants::checks(found).into_iter().map(|c| CheckResult {
+            duration_s: took,
+            ..c
+        }));
     }
     out.extend(steady_state_after(http, &target.base, &exp.steady_state, SETTLE).await);
+    out.extend(generic(exp, target, http, false).await);
     out
 }
 

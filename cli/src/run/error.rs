@@ -48,6 +48,8 @@ pub enum RunError {
     HttpClient(#[source] reqwest::Error),
     #[error("cannot serve the run's metrics")]
     Metrics(#[source] std::io::Error),
+    #[error("{0}")]
+    Unsupported(String),
     #[error("the load engine failed")]
     LoadEngine(#[source] tokio::task::JoinError),
 }

@@ -7,8 +7,10 @@
 //! - [`collect`]: fold the load engine's snapshots into per-second SLO counts and rows
 //!   (shared with `faultline load`), [`state`] the live view of it all, [`progress`]
 //!   the plain lines when there is no live view, [`events`] what happened;
-//! - [`checks`]: after the load, drain the queues and probe the steady state (the
-//!   shop's invariants are [`crate::shop::invariants`]);
+//! - [`checks`]: before the load, the steady state and the generic checks (a failure
+//!   stops the run there); after it, drain the queues, the shop's invariants
+//!   ([`crate::shop::invariants`]), the steady state and the generic checks again;
+//!   [`check_http`] and [`check_command`] carry out one HTTP or command check;
 //! - [`judge`]: abort guards while it runs, then each SLO per phase and per fault;
 //! - [`report`]: the report and its JSON, JUnit and Markdown forms.
 //!
@@ -16,6 +18,8 @@
 //! abort guards and signals, heals everything on completion, abort, Ctrl-C or SIGTERM,
 //! then checks and judges.
 
+pub mod check_command;
+pub mod check_http;
 pub mod checks;
 pub mod collect;
 mod error;
@@ -78,17 +82,15 @@ pub async fn execute(exp: &Experiment, opts: &Options) -> Result<Report, RunErro
 }
 
 async fn run_on(exp: &Experiment, opts: &Options, target: &Target) -> Result<Report, RunError> {
+    invariants_supported(exp, target).await?;
     let mut run = Run::set_up(exp, opts, target).await?;
-    // Steady state before: a system that is not healthy to begin with says nothing
-    // about faults, so the run stops here.
-    let mut checks = Vec::new();
-    for p in &exp.steady_state {
-        checks.push(checks::probe(&run.http, &target.base, p, "before").await);
-    }
+    // Before the load: a system that is not healthy to begin with says nothing about
+    // faults, so the run stops here, judging nothing.
+    let mut checks = checks::before(exp, target, &run.http).await;
     let failures: Vec<String> = checks
         .iter()
         .filter(|c| !c.passed)
-        .map(|c| format!("{}: {}", c.name, c.detail))
+        .map(|c| format!("check before the load `{}`: {}", c.name, c.detail))
         .collect();
     if !failures.is_empty() {
         let (started, windows) = (run.started_ms, run.windows);
@@ -112,6 +114,30 @@ async fn run_on(exp: &Experiment, opts: &Options, target: &Target) -> Result<Rep
         }
     }
     Ok(run.judge(driven, checks).await)
+}
+
+/// `[checks] invariants` on a running agent: its topology must have what the shop's
+/// checker reads (a topology the run starts was checked with the file), or nothing
+/// starts.
+async fn invariants_supported(exp: &Experiment, target: &Target) -> Result<(), RunError> {
+    let (true, Some(agent), None) = (exp.checks.invariants, &target.agent, &target.embedded) else {
+        return Ok(());
+    };
+    let status = agent
+        .status()
+        .await
+        .map_err(|source| RunError::AgentUnreachable {
+            url: agent.url().to_owned(),
+            source,
+        })?;
+    let mut services: Vec<&str> = status.replicas.iter().map(|r| r.service.as_str()).collect();
+    services.dedup();
+    crate::shop::invariants::supported_by_parts(
+        &status.topology,
+        &services,
+        status.messaging.is_some(),
+    )
+    .map_err(RunError::Unsupported)
 }
 
 /// What a run's parts share while it runs.

@@ -25,6 +25,37 @@ pub enum RunStatus {
     Interrupted,
     /// A fault could not be applied: the run was not the experiment the file describes.
     Error,
+    /// The run stopped before its load: the steady state or a check before the load
+    /// failed. Nothing was judged (exit code 2).
+    NotStarted,
+}
+
+impl RunStatus {
+    /// Whether the run ended before it could be the experiment the file describes: a
+    /// setup problem (exit code 2), not a verdict on the hypothesis.
+    pub fn is_setup_failure(self) -> bool {
+        matches!(self, RunStatus::Error | RunStatus::NotStarted)
+    }
+}
+
+/// An SLO's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Met,
+    Missed,
+    /// The run stopped before its load: there was nothing to judge.
+    NotJudged,
+}
+
+impl Verdict {
+    fn said(self) -> &'static str {
+        match self {
+            Verdict::Met => "✅ met",
+            Verdict::Missed => "❌ missed",
+            Verdict::NotJudged => "not judged",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,17 +111,28 @@ pub struct Second {
 pub struct SloReport {
     #[serde(flatten)]
     pub evaluation: Evaluation,
+    /// `met` and `missed` follow `evaluation.met`; `not_judged` when the run stopped
+    /// before its load (then `met` is false too).
+    pub verdict: Verdict,
     pub step: Option<String>,
-    /// Per fault (by label): seconds from its start to the first breach, and from its
-    /// heal until the SLI is back within objective for a settling window.
+    /// Per fault (by label), within the fault's window (from its start until the next
+    /// fault starts, or the run ends): seconds from its start to the first breach, and
+    /// from its heal until the SLI is back within objective for a settling window.
     pub faults: Vec<SloFault>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SloFault {
     pub fault: String,
+    /// Whether the SLO broke within the fault's window; both times are `None` if not.
+    #[serde(default)]
+    pub breached: bool,
     pub time_to_detect_s: Option<usize>,
+    /// `None` also when it broke and was not back before the window ended.
     pub time_to_recover_s: Option<usize>,
+    /// The window's length from the heal: "not recovered within N s" says this N.
+    #[serde(default)]
+    pub recovery_window_s: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,8 +219,8 @@ impl LoadTotals {
 }
 
 impl Report {
-    /// The report of a run that never started its load (the steady state did not hold
-    /// before it): aborted, judged on nothing.
+    /// The report of a run that never started its load (the steady state or a check
+    /// before it failed): not started, its SLOs not judged.
     pub fn not_started(
         exp: &Experiment,
         target: &str,
@@ -193,8 +235,10 @@ impl Report {
             .map(|s| SloReport {
                 evaluation: Evaluation {
                     name: s.name.clone(),
+                    met: false,
                     ..slo::evaluate(&s.objective, &[], &[], windows)
                 },
+                verdict: Verdict::NotJudged,
                 step: s.step.map(|i| exp.load.flows.steps[i].name.clone()),
                 faults: Vec::new(),
             })
@@ -208,7 +252,7 @@ impl Report {
             planned_duration_s: exp.duration.as_secs_f64(),
             elapsed_s: 0.0,
             target: target.to_owned(),
-            status: RunStatus::Aborted,
+            status: RunStatus::NotStarted,
             passed: false,
             failures,
             load: LoadTotals::of(exp, &Summary::default()),
@@ -230,7 +274,8 @@ impl Report {
         let mut report = JReport::new(format!("faultline: {}", self.experiment));
         let mut suite = TestSuite::new(self.experiment.clone());
         suite.set_time(std::time::Duration::from_secs_f64(self.elapsed_s));
-        let mut case = |name: String, ok: bool, message: String, kind: &str| {
+        let classname = format!("faultline.{}", self.experiment);
+        let case = |name: String, ok: bool, message: String, kind: &str| {
             let status = if ok {
                 TestCaseStatus::success()
             } else {
@@ -240,20 +285,29 @@ impl Report {
                 s
             };
             let mut c = TestCase::new(name, status);
-            c.set_classname(format!("faultline.{}", self.experiment));
+            c.set_classname(classname.clone());
             c.set_system_out(message);
-            suite.add_test_case(c);
+            c
         };
         if self.status != RunStatus::Completed {
-            case(
+            suite.add_test_case(case(
                 "run completed".into(),
                 false,
-                format!("{:?}: {}", self.status, self.failures.join("; ")),
+                format!("{}: {}", self.status_word(), self.failures.join("; ")),
                 "run",
-            );
+            ));
         }
         for s in &self.slos {
             let e = &s.evaluation;
+            let name = format!("slo: {}", e.name);
+            if s.verdict == Verdict::NotJudged {
+                let mut status = TestCaseStatus::skipped();
+                status.set_message("not judged: the run stopped before its load");
+                let mut c = TestCase::new(name, status);
+                c.set_classname(classname.clone());
+                suite.add_test_case(c);
+                continue;
+            }
             let message = format!(
                 "SLI {} against objective {}%; error budget left {:#}; max burn short {:.1}x long {:.1}x",
                 e.sli
@@ -263,15 +317,26 @@ impl Report {
                 e.max_short_burn,
                 e.max_long_burn
             );
-            case(format!("slo: {}", e.name), e.met, message, "slo");
+            suite.add_test_case(case(name, e.met, message, "slo"));
         }
         for c in &self.checks {
-            case(
-                format!("check: {}", c.name),
-                c.passed,
-                c.detail.clone(),
-                "check",
-            );
+            // A check that runs before and after the load is two cases, told apart by
+            // when (the steady-state probes say it in their names already).
+            let name = match &c.when {
+                Some(w) if !c.name.starts_with("steady state") => {
+                    format!("check {w}: {}", c.name)
+                }
+                _ => format!("check: {}", c.name),
+            };
+            let mut t = case(name, c.passed, c.detail.clone(), "check");
+            t.set_time(std::time::Duration::from_secs_f64(c.duration_s.max(0.0)));
+            if let Some(out) = &c.stdout {
+                t.set_system_out(format!("{}\n--- stdout (tail) ---\n{out}", c.detail));
+            }
+            if let Some(err) = &c.stderr {
+                t.set_system_err(err.clone());
+            }
+            suite.add_test_case(t);
         }
         for f in &self.faults {
             let ok = f.error.is_none();
@@ -281,16 +346,26 @@ impl Report {
                 (None, Some(a), None) => format!("applied at {a:.1} s"),
                 (None, None, _) => "not reached".into(),
             };
-            case(format!("fault: {}", f.label), ok, message, "fault");
+            suite.add_test_case(case(format!("fault: {}", f.label), ok, message, "fault"));
         }
         report.add_test_suite(suite);
         report.to_string().expect("JUnit serialises")
+    }
+
+    /// The status as JSON writes it (`completed`, `not_started`, ...).
+    fn status_word(&self) -> String {
+        serde_json::to_value(self.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
     }
 
     pub fn markdown(&self) -> String {
         let mut m = String::new();
         let verdict = if self.passed {
             "PASSED: the hypothesis held"
+        } else if self.status == RunStatus::NotStarted {
+            "NOT STARTED: the run stopped before its load, nothing was judged"
         } else {
             "FAILED: the hypothesis did not hold"
         };
@@ -305,13 +380,10 @@ impl Report {
             self.seed,
             self.elapsed_s,
             self.planned_duration_s,
-            serde_json::to_value(self.status)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default()
+            self.status_word()
         );
         for f in &self.failures {
-            let _ = writeln!(m, "- ❌ {f}");
+            let _ = writeln!(m, "- ❌ {}", inline(f));
         }
         if !self.failures.is_empty() {
             m.push('\n');
@@ -342,22 +414,35 @@ impl Report {
         m.push_str("### SLOs\n\n| SLO | objective | SLI | budget left | max burn (short / long) | verdict |\n|---|---|---|---|---|---|\n");
         for s in &self.slos {
             let e = &s.evaluation;
+            if s.verdict == Verdict::NotJudged {
+                let _ = writeln!(
+                    m,
+                    "| {} | {}% | - | - | - | {} |",
+                    cell(&e.name),
+                    e.objective * 100.0,
+                    s.verdict.said()
+                );
+                continue;
+            }
             let _ = writeln!(
                 m,
                 "| {} | {}% | {} | {:#} | {:.1}x / {:.1}x | {} |",
-                e.name,
+                cell(&e.name),
                 e.objective * 100.0,
                 e.sli.map_or("-".into(), |v| format!("{:.3}%", v * 100.0)),
                 BudgetLeft(e.budget_remaining),
                 e.max_short_burn,
                 e.max_long_burn,
-                if e.met { "✅ met" } else { "❌ missed" }
+                s.verdict.said()
             );
         }
         m.push('\n');
+        if self.phases.is_empty() {
+            return;
+        }
         m.push_str("### Per phase\n\n| phase | from | to |");
         for s in &self.slos {
-            let _ = write!(m, " {} |", s.evaluation.name);
+            let _ = write!(m, " {} |", cell(&s.evaluation.name));
         }
         m.push_str("\n|---|---|---|");
         for _ in &self.slos {
@@ -365,9 +450,12 @@ impl Report {
         }
         m.push('\n');
         for (i, p) in self.phases.iter().enumerate() {
-            let _ = write!(m, "| {} | {} s | {} s |", p.name, p.start_s, p.end_s);
+            let _ = write!(m, "| {} | {} s | {} s |", cell(&p.name), p.start_s, p.end_s);
             for s in &self.slos {
-                let f = &s.evaluation.phases[i];
+                let Some(f) = s.evaluation.phases.get(i) else {
+                    m.push_str(" - |");
+                    continue;
+                };
                 let _ = write!(
                     m,
                     " {}{} |",
@@ -385,33 +473,30 @@ impl Report {
             return;
         }
         m.push_str("### Faults\n\n| fault | planned | applied | healed | detect / recover |\n|---|---|---|---|---|\n");
-        for f in &self.faults {
+        for (i, f) in self.faults.iter().enumerate() {
             let dr: Vec<String> = self
                 .slos
                 .iter()
                 .filter_map(|s| {
-                    let x = s.faults.iter().find(|x| x.fault == f.label)?;
-                    Some(format!(
-                        "{}: {} / {}",
-                        s.evaluation.name,
-                        x.time_to_detect_s.map_or("-".into(), |v| format!("{v} s")),
-                        x.time_to_recover_s.map_or("-".into(), |v| format!("{v} s"))
-                    ))
+                    let x = s.faults.get(i).filter(|x| x.fault == f.label)?;
+                    Some(format!("{}: {}", s.evaluation.name, detect_recover(x)))
                 })
                 .collect();
             let _ = writeln!(
                 m,
                 "| {} | {:.0} s{} | {} | {} | {} |",
-                f.label,
+                cell(&f.label),
                 f.planned_at_s,
                 f.planned_duration_s
                     .map_or(String::new(), |d| format!(" for {d:.0} s")),
-                f.applied_at_s
-                    .map_or(f.error.clone().unwrap_or("-".into()), |v| format!(
-                        "{v:.1} s"
-                    )),
+                cell(
+                    &f.applied_at_s
+                        .map_or(f.error.clone().unwrap_or("-".into()), |v| format!(
+                            "{v:.1} s"
+                        ))
+                ),
                 f.healed_at_s.map_or("-".into(), |v| format!("{v:.1} s")),
-                dr.join("; ")
+                cell(&dr.join("; "))
             );
         }
         m.push('\n');
@@ -421,16 +506,234 @@ impl Report {
         if self.checks.is_empty() {
             return;
         }
-        m.push_str("### Checks\n\n| check | result | detail |\n|---|---|---|\n");
+        m.push_str(
+            "### Checks\n\n| check | when | result | time | detail |\n|---|---|---|---|---|\n",
+        );
         for c in &self.checks {
             let _ = writeln!(
                 m,
-                "| {} | {} | {} |",
-                c.name,
+                "| {} | {} | {} | {:.1} s | {} |",
+                cell(&c.name),
+                c.when.as_deref().unwrap_or("after"),
                 if c.passed { "✅ passed" } else { "❌ failed" },
-                c.detail.replace('|', "\\|")
+                c.duration_s,
+                cell(&c.detail)
             );
         }
         m.push('\n');
+        for c in self.checks.iter().filter(|c| !c.passed) {
+            for (stream, text) in [("stdout", &c.stdout), ("stderr", &c.stderr)] {
+                if let Some(text) = text {
+                    let _ = writeln!(
+                        m,
+                        "`{}` {stream} (its end):\n",
+                        inline(&c.name).replace('`', "'")
+                    );
+                    let _ = writeln!(m, "{}\n", fenced(text));
+                }
+            }
+        }
+    }
+}
+
+/// "detect 2 s / recover 5 s"; "-" for both when the SLO never broke within the fault's
+/// window, "not within N s" when it broke and was not back before the window ended.
+fn detect_recover(x: &SloFault) -> String {
+    if !x.breached {
+        return "- / -".into();
+    }
+    format!(
+        "{} / {}",
+        x.time_to_detect_s.map_or("-".into(), |v| format!("{v} s")),
+        x.time_to_recover_s.map_or_else(
+            || format!("not within {} s", x.recovery_window_s),
+            |v| format!("{v} s")
+        )
+    )
+}
+
+/// Text as one Markdown table cell: a `|` cannot end the cell, a line break cannot end
+/// the row, and HTML in it shows as text.
+pub fn cell(text: &str) -> String {
+    inline(text).replace('|', "\\|")
+}
+
+/// Text on one Markdown line: line breaks become `<br>`, `<`, `>` and `&` show as
+/// themselves.
+fn inline(text: &str) -> String {
+    let escaped = text
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    escaped
+        .replace("\r\n", "\n")
+        .trim_end_matches('\n')
+        .replace(['\n', '\r'], "<br>")
+}
+
+/// Text in a fenced code block whose fence no backtick run inside can close.
+fn fenced(text: &str) -> String {
+    let mut longest = 0;
+    let mut run = 0;
+    for c in text.chars() {
+        run = if c == '`' { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    let fence = "`".repeat(longest.max(2) + 1);
+    format!("{fence}\n{}\n{fence}", text.trim_end_matches('\n'))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::experiment::{Overrides, parse};
+    use crate::slo::{Phase, PhaseKind};
+
+    fn experiment() -> Experiment {
+        let text = "name = \"t\"\nduration = \"10s\"\n[target]\nurl = \"http://127.0.0.1:1\"\n[load]\nrate = 1\n[[load.flows]]\nname = \"f\"\nsteps = [{ name = \"s\", path = \"/\" }]\n[[slo]]\nname = \"a | b\"\nobjective = \"availability>=99\"\n";
+        parse("t.toml", text, Path::new("."), &Overrides::default()).unwrap()
+    }
+
+    fn failed_check() -> CheckResult {
+        CheckResult {
+            when: Some("before".into()),
+            stderr: Some("line 1\n``` not a fence end\n".into()),
+            ..CheckResult::new(
+                "GET /x | y".into(),
+                false,
+                "expected status 200, found status 503 with `<html>a|b\nc</html>`".into(),
+            )
+        }
+    }
+
+    #[test]
+    fn a_run_stopped_before_its_load_judges_no_slo_in_any_format() {
+        let exp = experiment();
+        let w = Windows::scaled(exp.duration);
+        let r = Report::not_started(
+            &exp,
+            "x",
+            0,
+            vec!["check `x`: no".into()],
+            vec![failed_check()],
+            w,
+        );
+        assert_eq!(r.status, RunStatus::NotStarted);
+        assert!(r.status.is_setup_failure() && !r.passed);
+        assert_eq!(r.slos[0].verdict, Verdict::NotJudged);
+        assert!(!r.slos[0].evaluation.met);
+        let json: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+        assert_eq!(json["status"], "not_started");
+        assert_eq!(json["slos"][0]["verdict"], "not_judged");
+        assert_eq!(json["slos"][0]["met"], false);
+        let back: Report = serde_json::from_str(&r.json()).unwrap();
+        assert_eq!(back, r);
+        let md = r.markdown();
+        assert!(md.contains("NOT STARTED"), "{md}");
+        assert!(
+            md.contains("| a \\| b | 99% | - | - | - | not judged |"),
+            "{md}"
+        );
+        assert!(!md.contains("met"), "{md}");
+        let xml = r.junit();
+        assert!(xml.contains(r#"<testcase name="slo: a | b""#), "{xml}");
+        assert!(
+            xml.contains("<skipped message=\"not judged: the run stopped before its load\""),
+            "{xml}"
+        );
+        assert!(xml.contains("not_started: check `x`: no"), "{xml}");
+    }
+
+    /// Splits a Markdown table row into cells the way GitHub does: on `|` not escaped.
+    fn cells(row: &str) -> usize {
+        let mut n = 0;
+        let mut escaped = false;
+        for c in row.chars() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '|' if !escaped => n += 1,
+                _ => escaped = false,
+            }
+        }
+        n - 1
+    }
+
+    #[test]
+    fn labels_and_details_never_break_a_table() {
+        let exp = experiment();
+        let w = Windows::scaled(exp.duration);
+        let mut r = Report::not_started(&exp, "x", 0, vec![], vec![failed_check()], w);
+        r.phases = vec![Phase {
+            name: "partition app | redis".into(),
+            kind: PhaseKind::Fault,
+            start_s: 0,
+            end_s: 1,
+        }];
+        r.slos[0].verdict = Verdict::Met;
+        r.slos[0].evaluation.phases =
+            crate::slo::evaluate(&exp.slos[0].objective, &[], &r.phases, w).phases;
+        r.faults = vec![FaultRecord {
+            label: "partition app | redis".into(),
+            kind: "partition".into(),
+            target: "app".into(),
+            planned_at_s: 0.0,
+            planned_duration_s: Some(1.0),
+            id: None,
+            applied_at_s: None,
+            healed_at_s: None,
+            error: Some("cannot apply:\nno | such".into()),
+        }];
+        r.slos[0].faults = vec![SloFault {
+            fault: "partition app | redis".into(),
+            breached: false,
+            time_to_detect_s: None,
+            time_to_recover_s: None,
+            recovery_window_s: 0,
+        }];
+        let md = r.markdown();
+        let mut tables = 0;
+        let mut width = None;
+        for line in md.lines() {
+            if line.starts_with('|') {
+                let n = cells(line);
+                assert_eq!(
+                    *width.get_or_insert(n),
+                    n,
+                    "a row of another width: {line}\n{md}"
+                );
+            } else {
+                if width.is_some() {
+                    tables += 1;
+                }
+                width = None;
+            }
+        }
+        assert_eq!(tables, 4, "SLOs, per phase, faults, checks:\n{md}");
+        assert!(md.contains("&lt;html&gt;a\\|b<br>c&lt;/html&gt;"), "{md}");
+        assert!(md.contains("| partition app \\| redis | 0 s for 1 s | cannot apply:<br>no \\| such | - | a \\| b: - / - |"), "{md}");
+        // The stderr tail sits in a fence its own backticks cannot close.
+        assert!(
+            md.contains("````\nline 1\n``` not a fence end\n````"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn detect_and_recover_say_what_happened() {
+        let f = |breached, d, r| SloFault {
+            fault: "f".into(),
+            breached,
+            time_to_detect_s: d,
+            time_to_recover_s: r,
+            recovery_window_s: 12,
+        };
+        assert_eq!(detect_recover(&f(false, None, None)), "- / -");
+        assert_eq!(detect_recover(&f(true, Some(2), Some(5))), "2 s / 5 s");
+        assert_eq!(
+            detect_recover(&f(true, Some(2), None)),
+            "2 s / not within 12 s"
+        );
     }
 }

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use faultline_agent::client::AgentClient;
+use faultline_agent::topology::Topology;
 use serde::Deserialize;
 use tokio::time::Instant;
 
@@ -36,6 +37,33 @@ pub const POISON_ATTRIBUTE: &str = "poison";
 pub const POISON_INJECTED: &str = "injected";
 /// The value the shop's workload records for every acknowledged order (`record`).
 pub const ACKNOWLEDGED: &str = "order_id";
+
+/// Whether a topology has what the checker reads: the services holding the audits
+/// ([`ORDERS`], [`BANK`]) and a `[messaging]` broker. `Err` says what `topology` lacks.
+pub fn supported_by(topology: &Topology) -> Result<(), String> {
+    let services: Vec<&str> = topology.services.iter().map(|s| s.name.as_str()).collect();
+    supported_by_parts(&topology.name, &services, topology.messaging.is_some())
+}
+
+/// [`supported_by`] from a topology's service names and whether it has a broker (what a
+/// running agent's status says).
+pub fn supported_by_parts(topology: &str, services: &[&str], broker: bool) -> Result<(), String> {
+    let mut missing: Vec<String> = [ORDERS, BANK]
+        .into_iter()
+        .filter(|s| !services.contains(s))
+        .map(|s| format!("no `{s}` service"))
+        .collect();
+    if !broker {
+        missing.push("no [messaging] broker".into());
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "[checks] invariants are the bundled shop's (they read its audit endpoints on `{ORDERS}`, `{BANK}` and the [messaging] broker), and topology `{topology}` has {}: leave `invariants` out, and check this system with [[checks.http]] or [[checks.command]]",
+        missing.join(", ")
+    ))
+}
 
 #[derive(Debug, Deserialize)]
 struct AuditOrders {
@@ -240,19 +268,19 @@ pub fn checks(found: Result<Found, AuditError>) -> Vec<CheckResult> {
     let f = match found {
         Ok(f) => f,
         Err(e) => {
-            return vec![CheckResult {
-                name: "shop audit endpoints answer".into(),
-                passed: false,
-                detail: e.to_string(),
-            }];
+            return vec![CheckResult::new(
+                "shop audit endpoints answer".into(),
+                false,
+                e.to_string(),
+            )];
         }
     };
     let v = &f.violations;
     vec![
-        CheckResult {
-            name: "no acknowledged order lost".into(),
-            passed: v.lost.is_empty(),
-            detail: if v.lost.is_empty() {
+        CheckResult::new(
+            "no acknowledged order lost".into(),
+            v.lost.is_empty(),
+            if v.lost.is_empty() {
                 format!(
                     "all {} orders acknowledged with 201 are in the orders audit",
                     f.acknowledged
@@ -265,11 +293,11 @@ pub fn checks(found: Result<Found, AuditError>) -> Vec<CheckResult> {
                     sample(&v.lost)
                 )
             },
-        },
-        CheckResult {
-            name: "every order terminal".into(),
-            passed: v.not_terminal.is_empty(),
-            detail: if v.not_terminal.is_empty() {
+        ),
+        CheckResult::new(
+            "every order terminal".into(),
+            v.not_terminal.is_empty(),
+            if v.not_terminal.is_empty() {
                 format!("all {} orders are paid or failed", f.orders)
             } else {
                 format!(
@@ -279,11 +307,11 @@ pub fn checks(found: Result<Found, AuditError>) -> Vec<CheckResult> {
                     sample(&v.not_terminal)
                 )
             },
-        },
-        CheckResult {
-            name: "no order charged twice".into(),
-            passed: v.charged_twice.is_empty(),
-            detail: if v.charged_twice.is_empty() {
+        ),
+        CheckResult::new(
+            "no order charged twice".into(),
+            v.charged_twice.is_empty(),
+            if v.charged_twice.is_empty() {
                 format!("{} successful charges, one per order", f.charges)
             } else {
                 format!(
@@ -292,11 +320,11 @@ pub fn checks(found: Result<Found, AuditError>) -> Vec<CheckResult> {
                     sample(&v.charged_twice)
                 )
             },
-        },
-        CheckResult {
-            name: "dead letter queues hold only injected poison".into(),
-            passed: v.real_messages_in_dlq.is_empty(),
-            detail: if v.real_messages_in_dlq.is_empty() {
+        ),
+        CheckResult::new(
+            "dead letter queues hold only injected poison".into(),
+            v.real_messages_in_dlq.is_empty(),
+            if v.real_messages_in_dlq.is_empty() {
                 format!("{} poison messages, nothing else", f.poison_in_dlq)
             } else {
                 format!(
@@ -308,6 +336,6 @@ pub fn checks(found: Result<Found, AuditError>) -> Vec<CheckResult> {
                         .join(", ")
                 )
             },
-        },
+        ),
     ]
 }

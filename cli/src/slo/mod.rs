@@ -142,8 +142,19 @@ impl Windows {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Phase {
     pub name: String,
+    pub kind: PhaseKind,
     pub start_s: usize,
     pub end_s: usize,
+}
+
+/// What a phase is: before the first fault, while faults are in effect, or after them
+/// until the next fault or the end of the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhaseKind {
+    Baseline,
+    Fault,
+    Recovery,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -313,34 +324,65 @@ pub fn now(name: &str, objective: f64, seconds: &[Counts], windows: Windows) -> 
     }
 }
 
-/// Seconds from `fault_start` until the short window first shows the objective broken.
-pub fn time_to_detect(
-    seconds: &[Counts],
-    objective: f64,
-    fault_start: usize,
-    short: u64,
-) -> Option<usize> {
-    (fault_start..seconds.len())
-        .find(|t| {
-            window_sum(seconds, *t, short)
-                .ratio()
-                .is_some_and(|r| r < objective)
-        })
-        .map(|t| t - fault_start)
+/// What an SLO saw of one fault, within the fault's window: from its start until the
+/// next fault starts (or the run ends), so that no fault is credited with another's
+/// damage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultEffect {
+    /// The short-window SLI fell below the objective within the window.
+    pub breached: bool,
+    /// Seconds from the fault's start to the first second whose short window (counting
+    /// only seconds of the window) is below the objective.
+    pub time_to_detect_s: Option<usize>,
+    /// Seconds from the heal until the per-second SLI is back within the objective and
+    /// stays there for the settling time, within the window; `None` when it breached
+    /// and did not recover before the window ended.
+    pub time_to_recover_s: Option<usize>,
+    /// Seconds of the window left from the heal.
+    pub recovery_window_s: usize,
 }
 
-/// Seconds from `heal` until the per-second SLI is back within objective and stays
-/// there for `settle` seconds (seconds without events count as within).
-pub fn time_to_recover(
+/// Time to detect and to recover from a fault applied at second `start`, healed at
+/// `heal`, whose window ends at `end` (exclusive: the next fault's start, or the run's
+/// end). `short` is the detection window, `settle` how long the SLI must stay within
+/// the objective to count as recovered. Seconds without events count as within.
+pub fn fault_effect(
     seconds: &[Counts],
     objective: f64,
+    start: usize,
     heal: usize,
+    end: usize,
+    short: u64,
     settle: usize,
-) -> Option<usize> {
+) -> FaultEffect {
+    let end = end.min(seconds.len());
+    let heal = heal.max(start);
+    let mut effect = FaultEffect {
+        breached: false,
+        time_to_detect_s: None,
+        time_to_recover_s: None,
+        recovery_window_s: end.saturating_sub(heal),
+    };
+    let short = usize::try_from(short).unwrap_or(usize::MAX).max(1);
+    let detected = (start..end).find(|&t| {
+        let from = start.max((t + 1).saturating_sub(short));
+        let mut c = Counts::default();
+        for s in &seconds[from..=t] {
+            c.add(*s);
+        }
+        c.ratio().is_some_and(|r| r < objective)
+    });
+    let Some(detected) = detected else {
+        return effect;
+    };
+    effect.breached = true;
+    effect.time_to_detect_s = Some(detected - start);
     let ok = |t: usize| seconds[t].ratio().is_none_or(|r| r >= objective);
-    (heal..seconds.len())
-        .find(|t| t + settle <= seconds.len() && (*t..t + settle).all(ok))
-        .map(|t| t - heal)
+    let settle = settle.max(1);
+    effect.time_to_recover_s = (heal.max(detected)..end)
+        .find(|&t| t + settle <= end && (t..t + settle).all(ok))
+        .map(|t| t - heal);
+    effect
 }
 
 #[cfg(test)]
@@ -485,16 +527,19 @@ mod tests {
         let phases = vec![
             Phase {
                 name: "baseline".into(),
+                kind: PhaseKind::Baseline,
                 start_s: 0,
                 end_s: 10,
             },
             Phase {
                 name: "fault".into(),
+                kind: PhaseKind::Fault,
                 start_s: 10,
                 end_s: 20,
             },
             Phase {
                 name: "recovery".into(),
+                kind: PhaseKind::Recovery,
                 start_s: 20,
                 end_s: 32,
             },
@@ -516,18 +561,81 @@ mod tests {
             !e.phases[2].met,
             "the recovery phase holds the two bad seconds"
         );
-        assert_eq!(time_to_detect(&s, 0.99, 10, 1), Some(0));
+        let effect = |start, heal, end, short, settle| {
+            let e = fault_effect(&s, 0.99, start, heal, end, short, settle);
+            (e.breached, e.time_to_detect_s, e.time_to_recover_s)
+        };
+        assert_eq!(effect(10, 20, 32, 1, 5), (true, Some(0), Some(2)));
         assert_eq!(
-            time_to_detect(&s, 0.99, 10, 5),
-            Some(0),
+            effect(10, 20, 32, 5, 5),
+            (true, Some(0), Some(2)),
             "any bad second breaks a window of good ones"
         );
-        assert_eq!(time_to_detect(&s[..10], 0.99, 0, 1), None);
-        assert_eq!(time_to_recover(&s, 0.99, 20, 5), Some(2));
         assert_eq!(
-            time_to_recover(&s[..23], 0.99, 20, 5),
-            None,
-            "not settled before the end"
+            effect(0, 5, 10, 1, 3),
+            (false, None, None),
+            "never broken within its window: nothing to detect or recover"
+        );
+        assert_eq!(
+            effect(10, 20, 23, 1, 5),
+            (true, Some(0), None),
+            "not settled before the window ends"
+        );
+        assert_eq!(
+            fault_effect(&s, 0.99, 10, 20, 23, 1, 5).recovery_window_s,
+            3
+        );
+    }
+
+    #[test]
+    fn a_fault_is_judged_only_within_its_window() {
+        let good = Counts {
+            good: 100,
+            total: 100,
+        };
+        let bad = Counts {
+            good: 50,
+            total: 100,
+        };
+        // A fault at 10 s healed at 15 s that does no harm, then another at 20 s that
+        // does (bad from 22 to 25 s), in a run of 40 s.
+        let mut s = vec![good; 40];
+        for x in &mut s[22..25] {
+            *x = bad;
+        }
+        // The first fault's window ends where the second starts: it broke nothing,
+        // whatever came later (this used to read "detect 12 s / recover 10 s").
+        let first = fault_effect(&s, 0.99, 10, 15, 20, 5, 3);
+        assert!(!first.breached);
+        assert_eq!(
+            (first.time_to_detect_s, first.time_to_recover_s),
+            (None, None)
+        );
+        let second = fault_effect(&s, 0.99, 20, 26, 40, 5, 3);
+        assert_eq!(
+            (
+                second.breached,
+                second.time_to_detect_s,
+                second.time_to_recover_s
+            ),
+            (true, Some(2), Some(0))
+        );
+        // The short window counts only the fault's own seconds: damage just before the
+        // fault (a previous fault's) is not detected at its first second.
+        let mut s = vec![good; 30];
+        s[9] = bad;
+        let e = fault_effect(&s, 0.99, 10, 15, 30, 5, 3);
+        assert!(!e.breached, "{e:?}");
+        // Recovery is looked for after the breach: a breach after the heal is not
+        // "recovered" before it happened.
+        let mut s = vec![good; 30];
+        for x in &mut s[18..21] {
+            *x = bad;
+        }
+        let e = fault_effect(&s, 0.99, 10, 12, 30, 1, 3);
+        assert_eq!(
+            (e.time_to_detect_s, e.time_to_recover_s),
+            (Some(8), Some(9))
         );
     }
 
