@@ -316,6 +316,17 @@ fn the_gameday_runs_from_any_directory_and_reads_its_topology_beside_it() {
     assert_eq!(report.slos.len(), 2);
     assert_eq!(report.faults.len(), 2);
     assert!(report.load.requests > 0);
+    // Its generic checks ran before the load and after the drain, and passed.
+    let checks: Vec<(&str, bool)> = report
+        .checks
+        .iter()
+        .map(|c| (c.name.as_str(), c.passed))
+        .collect();
+    for name in ["a visit is counted", "redis answers PING"] {
+        let runs: Vec<_> = checks.iter().filter(|(n, _)| n.contains(name)).collect();
+        assert_eq!(runs.len(), 2, "{name} before and after: {checks:?}");
+        assert!(runs.iter().all(|(_, passed)| *passed), "{checks:?}");
+    }
 }
 
 /// `faultline up` on a topology written into `dir`: its exit code and stderr, for
