@@ -2,6 +2,7 @@
 
 mod faults;
 mod hardening;
+mod process_tree;
 mod prometheus;
 mod run;
 mod shop_data;

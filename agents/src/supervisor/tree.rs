@@ -114,7 +114,11 @@ impl Trees {
             }
         });
         Tree {
-            kind: if dir.is_some() { self.kind } else { Kind::Group },
+            kind: if dir.is_some() {
+                self.kind
+            } else {
+                Kind::Group
+            },
             dir,
         }
     }
@@ -286,8 +290,9 @@ fn set_frozen(dir: &Path, kind: Kind, frozen: bool) -> io::Result<()> {
 
 fn is_frozen(dir: &Path, kind: Kind) -> bool {
     match kind {
-        Kind::FreezerV1 => std::fs::read_to_string(dir.join("freezer.state"))
-            .is_ok_and(|s| s.trim() == "FROZEN"),
+        Kind::FreezerV1 => {
+            std::fs::read_to_string(dir.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN")
+        }
         _ => std::fs::read_to_string(dir.join("cgroup.events"))
             .is_ok_and(|s| s.lines().any(|l| l == "frozen 1")),
     }
@@ -502,7 +507,8 @@ mod tests {
             Some(PathBuf::from("/sys/fs/cgroup/un ified"))
         );
         assert_eq!(
-            find_mount(info, |fs, o| fs == "cgroup" && o.split(',').any(|o| o == "freezer")),
+            find_mount(info, |fs, o| fs == "cgroup"
+                && o.split(',').any(|o| o == "freezer")),
             Some(PathBuf::from("/sys/fs/cgroup/freezer"))
         );
         assert_eq!(find_mount("", |_, _| true), None);
