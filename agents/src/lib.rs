@@ -16,6 +16,8 @@
 //!   [`http_server`]: the server under it, with its limits; [`json`]: strict request
 //!   bodies.
 //! - [`metrics`]: the agent's `/metrics`.
+//! - [`reaper`]: the process that kills what replicas left once their agent is gone,
+//!   however it died.
 //! - [`rundir`]: the run directory (logs, status file, journal) and where the latest is.
 //! - [`report`]: the ready line, the status table and the stop signals of the binaries.
 //! - [`diag`]: located errors in input files.
@@ -29,6 +31,7 @@ pub mod http_server;
 pub mod json;
 pub mod metrics;
 pub mod proxy;
+pub mod reaper;
 pub mod report;
 pub mod rundir;
 pub mod supervisor;

@@ -7,6 +7,8 @@ use clap::Parser;
 use faultline::exit::Exit;
 
 fn main() -> ExitCode {
+    // First: this process may be the reaper of an agent `up` or `run` embeds.
+    faultline_agent::reaper::run_if_reaper();
     let cli = faultline::Cli::parse();
     faultline::init_logging();
     match cli.run() {

@@ -4,6 +4,7 @@ mod checks;
 mod faults;
 mod hardening;
 mod own_system;
+mod process_tree;
 mod prometheus;
 mod run;
 mod shop_data;

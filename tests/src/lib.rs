@@ -504,9 +504,30 @@ pub fn alive(pid: u32) -> bool {
     !matches!(process_state(pid).as_deref(), Some("Z") | Some("X") | None)
 }
 
-/// Whether process `pid` is stopped (state T: SIGSTOP).
+/// Whether process `pid` is stopped: state T (SIGSTOP), or its cgroup2 is frozen (a
+/// frozen process shows as sleeping).
 pub fn stopped(pid: u32) -> bool {
-    process_state(pid).as_deref() == Some("T")
+    process_state(pid).as_deref() == Some("T") || cgroup_frozen(pid)
+}
+
+/// Whether the cgroup2 of process `pid` is frozen (`frozen 1` in its `cgroup.events`).
+pub fn cgroup_frozen(pid: u32) -> bool {
+    let Ok(own) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return false;
+    };
+    let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::")) else {
+        return false;
+    };
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let Some(mount) = mountinfo.lines().find_map(|l| {
+        let (before, after) = l.split_once(" - ")?;
+        (after.split_whitespace().next() == Some("cgroup2"))
+            .then(|| before.split_whitespace().nth(4).map(str::to_owned))?
+    }) else {
+        return false;
+    };
+    std::fs::read_to_string(format!("{mount}{path}/cgroup.events"))
+        .is_ok_and(|e| e.lines().any(|l| l == "frozen 1"))
 }
 
 /// The state letter of process `pid` from `/proc/PID/stat`, if it exists.

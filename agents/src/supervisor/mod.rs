@@ -5,12 +5,15 @@
 //!
 //! Each replica is driven by one task ([`replica`]) that alone owns its child process;
 //! everything else talks to it over a command channel and reads its status from a
-//! watch channel. No replica outlives the supervisor: see [`process`].
+//! watch channel. A replica is its whole process tree ([`tree`]: a cgroup where the
+//! kernel offers one), and no replica outlives the supervisor: see [`process`] and
+//! [`crate::reaper`].
 
 mod ports;
 pub mod probe;
 mod process;
 mod replica;
+pub(crate) mod tree;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -189,6 +192,8 @@ pub(crate) struct Shared {
     programs: Vec<PathBuf>,
     secrets: HashMap<String, String>,
     replicas: Vec<Replica>,
+    /// The replicas' process trees and the reaper.
+    trees: tree::Trees,
     /// Bumped on every status change, for the status file writer and waiters.
     changed: watch::Sender<u64>,
 }
@@ -365,7 +370,9 @@ impl Supervisor {
         } else {
             (Vec::new(), Vec::new())
         };
+        let trees = tree::Trees::open(&config.bin_path);
         let shared = Arc::new(Shared {
+            trees,
             topology,
             edges,
             config,
@@ -636,6 +643,7 @@ impl Supervisor {
         if let Some(w) = writer {
             let _ = w.await;
         }
+        self.shared.trees.close().await;
     }
 }
 

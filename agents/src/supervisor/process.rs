@@ -1,27 +1,32 @@
-//! Starting and signalling replica processes.
+//! Starting replica processes and reading their state from `/proc`.
 //!
-//! Every replica is the leader of its own process group, so a signal reaches anything it
-//! started too, and it is bound to the supervisor's life with `PR_SET_PDEATHSIG`: when
-//! the supervisor dies, even by SIGKILL, the kernel kills the replica. That signal
-//! follows the *thread* that forked the child, which is why replicas are only spawned
-//! from runtime worker threads, which live as long as the runtime.
+//! A replica's first process joins its tree (its cgroup, see [`super::tree`]) between
+//! fork and exec, so everything it forks is in the tree from the start. It also leads
+//! its own process group, and it is bound to the supervisor's life with
+//! `PR_SET_PDEATHSIG`: when the supervisor dies, even by SIGKILL, the kernel kills it
+//! (its descendants are the reaper's, [`crate::reaper`]). That signal follows the
+//! *thread* that forked the child, which is why replicas are only spawned from runtime
+//! worker threads, which live as long as the runtime.
 
 use std::io;
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::Stdio;
 
-use nix::errno::Errno;
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tokio::process::{Child, Command};
 
+use super::tree::JoinFile;
+
+/// Starts `program`; with `join`, the new process writes itself into that cgroup's
+/// `cgroup.procs` before exec.
 pub(crate) fn spawn(
     program: &Path,
     args: &[String],
     env: &[(String, String)],
     cwd: &Path,
     log: &Path,
+    join: Option<&JoinFile>,
 ) -> io::Result<Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -38,10 +43,18 @@ pub(crate) fn spawn(
         cmd.current_dir(cwd);
     }
     let parent = std::process::id() as libc::pid_t;
+    let join = join.map(JoinFile::fd);
     // SAFETY: the closure runs between fork and exec and calls only async-signal-safe
-    // functions (setpgid, prctl, getppid, _exit).
+    // functions (write, setpgid, prctl, getppid, _exit). The file descriptor stays open
+    // in the parent until `spawn` returns.
     unsafe {
         cmd.as_std_mut().pre_exec(move || {
+            // "0" is the writing process itself.
+            if let Some(fd) = join
+                && libc::write(fd, b"0".as_ptr().cast(), 1) != 1
+            {
+                return Err(io::Error::last_os_error());
+            }
             if libc::setpgid(0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -57,15 +70,6 @@ pub(crate) fn spawn(
         });
     }
     cmd.spawn()
-}
-
-/// Sends `signal` to the process group led by `pid`. A group that is already gone is
-/// not an error.
-pub(crate) fn signal_group(pid: u32, signal: Signal) -> io::Result<()> {
-    match killpg(Pid::from_raw(pid as i32), signal) {
-        Ok(()) | Err(Errno::ESRCH) => Ok(()),
-        Err(e) => Err(io::Error::from(e)),
-    }
 }
 
 /// A readable account of how a process ended.
@@ -105,42 +109,16 @@ pub(crate) async fn wait_stopped(pid: u32, timeout: std::time::Duration) -> bool
     }
 }
 
-/// True when process `pid`, or a process of the group it leads (a wrapper script's
-/// child), holds the socket listening on TCP `port` (IPv4 or IPv6).
+/// True when one of `pids` (a replica's tree: a wrapper script's child counts) holds
+/// the socket listening on TCP `port` (IPv4 or IPv6).
 ///
 /// A health probe alone cannot tell *which* process answered: when a port picked for a
 /// new replica is taken by another program in the meantime, the probe reaches that
 /// program and would declare a replica healthy that never bound its port. Checking the
 /// listener's owner in `/proc` closes that gap for any program, without its help.
-pub(crate) fn owns_listener(pid: u32, port: u16) -> bool {
+pub(crate) fn owns_listener(pids: &[u32], port: u16) -> bool {
     let inodes = listening_inodes(port);
-    if inodes.is_empty() {
-        return false;
-    }
-    holds_socket(pid, &inodes)
-        || group_members(pid)
-            .into_iter()
-            .any(|p| p != pid && holds_socket(p, &inodes))
-}
-
-/// Processes whose process group is `pgid`.
-fn group_members(pgid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
-                // pid (comm) state ppid pgrp ...: fields after the command name.
-                stat.rsplit(')')
-                    .next()
-                    .and_then(|rest| rest.split_whitespace().nth(2))
-                    == Some(&pgid.to_string())
-            })
-        })
-        .collect()
+    !inodes.is_empty() && pids.iter().any(|p| holds_socket(*p, &inodes))
 }
 
 fn holds_socket(pid: u32, inodes: &[u64]) -> bool {
@@ -193,10 +171,10 @@ mod tests {
     fn finds_the_owner_of_a_listener() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        assert!(owns_listener(std::process::id(), port));
+        assert!(owns_listener(&[std::process::id()], port));
         // pid 1 does not hold our socket.
-        assert!(!owns_listener(1, port));
+        assert!(!owns_listener(&[1], port));
         drop(l);
-        assert!(!owns_listener(std::process::id(), port));
+        assert!(!owns_listener(&[std::process::id()], port));
     }
 }

@@ -16,7 +16,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::process::{describe_exit, owns_listener, signal_group, spawn, wait_stopped};
+use super::process::{describe_exit, owns_listener, spawn};
+use super::tree::Tree;
 use super::{Action, Command, ControlError, ReplicaState, ReplicaStatus, Shared, ports};
 
 /// A replica that stayed up this long is considered stable: its next crash restarts
@@ -29,8 +30,13 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 const UNHEALTHY_AFTER: u32 = 2;
 
 enum Ended {
-    /// The process exited; start another unless held.
-    Exited { uptime: Duration, restart_now: bool },
+    /// The process exited; start another unless held. `expected`: because it was
+    /// told to (a kill, terminate or restart), not a crash.
+    Exited {
+        uptime: Duration,
+        restart_now: bool,
+        expected: bool,
+    },
     /// The supervisor is stopping.
     Stop,
 }
@@ -64,6 +70,8 @@ pub(crate) struct Runner {
     crashes: u32,
     ever_ready: bool,
     starts: u32,
+    /// Every process of the replica, however it forked.
+    tree: Tree,
 }
 
 type Probing = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
@@ -75,7 +83,9 @@ impl Runner {
         commands: mpsc::Receiver<Command>,
         cancel: CancellationToken,
     ) -> Self {
+        let tree = shared.trees.tree(&shared.replicas[idx].name);
         Self {
+            tree,
             shared,
             idx,
             commands,
@@ -125,6 +135,7 @@ impl Runner {
                     Ended::Exited {
                         uptime: Duration::ZERO,
                         restart_now: false,
+                        expected: false,
                     }
                 }
             };
@@ -134,7 +145,9 @@ impl Runner {
                     restart_now: true, ..
                 } => {}
                 Ended::Exited { .. } if self.held() => {}
-                Ended::Exited { uptime, .. } => {
+                Ended::Exited {
+                    uptime, expected, ..
+                } => {
                     if !self.ever_ready && self.shared.replicas[self.idx].auto_port {
                         // The likeliest reason a new replica dies before its first
                         // healthy answer is that its port was taken in the meantime.
@@ -145,11 +158,16 @@ impl Runner {
                     }
                     let delay = self.backoff();
                     self.crashes += 1;
-                    tracing::warn!(
-                        replica = self.name(),
-                        delay_ms = delay.as_millis() as u64,
-                        "restarting replica after backoff"
-                    );
+                    let delay_ms = delay.as_millis() as u64;
+                    if expected {
+                        tracing::info!(replica = self.name(), delay_ms, "restarting replica");
+                    } else {
+                        tracing::warn!(
+                            replica = self.name(),
+                            delay_ms,
+                            "restarting replica after backoff"
+                        );
+                    }
                     self.update(|s| {
                         s.state = ReplicaState::Backoff;
                         s.pid = None;
@@ -214,7 +232,14 @@ impl Runner {
                 args.join(" ")
             );
         }
-        let child = spawn(program, &args, &env, &cwd, &log)?;
+        // A frozen cgroup would stop the new process before it gets to exec.
+        self.tree.prepare()?;
+        let join = self.tree.join_file()?;
+        let child = spawn(program, &args, &env, &cwd, &log, join.as_ref())?;
+        drop(join);
+        if let Some(pid) = child.id() {
+            self.shared.trees.record_group(pid, true);
+        }
         if self.starts > 0 {
             self.update(|s| s.restarts += 1);
         }
@@ -236,6 +261,8 @@ impl Runner {
             addr: self.status().addr,
             ready: false,
             paused: false,
+            expected_exit: false,
+            kill_at: None,
             failures: 0,
             next_probe: Instant::now(),
             probe: None,
@@ -253,13 +280,21 @@ impl Runner {
                 biased;
                 _ = self.cancel.cancelled() => {
                     // Dropping the supervisor: no grace period.
-                    let _ = signal_group(pid, Signal::SIGKILL);
+                    let _ = self.tree.kill(pid).await;
                     let _ = child.wait().await;
                     return Ended::Stop;
                 }
                 status = child.wait() => {
-                    self.exited(pid, status.ok());
-                    return Ended::Exited { uptime: live.started.elapsed(), restart_now: false };
+                    let expected = live.expected_exit;
+                    self.exited(pid, status.ok(), expected).await;
+                    return Ended::Exited { uptime: live.started.elapsed(), restart_now: false, expected };
+                }
+                _ = tokio::time::sleep_until(live.kill_at.unwrap_or_else(Instant::now)), if live.kill_at.is_some() => {
+                    // Terminated and the grace period is over: kill what is left.
+                    live.kill_at = None;
+                    if let Err(e) = self.tree.kill(pid).await {
+                        tracing::warn!(replica = self.name(), error = %e, "cannot kill the replica");
+                    }
                 }
                 cmd = self.commands.recv() => {
                     if let Some(ended) = self.command(cmd, &mut child, &mut live).await {
@@ -269,11 +304,12 @@ impl Runner {
                 _ = tokio::time::sleep_until(live.next_probe), if live.probe.is_none() && !live.paused => {
                     let (health, addr) = (health.clone(), live.addr);
                     let check_owner = !live.ready && health.reaches_the_address();
+                    let pids = if check_owner { self.tree.pids(pid) } else { Vec::new() };
                     live.probe = Some(Box::pin(async move {
                         health.check(addr, PROBE_TIMEOUT).await?;
                         // Until the first healthy answer, make sure it came from this
                         // replica and not from whatever else holds the port.
-                        if check_owner && !owns_listener(pid, addr.port()) {
+                        if check_owner && !owns_listener(&pids, addr.port()) {
                             return Err(format!(
                                 "{addr} answers, but not from this replica's processes (another program holds the port)"
                             ));
@@ -310,15 +346,21 @@ impl Runner {
             }
         };
         let result = match action {
-            Action::Kill | Action::Terminate => {
+            Action::Kill => {
                 self.holds.extend(by);
-                let sig = if action == Action::Kill {
-                    Signal::SIGKILL
-                } else {
-                    Signal::SIGTERM
-                };
+                live.expected_exit = true;
+                let killed = self.tree.kill(pid).await;
+                // A new process must not start frozen.
+                killed.and_then(|()| self.tree.thaw(pid))
+            }
+            Action::Terminate => {
+                self.holds.extend(by);
+                live.expected_exit = true;
+                live.kill_at = Some(Instant::now() + self.shared.config.stop_timeout);
                 // A paused process must run again to act on SIGTERM.
-                signal_group(pid, sig).and_then(|()| signal_group(pid, Signal::SIGCONT))
+                self.tree
+                    .signal(pid, Signal::SIGTERM)
+                    .and_then(|()| self.tree.thaw(pid))
             }
             Action::Pause => {
                 self.pauses.extend(by);
@@ -333,7 +375,7 @@ impl Runner {
                     self.pauses.remove(by);
                 }
                 if live.paused && self.pauses.is_empty() {
-                    signal_group(pid, Signal::SIGCONT).map(|()| {
+                    self.tree.thaw(pid).map(|()| {
                         live.paused = false;
                         live.next_probe = Instant::now();
                         self.set_state(if live.ready {
@@ -352,6 +394,7 @@ impl Runner {
                 return Some(Ended::Exited {
                     uptime: live.started.elapsed(),
                     restart_now: true,
+                    expected: true,
                 });
             }
         };
@@ -360,10 +403,9 @@ impl Runner {
         None
     }
 
-    /// SIGSTOP to the process group, waiting until it has stopped.
+    /// Freezes every process of the replica, waiting until they have stopped.
     async fn stop_process(&self, live: &mut Live) -> std::io::Result<()> {
-        signal_group(live.pid, Signal::SIGSTOP)?;
-        wait_stopped(live.pid, Duration::from_secs(1)).await;
+        self.tree.freeze(live.pid).await?;
         live.paused = true;
         live.probe = None;
         self.set_state(ReplicaState::Paused);
@@ -406,14 +448,18 @@ impl Runner {
             };
     }
 
-    fn exited(&self, pid: u32, status: Option<ExitStatus>) {
-        // Whatever the replica started in its group goes with it.
-        let _ = signal_group(pid, Signal::SIGKILL);
+    /// The replica's first process ended; `expected` when it was told to.
+    async fn exited(&self, pid: u32, status: Option<ExitStatus>, expected: bool) {
+        // Whatever the replica started goes with it, before anything starts again.
+        if let Err(e) = self.tree.kill(pid).await {
+            tracing::warn!(replica = self.name(), error = %e, "cannot kill what the replica left");
+        }
+        self.shared.trees.record_group(pid, false);
         let how = status
             .as_ref()
             .map_or_else(|| "ended".to_owned(), describe_exit);
-        if self.cancel.is_cancelled() {
-            // Stopped with the supervisor: expected, not worth a warning.
+        if expected || self.cancel.is_cancelled() {
+            // Stopped on purpose: not worth a warning.
             tracing::info!(replica = self.name(), pid, exit = %how, "replica stopped");
         } else {
             tracing::warn!(replica = self.name(), pid, exit = %how, "replica exited");
@@ -424,20 +470,20 @@ impl Runner {
         });
     }
 
-    /// SIGTERM, then SIGKILL after the stop timeout.
+    /// SIGTERM to every process of the replica, then SIGKILL after the stop timeout.
     async fn stop(&self, child: &mut Child, pid: u32) {
-        let _ = signal_group(pid, Signal::SIGTERM);
-        let _ = signal_group(pid, Signal::SIGCONT);
+        let _ = self.tree.signal(pid, Signal::SIGTERM);
+        let _ = self.tree.thaw(pid);
         let status = match tokio::time::timeout(self.shared.config.stop_timeout, child.wait()).await
         {
             Ok(s) => s.ok(),
             Err(_) => {
                 tracing::warn!(replica = self.name(), "replica ignored SIGTERM; killing it");
-                let _ = signal_group(pid, Signal::SIGKILL);
+                let _ = self.tree.kill(pid).await;
                 child.wait().await.ok()
             }
         };
-        self.exited(pid, status);
+        self.exited(pid, status, true).await;
     }
 
     /// Carries out a command while no process runs (held down or between restarts):
@@ -546,6 +592,10 @@ struct Live {
     addr: SocketAddr,
     ready: bool,
     paused: bool,
+    /// Killed or terminated on purpose: its exit is no crash.
+    expected_exit: bool,
+    /// Terminated: when what is left of the tree gets SIGKILL.
+    kill_at: Option<Instant>,
     failures: u32,
     next_probe: Instant,
     probe: Option<Probing>,
