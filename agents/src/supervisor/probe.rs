@@ -90,6 +90,27 @@ pub(crate) async fn http(addr: SocketAddr, path: &str, timeout: Duration) -> Res
         .unwrap_or_else(|_| Err(format!("GET {path}: no answer within {timeout:?}")))
 }
 
+/// Reads a child's stream to its end (so the child never blocks on a full pipe),
+/// keeping its last 4 KiB.
+async fn read(stream: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
+    const KEEP: usize = 4096;
+    let mut kept = Vec::new();
+    let Some(mut s) = stream else {
+        return kept;
+    };
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > KEEP {
+            kept.drain(..kept.len() - KEEP);
+        }
+    }
+    kept
+}
+
 /// Ok when the command exits 0 within `timeout`; it runs in a process group of its own,
 /// killed whole when it takes too long.
 async fn exec(
@@ -111,30 +132,23 @@ async fn exec(
         cmd.current_dir(cwd);
     }
     let mut child = cmd.spawn().map_err(|e| format!("`{shown}`: {e}"))?;
-    let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+    let group = child.id().map(|id| nix::unistd::Pid::from_raw(id as i32));
+    let (out, err) = (child.stdout.take(), child.stderr.take());
+    // Both streams are read at once, so a program that fills one pipe while the other
+    // stays open cannot block; at most 4 KiB of each is kept, enough for a message.
     let run = async {
-        // At most 4 KiB of what it says is kept: enough for a message.
-        let mut buf = Vec::new();
-        if let Some(o) = out.as_mut() {
-            let _ = o.take(4096).read_to_end(&mut buf).await;
-        }
-        if let Some(e) = err.as_mut() {
-            let _ = e.take(4096).read_to_end(&mut buf).await;
-        }
-        (child.wait().await, buf)
+        let (o, e, status) = tokio::join!(read(out), read(err), child.wait());
+        (status, [o, e].concat())
     };
-    let (status, text) = match tokio::time::timeout(timeout, run).await {
-        Ok((status, buf)) => (status.map_err(|e| format!("`{shown}`: {e}"))?, buf),
-        Err(_) => {
-            if let Some(pid) = child.id() {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            return Err(format!("`{shown}` did not exit within {timeout:?}"));
-        }
+    let ran = tokio::time::timeout(timeout, run).await;
+    // Whatever it left in its group goes with it, after an exit and on a timeout alike.
+    if let Some(g) = group {
+        let _ = nix::sys::signal::killpg(g, nix::sys::signal::Signal::SIGKILL);
+    }
+    let Ok((status, text)) = ran else {
+        return Err(format!("`{shown}` did not exit within {timeout:?}"));
     };
+    let status = status.map_err(|e| format!("`{shown}`: {e}"))?;
     if status.success() {
         return Ok(());
     }
@@ -197,6 +211,32 @@ mod tests {
         assert!(
             e.contains("connection refused") || e.contains("Connection refused"),
             "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_exec_probe_that_says_much_on_stderr_still_passes_in_time() {
+        // 256 KiB on stderr, more than a pipe holds, while stdout stays open: read one
+        // stream after the other, the probe would wait out its timeout.
+        let argv: Vec<String> = ["sh", "-c", "head -c 262144 /dev/zero >&2; exit 0"]
+            .map(String::from)
+            .to_vec();
+        let r = exec(&argv, &[], std::path::Path::new(""), Duration::from_secs(5)).await;
+        assert_eq!(r, Ok(()), "not a timeout");
+        let failing: Vec<String> = ["sh", "-c", "echo first; echo last >&2; exit 3"]
+            .map(String::from)
+            .to_vec();
+        let e = exec(
+            &failing,
+            &[],
+            std::path::Path::new(""),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "`sh -c echo first; echo last >&2; exit 3` exited with code 3: last"
         );
     }
 }
