@@ -14,23 +14,10 @@ use faultline_agent::faults::{Directions, FaultRequest, FaultSpec};
 use faultline_agent::supervisor::ReplicaState;
 use faultline_tests::invariants::settle;
 use faultline_tests::metrics::sum;
-use faultline_tests::{Shop, Up, bin, one_cache_topology, start_agent, wait_until};
+use faultline_tests::{Shop, Up, bin, cli, one_cache_topology, start_agent, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::json;
-
-fn cli(agent: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin("faultline"))
-        .args(args)
-        .args(["--agent", agent])
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-    )
-}
 
 fn status_json(agent: &str) -> serde_json::Value {
     let (code, out, err) = cli(agent, &["status", "--json"]);

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use faultline_tests::{Up, alive, bin, example, process_tree, wait_until};
+use faultline_tests::{Up, alive, bin, cli, example, process_tree, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -41,19 +41,6 @@ fn request(base: &str, method: &str, path: &str, timeout: Duration) -> (u16, Str
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body, started.elapsed())
-}
-
-fn cli(agent: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin("faultline"))
-        .args(args)
-        .args(["--agent", agent])
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-    )
 }
 
 /// Applies a fault through `faultline fault`, returning its id.

@@ -455,6 +455,20 @@ pub fn one_cache_topology(dir: &Path) -> PathBuf {
     file
 }
 
+/// Runs `faultline ARGS --agent AGENT`: its exit code, stdout and stderr (trimmed).
+pub fn cli(agent: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin("faultline"))
+        .args(args)
+        .args(["--agent", agent])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    )
+}
+
 /// The workspace's copy of the example in `examples/NAME`.
 pub fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
