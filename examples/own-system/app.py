@@ -23,6 +23,18 @@ class Redis:
         self.local = threading.local()
 
     def command(self, *words):
+        reused = getattr(self.local, "conn", None) is not None
+        try:
+            return self.once(words)
+        except (ConnectionResetError, BrokenPipeError, EOFError):
+            # A kept connection can have died while idle (a network fault reset it):
+            # like pooled clients do, try once more on a new one. A new connection that
+            # fails is the answer.
+            if not reused:
+                raise
+            return self.once(words)
+
+    def once(self, words):
         conn = getattr(self.local, "conn", None)
         try:
             if conn is None:
@@ -35,7 +47,7 @@ class Redis:
                 out += b"$%d\r\n%s\r\n" % (len(w), w)
             conn.sendall(out)
             return self.reply(self.local.file)
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError):
             self.local.conn = None
             if conn is not None:
                 conn.close()
@@ -45,7 +57,7 @@ class Redis:
     def reply(f):
         line = f.readline()
         if not line:
-            raise ValueError("redis closed the connection")
+            raise EOFError("redis closed the connection")
         kind, rest = line[:1], line[1:].strip()
         if kind in (b"+", b":"):
             return rest.decode()
@@ -74,7 +86,7 @@ def handler(redis, name):
             try:
                 key = "visits:" + page
                 count = redis.command("INCR", key) if write else redis.command("GET", key)
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, EOFError) as e:
                 return self.answer(503, {"error": "redis: %s" % e, "backend": name})
             self.answer(200, {"page": page, "visits": int(count or 0), "backend": name})
 

@@ -9,6 +9,7 @@
 //! kernel offers one), and no replica outlives the supervisor: see [`process`] and
 //! [`crate::reaper`].
 
+pub mod command;
 mod ports;
 pub mod probe;
 mod process;

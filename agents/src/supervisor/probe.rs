@@ -4,15 +4,15 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpStream;
+
+use super::command::{Bounded, Outcome, describe_exit};
 
 /// What one probe runs, rendered for one replica.
 #[derive(Debug, Clone)]
@@ -90,71 +90,30 @@ pub(crate) async fn http(addr: SocketAddr, path: &str, timeout: Duration) -> Res
         .unwrap_or_else(|_| Err(format!("GET {path}: no answer within {timeout:?}")))
 }
 
-/// Reads a child's stream to its end (so the child never blocks on a full pipe),
-/// keeping its last 4 KiB.
-async fn read(stream: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
-    const KEEP: usize = 4096;
-    let mut kept = Vec::new();
-    let Some(mut s) = stream else {
-        return kept;
-    };
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = s.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
-        kept.extend_from_slice(&buf[..n]);
-        if kept.len() > KEEP {
-            kept.drain(..kept.len() - KEEP);
-        }
-    }
-    kept
-}
-
-/// Ok when the command exits 0 within `timeout`; it runs in a process group of its own,
-/// killed whole when it takes too long.
+/// Ok when the command exits 0 within `timeout` (see [`super::command`]).
 async fn exec(
     argv: &[String],
     env: &[(String, String)],
     cwd: &std::path::Path,
     timeout: Duration,
 ) -> Result<(), String> {
-    let shown = argv.join(" ");
-    let mut cmd = tokio::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    if !cwd.as_os_str().is_empty() {
-        cmd.current_dir(cwd);
-    }
-    let mut child = cmd.spawn().map_err(|e| format!("`{shown}`: {e}"))?;
-    let group = child.id().map(|id| nix::unistd::Pid::from_raw(id as i32));
-    let (out, err) = (child.stdout.take(), child.stderr.take());
-    // Both streams are read at once, so a program that fills one pipe while the other
-    // stays open cannot block; at most 4 KiB of each is kept, enough for a message.
-    let run = async {
-        let (o, e, status) = tokio::join!(read(out), read(err), child.wait());
-        (status, [o, e].concat())
+    let run = Bounded {
+        argv,
+        env,
+        cwd,
+        timeout,
     };
-    let ran = tokio::time::timeout(timeout, run).await;
-    // Whatever it left in its group goes with it, after an exit and on a timeout alike.
-    if let Some(g) = group {
-        let _ = nix::sys::signal::killpg(g, nix::sys::signal::Signal::SIGKILL);
-    }
-    let Ok((status, text)) = ran else {
-        return Err(format!("`{shown}` did not exit within {timeout:?}"));
+    let shown = run.shown();
+    let ran = run.run().await;
+    let status = match ran.outcome {
+        Outcome::Exited(status) if status.success() => return Ok(()),
+        Outcome::Exited(status) => status,
+        Outcome::TimedOut => return Err(format!("`{shown}` did not exit within {timeout:?}")),
+        Outcome::NotStarted(e) | Outcome::WaitFailed(e) => return Err(format!("`{shown}`: {e}")),
     };
-    let status = status.map_err(|e| format!("`{shown}`: {e}"))?;
-    if status.success() {
-        return Ok(());
-    }
-    let said = String::from_utf8_lossy(&text);
+    let said = String::from_utf8_lossy(&[ran.stdout, ran.stderr].concat()).into_owned();
     let said = said.trim();
-    let how = super::process::describe_exit(&status);
+    let how = describe_exit(&status);
     if said.is_empty() {
         Err(format!("`{shown}` {how}"))
     } else {

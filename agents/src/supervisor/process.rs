@@ -73,7 +73,7 @@ pub(crate) fn spawn(
 }
 
 /// A readable account of how a process ended.
-pub(crate) fn describe_exit(status: &std::process::ExitStatus) -> String {
+pub fn describe_exit(status: &std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     if let Some(code) = status.code() {
         format!("exited with code {code}")

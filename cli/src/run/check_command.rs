@@ -1,28 +1,14 @@
-//! One run of a `[[checks.command]]` check: the program without a shell, in a process
-//! group of its own, with the run's addresses in its environment. Past its timeout the
-//! whole group is killed and the check fails; when it exits, whatever it left running
-//! in its group is killed too, so no check outlives its run. The tails of its standard
-//! output and error are kept for the report.
+//! One run of a `[[checks.command]]` check, with the run's addresses in its
+//! environment: the agent's bounded runner (the one exec health probes use, see
+//! `faultline_agent::supervisor::command`) starts it in a process group of its own and
+//! kills the group past its timeout and after it exits, so no check outlives its run.
+//! Here its outcome becomes a verdict, and the tails of its output go to the report.
 
-use std::path::Path;
-use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
+use faultline_agent::supervisor::command::{Bounded, Outcome, describe_exit};
 
 use super::checks::{Attempt, Miss};
 use crate::experiment::CommandCheck;
 use crate::experiment::checks::command_line;
-
-/// How much of each output stream is kept: the end, where the reason usually is.
-pub const TAIL: usize = 4096;
-/// How long the output may still take once the program has ended (something outside
-/// its process group may hold the pipes).
-const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 
 /// What one run found.
 pub struct Ran {
@@ -34,123 +20,42 @@ pub struct Ran {
 /// Runs the check once.
 pub async fn run(c: &CommandCheck, env: &[(String, String)]) -> Ran {
     let expected = format!("exit status {}", c.exit);
-    let mut cmd = Command::new(program(&c.argv[0], &c.cwd));
-    cmd.args(&c.argv[1..])
-        .current_dir(&c.cwd)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            return Ran {
-                verdict: Err(Miss {
-                    expected,
-                    found: format!(
-                        "`{}` could not start in {}: {e}",
-                        command_line(&c.argv),
-                        c.cwd.display()
-                    ),
-                }),
-                stdout: None,
-                stderr: None,
-            };
-        }
-    };
-    let group = child.id().map(|id| Pid::from_raw(id as i32));
-    let (out_kept, err_kept) = (Kept::default(), Kept::default());
-    let out = tokio::spawn(tail(child.stdout.take(), out_kept.clone()));
-    let err = tokio::spawn(tail(child.stderr.take(), err_kept.clone()));
-    let waited = tokio::time::timeout(c.timeout, child.wait()).await;
-    // Whatever the program left in its group goes with it, on a timeout and after an
-    // exit alike (ESRCH: nothing was left).
-    if let Some(g) = group {
-        let _ = killpg(g, Signal::SIGKILL);
+    let ran = Bounded {
+        argv: &c.argv,
+        env,
+        cwd: &c.cwd,
+        timeout: c.timeout,
     }
-    let found = match waited {
-        Ok(Ok(status)) => Ok(status),
-        Ok(Err(e)) => Err(format!("could not be waited for: {e}")),
-        Err(_) => {
-            let _ = child.wait().await;
-            Err(format!(
-                "still running after {} (its process group was killed)",
-                humantime::format_duration(c.timeout)
-            ))
+    .run()
+    .await;
+    let found = match ran.outcome {
+        Outcome::Exited(status) if status.code() == Some(c.exit) => {
+            Ok(format!("exit status {}", c.exit))
         }
-    };
-    let stdout = collect(out, out_kept).await;
-    let stderr = collect(err, err_kept).await;
-    let verdict = match found {
-        Ok(status) if status.code() == Some(c.exit) => Ok(format!("exit status {}", c.exit)),
-        Ok(status) => Err(Miss {
-            expected,
-            found: exited(status),
+        Outcome::Exited(status) => Err(match status.code() {
+            Some(code) => format!("exit status {code}"),
+            None => describe_exit(&status),
         }),
-        Err(found) => Err(Miss { expected, found }),
+        Outcome::NotStarted(e) => Err(format!(
+            "`{}` could not start in {}: {e}",
+            command_line(&c.argv),
+            c.cwd.display()
+        )),
+        Outcome::WaitFailed(e) => Err(format!("could not be waited for: {e}")),
+        Outcome::TimedOut => Err(format!(
+            "still running after {} (its process group was killed)",
+            humantime::format_duration(c.timeout)
+        )),
     };
     Ran {
-        verdict,
-        stdout,
-        stderr,
+        verdict: found.map_err(|found| Miss { expected, found }),
+        stdout: text(ran.stdout),
+        stderr: text(ran.stderr),
     }
 }
 
-/// The program to start: a relative path with a `/` (`./check.sh`) is relative to the
-/// check's working directory, a bare name is looked up in `PATH`.
-fn program(name: &str, cwd: &Path) -> std::path::PathBuf {
-    let p = Path::new(name);
-    if p.is_relative() && name.contains('/') {
-        cwd.join(p)
-    } else {
-        p.to_path_buf()
-    }
-}
-
-fn exited(status: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit status {code}"),
-        (None, Some(sig)) => match Signal::try_from(sig) {
-            Ok(s) => format!("killed by {s}"),
-            Err(_) => format!("killed by signal {sig}"),
-        },
-        (None, None) => status.to_string(),
-    }
-}
-
-/// The end of a stream as read so far.
-type Kept = Arc<Mutex<Vec<u8>>>;
-
-/// Reads a stream to its end into `kept`, keeping the last [`TAIL`] bytes.
-async fn tail(stream: Option<impl AsyncRead + Unpin>, kept: Kept) {
-    let Some(mut stream) = stream else {
-        return;
-    };
-    let mut buf = vec![0u8; 8192];
-    while let Ok(n) = stream.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
-        let mut k = kept.lock().expect("not poisoned");
-        k.extend_from_slice(&buf[..n]);
-        if k.len() > TAIL {
-            let cut = k.len() - TAIL;
-            k.drain(..cut);
-        }
-    }
-}
-
-/// The tail a reader kept, as text (`None` when empty). A stream still held open by a
-/// process outside the group is given up after [`OUTPUT_GRACE`], with what it gave.
-async fn collect(task: tokio::task::JoinHandle<()>, kept: Kept) -> Option<String> {
-    let abort = task.abort_handle();
-    if tokio::time::timeout(OUTPUT_GRACE, task).await.is_err() {
-        abort.abort();
-    }
-    let bytes = std::mem::take(&mut *kept.lock().expect("not poisoned"));
+/// A kept tail as text (`None` when empty).
+fn text(bytes: Vec<u8>) -> Option<String> {
     let text = String::from_utf8_lossy(&bytes).into_owned();
     (!text.trim().is_empty()).then_some(text)
 }
@@ -159,6 +64,8 @@ async fn collect(task: tokio::task::JoinHandle<()>, kept: Kept) -> Option<String
 mod tests {
     use super::*;
     use crate::experiment::When;
+    use faultline_agent::supervisor::command::TAIL;
+    use std::time::Duration;
 
     fn check(script: &str, timeout: Duration) -> CommandCheck {
         CommandCheck {
@@ -172,19 +79,8 @@ mod tests {
         }
     }
 
-    fn alive(pid: i32) -> bool {
-        // A zombie is dead: only a process that still runs counts.
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-    }
-
     #[tokio::test]
-    async fn a_command_past_its_timeout_is_killed_with_everything_it_started() {
+    async fn a_command_past_its_timeout_fails_the_check() {
         let c = check("sleep 60 & echo $!; sleep 60", Duration::from_millis(500));
         let start = std::time::Instant::now();
         let ran = run(&c, &[]).await;
@@ -200,12 +96,7 @@ mod tests {
             "{}",
             miss.found
         );
-        let pid: i32 = ran.stdout.unwrap().trim().parse().unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while alive(pid) && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(!alive(pid), "the background sleep {pid} outlived its check");
+        // That its background sleep went with it is the runner's own test.
     }
 
     #[tokio::test]
