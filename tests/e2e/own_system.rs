@@ -187,6 +187,36 @@ fn every_fault_that_applies_shows_through_nginx() {
     assert!(took >= Duration::from_millis(300), "http-delay {took:?}");
     heal(&agent, &id);
 
+    // bandwidth on the backends' answers: about 250 bytes at 200 bytes a second.
+    let id = fault(&agent, &["bandwidth", "lb->app", "--rate", "200"]);
+    let took = post(200);
+    assert!(took >= Duration::from_millis(500), "bandwidth {took:?}");
+    heal(&agent, &id);
+    let took = post(200);
+    assert!(
+        took < Duration::from_millis(500),
+        "healed bandwidth {took:?}"
+    );
+
+    // slicer: the answers come in 8-byte pieces 20 ms apart, and still whole.
+    let id = fault(
+        &agent,
+        &[
+            "slicer",
+            "lb->app",
+            "--average-size",
+            "8",
+            "--delay",
+            "20ms",
+        ],
+    );
+    let took = post(200);
+    assert!(took >= Duration::from_millis(300), "slicer {took:?}");
+    heal(&agent, &id);
+
+    // (slow-close has nothing to show here: nginx keeps its connections to the
+    // backends, and the backends theirs to Redis, so no close is held back.)
+
     // limit-data: nginx gets a cut answer from every backend and says 502.
     let id = fault(&agent, &["limit-data", "lb->app", "--bytes", "20"]);
     let (status, body, _) = request(&lb, "GET", "/visits/home", T);
@@ -223,6 +253,15 @@ fn every_fault_that_applies_shows_through_nginx() {
         r["state"] == "healthy" && r["pid"].as_u64() != Some(pid)
     }));
     assert!(wait_until(T, || request(&lb, "POST", "/visits/home", T).0 == 200));
+
+    // pause of nginx: master and workers stop together, so nobody answers; resumed,
+    // they answer again.
+    let id = fault(&agent, &["pause", "lb-1"]);
+    assert!(wait_until(T, || replica(&agent, "lb-1")["state"] == "paused"));
+    let (status, _, took) = request(&lb, "GET", "/visits/home", Duration::from_secs(1));
+    assert_eq!(status, 0, "a paused nginx answered after {took:?}");
+    heal(&agent, &id);
+    assert!(wait_until(T, || request(&lb, "GET", "/visits/home", T).0 == 200));
 
     // terminate of nginx: its whole tree goes, the supervisor starts a new one.
     let lb_pid = replica(&agent, "lb-1")["pid"].as_u64().unwrap() as u32;

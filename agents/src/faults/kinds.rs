@@ -286,7 +286,7 @@ pub const KINDS: &[Kind] = &[
     },
     Kind {
         name: "bandwidth",
-        help: "limit the data rate",
+        help: "limit the data rate (sent a tenth of a second's worth at a time)",
         targets: EDGE,
         lasts: Lasts::UntilHealed,
         params: &[

@@ -346,13 +346,18 @@ impl Pump<'_> {
             {
                 tokio::time::sleep(*delay).await;
             }
-            write_all(self.writer, piece).await?;
-            self.passed += piece.len() as u64;
-            self.edge
-                .stats
-                .bytes(dir)
-                .fetch_add(piece.len() as u64, Ordering::Relaxed);
-            self.throttle(piece.len()).await;
+            let mut rest: &[u8] = piece;
+            while !rest.is_empty() {
+                let n = self.throttle(rest.len()).await;
+                let (now, next) = rest.split_at(n);
+                write_all(self.writer, now).await?;
+                self.passed += now.len() as u64;
+                self.edge
+                    .stats
+                    .bytes(dir)
+                    .fetch_add(now.len() as u64, Ordering::Relaxed);
+                rest = next;
+            }
         }
         Ok(end)
     }
@@ -378,9 +383,12 @@ impl Pump<'_> {
         (bytes, None)
     }
 
-    /// Waits out the time `n` bytes take at the narrowest bandwidth on the edge (two
-    /// limits on one edge: the narrower one holds).
-    async fn throttle(&mut self, n: usize) {
+    /// How many of the next `n` bytes may go now: all of them without a bandwidth
+    /// toxic. With one (two on one edge: the narrower holds), at most a tenth of a
+    /// second's worth, after waiting the time they take, as Toxiproxy paces: data never
+    /// runs ahead of the rate, and a small answer is as late as its size says. A toxic
+    /// healed during the wait releases it at once.
+    async fn throttle(&mut self, n: usize) -> usize {
         let slowest = self
             .active
             .list
@@ -390,15 +398,19 @@ impl Pump<'_> {
                 _ => None,
             })
             .min();
-        if let Some((rate, id)) = slowest {
-            let wait = Duration::from_secs_f64(n as f64 / rate.max(1) as f64);
-            let until = later(Instant::now(), wait);
-            let (dir, conn) = (self.dir, self.conn);
-            wait_toxic(&mut self.rx, &mut self.active, dir, conn, |a| {
-                a.list.iter().any(|t| t.id == id).then_some(until)
-            })
-            .await;
-        }
+        let Some((rate, id)) = slowest else {
+            return n;
+        };
+        let rate = rate.max(1);
+        let n = n.min(usize::try_from(rate / 10).unwrap_or(usize::MAX).max(1));
+        let wait = Duration::from_secs_f64(n as f64 / rate as f64);
+        let until = later(Instant::now(), wait);
+        let (dir, conn) = (self.dir, self.conn);
+        wait_toxic(&mut self.rx, &mut self.active, dir, conn, |a| {
+            a.list.iter().any(|t| t.id == id).then_some(until)
+        })
+        .await;
+        n
     }
 }
 

@@ -164,6 +164,33 @@ async fn bandwidth_holds_the_rate_within_ten_percent() {
     );
 }
 
+/// A small answer under a low rate arrives as late as its size says, a tenth of a
+/// second's worth at a time (Toxiproxy's pacing): the first bytes do not run ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bandwidth_paces_a_small_answer_from_its_first_byte() {
+    let p = proxy_to(source_server(200).await).await;
+    p.edge.add(&[toxic(
+        "bw",
+        Direction::Downstream,
+        ToxicKind::Bandwidth { rate: 400 },
+    )]);
+    let mut s = TcpStream::connect(p.edge.listen).await.unwrap();
+    let start = Instant::now();
+    let mut first = [0u8; 1];
+    s.read_exact(&mut first).await.unwrap();
+    let first_at = start.elapsed();
+    let mut got = vec![first[0]];
+    s.read_to_end(&mut got).await.unwrap();
+    let took = start.elapsed();
+    assert_eq!(got.len(), 200);
+    // 40 bytes (0.1 s at 400 B/s) before the first byte, 200 bytes in 0.5 s in all.
+    assert!(
+        first_at >= Duration::from_millis(90),
+        "first byte after {first_at:?}"
+    );
+    assert!(took >= Duration::from_millis(450), "all after {took:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blackhole_makes_a_client_with_a_timeout_time_out() {
     let p = proxy_to(echo_server().await).await;
