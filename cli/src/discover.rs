@@ -1,13 +1,18 @@
-//! Finding the agent a command talks to: `--agent URL`, else `$FAULTLINE_AGENT`, else
-//! the one the most recent `faultline up` on this machine recorded in its run directory.
+//! Finding the agent a command talks to: `--agent URL` (before or after the command's
+//! name), else `$FAULTLINE_AGENT`, else the one the most recent `faultline up` or
+//! `faultline run` on this machine recorded in its run directory. Where the address
+//! came from is kept, so that an agent that does not answer is named with its source.
 
-use faultline_agent::client::AgentClient;
+use faultline_agent::client::{AgentClient, ClientError};
 use faultline_agent::rundir::faultline_home;
 
-#[derive(clap::Args, Debug, Clone)]
+/// The environment variable that names the agent when `--agent` does not.
+pub const AGENT_ENV: &str = "FAULTLINE_AGENT";
+
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct AgentArgs {
-    /// The agent's URL (default: the most recent `faultline up` on this machine).
-    #[arg(long, value_name = "URL", env = "FAULTLINE_AGENT")]
+    /// `--agent`, a global option of [`crate::Cli`], filled in before the command runs.
+    #[arg(skip)]
     pub agent: Option<String>,
     /// Bearer token, for an agent listening beyond loopback.
     #[arg(
@@ -19,31 +24,78 @@ pub struct AgentArgs {
     pub agent_token: Option<String>,
 }
 
+/// Where a command's agent address came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Flag,
+    Env,
+    /// The run directory's record of the most recent `faultline up` or `run`.
+    Latest(std::path::PathBuf),
+}
+
+impl Source {
+    /// Why a command talked to an agent that did not answer, and what to do.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            Source::Flag => return None,
+            Source::Env => format!("the address came from ${AGENT_ENV}; unset it or pass --agent URL"),
+            Source::Latest(record) => format!(
+                "the address came from {}, which the most recent `faultline up` or `faultline run` on this machine wrote; that agent has likely stopped: pass --agent URL (the `ready:` line of `faultline up` prints it) or set ${AGENT_ENV}",
+                record.display()
+            ),
+        })
+    }
+}
+
 impl AgentArgs {
+    /// The agent's URL and where it came from.
+    pub fn locate(&self) -> anyhow::Result<(String, Source)> {
+        if let Some(u) = &self.agent {
+            return Ok((u.clone(), Source::Flag));
+        }
+        if let Some(u) = std::env::var(AGENT_ENV).ok().filter(|u| !u.is_empty()) {
+            return Ok((u, Source::Env));
+        }
+        let record = faultline_home().join("latest").join("agent.json");
+        let text = std::fs::read_to_string(&record).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => anyhow::anyhow!(
+                "no agent to talk to: {} does not exist; start `faultline up` first or pass --agent URL",
+                record.display()
+            ),
+            // A symlink loop, a permission, a directory: say which.
+            _ => anyhow::anyhow!(
+                "no agent to talk to: cannot read {}: {e}; pass --agent URL",
+                record.display()
+            ),
+        })?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{} is not valid: {e}", record.display()))?;
+        let url = v["url"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("{} has no url", record.display()))?
+            .to_owned();
+        Ok((url, Source::Latest(record)))
+    }
+
     pub fn client(&self) -> anyhow::Result<AgentClient> {
-        let url = match &self.agent {
-            Some(u) => u.clone(),
-            None => {
-                let record = faultline_home().join("latest").join("agent.json");
-                let text = std::fs::read_to_string(&record).map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => anyhow::anyhow!(
-                        "no agent to talk to: {} does not exist; start `faultline up` first or pass --agent URL",
-                        record.display()
-                    ),
-                    // A symlink loop, a permission, a directory: say which.
-                    _ => anyhow::anyhow!(
-                        "no agent to talk to: cannot read {}: {e}; pass --agent URL",
-                        record.display()
-                    ),
-                })?;
-                let v: serde_json::Value = serde_json::from_str(&text)
-                    .map_err(|e| anyhow::anyhow!("{} is not valid: {e}", record.display()))?;
-                v["url"]
-                    .as_str()
-                    .ok_or_else(|| anyhow::anyhow!("{} has no url", record.display()))?
-                    .to_owned()
-            }
-        };
+        let (url, _) = self.locate()?;
         Ok(AgentClient::new(&url, self.agent_token.clone()))
+    }
+
+    /// `e` with where the agent's address came from, when the agent did not answer.
+    pub fn explain(&self, e: anyhow::Error) -> anyhow::Error {
+        let unreachable = e.chain().any(|c| {
+            matches!(
+                c.downcast_ref::<ClientError>(),
+                Some(ClientError::Unreachable { .. })
+            )
+        });
+        match self.locate() {
+            Ok((_, source)) if unreachable => match source.hint() {
+                Some(hint) => anyhow::anyhow!("{e:#}\nhint: {hint}"),
+                None => e,
+            },
+            _ => e,
+        }
     }
 }

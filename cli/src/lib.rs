@@ -41,6 +41,11 @@ use crate::exit::Exit;
 #[derive(Parser)]
 #[command(name = "faultline", version, propagate_version = true)]
 pub struct Cli {
+    /// The agent's URL, for fault, heal, status, tui, run and demo; before or after the
+    /// command's name [default: $FAULTLINE_AGENT, else the agent of the most recent
+    /// `faultline up` or `faultline run` on this machine; run and demo start their own]
+    #[arg(long, global = true, value_name = "URL")]
+    pub agent: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -92,19 +97,70 @@ pub fn init_logging() {
         .init();
 }
 
+impl Command {
+    /// The command's name as typed.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Up(_) => "up",
+            Command::Fault(_) => "fault",
+            Command::Heal(_) => "heal",
+            Command::Status(_) => "status",
+            Command::Load(_) => "load",
+            Command::Run(_) => "run",
+            Command::Demo(_) => "demo",
+            Command::Tui(_) => "tui",
+            Command::Check(_) => "check",
+            Command::Dashboards(_) => "dashboards",
+            Command::Slo(_) => "slo",
+            Command::Schema(_) => "schema",
+        }
+    }
+}
+
 impl Cli {
     /// Runs the command. `Err` is a setup error the command did not report itself
     /// (exit code 2); whatever happened, the terminal is left as it was found.
     pub fn run(self) -> anyhow::Result<Exit> {
+        let agent = self.agent;
+        let given = |mut a: discover::AgentArgs| {
+            a.agent = agent.clone();
+            a
+        };
         let result = match self.command {
+            Command::Fault(mut args) => {
+                args.agent = given(args.agent);
+                let a = args.agent.clone();
+                cmd::fault::run(*args).map_err(|e| a.explain(e))
+            }
+            Command::Heal(mut args) => {
+                args.agent = given(args.agent);
+                let a = args.agent.clone();
+                cmd::heal::run(args).map_err(|e| a.explain(e))
+            }
+            Command::Status(mut args) => {
+                args.agent = given(args.agent);
+                let a = args.agent.clone();
+                cmd::status::run(args).map_err(|e| a.explain(e))
+            }
+            Command::Tui(mut args) => {
+                args.agent = given(args.agent);
+                let a = args.agent.clone();
+                cmd::tui::run(args).map_err(|e| a.explain(e))
+            }
+            Command::Run(mut args) => {
+                args.common.agent = agent;
+                cmd::run::run(*args)
+            }
+            Command::Demo(mut args) => {
+                args.common.agent = agent;
+                cmd::run::demo(*args)
+            }
+            _ if agent.is_some() => Err(anyhow::anyhow!(
+                "--agent applies to fault, heal, status, tui, run and demo, not to `{}`",
+                self.command.name()
+            )),
             Command::Up(args) => cmd::up::run(args),
-            Command::Fault(args) => cmd::fault::run(*args),
-            Command::Heal(args) => cmd::heal::run(args),
-            Command::Status(args) => cmd::status::run(args),
             Command::Load(args) => cmd::load::run_cmd(*args),
-            Command::Run(args) => cmd::run::run(*args),
-            Command::Demo(args) => cmd::run::demo(*args),
-            Command::Tui(args) => cmd::tui::run(args),
             Command::Check(args) => cmd::check::run(args),
             Command::Schema(args) => cmd::check::schema(args),
             Command::Slo(args) => cmd::slo::run(args),

@@ -109,7 +109,6 @@ fn kind_command(k: &'static Kind) -> Command {
 impl clap::Args for Args {
     fn augment_args(cmd: Command) -> Command {
         let cmd = AgentArgs::augment_args(cmd)
-            .mut_arg("agent", |a| a.global(true).display_order(100))
             .mut_arg("agent_token", |a| a.global(true).display_order(101))
             .about(ABOUT)
             .subcommand_required(true)

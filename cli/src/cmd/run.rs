@@ -48,9 +48,9 @@ pub struct Common {
     /// Seed of every random draw (overrides the file's).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Run against the agent of a running `faultline up` (or a standalone agent) instead
-    /// of starting the system.
-    #[arg(long, value_name = "URL")]
+    /// `--agent` (a global option): run against the agent of a running `faultline up`
+    /// (or a standalone agent) instead of starting the system.
+    #[arg(skip)]
     pub agent: Option<String>,
     /// Bearer token of that agent's API.
     #[arg(long, env = "FAULTLINE_AGENT_TOKEN", hide_env_values = true)]

@@ -31,10 +31,8 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        if let Err(e) = client.status().await {
-            eprintln!("error: {e}");
-            return Ok(Exit::BadInput);
-        }
+        // Not answering is a setup error, explained with where the address came from.
+        client.status().await?;
         let (tx, rx) = tokio::sync::watch::channel(crate::run::state::RunState::default());
         let stop = tokio_util::sync::CancellationToken::new();
         let watcher = tokio::spawn(crate::tui::attach(client.clone(), tx, stop.clone()));

@@ -3,6 +3,7 @@
 
 mod experiments;
 mod fault;
+mod habits;
 mod load;
 
 use std::process::Command;

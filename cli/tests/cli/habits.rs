@@ -1,0 +1,97 @@
+//! Command-line habits a user brings from other tools: global options in either place,
+//! errors that say where an address came from.
+
+use std::process::Command;
+
+/// `faultline` with `env` set, and FAULTLINE_AGENT unset unless `env` sets it.
+fn faultline_env(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_faultline"));
+    cmd.args(args).env_remove("FAULTLINE_AGENT");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An address nothing listens on: a port bound and released.
+fn dead_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", l.local_addr().unwrap())
+}
+
+#[test]
+fn agent_is_taken_before_and_after_the_command() {
+    let url = dead_url();
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path().to_str().unwrap();
+    for args in [
+        vec!["--agent", &url, "status"],
+        vec!["status", "--agent", &url],
+        vec!["--agent", &url, "heal", "--all"],
+        vec!["fault", "kill", "api-1", "--agent", &url],
+        vec!["--agent", &url, "fault", "list"],
+    ] {
+        let (code, out, err) = faultline_env(&args, &[("FAULTLINE_HOME", home)]);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(out.is_empty(), "{out}");
+        assert!(
+            err.contains(&format!("cannot reach the agent at {url}")),
+            "{args:?}: {err}"
+        );
+        // The user named the address: no hint about where it came from.
+        assert!(!err.contains("hint:"), "{err}");
+    }
+    // A command that talks to no agent refuses it rather than ignore it.
+    let (code, _, err) = faultline_env(&["--agent", &url, "check", "x.toml"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("--agent applies to fault, heal, status, tui, run and demo, not to `check`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_agent_found_through_latest_that_does_not_answer_is_named_with_its_source() {
+    let home = tempfile::tempdir().unwrap();
+    let url = dead_url();
+    let latest = home.path().join("latest");
+    std::fs::create_dir_all(&latest).unwrap();
+    let record = latest.join("agent.json");
+    std::fs::write(&record, format!("{{\"url\": \"{url}\"}}")).unwrap();
+    let env = [("FAULTLINE_HOME", home.path().to_str().unwrap())];
+    let (code, _, err) = faultline_env(&["status"], &env);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!("cannot reach the agent at {url}")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("hint: the address came from {}", record.display())),
+        "{err}"
+    );
+    assert!(err.contains("pass --agent URL"), "{err}");
+    // $FAULTLINE_AGENT wins over latest, and is named when it does not answer.
+    let other = dead_url();
+    let (code, _, err) = faultline_env(
+        &["status"],
+        &[env[0], ("FAULTLINE_AGENT", other.as_str())],
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains(&format!("at {other}")), "{err}");
+    assert!(
+        err.contains("hint: the address came from $FAULTLINE_AGENT"),
+        "{err}"
+    );
+    // And --agent wins over both.
+    let third = dead_url();
+    let (_, _, err) = faultline_env(
+        &["status", "--agent", &third],
+        &[env[0], ("FAULTLINE_AGENT", other.as_str())],
+    );
+    assert!(err.contains(&format!("at {third}")), "{err}");
+}
