@@ -57,8 +57,8 @@ pub struct Args {
     /// Connections (open model) or users (closed model).
     #[arg(short = 'c', long, default_value_t = 50)]
     pub connections: usize,
-    /// How long to run (default 10s unless -n is given).
-    #[arg(short = 'd', long, value_parser = duration)]
+    /// How long to run (default 10s unless -n is given; not with -n).
+    #[arg(short = 'd', long, value_parser = duration, conflicts_with = "count")]
     pub duration: Option<Duration>,
     /// How many requests to send.
     #[arg(short = 'n', long)]
@@ -352,7 +352,7 @@ fn line(label: &str, p: &Percentiles) -> String {
     )
 }
 
-pub fn summary_text(s: &Summary, open: bool) -> String {
+pub fn summary_text(s: &Summary, open: bool, connections: usize) -> String {
     let secs = s.elapsed.as_secs_f64();
     let requests = s.stats.requests();
     let mut out = String::new();
@@ -411,15 +411,70 @@ pub fn summary_text(s: &Summary, open: bool) -> String {
         ));
         out.push('\n');
         out.push_str(&line(
-            "scheduler lag (the generator, when it grows)",
+            "scheduler lag (waiting for a free connection or the generator)",
             &Percentiles::of(&s.stats.lag),
         ));
         out.push('\n');
+        if let Some(note) = lag_note(s, connections) {
+            out.push_str(&note);
+            out.push('\n');
+        }
     } else {
         out.push_str(&line("per request", &Percentiles::of(&s.stats.latency)));
         out.push('\n');
     }
     out
+}
+
+/// Who made requests wait to be sent, when they waited: the target, when every
+/// connection was busy with it (Little's law: the rate times the mean time a request
+/// holds its connection is the number in use), else the generator.
+fn lag_note(s: &Summary, connections: usize) -> Option<String> {
+    let p99 = s.stats.lag.value_at_quantile(0.99) as f64 / 1000.0;
+    if p99 < 1.0 || s.elapsed.is_zero() {
+        return None;
+    }
+    let rate = s.stats.requests() as f64 / s.elapsed.as_secs_f64();
+    let busy = rate * s.stats.service.mean() / 1e6;
+    Some(if busy >= 0.9 * connections as f64 {
+        format!(
+            "note: requests waited up to {p99:.1} ms (p99) to be sent because all {connections} connections were busy waiting on the target ({busy:.0} in use on average): the target is saturated at this concurrency; raise -c to hold the rate, or lower -r"
+        )
+    } else {
+        format!(
+            "note: requests waited up to {p99:.1} ms (p99) to be sent while connections were free ({busy:.0} of {connections} in use on average): the generator could not keep up; lower -r or give it more CPU"
+        )
+    })
+}
+
+/// Why a run in which no request succeeded failed, from what its requests met.
+fn nothing_succeeded(s: &Summary, url: &str) -> String {
+    let requests = s.stats.requests();
+    if requests == 0 {
+        return "no request succeeded: none was sent".to_owned();
+    }
+    let mut met: Vec<String> = s
+        .stats
+        .errors
+        .iter()
+        .map(|(k, n)| format!("{n} {}", serde_json::to_value(k).unwrap().as_str().unwrap()))
+        .collect();
+    met.extend(s.stats.statuses.iter().map(|(c, n)| format!("{n} answered {c}")));
+    let top = s.stats.errors.iter().max_by_key(|(_, n)| **n).map(|(k, _)| *k);
+    let why = match top {
+        Some(crate::load::stats::ErrorKind::Connect) => {
+            format!("; is anything listening at {url}?")
+        }
+        Some(crate::load::stats::ErrorKind::Timeout) => {
+            "; the target did not answer within --timeout".to_owned()
+        }
+        _ if s.stats.errors.is_empty() => "; the target answered only with server errors".to_owned(),
+        _ => String::new(),
+    };
+    format!(
+        "no request succeeded: of {requests}, {}{why}",
+        met.join(", ")
+    )
 }
 
 pub fn run_cmd(args: Args) -> anyhow::Result<Exit> {
@@ -516,8 +571,12 @@ async fn load(args: Args) -> anyhow::Result<Exit> {
     if args.json {
         println!("{}", LoadReport::of(&summary, &evaluations).json());
     } else {
-        print!("{}", summary_text(&summary, open));
+        print!("{}", summary_text(&summary, open, args.connections));
         print!("{}", slo_text(&evaluations));
+    }
+    if slo::good_answers(&summary.stats) == 0 {
+        eprintln!("error: {}", nothing_succeeded(&summary, &args.url));
+        return Ok(Exit::HypothesisFailed);
     }
     if evaluations.iter().any(|e| !e.met) {
         return Ok(Exit::HypothesisFailed);

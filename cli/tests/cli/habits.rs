@@ -95,3 +95,31 @@ fn an_agent_found_through_latest_that_does_not_answer_is_named_with_its_source()
     );
     assert!(err.contains(&format!("at {third}")), "{err}");
 }
+
+#[test]
+fn a_load_in_which_no_request_succeeded_fails_and_says_why() {
+    let url = format!("{}/", dead_url());
+    let (code, out, err) = faultline_env(&["load", &url, "-n", "20", "-c", "2"], &[]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "error: no request succeeded: of 20, 20 connect; is anything listening at {url}?"
+        )),
+        "{err}"
+    );
+    // The summary is still printed, as for any run.
+    assert!(out.contains("errors     connect: 20"), "{out}");
+}
+
+#[test]
+fn a_count_and_a_duration_together_are_refused() {
+    let (code, out, err) = faultline_env(
+        &["load", "http://127.0.0.1:9/", "-n", "5", "-d", "1s"],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(
+        err.contains("error: the argument '--count <COUNT>' cannot be used with '--duration <DURATION>'"),
+        "{err}"
+    );
+}
