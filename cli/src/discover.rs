@@ -38,7 +38,9 @@ impl Source {
     pub fn hint(&self) -> Option<String> {
         Some(match self {
             Source::Flag => return None,
-            Source::Env => format!("the address came from ${AGENT_ENV}; unset it or pass --agent URL"),
+            Source::Env => {
+                format!("the address came from ${AGENT_ENV}; unset it or pass --agent URL")
+            }
             Source::Latest(record) => format!(
                 "the address came from {}, which the most recent `faultline up` or `faultline run` on this machine wrote; that agent has likely stopped: pass --agent URL (the `ready:` line of `faultline up` prints it) or set ${AGENT_ENV}",
                 record.display()

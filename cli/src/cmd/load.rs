@@ -426,23 +426,22 @@ pub fn summary_text(s: &Summary, open: bool, connections: usize) -> String {
     out
 }
 
-/// Who made requests wait to be sent, when they waited: the target, when every
-/// connection was busy with it (Little's law: the rate times the mean time a request
-/// holds its connection is the number in use), else the generator.
+/// Who made requests wait to be sent, when they waited: the target, when sends found
+/// every connection busy with it, else the generator.
 fn lag_note(s: &Summary, connections: usize) -> Option<String> {
     let p99 = s.stats.lag.value_at_quantile(0.99) as f64 / 1000.0;
-    if p99 < 1.0 || s.elapsed.is_zero() {
+    if p99 < 1.0 {
         return None;
     }
-    let rate = s.stats.requests() as f64 / s.elapsed.as_secs_f64();
-    let busy = rate * s.stats.service.mean() / 1e6;
-    Some(if busy >= 0.9 * connections as f64 {
+    let requests = s.stats.requests().max(1);
+    let share = s.queued as f64 / requests as f64 * 100.0;
+    Some(if s.queued * 100 >= requests {
         format!(
-            "note: requests waited up to {p99:.1} ms (p99) to be sent because all {connections} connections were busy waiting on the target ({busy:.0} in use on average): the target is saturated at this concurrency; raise -c to hold the rate, or lower -r"
+            "note: requests waited up to {p99:.1} ms (p99) to be sent; {share:.0}% of them found all {connections} connections busy waiting on the target: the target is the limit at this concurrency (raise -c to hold the rate, or lower -r)"
         )
     } else {
         format!(
-            "note: requests waited up to {p99:.1} ms (p99) to be sent while connections were free ({busy:.0} of {connections} in use on average): the generator could not keep up; lower -r or give it more CPU"
+            "note: requests waited up to {p99:.1} ms (p99) to be sent while connections were free: the generator could not keep up (lower -r, or give it more CPU)"
         )
     })
 }
@@ -459,8 +458,18 @@ fn nothing_succeeded(s: &Summary, url: &str) -> String {
         .iter()
         .map(|(k, n)| format!("{n} {}", serde_json::to_value(k).unwrap().as_str().unwrap()))
         .collect();
-    met.extend(s.stats.statuses.iter().map(|(c, n)| format!("{n} answered {c}")));
-    let top = s.stats.errors.iter().max_by_key(|(_, n)| **n).map(|(k, _)| *k);
+    met.extend(
+        s.stats
+            .statuses
+            .iter()
+            .map(|(c, n)| format!("{n} answered {c}")),
+    );
+    let top = s
+        .stats
+        .errors
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(k, _)| *k);
     let why = match top {
         Some(crate::load::stats::ErrorKind::Connect) => {
             format!("; is anything listening at {url}?")
@@ -468,7 +477,9 @@ fn nothing_succeeded(s: &Summary, url: &str) -> String {
         Some(crate::load::stats::ErrorKind::Timeout) => {
             "; the target did not answer within --timeout".to_owned()
         }
-        _ if s.stats.errors.is_empty() => "; the target answered only with server errors".to_owned(),
+        _ if s.stats.errors.is_empty() => {
+            "; the target answered only with server errors".to_owned()
+        }
         _ => String::new(),
     };
     format!(

@@ -89,6 +89,9 @@ pub struct Summary {
     pub dropped: u64,
     /// Iterations started.
     pub iterations: u64,
+    /// Open model: sends that found every connection busy, so waited for one (the
+    /// target, not the generator, made them late).
+    pub queued: u64,
     /// Values recorded by steps with `record`, by variable name, in order.
     pub history: BTreeMap<String, Vec<String>>,
 }
@@ -101,6 +104,7 @@ struct Shared {
     history: Mutex<BTreeMap<String, Vec<String>>>,
     seq: AtomicU64,
     dropped: AtomicU64,
+    queued: AtomicU64,
     in_flight: AtomicUsize,
     /// Iterations started.
     started: AtomicU64,
@@ -238,6 +242,7 @@ pub async fn run(
         history: Mutex::new(BTreeMap::new()),
         seq: AtomicU64::new(0),
         dropped: AtomicU64::new(0),
+        queued: AtomicU64::new(0),
         in_flight: AtomicUsize::new(0),
         started: AtomicU64::new(0),
         claimed: AtomicU64::new(0),
@@ -313,6 +318,7 @@ pub async fn run(
         steps: total_steps,
         dropped,
         iterations: shared.started.load(Ordering::Relaxed),
+        queued: shared.queued.load(Ordering::Relaxed),
         history,
     }
 }
@@ -378,7 +384,9 @@ async fn open(
                         shared.dropped.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    shared.in_flight.fetch_add(1, Ordering::Relaxed);
+                    if shared.in_flight.fetch_add(1, Ordering::Relaxed) >= shared.workers.len() {
+                        shared.queued.fetch_add(1, Ordering::Relaxed);
+                    }
                     if tx.send_blocking(Instant::from_std(at)).is_err() {
                         break;
                     }

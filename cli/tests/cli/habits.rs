@@ -77,10 +77,7 @@ fn an_agent_found_through_latest_that_does_not_answer_is_named_with_its_source()
     assert!(err.contains("pass --agent URL"), "{err}");
     // $FAULTLINE_AGENT wins over latest, and is named when it does not answer.
     let other = dead_url();
-    let (code, _, err) = faultline_env(
-        &["status"],
-        &[env[0], ("FAULTLINE_AGENT", other.as_str())],
-    );
+    let (code, _, err) = faultline_env(&["status"], &[env[0], ("FAULTLINE_AGENT", other.as_str())]);
     assert_eq!(code, Some(2));
     assert!(err.contains(&format!("at {other}")), "{err}");
     assert!(
@@ -113,13 +110,13 @@ fn a_load_in_which_no_request_succeeded_fails_and_says_why() {
 
 #[test]
 fn a_count_and_a_duration_together_are_refused() {
-    let (code, out, err) = faultline_env(
-        &["load", "http://127.0.0.1:9/", "-n", "5", "-d", "1s"],
-        &[],
-    );
+    let (code, out, err) =
+        faultline_env(&["load", "http://127.0.0.1:9/", "-n", "5", "-d", "1s"], &[]);
     assert_eq!(code, Some(2), "{out}{err}");
     assert!(
-        err.contains("error: the argument '--count <COUNT>' cannot be used with '--duration <DURATION>'"),
+        err.contains(
+            "error: the argument '--count <COUNT>' cannot be used with '--duration <DURATION>'"
+        ),
         "{err}"
     );
 }

@@ -346,3 +346,30 @@ fn objectives_decide_the_exit_code() {
     assert_eq!(code, Some(2));
     assert!(err.contains("unknown SLI `uptime`"), "{err}");
 }
+
+#[test]
+fn late_sends_are_blamed_on_a_target_that_holds_every_connection() {
+    // One connection and a server that stalls 500 ms a second: sends queue behind the
+    // stall, and the note says so rather than blame the generator.
+    let (addr, _rt) = server(true);
+    let out = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args([
+            "load",
+            &format!("http://{addr}/"),
+            "-r",
+            "200",
+            "-d",
+            "3s",
+            "-c",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("found all 1 connections busy waiting on the target"),
+        "{text}"
+    );
+    assert!(!text.contains("the generator could not keep up"), "{text}");
+}
