@@ -76,6 +76,8 @@ pub enum Command {
     Slo(cmd::slo::Args),
     /// Print the JSON Schema of experiment files.
     Schema(cmd::check::SchemaArgs),
+    /// Print a shell completion script (bash, zsh or fish).
+    Completions(cmd::completions::Args),
 }
 
 /// Logs go to stderr, filtered by `FAULTLINE_LOG` (default `warn`), and nowhere while
@@ -113,6 +115,7 @@ impl Command {
             Command::Dashboards(_) => "dashboards",
             Command::Slo(_) => "slo",
             Command::Schema(_) => "schema",
+            Command::Completions(_) => "completions",
         }
     }
 }
@@ -165,6 +168,7 @@ impl Cli {
             Command::Schema(args) => cmd::check::schema(args),
             Command::Slo(args) => cmd::slo::run(args),
             Command::Dashboards(args) => cmd::dashboards::run(args),
+            Command::Completions(args) => cmd::completions::run(args),
         };
         tui::restore();
         result

@@ -120,3 +120,46 @@ fn a_count_and_a_duration_together_are_refused() {
         "{err}"
     );
 }
+
+/// What bash completes for `words` (the last one being typed) with the script that
+/// `faultline completions bash` printed.
+fn bash_completes(script: &std::path::Path, words: &[&str]) -> String {
+    let line = words.join(" ");
+    let shell = format!(
+        "source {}; COMP_WORDS=({line}); COMP_CWORD={}; COMP_LINE='{line}'; COMP_POINT=${{#COMP_LINE}}; _faultline faultline {} {}; echo \"${{COMPREPLY[@]}}\"",
+        script.display(),
+        words.len() - 1,
+        words[words.len() - 1],
+        words[words.len() - 2],
+    );
+    let out = Command::new("bash").args(["-c", &shell]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn completions_complete_commands_fault_kinds_and_their_flags() {
+    let (code, bash, err) = faultline_env(&["completions", "bash"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("faultline.bash");
+    std::fs::write(&script, &bash).unwrap();
+    assert_eq!(bash_completes(&script, &["faultline", "fau"]), "fault");
+    assert_eq!(
+        bash_completes(&script, &["faultline", "fault", "par"]),
+        "partition"
+    );
+    assert_eq!(
+        bash_completes(&script, &["faultline", "fault", "latency", "--de"]),
+        "--delay"
+    );
+    for (shell, marker) in [("zsh", "#compdef faultline"), ("fish", "complete -c faultline")] {
+        let (code, out, err) = faultline_env(&["completions", shell], &[]);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(out.contains(marker), "{shell}: {out}");
+        assert!(out.contains("partition"), "{shell} completes fault kinds");
+    }
+    let (code, _, err) = faultline_env(&["completions", "tcsh"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("invalid value 'tcsh'"), "{err}");
+}
