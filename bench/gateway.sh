@@ -27,7 +27,7 @@ echo "# tools: $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), $(haproxy -v |
 echo "## time from faultline up to ready (release build)"
 for i in 1 2 3 4 5; do
   start=$(date +%s%N)
-  FAULTLINE_HOME=$WORK/home $BIN/faultline up --gateway-port 0 --run-dir "$WORK/run-start-$i" > "$WORK/start-$i.out" 2>&1 &
+  FAULTLINE_HOME=$WORK/home $BIN/faultline up --entrypoint-port 0 --run-dir "$WORK/run-start-$i" > "$WORK/start-$i.out" 2>&1 &
   pid=$!
   until grep -q '^ready:' "$WORK/start-$i.out" 2>/dev/null; do sleep 0.005; done
   end=$(date +%s%N)
@@ -38,7 +38,7 @@ done
 # --- the shop's gateway --------------------------------------------------------------
 # --no-proxies: two hops (gateway, cdn) against two hops (HAProxy, nginx); with the fault
 # proxies on, every shop edge is one hop more.
-SHOP_RATE_LIMIT_RPS=0 $BIN/faultline up --no-proxies --gateway-port 0 --run-dir "$WORK/run" > "$WORK/up.out" 2>&1 &
+SHOP_RATE_LIMIT_RPS=0 $BIN/faultline up --no-proxies --entrypoint-port 0 --run-dir "$WORK/run" > "$WORK/up.out" 2>&1 &
 PIDS+=($!)
 until grep -q '^ready:' "$WORK/up.out" 2>/dev/null; do sleep 0.05; done
 GW=$(sed -n 's/^ready: gateway=\([^ ]*\).*/\1/p' "$WORK/up.out")

@@ -26,7 +26,7 @@ trap cleanup EXIT
 
 echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r), $(df -T "$WORK" | awk 'NR==2 {print $2}') on $(df "$WORK" | awk 'NR==2 {print $1}')"
 
-SHOP_RATE_LIMIT_RPS=0 $BIN/faultline up --gateway-port 0 --run-dir "$WORK/run" > "$WORK/up.out" 2>&1 &
+SHOP_RATE_LIMIT_RPS=0 $BIN/faultline up --entrypoint-port 0 --run-dir "$WORK/run" > "$WORK/up.out" 2>&1 &
 PIDS+=($!)
 until grep -q '^logs:' "$WORK/up.out" 2>/dev/null; do sleep 0.05; done
 GW=$(sed -n 's/^ready: gateway=\([^ ]*\).*/\1/p' "$WORK/up.out")

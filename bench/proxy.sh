@@ -104,7 +104,7 @@ for layout in ["shared", "pinned"]:
 PY
 
 echo "## time from the API call to the fault in effect (faultline up, release build)"
-target/release/faultline up --gateway-port 0 --run-dir "$WORK/run" > "$WORK/up.out" 2>/dev/null & PIDS+=($!)
+target/release/faultline up --entrypoint-port 0 --run-dir "$WORK/run" > "$WORK/up.out" 2>/dev/null & PIDS+=($!)
 until grep -q '^logs:' "$WORK/up.out" 2>/dev/null; do sleep 0.05; done
 AGENT=$(sed -n "s/^ready: .*agent=//p" "$WORK/up.out")
 echo "# agent at $AGENT"

@@ -75,6 +75,13 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// Whether log lines on stderr may carry colour: only on a terminal, and never with
+/// `NO_COLOR` set (no-color.org), so that files and pipes get plain text.
+pub fn stderr_colour() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

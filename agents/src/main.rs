@@ -42,11 +42,8 @@ fn main() -> ExitCode {
     // First: this process may be a reaper, not an agent.
     faultline_agent::reaper::run_if_reaper();
     let args = Args::parse();
-    use std::io::IsTerminal as _;
-    let colour = std::io::stderr().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
-        .with_ansi(colour)
+        .with_ansi(faultline_agent::diag::stderr_colour())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FAULTLINE_LOG")
                 .unwrap_or_else(|_| "warn".into()),

@@ -3,13 +3,25 @@
 
 use crate::supervisor::{ReplicaStatus, Supervisor};
 
-/// `ready: gateway=http://ADDR agent=http://ADDR`, the line scripts wait for. `gateway`
-/// names the entrypoint whatever the service is called, so scripts need not know the
-/// topology.
+/// `ready: NAME=http://ADDR agent=http://ADDR`, the line scripts wait for. NAME is the
+/// entrypoint service's own name (`gateway=` for the bundled shop, `lb=` for a topology
+/// whose entrypoint is `lb`); a topology without an entrypoint prints the agent alone.
 pub fn ready_line(sup: &Supervisor, agent_url: &str) -> String {
-    match sup.entrypoint() {
-        Some(addr) => format!("ready: gateway=http://{addr} agent={agent_url}"),
-        None => format!("ready: agent={agent_url}"),
+    match (sup.entrypoint(), sup.topology().entrypoint.as_deref()) {
+        (Some(addr), Some(name)) => {
+            format!("ready: {}=http://{addr} agent={agent_url}", ready_key(name))
+        }
+        _ => format!("ready: agent={agent_url}"),
+    }
+}
+
+/// The ready line's key for entrypoint `service`: its name, or `entrypoint` for a
+/// service called `agent`, whose key the agent's address holds.
+pub fn ready_key(service: &str) -> &str {
+    if service == "agent" {
+        "entrypoint"
+    } else {
+        service
     }
 }
 

@@ -84,6 +84,7 @@ pub enum Command {
 /// the dashboard owns the terminal (log lines would tear its picture).
 pub fn init_logging() {
     tracing_subscriber::fmt()
+        .with_ansi(faultline_agent::diag::stderr_colour())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FAULTLINE_LOG")
                 .unwrap_or_else(|_| "warn".into()),

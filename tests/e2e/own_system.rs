@@ -78,10 +78,15 @@ fn healthy(agent: &str, name: &str) -> bool {
 /// `faultline up` on the example, started from a directory of its own with a relative
 /// path to the topology, so nothing depends on the caller's directory.
 fn up_elsewhere() -> (Up, tempfile::TempDir) {
+    up_elsewhere_with(&[])
+}
+
+/// [`up_elsewhere`] with `env` set.
+fn up_elsewhere_with(env: &[(&str, &str)]) -> (Up, tempfile::TempDir) {
     let cwd = tempfile::tempdir().unwrap();
     let topology = example("own-system").join("topology.toml");
     let rel = pathdiff(&topology, cwd.path());
-    let up = Up::start_in(Some(cwd.path()), &["--topology", &rel], &[]);
+    let up = Up::start_in(Some(cwd.path()), &["--topology", &rel], env);
     (up, cwd)
 }
 
@@ -444,4 +449,40 @@ fn health_none_is_healthy_once_started_and_cwd_and_files_are_the_replicas() {
             sys.join("work").canonicalize().unwrap().to_str().unwrap()
         );
     }
+}
+
+#[test]
+fn the_ready_line_the_logs_and_the_commands_speak_of_the_users_own_system() {
+    let (up, _cwd) = up_elsewhere_with(&[("FAULTLINE_LOG", "info")]);
+    // The entrypoint is keyed by its own name, not the shop's.
+    let ready = up.stdout.iter().find(|l| l.starts_with("ready: ")).unwrap();
+    assert!(
+        ready.starts_with(&format!("ready: lb={} agent={}", up.gateway, up.agent)),
+        "{ready}"
+    );
+    assert!(!ready.contains("gateway"), "{ready}");
+    // --agent before the command, and the latest run found without it.
+    let out = Command::new(bin("faultline"))
+        .args(["--agent", &up.agent, "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("lb-1"));
+    let out = Command::new(bin("faultline"))
+        .arg("status")
+        .env("FAULTLINE_HOME", &up.home)
+        .env_remove("FAULTLINE_AGENT")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("(agent {})", up.agent)));
+    // Logs written to a file carry no colour codes.
+    fault(&up.agent, &["kill", "app-2"]);
+    assert!(
+        wait_until(T, || up.stderr().contains("app-2")),
+        "{}",
+        up.stderr()
+    );
+    let logs = up.stderr();
+    assert!(!logs.contains('\x1b'), "colour codes in a file: {logs:?}");
 }

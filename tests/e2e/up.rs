@@ -81,7 +81,7 @@ fn up_with_topology(text: &str) -> (std::process::Output, tempfile::TempDir) {
     let file = dir.path().join("bad.toml");
     std::fs::write(&file, text).unwrap();
     let out = Command::new(bin("faultline"))
-        .args(["up", "--gateway-port", "0", "--topology"])
+        .args(["up", "--entrypoint-port", "0", "--topology"])
         .arg(&file)
         .arg("--run-dir")
         .arg(dir.path().join("run"))
@@ -175,7 +175,7 @@ fn a_port_held_by_another_server_is_not_mistaken_for_a_healthy_replica() {
         ),
     )
     .unwrap();
-    // No --gateway-port: the topology's taken port must be used.
+    // No --entrypoint-port: the topology's taken port must be used.
     let mut child = Command::new(bin("faultline"))
         .args(["up", "--topology"])
         .arg(&file)

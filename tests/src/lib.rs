@@ -307,7 +307,7 @@ pub struct Up {
 }
 
 impl Up {
-    /// Runs `faultline up --gateway-port 0 --run-dir <tmp>` plus `args`, and waits for
+    /// Runs `faultline up --entrypoint-port 0 --run-dir <tmp>` plus `args`, and waits for
     /// its ready line and table.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Up {
         Self::start_in(None, args, env)
@@ -326,7 +326,7 @@ impl Up {
         let mut child = cmd
             .env("FAULTLINE_HOME", &home)
             .arg("up")
-            .args(["--gateway-port", "0", "--run-dir"])
+            .args(["--entrypoint-port", "0", "--run-dir"])
             .arg(&run_dir)
             .args(args)
             .envs(env.iter().copied())
@@ -359,7 +359,13 @@ impl Up {
                 .unwrap_or_default()
                 .to_owned()
         };
-        let gateway = field("gateway=");
+        // The entrypoint's key is its service's name (`gateway=` for the shop).
+        let gateway = ready
+            .split_whitespace()
+            .skip(1)
+            .find_map(|w| w.split_once('=').filter(|(k, _)| *k != "agent"))
+            .map(|(_, v)| v.to_owned())
+            .unwrap_or_default();
         let agent = field("agent=");
         let rows = stdout
             .iter()

@@ -18,9 +18,10 @@ pub struct Args {
     /// Topology file to start (default: the bundled shop).
     #[arg(long, value_name = "FILE")]
     pub topology: Option<PathBuf>,
-    /// Port of the entrypoint (the gateway); 0 picks a free one.
-    #[arg(long, value_name = "N")]
-    pub gateway_port: Option<u16>,
+    /// Port of the topology's entrypoint (the shop's gateway: 8080 by default); 0 picks
+    /// a free one. (`--gateway-port` is the same option.)
+    #[arg(long, value_name = "N", alias = "gateway-port")]
+    pub entrypoint_port: Option<u16>,
     /// Run directory for logs, status and the fault journal (default: a new one under
     /// $FAULTLINE_HOME/runs). Either way it is recorded as the latest run, which
     /// `faultline fault`, `heal` and `status` talk to by default.
@@ -54,15 +55,15 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             return Ok(Exit::BadInput);
         }
     };
-    if let Some(port) = args.gateway_port {
+    if let Some(port) = args.entrypoint_port {
         let ep = topology
             .entrypoint
             .clone()
-            .context("--gateway-port needs a topology with an `entrypoint`")?;
+            .context("--entrypoint-port needs a topology with an `entrypoint`")?;
         let svc = topology.service_mut(&ep).expect("validated entrypoint");
         if svc.replicas > 1 && port != 0 {
             anyhow::bail!(
-                "--gateway-port {port}: the entrypoint `{ep}` has {} replicas, which cannot share a port",
+                "--entrypoint-port {port}: the entrypoint `{ep}` has {} replicas, which cannot share a port",
                 svc.replicas
             );
         }

@@ -125,7 +125,8 @@ async fn start(topology: &Topology, bundled: bool, opts: &Options) -> Result<Tar
         .ok_or(RunError::NoEntrypoint)?;
     if !opts.quiet {
         eprintln!(
-            "ready: gateway=http://{entry} agent={} (logs: {})",
+            "ready: {}=http://{entry} agent={} (logs: {})",
+            faultline_agent::report::ready_key(entrypoint.as_deref().unwrap_or_default()),
             agent.url,
             agent.supervisor.run_dir().join("logs").display()
         );

@@ -133,7 +133,11 @@ fn bash_completes(script: &std::path::Path, words: &[&str]) -> String {
         words[words.len() - 2],
     );
     let out = Command::new("bash").args(["-c", &shell]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -153,7 +157,10 @@ fn completions_complete_commands_fault_kinds_and_their_flags() {
         bash_completes(&script, &["faultline", "fault", "latency", "--de"]),
         "--delay"
     );
-    for (shell, marker) in [("zsh", "#compdef faultline"), ("fish", "complete -c faultline")] {
+    for (shell, marker) in [
+        ("zsh", "#compdef faultline"),
+        ("fish", "complete -c faultline"),
+    ] {
         let (code, out, err) = faultline_env(&["completions", shell], &[]);
         assert_eq!(code, Some(0), "{err}");
         assert!(out.contains(marker), "{shell}: {out}");

@@ -27,7 +27,7 @@ fn help_lists_the_commands() {
     assert!(out.contains("up"), "{out}");
     let (code, out, _) = faultline(&["up", "--help"]);
     assert_eq!(code, Some(0));
-    for flag in ["--topology", "--gateway-port", "--run-dir"] {
+    for flag in ["--topology", "--entrypoint-port", "--run-dir"] {
         assert!(out.contains(flag), "{out}");
     }
 }
