@@ -4,6 +4,7 @@
 //! Bound to loopback by default. Any other address needs a bearer token, which every
 //! request but `/health` must then carry (compared in constant time).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
+
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +40,10 @@ pub struct Status {
     /// The topology's `[messaging]`: the broker service and who uses each queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messaging: Option<Messaging>,
+    /// Per service that declares one (`metrics = "/metrics"`), the path of its
+    /// Prometheus metrics; a service not named here is never scraped.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -143,6 +149,12 @@ async fn status(State(s): State<AppState>) -> Response {
             })
             .collect(),
         messaging: sup.topology().messaging.clone(),
+        metrics: sup
+            .topology()
+            .services
+            .iter()
+            .filter_map(|svc| Some((svc.name.clone(), svc.metrics.clone()?)))
+            .collect(),
     })
     .into_response()
 }

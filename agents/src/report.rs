@@ -3,26 +3,26 @@
 
 use crate::supervisor::{ReplicaStatus, Supervisor};
 
-/// `ready: NAME=http://ADDR agent=http://ADDR`, the line scripts wait for. NAME is the
-/// entrypoint service's own name (`gateway=` for the bundled shop, `lb=` for a topology
-/// whose entrypoint is `lb`); a topology without an entrypoint prints the agent alone.
+/// `ready: NAME=http://ADDR agent=http://ADDR`, the line scripts wait for. `NAME` is the
+/// entrypoint service's name (`gateway` for the bundled shop, `lb` for a topology whose
+/// entrypoint is `lb`; see [`ready_key`]), so the line names what the user wrote.
 pub fn ready_line(sup: &Supervisor, agent_url: &str) -> String {
-    match (sup.entrypoint(), sup.topology().entrypoint.as_deref()) {
-        (Some(addr), Some(name)) => {
-            format!("ready: {}=http://{addr} agent={agent_url}", ready_key(name))
-        }
+    match (sup.topology().entrypoint.as_deref(), sup.entrypoint()) {
+        (Some(name), Some(addr)) => ready_fields(name, &format!("http://{addr}"), agent_url),
         _ => format!("ready: agent={agent_url}"),
     }
 }
 
-/// The ready line's key for entrypoint `service`: its name, or `entrypoint` for a
-/// service called `agent`, whose key the agent's address holds.
-pub fn ready_key(service: &str) -> &str {
-    if service == "agent" {
-        "entrypoint"
-    } else {
-        service
-    }
+/// `ready: NAME=URL agent=AGENT`, the fields of the ready line, for the runner too.
+pub fn ready_fields(entrypoint: &str, url: &str, agent_url: &str) -> String {
+    format!("ready: {}={url} agent={agent_url}", ready_key(entrypoint))
+}
+
+/// The ready line's key for the entrypoint service `name`: the name itself (service
+/// names are plain words), unless the service is called `agent`, which would collide
+/// with the agent's field; then `entrypoint`.
+pub fn ready_key(name: &str) -> &str {
+    if name == "agent" { "entrypoint" } else { name }
 }
 
 /// One row per replica: service, replica, zone, address, state, pid, restarts.
@@ -103,5 +103,20 @@ impl StopSignals {
             _ = self.term.recv() => "SIGTERM",
             _ = self.hup.recv() => "SIGHUP",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ready_line_is_keyed_by_the_entrypoint_name() {
+        assert_eq!(
+            ready_fields("lb", "http://127.0.0.1:1", "http://127.0.0.1:2"),
+            "ready: lb=http://127.0.0.1:1 agent=http://127.0.0.1:2"
+        );
+        assert_eq!(ready_key("gateway"), "gateway");
+        assert_eq!(ready_key("agent"), "entrypoint");
     }
 }

@@ -293,7 +293,10 @@ pub struct Row {
 /// A `faultline up` process. Dropping it kills the process (its replicas die with it).
 pub struct Up {
     pub child: Child,
+    /// The entrypoint's URL, the ready line's first field (whatever its key).
     pub gateway: String,
+    /// That field's key: the entrypoint service's name (`gateway` for the shop).
+    pub entrypoint_key: String,
     pub agent: String,
     pub rows: Vec<Row>,
     pub run_dir: PathBuf,
@@ -359,12 +362,14 @@ impl Up {
                 .unwrap_or_default()
                 .to_owned()
         };
-        // The entrypoint's key is its service's name (`gateway=` for the shop).
-        let gateway = ready
-            .split_whitespace()
-            .skip(1)
-            .find_map(|w| w.split_once('=').filter(|(k, _)| *k != "agent"))
-            .map(|(_, v)| v.to_owned())
+        // The first field is the entrypoint's, keyed by its service's name (`gateway=`
+        // for the shop, `lb=` for examples/own-system).
+        let (entrypoint_key, gateway) = ready
+            .strip_prefix("ready: ")
+            .and_then(|r| r.split_whitespace().next())
+            .filter(|w| !w.starts_with("agent="))
+            .and_then(|w| w.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .unwrap_or_default();
         let agent = field("agent=");
         let rows = stdout
@@ -393,6 +398,7 @@ impl Up {
         Up {
             child,
             gateway,
+            entrypoint_key,
             agent,
             rows,
             run_dir,

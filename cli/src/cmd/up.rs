@@ -18,8 +18,8 @@ pub struct Args {
     /// Topology file to start (default: the bundled shop).
     #[arg(long, value_name = "FILE")]
     pub topology: Option<PathBuf>,
-    /// Port of the topology's entrypoint (the shop's gateway: 8080 by default); 0 picks
-    /// a free one. (`--gateway-port` is the same option.)
+    /// Port of the topology's entrypoint service (the shop's is `gateway`); 0 picks a
+    /// free one.
     #[arg(long, value_name = "N", alias = "gateway-port")]
     pub entrypoint_port: Option<u16>,
     /// Run directory for logs, status and the fault journal (default: a new one under

@@ -1,6 +1,6 @@
 //! The observer: once a second, what the agent reports (replicas, faults, the
 //! topology's `[messaging]`), the broker's queues and the circuit breakers the replicas
-//! expose on `/metrics`. The runner and `faultline tui` read the latest look.
+//! of services that declare a metrics path (`metrics = "/metrics"`) expose there. The runner and `faultline tui` read the latest look.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -25,28 +25,39 @@ pub struct Observed {
     pub broker: Option<String>,
     /// Per replica, its circuit breakers that are not closed: `upstream open`.
     pub breakers: BTreeMap<String, Vec<String>>,
+    /// Whether any replica's metrics expose circuit breakers at all: without, the
+    /// dashboard has no breaker column to show.
+    pub has_breakers: bool,
 }
 
-/// The breakers of one replica that are not closed, from its `/metrics`.
-async fn breakers(http: &reqwest::Client, addr: std::net::SocketAddr) -> Vec<String> {
+/// The breakers of one replica that are not closed, from its metrics at `path`; and
+/// whether it exposes breakers at all.
+async fn breakers(
+    http: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> (bool, Vec<String>) {
     let Ok(resp) = http
-        .get(format!("http://{addr}/metrics"))
+        .get(format!("http://{addr}{path}"))
         .timeout(Duration::from_millis(500))
         .send()
         .await
     else {
-        return Vec::new();
+        return (false, Vec::new());
     };
     let Ok(text) = resp.text().await else {
-        return Vec::new();
+        return (false, Vec::new());
     };
     let Ok(scrape) = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))) else {
-        return Vec::new();
+        return (false, Vec::new());
     };
-    scrape
+    let series: Vec<_> = scrape
         .samples
         .iter()
         .filter(|s| s.metric == BREAKER_STATE)
+        .collect();
+    let open = series
+        .iter()
         .filter_map(|s| {
             let v = match s.value {
                 prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
@@ -59,7 +70,8 @@ async fn breakers(http: &reqwest::Client, addr: std::net::SocketAddr) -> Vec<Str
                 _ => None,
             }
         })
-        .collect()
+        .collect();
+    (!series.is_empty(), open)
 }
 
 /// The broker's figures for the queues `names`; empty when it does not answer.
@@ -103,15 +115,20 @@ pub async fn observe_once(client: &AgentClient, http: &reqwest::Client) -> Optio
         }
         _ => Vec::new(),
     };
+    // Only services that declare a metrics path are scraped: a user's nginx has no
+    // `/metrics`, and must not see requests for one.
     let scrapes = status
         .replicas
         .iter()
         .filter(|r| r.state == ReplicaState::Healthy)
-        .map(|r| async move { (r.name.clone(), breakers(http, r.addr).await) });
-    let breakers = futures::future::join_all(scrapes)
-        .await
+        .filter_map(|r| Some((r, status.metrics.get(&r.service)?)))
+        .map(|(r, path)| async move { (r.name.clone(), breakers(http, r.addr, path).await) });
+    let scraped = futures::future::join_all(scrapes).await;
+    let has_breakers = scraped.iter().any(|(_, (has, _))| *has);
+    let breakers = scraped
         .into_iter()
-        .filter(|(_, b)| !b.is_empty())
+        .filter(|(_, (_, b))| !b.is_empty())
+        .map(|(name, (_, b))| (name, b))
         .collect();
     Some(Observed {
         broker: messaging.map(|m| m.broker.clone()),
@@ -119,6 +136,7 @@ pub async fn observe_once(client: &AgentClient, http: &reqwest::Client) -> Optio
         faults: status.faults,
         queues,
         breakers,
+        has_breakers,
     })
 }
 

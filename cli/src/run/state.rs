@@ -47,6 +47,9 @@ pub struct RunState {
     pub replicas: Vec<ReplicaStatus>,
     /// Per replica, its circuit breakers that are not closed (`cdn open`).
     pub breakers: BTreeMap<String, Vec<String>>,
+    /// Whether some replica's metrics expose circuit breakers at all (else the
+    /// dashboard shows no breaker column).
+    pub has_breakers: bool,
     /// Faults in effect, as the agent reports them.
     pub faults: Vec<FaultInfo>,
     /// The queues of the topology's `[messaging]`.
@@ -92,6 +95,8 @@ impl RunState {
         self.replicas = o.replicas;
         self.faults = o.faults;
         self.breakers = o.breakers;
+        // Sticky: a replica that exposes breakers and is down for a second keeps the column.
+        self.has_breakers |= o.has_breakers;
         self.queues = o.queues;
         self.broker = o.broker;
     }

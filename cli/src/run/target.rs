@@ -125,9 +125,12 @@ async fn start(topology: &Topology, bundled: bool, opts: &Options) -> Result<Tar
         .ok_or(RunError::NoEntrypoint)?;
     if !opts.quiet {
         eprintln!(
-            "ready: {}=http://{entry} agent={} (logs: {})",
-            faultline_agent::report::ready_key(entrypoint.as_deref().unwrap_or_default()),
-            agent.url,
+            "{} (logs: {})",
+            faultline_agent::report::ready_fields(
+                entrypoint.as_deref().unwrap_or_default(),
+                &format!("http://{entry}"),
+                &agent.url
+            ),
             agent.supervisor.run_dir().join("logs").display()
         );
     }

@@ -158,7 +158,8 @@ impl App {
                     self.pending.push(Action::Latency(r.name.clone()));
                 }
             }
-            KeyCode::Char('b') => {
+            // Only a topology with `[messaging]` has a broker to partition from.
+            KeyCode::Char('b') if self.state.broker.is_some() => {
                 if let Some(r) = self.selected_replica() {
                     self.pending
                         .push(Action::PartitionFromBroker(r.service.clone()));
@@ -194,6 +195,12 @@ fn touches(req: &FaultRequest, r: &ReplicaStatus) -> bool {
             None => names_it(&req.target),
         },
     }
+}
+
+/// The keys this dashboard offers now: all of [`KEYS`], less `b` without a broker.
+pub fn keys(app: &App) -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    let broker = app.state.broker.is_some();
+    KEYS.iter().filter(move |(k, _)| broker || *k != "b")
 }
 
 /// The keys, for the help overlay and the README.
@@ -251,9 +258,19 @@ mod tests {
                 replica("orders", 3),
                 replica("payments", 1),
             ],
+            broker: Some("broker".into()),
             ..RunState::default()
         });
         app
+    }
+
+    #[test]
+    fn without_messaging_b_does_nothing() {
+        let mut a = app();
+        a.state.broker = None;
+        press(&mut a, "b");
+        assert!(a.pending.is_empty(), "{:?}", a.pending);
+        assert!(keys(&a).all(|(k, _)| *k != "b"));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use ratatui::widgets::{
     Axis, Block, Borders, Cell, Chart, Clear, Dataset, GraphType, Paragraph, Row, Table, Wrap,
 };
 
-use super::app::{App, KEYS};
+use super::app::{App, keys};
 use crate::run::state::Stage;
 use crate::slo::BudgetLeft;
 
@@ -53,14 +53,19 @@ pub fn draw(f: &mut Frame, app: &App) {
     draw_header(f, app, header);
     draw_charts(f, app, charts, small);
     draw_slos(f, app, slos, small);
-    let [services, queues] = Layout::horizontal(if small {
-        [Constraint::Percentage(55), Constraint::Percentage(45)]
+    // Queues only for a topology with `[messaging]`: without a broker there are none.
+    if app.state.broker.is_some() {
+        let [services, queues] = Layout::horizontal(if small {
+            [Constraint::Percentage(55), Constraint::Percentage(45)]
+        } else {
+            [Constraint::Percentage(60), Constraint::Percentage(40)]
+        })
+        .areas(middle);
+        draw_services(f, app, services, small);
+        draw_queues(f, app, queues, small);
     } else {
-        [Constraint::Percentage(60), Constraint::Percentage(40)]
-    })
-    .areas(middle);
-    draw_services(f, app, services, small);
-    draw_queues(f, app, queues, small);
+        draw_services(f, app, middle, small);
+    }
     draw_events(f, app, events);
     if app.help {
         draw_help(f, app, area);
@@ -294,25 +299,25 @@ fn draw_services(f: &mut Frame, app: &App, area: Rect, small: bool) {
             let (word, c) = state_word(r.state);
             let faults: Vec<String> = app.faults_on(r).iter().map(|f| f.kind.clone()).collect();
             let selected = i == app.selected;
-            let breakers = app
-                .state
-                .breakers
-                .get(&r.name)
-                .map(|b| b.join(","))
-                .unwrap_or_else(|| "closed".into());
-            let open = breakers != "closed";
-            let row = Row::new(vec![
+            let mut cells = vec![
                 Cell::from(format!("{}{}", if selected { "> " } else { "  " }, r.name)),
                 Cell::from(r.zone.clone()),
                 Cell::from(word).style(color(app, c).add_modifier(Modifier::BOLD)),
                 Cell::from(r.restarts.to_string()),
-                Cell::from(breakers).style(if open {
+            ];
+            // A breaker column only where some service's metrics expose breakers:
+            // "closed" would claim what nobody measured.
+            if app.state.has_breakers {
+                let breakers = app.state.breakers.get(&r.name).map(|b| b.join(","));
+                let style = if breakers.is_some() {
                     color(app, Color::Red)
                 } else {
                     Style::default()
-                }),
-                Cell::from(faults.join(",")).style(color(app, Color::Yellow)),
-            ]);
+                };
+                cells.push(Cell::from(breakers.unwrap_or_else(|| "closed".into())).style(style));
+            }
+            cells.push(Cell::from(faults.join(",")).style(color(app, Color::Yellow)));
+            let row = Row::new(cells);
             if selected {
                 row.style(Style::default().add_modifier(Modifier::REVERSED))
             } else {
@@ -320,33 +325,31 @@ fn draw_services(f: &mut Frame, app: &App, area: Rect, small: bool) {
             }
         })
         .collect();
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Min(19),
-            Constraint::Length(4),
-            Constraint::Length(10),
-            Constraint::Length(if small { 3 } else { 8 }),
-            Constraint::Fill(2),
-            Constraint::Fill(1),
-        ],
-    )
-    .header(
-        Row::new([
-            "replica",
-            "zone",
-            "state",
-            if small { "rst" } else { "restarts" },
-            "breakers",
-            "faults",
-        ])
-        .style(Style::default().add_modifier(Modifier::BOLD)),
-    )
-    .block(Block::default().borders(Borders::ALL).title(format!(
-        "services ({} replicas, {} faults active)",
-        app.state.replicas.len(),
-        app.state.faults.len()
-    )));
+    let mut widths = vec![
+        Constraint::Min(19),
+        Constraint::Length(4),
+        Constraint::Length(10),
+        Constraint::Length(if small { 3 } else { 8 }),
+    ];
+    let mut header = vec![
+        "replica",
+        "zone",
+        "state",
+        if small { "rst" } else { "restarts" },
+    ];
+    if app.state.has_breakers {
+        widths.push(Constraint::Fill(2));
+        header.push("breakers");
+    }
+    widths.push(Constraint::Fill(1));
+    header.push("faults");
+    let table = Table::new(rows, widths)
+        .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
+        .block(Block::default().borders(Borders::ALL).title(format!(
+            "services ({} replicas, {} faults active)",
+            app.state.replicas.len(),
+            app.state.faults.len()
+        )));
     f.render_widget(table, area);
 }
 
@@ -417,15 +420,14 @@ fn draw_events(f: &mut Frame, app: &App, area: Rect) {
 
 fn draw_help(f: &mut Frame, app: &App, area: Rect) {
     let w = 64.min(area.width);
-    let h = (KEYS.len() as u16 + 4).min(area.height);
+    let h = (keys(app).count() as u16 + 4).min(area.height);
     let r = Rect {
         x: area.x + (area.width - w) / 2,
         y: area.y + (area.height - h) / 2,
         width: w,
         height: h,
     };
-    let lines: Vec<Line> = KEYS
-        .iter()
+    let lines: Vec<Line> = keys(app)
         .map(|(k, what)| {
             Line::from(vec![
                 Span::styled(
@@ -532,6 +534,7 @@ mod tests {
                 replica("payments", 1, ReplicaState::Paused),
             ],
             breakers: [("auth-1".to_owned(), vec!["cdn open".to_owned()])].into(),
+            has_breakers: true,
             faults: vec![faultline_agent::faults::FaultInfo {
                 id: "f1".into(),
                 kind: "kill".into(),
@@ -658,5 +661,31 @@ mod tests {
         let colored = buf.content().iter().any(|c| c.fg != Color::Reset);
         assert!(!colored, "NO_COLOR: no foreground colour anywhere");
         assert!(render(80, 24, &a).contains("BURNING"));
+    }
+
+    #[test]
+    fn without_breakers_or_messaging_there_is_no_breaker_column_queue_panel_or_b_key() {
+        let mut a = app();
+        a.state.has_breakers = false;
+        a.state.breakers.clear();
+        a.state.broker = None;
+        a.state.queues.clear();
+        let screen = render(160, 48, &a);
+        for absent in ["breakers", "closed", "queues", "DLQ"] {
+            assert!(
+                !screen.contains(absent),
+                "`{absent}` shown without breakers or [messaging]:\n{screen}"
+            );
+        }
+        assert!(screen.contains("> orders-2"), "{screen}");
+        a.help = true;
+        let screen = render(160, 48, &a);
+        assert!(screen.contains("heal every fault"), "{screen}");
+        assert!(!screen.contains("broker"), "{screen}");
+        // With them, both are there.
+        let screen = render(160, 48, &app());
+        for present in ["breakers", "closed", "queues"] {
+            assert!(screen.contains(present), "`{present}` missing:\n{screen}");
+        }
     }
 }

@@ -50,7 +50,7 @@ fn an_unknown_command_or_flag_is_bad_input() {
     let (code, _, err) = faultline(&["upp"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("unrecognized subcommand 'upp'"), "{err}");
-    let (code, _, err) = faultline(&["up", "--gateway-port", "99999"]);
+    let (code, _, err) = faultline(&["up", "--entrypoint-port", "99999"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("99999"), "{err}");
 }
