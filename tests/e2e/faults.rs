@@ -194,7 +194,7 @@ fn bad_cli_input_is_named_and_exits_2() {
     );
     check(
         &["fault", "latency", "orders->bank", "--delay", "1s"],
-        "no edge `orders->bank`; orders calls: store-primary, store-replica, broker, cdn",
+        "no edge 'orders->bank'; orders calls: store-primary, store-replica, broker, cdn",
     );
     check(&["fault", "latency", "payments->bank"], "--delay <DELAY>");
     check(

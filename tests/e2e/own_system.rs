@@ -476,6 +476,13 @@ fn the_ready_line_the_logs_and_the_commands_speak_of_the_users_own_system() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("(agent {})", up.agent)));
+    // A mistaken edge is answered with an example from this topology, quoted.
+    let (code, _, err) = cli(&up.agent, &["fault", "latency", "app", "--delay", "1s"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`app` is not an edge") && err.contains("e.g. 'app->redis' or 'app->redis-1'"),
+        "{err}"
+    );
     // Logs written to a file carry no colour codes.
     fault(&up.agent, &["kill", "app-2"]);
     assert!(

@@ -143,8 +143,15 @@ impl<'a> Resolver<'a> {
     /// `client->server` (every replica of server) or `client->server-N`.
     fn edges_of(&self, target: &str) -> Result<Vec<String>, FaultError> {
         let Some((client, server)) = target.split_once("->") else {
+            // The example is one of this topology's own edges.
+            let example = self
+                .edges()
+                .into_iter()
+                .next()
+                .map(|(c, s, one)| format!(", e.g. '{c}->{s}' or '{one}'"))
+                .unwrap_or_default();
             return Err(FaultError::BadRequest(format!(
-                "`{target}` is not an edge: network faults target an edge, 'client->server' (every replica) or 'client->server-1' (quoted in a shell)"
+                "`{target}` is not an edge: network faults target an edge, 'client->server' (every replica) or 'client->server-1' (quoted in a shell){example}"
             )));
         };
         let (client, server) = (client.trim(), server.trim());
@@ -165,7 +172,7 @@ impl<'a> Resolver<'a> {
                 .map(|s| s.calls.clone())
                 .unwrap_or_default();
             return Err(FaultError::UnknownTarget(format!(
-                "no edge `{client}->{server}`; {client} calls: {}",
+                "no edge '{client}->{server}'; {client} calls: {}",
                 if calls.is_empty() {
                     "nothing".to_owned()
                 } else {

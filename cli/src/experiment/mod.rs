@@ -760,7 +760,7 @@ mod tests {
             "{lines:?}"
         );
         assert!(
-            lines[1].starts_with("x.toml:17:10: no edge `bank->payments`; bank calls: nothing"),
+            lines[1].starts_with("x.toml:17:10: no edge 'bank->payments'; bank calls: nothing"),
             "{lines:?}"
         );
     }
