@@ -120,6 +120,14 @@ path = "/api/v1/products/1"
         "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
     assert!(stdout.contains("PASSED"), "{stdout}");
+    // No [target]: the header says the bundled shop is the target, and how to name one.
+    assert!(
+        stderr.starts_with(&format!(
+            "note: {} has no [target], so it runs against the bundled shop; to test your own system, name it under [target]: topology = ",
+            file.display()
+        )),
+        "{stderr}"
+    );
     // Not a terminal: plain progress lines.
     assert!(
         stderr.contains("t=   5s/12s") || stderr.contains("t=   6s/12s"),
@@ -462,6 +470,8 @@ fn the_demo_passes_on_the_bundled_shop() {
         "{stdout}\n{}",
         text(&out.stderr)
     );
+    // The demo is the bundled shop's by design: no note about a missing [target].
+    assert!(!text(&out.stderr).contains("has no [target]"));
     let r = report(&out_dir);
     assert_eq!(r.experiment, "demo");
     let labels: Vec<&str> = r.faults.iter().map(|f| f.label.as_str()).collect();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::exit::Exit;
-use crate::experiment::{self, Experiment, Overrides};
+use crate::experiment::{self, Experiment, Overrides, TargetSpec};
 use crate::run::report::Report;
 use crate::run::{self, Options};
 
@@ -66,7 +66,16 @@ pub struct Common {
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let overrides = overrides(&args.common);
     match experiment::load_file(&args.file, &overrides) {
-        Ok(exp) => execute(exp, &args.common),
+        Ok(exp) => {
+            // Forgetting [target] must not silently test the shop instead of the user's
+            // system: the header says so, and so does every setup error.
+            let bundled = matches!(exp.target, TargetSpec::Start { bundled: true, .. })
+                .then(|| bundled_note(&args.file));
+            if let Some(note) = &bundled {
+                eprintln!("note: {note}");
+            }
+            execute(exp, &args.common, bundled.as_deref())
+        }
         Err(problems) => {
             eprintln!("{problems}");
             Ok(Exit::BadInput)
@@ -82,12 +91,20 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<Exit> {
         Path::new("."),
         &overrides,
     ) {
-        Ok(exp) => execute(exp, &args.common),
+        Ok(exp) => execute(exp, &args.common, None),
         Err(problems) => {
             eprintln!("{problems}");
             Ok(Exit::BadInput)
         }
     }
+}
+
+/// What a run of `file`, which has no `[target]`, runs against, and how to name another.
+fn bundled_note(file: &Path) -> String {
+    format!(
+        "{} has no [target], so it runs against the bundled shop; to test your own system, name it under [target]: topology = \"path/to/topology.toml\", or url = \"http://HOST:PORT\" (and agent = \"http://HOST:PORT\" for faults)",
+        file.display()
+    )
 }
 
 fn overrides(c: &Common) -> Overrides {
@@ -131,7 +148,9 @@ fn write_reports(report: &Report, c: &Common) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn execute(exp: Experiment, c: &Common) -> anyhow::Result<Exit> {
+/// Runs `exp`; `bundled` is the note for a run that targets the bundled shop because its
+/// file names no target, repeated under a setup error.
+fn execute(exp: Experiment, c: &Common, bundled: Option<&str>) -> anyhow::Result<Exit> {
     use std::io::IsTerminal;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let tui = !c.no_tui && !c.json && std::io::stdout().is_terminal();
@@ -166,6 +185,9 @@ fn execute(exp: Experiment, c: &Common) -> anyhow::Result<Exit> {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some(note) = bundled {
+                eprintln!("hint: {note}");
+            }
             return Ok(Exit::BadInput);
         }
     };
