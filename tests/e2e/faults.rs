@@ -284,6 +284,7 @@ async fn a_partition_between_orders_and_the_broker_backs_up_the_outbox_which_dra
     let fault = shop
         .agent
         .inject(&FaultRequest {
+            tree: None,
             spec: FaultSpec::Partition {
                 with: "broker".into(),
             },
@@ -347,6 +348,7 @@ async fn latency_on_payments_to_bank_adds_about_its_delay_to_order_to_paid() {
     let mut base = paid_times(&shop, &token, "b", 10).await;
     shop.agent
         .inject(&FaultRequest {
+            tree: None,
             spec: FaultSpec::Latency {
                 delay_ms: 300,
                 jitter_ms: 0,
@@ -634,6 +636,7 @@ async fn a_zone_outage_holds_every_replica_of_the_zone_until_healed() {
     let f = shop
         .agent
         .inject(&FaultRequest {
+            tree: None,
             spec: FaultSpec::ZoneOutage,
             target: "b".into(),
             ttl_ms: Some(60_000),
@@ -703,6 +706,7 @@ async fn a_queue_partition_cuts_consumers_off_until_healed_and_the_metrics_show_
     let f = shop
         .agent
         .inject(&FaultRequest {
+            tree: None,
             spec: FaultSpec::QueuePartition {
                 side: faultline_agent::faults::QueueSide::Consumers,
             },

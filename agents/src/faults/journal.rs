@@ -277,6 +277,7 @@ mod tests {
         Entry::Applied {
             id: id.into(),
             request: FaultRequest {
+                tree: None,
                 spec: FaultSpec::Pause,
                 target: "pid:12345".into(),
                 ttl_ms: None,

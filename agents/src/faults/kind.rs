@@ -21,7 +21,7 @@ pub enum Target {
     Service,
     /// One replica, `service-N`.
     Replica,
-    /// A process outside the topology, `pid:N`.
+    /// A process outside the topology, `pid:N` or `proc:PATTERN`.
     Pid,
     /// An edge, `client->server` (every replica of the server) or `client->server-N`.
     Edge,
@@ -37,7 +37,7 @@ impl Target {
         match self {
             Target::Service => "service",
             Target::Replica => "replica",
-            Target::Pid => "pid:N",
+            Target::Pid => "process (pid:N or proc:PATTERN)",
             Target::Edge => "edge",
             Target::Services => "service list",
             Target::Zone => "zone",

@@ -13,6 +13,7 @@
 pub mod journal;
 pub mod kind;
 pub mod kinds;
+pub mod procs;
 pub mod spec;
 pub mod targets;
 
@@ -395,7 +396,10 @@ impl Faults {
     /// Resolves a request into the actions to take and their undo, without acting.
     fn plan(&self, id: &str, req: &FaultRequest) -> Result<Plan, FaultError> {
         match Resolver::new(self.sup.topology(), self.sup.proxies()).resolve(req)? {
-            Resolved::Pid(pid) => self.plan_pid(pid, &req.spec),
+            Resolved::Process { target, tree } => {
+                let pids = procs::find(&target, tree, &req.target)?;
+                Ok(plan_processes(pids, &req.spec))
+            }
             Resolved::Replicas(replicas) => Ok(plan_replicas(replicas, &req.spec)),
             Resolved::Edges(names) => {
                 let edges: Vec<Arc<EdgeProxy>> = self
@@ -425,45 +429,6 @@ impl Faults {
                 })
             }
         }
-    }
-
-    /// A signal to a process outside the topology, once it is known to exist and to be
-    /// one this agent may signal.
-    fn plan_pid(&self, pid: i32, spec: &FaultSpec) -> Result<Plan, FaultError> {
-        if pid as u32 == std::process::id() {
-            return Err(FaultError::BadRequest(format!(
-                "pid:{pid} is this agent itself"
-            )));
-        }
-        match nix::sys::signal::kill(Pid::from_raw(pid), None) {
-            Ok(()) => {}
-            Err(nix::errno::Errno::ESRCH) => {
-                return Err(FaultError::UnknownTarget(format!(
-                    "no process {pid} on this machine"
-                )));
-            }
-            Err(e) => {
-                return Err(FaultError::BadRequest(format!(
-                    "this agent may not signal process {pid}: {e}"
-                )));
-            }
-        }
-        Ok(match spec {
-            FaultSpec::Pause => Plan {
-                undo: Undo::ResumePids {
-                    pids: vec![pid as u32],
-                },
-                action: Action::PausePid(pid),
-            },
-            FaultSpec::Terminate { .. } => Plan {
-                undo: Undo::Nothing,
-                action: Action::SignalPid(pid, Signal::SIGTERM),
-            },
-            _ => Plan {
-                undo: Undo::Nothing,
-                action: Action::SignalPid(pid, Signal::SIGKILL),
-            },
-        })
     }
 
     async fn execute(&self, id: &str, plan: &Plan) -> Result<(), FaultError> {
@@ -499,20 +464,40 @@ impl Faults {
                     r.map_err(failed)?;
                 }
             }
-            Action::SignalPid(pid, signal) => {
-                nix::sys::signal::kill(Pid::from_raw(*pid), *signal)
-                    .map_err(|e| FaultError::Failed(format!("cannot signal pid {pid}: {e}")))?;
-            }
-            Action::PausePid(pid) => {
-                // Under the lock, so a heal of another pause of the same process cannot
-                // slip its SIGCONT in after this SIGSTOP.
-                let mut pauses = self.pid_pauses.lock().unwrap();
-                let by = pauses.entry(*pid).or_default();
-                if by.is_empty() {
-                    nix::sys::signal::kill(Pid::from_raw(*pid), Signal::SIGSTOP)
-                        .map_err(|e| FaultError::Failed(format!("cannot signal pid {pid}: {e}")))?;
+            Action::SignalPids(pids, signal) => {
+                // Parents first: a parent stopped or gone starts no new child. A process
+                // of the tree that ended meanwhile is no failure; the first one is.
+                for (i, pid) in pids.iter().enumerate() {
+                    match nix::sys::signal::kill(Pid::from_raw(*pid), *signal) {
+                        Ok(()) => {}
+                        Err(nix::errno::Errno::ESRCH) if i > 0 => {}
+                        Err(e) => {
+                            return Err(FaultError::Failed(format!(
+                                "cannot signal pid {pid}: {e}"
+                            )));
+                        }
+                    }
                 }
-                by.insert(id.to_owned());
+            }
+            Action::PausePids(pids) => {
+                // Under the lock, so a heal of another pause of the same process cannot
+                // slip its SIGCONT in after this SIGSTOP. Parents first, as above.
+                let mut pauses = self.pid_pauses.lock().unwrap();
+                for (i, pid) in pids.iter().enumerate() {
+                    let by = pauses.entry(*pid).or_default();
+                    if by.is_empty() {
+                        match nix::sys::signal::kill(Pid::from_raw(*pid), Signal::SIGSTOP) {
+                            Ok(()) => {}
+                            Err(nix::errno::Errno::ESRCH) if i > 0 => {}
+                            Err(e) => {
+                                return Err(FaultError::Failed(format!(
+                                    "cannot signal pid {pid}: {e}"
+                                )));
+                            }
+                        }
+                    }
+                    by.insert(id.to_owned());
+                }
             }
             Action::Toxics(edges, toxics) => {
                 for e in edges {
@@ -540,6 +525,27 @@ impl Faults {
             }
         }
         Ok(())
+    }
+}
+
+/// A signal to every one of `pids` (processes outside the topology, parents first); a
+/// pause is undone by SIGCONT to each, journalled before any is stopped.
+fn plan_processes(pids: Vec<i32>, spec: &FaultSpec) -> Plan {
+    match spec {
+        FaultSpec::Pause => Plan {
+            undo: Undo::ResumePids {
+                pids: pids.iter().map(|p| *p as u32).collect(),
+            },
+            action: Action::PausePids(pids),
+        },
+        FaultSpec::Terminate { .. } => Plan {
+            undo: Undo::Nothing,
+            action: Action::SignalPids(pids, Signal::SIGTERM),
+        },
+        _ => Plan {
+            undo: Undo::Nothing,
+            action: Action::SignalPids(pids, Signal::SIGKILL),
+        },
     }
 }
 
@@ -711,8 +717,9 @@ enum Action {
     Stop(Vec<String>, Signal, bool),
     Pause(Vec<String>),
     Restart(Vec<String>),
-    SignalPid(i32, Signal),
-    PausePid(i32),
+    /// Processes outside the topology, parents before children.
+    SignalPids(Vec<i32>, Signal),
+    PausePids(Vec<i32>),
     Toxics(Vec<Arc<EdgeProxy>>, Vec<Toxic>),
     Poison(Vec<std::net::SocketAddr>, String, usize),
 }

@@ -182,6 +182,10 @@ pub struct FaultRequest {
     pub ttl_ms: Option<u64>,
     /// Seed of the fault's random draws (which connections, which requests).
     pub seed: Option<u64>,
+    /// For a `pid:N` or `proc:PATTERN` target: act on each process's whole tree (its
+    /// descendants too; the default) or, with `false`, on the processes themselves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tree: Option<bool>,
 }
 
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
@@ -228,6 +232,16 @@ impl FaultRequest {
             "a whole number of milliseconds",
         )?;
         let seed = whole(map.remove("seed"), "seed", "a whole number")?;
+        let tree = match map.remove("tree") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::Bool(b)) => Some(b),
+            Some(v) => {
+                return Err(format!(
+                    "`tree` must be true or false, not {}",
+                    crate::json::type_name(&v)
+                ));
+            }
+        };
         let kind = match map.remove("kind") {
             None | Some(serde_json::Value::Null) => {
                 return Err(format!(
@@ -259,6 +273,7 @@ impl FaultRequest {
             target,
             ttl_ms,
             seed,
+            tree,
         };
         req.check_envelope()?;
         Ok(req)
@@ -295,28 +310,88 @@ impl FaultRequest {
                 self.ttl_ms.unwrap_or_default()
             ));
         }
-        if let Some(pid) = pid_target(&self.target)? {
-            let kind = self.spec.description();
-            if !kind.targets(Target::Pid) {
-                let takes: Vec<&str> = kinds::KINDS
-                    .iter()
-                    .filter(|k| k.targets(Target::Pid))
-                    .map(|k| k.name)
-                    .collect();
+        if process_target(&self.target)?.is_none() {
+            if self.tree == Some(false) {
                 return Err(format!(
-                    "a pid:N target takes {}, not {}",
-                    takes.join(", "),
-                    kind.name
+                    "`tree` applies to pid:N and proc:PATTERN targets; `{}` is a replica or service, always acted on as its whole process tree",
+                    self.target
                 ));
             }
-            if self.spec.holds() {
-                return Err(format!(
-                    "`hold` keeps a supervised replica down, and pid:{pid} is not one: drop `hold`, or target the replica by name"
-                ));
-            }
+            return Ok(());
+        }
+        let kind = self.spec.description();
+        if !kind.targets(Target::Pid) {
+            let takes: Vec<&str> = kinds::KINDS
+                .iter()
+                .filter(|k| k.targets(Target::Pid))
+                .map(|k| k.name)
+                .collect();
+            let why = if kind.name == "restart" {
+                format!(
+                    ": nobody restarts {}, a process faultline did not start (kill or terminate it, and start it again yourself)",
+                    self.target
+                )
+            } else {
+                String::new()
+            };
+            return Err(format!(
+                "`{} {}`: a process target takes {}, not {}{why}",
+                kind.name,
+                self.target,
+                takes.join(", "),
+                kind.name
+            ));
+        }
+        if self.spec.holds() {
+            return Err(format!(
+                "`hold` keeps a supervised replica down, and nobody restarts {}: drop `hold`, or target the replica by name",
+                self.target
+            ));
         }
         Ok(())
     }
+}
+
+/// A process target: a process id, or processes by command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessTarget {
+    Pid(i32),
+    /// A regular expression over `/proc/PID/cmdline` (arguments joined by spaces).
+    Pattern(String),
+}
+
+/// The longest `proc:` pattern.
+pub const MAX_PATTERN: usize = 512;
+
+/// The process target `target` names (`pid:N` or `proc:PATTERN`), `None` for any other.
+pub fn process_target(target: &str) -> Result<Option<ProcessTarget>, String> {
+    if let Some(pid) = pid_target(target)? {
+        return Ok(Some(ProcessTarget::Pid(pid)));
+    }
+    let Some(pattern) = target.strip_prefix("proc:") else {
+        return Ok(None);
+    };
+    if pattern.is_empty() {
+        return Err(format!(
+            "`{target}` has no pattern: proc:PATTERN takes a regular expression over command lines, like proc:'redis-server .*:6379'"
+        ));
+    }
+    if pattern.len() > MAX_PATTERN {
+        return Err(format!(
+            "the pattern of `proc:` is {} bytes long; the limit is {MAX_PATTERN}",
+            pattern.len()
+        ));
+    }
+    regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| format!("`{target}` is not a valid regular expression: {}", one_line(&e.to_string())))?;
+    Ok(Some(ProcessTarget::Pattern(pattern.to_owned())))
+}
+
+/// A multi-line message (the regex crate's) on one line.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 impl<'de> Deserialize<'de> for FaultRequest {
@@ -329,7 +404,7 @@ impl<'de> Deserialize<'de> for FaultRequest {
 }
 
 /// What a target can be, for messages.
-const TARGETS: &str = "a service, replica, edge (a->b), zone, queue or pid:N";
+const TARGETS: &str = "a service, replica, edge ('a->b'), zone, queue, pid:N or proc:PATTERN";
 /// The longest target (or partition side) accepted.
 pub const MAX_TARGET: usize = 1024;
 /// The most poison messages one fault injects.

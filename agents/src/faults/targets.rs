@@ -16,8 +16,12 @@ use crate::topology::{QueueUse, Topology};
 pub enum Resolved {
     /// Replicas of the topology: a service's, one, or a zone's.
     Replicas(Vec<String>),
-    /// A process outside the topology (`pid:N`), not yet known to exist.
-    Pid(i32),
+    /// Processes outside the topology (`pid:N`, `proc:PATTERN`), found when the fault
+    /// is applied; `tree`: with their descendants.
+    Process {
+        target: spec::ProcessTarget,
+        tree: bool,
+    },
     /// Edges, by their proxy's name (`client->server-N`).
     Edges(Vec<String>),
     /// A queue, and the broker service that holds it.
@@ -40,9 +44,13 @@ impl<'a> Resolver<'a> {
     pub fn resolve(&self, req: &FaultRequest) -> Result<Resolved, FaultError> {
         let kind = req.spec.description();
         if kind.targets(Target::Pid)
-            && let Some(pid) = spec::pid_target(&req.target).map_err(FaultError::BadRequest)?
+            && let Some(target) =
+                spec::process_target(&req.target).map_err(FaultError::BadRequest)?
         {
-            return Ok(Resolved::Pid(pid));
+            return Ok(Resolved::Process {
+                target,
+                tree: req.tree != Some(false),
+            });
         }
         match &req.spec {
             FaultSpec::Partition { with } => self.partition(&req.target, with).map(Resolved::Edges),

@@ -34,6 +34,8 @@ pub struct Args {
     pub action: Action,
     pub ttl: Option<Duration>,
     pub seed: Option<u64>,
+    /// `--no-tree`: a pid:/proc: target's processes alone, not their descendants.
+    pub no_tree: bool,
     pub agent: AgentArgs,
 }
 
@@ -131,6 +133,14 @@ impl clap::Args for Args {
                     .value_parser(clap::value_parser!(u64))
                     .help("Seed of the fault's random draws"),
             )
+            .arg(
+                Arg::new("no_tree")
+                    .long("no-tree")
+                    .display_order(100)
+                    .global(true)
+                    .action(clap::ArgAction::SetTrue)
+                    .help("With pid:N or proc:PATTERN: act on the processes alone, not on their descendants (by default, each process's whole tree)"),
+            )
             .subcommand(Command::new("list").about("The faults in effect"))
             .subcommand(
                 Command::new("renew")
@@ -180,6 +190,7 @@ impl FromArgMatches for Args {
             action,
             ttl: sub.get_one::<Duration>("ttl").copied(),
             seed: sub.get_one::<u64>("seed").copied(),
+            no_tree: sub.get_flag("no_tree"),
             agent: AgentArgs::from_arg_matches(sub)?,
         })
     }
@@ -196,6 +207,7 @@ pub fn request(
     m: &ArgMatches,
     ttl: Option<Duration>,
     seed: Option<u64>,
+    no_tree: bool,
 ) -> Result<FaultRequest, String> {
     let target = m.get_one::<String>("target").cloned().unwrap_or_default();
     let given = kind.params.iter().filter_map(|p| match p.ty {
@@ -212,6 +224,7 @@ pub fn request(
         target,
         ttl_ms: ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
         seed,
+        tree: no_tree.then_some(false),
     };
     request
         .validate()
@@ -226,7 +239,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         Action::Renew { id } => return renew(&args, id),
     };
     // Checked before anything reaches (or looks for) the agent.
-    let request = match request(kind, matches, args.ttl, args.seed) {
+    let request = match request(kind, matches, args.ttl, args.seed, args.no_tree) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");

@@ -33,6 +33,13 @@ fn kind_schema(k: &Kind) -> serde_json::Value {
         "target": { "type": "string", "description": format!("What to fault: {}.", k.targets_said()) },
         "seed": { "type": "integer", "minimum": 0, "description": "Seed of the fault's own random draws (default: from the experiment's seed)." },
     });
+    if k.targets(kind::Target::Pid) {
+        properties["tree"] = serde_json::json!({
+            "type": "boolean",
+            "default": true,
+            "description": "For a pid:N or proc:PATTERN target: act on each process and all its descendants (true), or on the processes alone.",
+        });
+    }
     if k.lasts != Lasts::AtOnce {
         properties["duration"] = serde_json::json!({
             "type": "string",
@@ -184,7 +191,12 @@ pub fn convert(
     let (at, duration) = timing(table, &head, &err_at, run)?;
     let given = table
         .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "kind" | "at" | "duration" | "target" | "seed"))
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "kind" | "at" | "duration" | "target" | "seed" | "tree"
+            )
+        })
         .map(|(k, v)| (k.as_str(), Raw::Toml(v)));
     let spec = kind.parse(Dialect::Toml, given).map_err(|e| match e.key {
         // A key this kind does not take: point at the key itself.
@@ -204,13 +216,27 @@ pub fn convert(
             .and_then(|i| u64::try_from(i).ok())
             .ok_or_else(|| err_at("seed", "`seed` is a whole number".into()))?,
     };
+    let tree = match table.get("tree") {
+        None => None,
+        Some(v) => Some(v.as_bool().ok_or_else(|| {
+            err_at("tree", "`tree` is true or false".into())
+        })?),
+    };
     let request = FaultRequest {
         spec,
         target: target.clone(),
         ttl_ms: None,
         seed: Some(seed),
+        tree,
     };
-    request.validate().map_err(|m| err_at("target", m))?;
+    request.validate().map_err(|m| {
+        // A message about an option points at it; any other at the target.
+        let key = ["tree", "hold"]
+            .into_iter()
+            .find(|k| m.starts_with(&format!("`{k}`")) && table.contains_key(*k))
+            .unwrap_or("target");
+        err_at(key, m)
+    })?;
     check_lasting(kind, &request.spec, duration, &head, &err_at)?;
     if let Some(d) = duration {
         // Both are within a day, so the sum is far from overflowing; checked all the same.

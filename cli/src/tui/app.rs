@@ -344,6 +344,7 @@ mod tests {
             kind: spec.kind().into(),
             target: label.into(),
             request: FaultRequest {
+                tree: None,
                 spec,
                 target: target.into(),
                 ttl_ms: None,

@@ -114,6 +114,7 @@ struct Known {
 async fn perform(client: &AgentClient, action: Action, known: &Known) -> (String, Vec<String>) {
     let edges = &known.edges;
     let inject = |spec: FaultSpec, target: String| FaultRequest {
+        tree: None,
         spec,
         target,
         ttl_ms: Some(LEASE.as_millis() as u64),

@@ -540,6 +540,7 @@ mod tests {
                 kind: "kill".into(),
                 target: "orders-2".into(),
                 request: faultline_agent::faults::FaultRequest {
+                    tree: None,
                     spec: faultline_agent::faults::FaultSpec::Kill { hold: true },
                     target: "orders-2".into(),
                     ttl_ms: None,
