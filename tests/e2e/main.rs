@@ -5,6 +5,7 @@ mod faults;
 mod hardening;
 mod own_system;
 mod process_tree;
+mod procs;
 mod prometheus;
 mod run;
 mod shop_data;

@@ -385,7 +385,12 @@ pub fn process_target(target: &str) -> Result<Option<ProcessTarget>, String> {
     regex::RegexBuilder::new(pattern)
         .size_limit(1 << 20)
         .build()
-        .map_err(|e| format!("`{target}` is not a valid regular expression: {}", one_line(&e.to_string())))?;
+        .map_err(|e| {
+            format!(
+                "`{target}` is not a valid regular expression: {}",
+                one_line(&e.to_string())
+            )
+        })?;
     Ok(Some(ProcessTarget::Pattern(pattern.to_owned())))
 }
 

@@ -218,9 +218,10 @@ pub fn convert(
     };
     let tree = match table.get("tree") {
         None => None,
-        Some(v) => Some(v.as_bool().ok_or_else(|| {
-            err_at("tree", "`tree` is true or false".into())
-        })?),
+        Some(v) => Some(
+            v.as_bool()
+                .ok_or_else(|| err_at("tree", "`tree` is true or false".into()))?,
+        ),
     };
     let request = FaultRequest {
         spec,
