@@ -222,6 +222,21 @@ fn every_fault_that_applies_shows_through_nginx() {
     // (slow-close has nothing to show here: nginx keeps its connections to the
     // backends, and the backends theirs to Redis, so no close is held back.)
 
+    // pause by command line, as of a process faultline did not start. Redis freezes,
+    // the backends time out on it (503); healed, they answer again, no visit lost.
+    let redis = up.rows.iter().find(|r| r.replica == "redis-1").unwrap();
+    let port = redis.addr.rsplit(':').next().unwrap();
+    // (redis-server rewrites its title to `/usr/bin/redis-server HOST:PORT`.)
+    let target = format!("proc:redis-server.*[: ]{port}( |$)");
+    let id = fault(&agent, &["pause", &target]);
+    // A read, not a POST: an INCR sent to the frozen Redis runs when it thaws, so a
+    // write that timed out (503) would still count, as timeouts leave it open.
+    let (status, body, _) = request(&lb, "GET", "/visits/home", Duration::from_secs(15));
+    assert_eq!(status, 503, "{body}");
+    heal(&agent, &id);
+    assert!(wait_until(T, || request(&lb, "GET", "/visits/home", T).0 == 200));
+    post(200);
+
     // limit-data: nginx gets a cut answer from every backend and says 502.
     let id = fault(&agent, &["limit-data", "lb->app", "--bytes", "20"]);
     let (status, body, _) = request(&lb, "GET", "/visits/home", T);

@@ -30,9 +30,12 @@ fn read(pid: i32) -> Option<Proc> {
     let state = fields.next()?;
     let ppid = fields.next()?.parse().ok()?;
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    // Arguments end in NUL; an empty argument stays (two spaces), as `pgrep -f` shows it.
+    // A program that rewrote its title (redis-server, nginx) leaves NULs after it.
+    let end = raw.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+    let raw = &raw[..end];
     let cmdline = raw
         .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
         .map(String::from_utf8_lossy)
         .collect::<Vec<_>>()
         .join(" ");
