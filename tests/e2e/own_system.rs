@@ -371,6 +371,18 @@ fn the_gameday_runs_from_any_directory_and_reads_its_topology_beside_it() {
         assert_eq!(runs.len(), 2, "{name} before and after: {checks:?}");
         assert!(runs.iter().all(|(_, passed)| *passed), "{checks:?}");
     }
+    // No service declares `metrics`: nothing scraped nginx for a /metrics it has not.
+    let runs: Vec<_> = std::fs::read_dir(home.join("runs"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(runs.len(), 1, "one run directory");
+    let access = std::fs::read_to_string(runs[0].path().join("lb-1-access.log")).unwrap();
+    assert!(
+        access.contains("POST /visits/"),
+        "the load went through nginx"
+    );
+    assert!(!access.contains("/metrics"), "scraped: {access}");
 }
 
 /// `faultline up` on a topology written into `dir`: its exit code and stderr, for
