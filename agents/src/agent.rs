@@ -82,6 +82,8 @@ pub struct AgentOptions {
     pub api_limits: Limits,
     /// The flag that sets the token, for messages (`--token`, `--agent-token`).
     pub token_flag: &'static str,
+    /// Toxiproxy's API, if it is to be served.
+    pub toxiproxy: crate::toxiproxy::ToxiproxyArgs,
 }
 
 impl AgentOptions {
@@ -98,6 +100,7 @@ impl AgentOptions {
             max_faults: crate::faults::DEFAULT_MAX_FAULTS,
             api_limits: Limits::default(),
             token_flag: "--token",
+            toxiproxy: Default::default(),
         }
     }
 }
@@ -110,6 +113,10 @@ pub enum AgentError {
     Start(#[from] StartError),
     #[error("cannot listen for the agent API on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
+    #[error("cannot listen for the Toxiproxy API on {0}: {1}")]
+    ToxiproxyListen(SocketAddr, std::io::Error),
+    #[error("{0}")]
+    Toxiproxy(String),
     #[error("cannot read or write the fault journal {}: {error}", path.display())]
     Journal {
         path: PathBuf,
@@ -122,11 +129,14 @@ pub struct Agent {
     pub faults: Arc<Faults>,
     /// `http://ADDR` of the control API.
     pub url: String,
+    /// `http://ADDR` of the Toxiproxy API, when it is served.
+    pub toxiproxy_url: Option<String>,
     /// What was wrong with the journal it started on (`PATH:LINE: what`), for the user:
     /// damaged records it skipped and a torn tail it cut.
     pub journal_problems: Vec<String>,
     cancel: CancellationToken,
     api: JoinHandle<std::io::Result<()>>,
+    toxiproxy: Option<JoinHandle<std::io::Result<()>>>,
     leases: JoinHandle<()>,
 }
 
@@ -135,6 +145,7 @@ impl Agent {
     /// the topology and then the API. Nothing starts if the options are refused.
     pub async fn start(opts: AgentOptions) -> Result<Agent, AgentError> {
         api::check_bind(opts.listen, opts.token.as_deref(), opts.token_flag)?;
+        opts.toxiproxy.check().map_err(AgentError::Toxiproxy)?;
         let journal_error = |error| AgentError::Journal {
             path: opts.run_dir.path().join("faults.jsonl"),
             error,
@@ -157,6 +168,18 @@ impl Agent {
         let addr = listener
             .local_addr()
             .map_err(|e| AgentError::Listen(opts.listen, e))?;
+        let toxiproxy_listener = match opts.toxiproxy.toxiproxy_listen {
+            Some(at) => {
+                let l = tokio::net::TcpListener::bind(at)
+                    .await
+                    .map_err(|e| AgentError::ToxiproxyListen(at, e))?;
+                let bound = l
+                    .local_addr()
+                    .map_err(|e| AgentError::ToxiproxyListen(at, e))?;
+                Some((l, bound))
+            }
+            None => None,
+        };
         let mut config = SupervisorConfig::new(opts.run_dir.clone());
         config.bin_path = opts.bin_path;
         config.proxies = opts.proxies;
@@ -171,6 +194,18 @@ impl Agent {
             cancel.clone(),
         ));
         let leases = tokio::spawn(faults.clone().run_leases(cancel.clone()));
+        let (toxiproxy, toxiproxy_url) = match toxiproxy_listener {
+            Some((l, bound)) => (
+                Some(tokio::spawn(crate::toxiproxy::serve(
+                    l,
+                    faults.clone(),
+                    opts.toxiproxy.toxiproxy_ttl,
+                    cancel.clone(),
+                ))),
+                Some(format!("http://{bound}")),
+            ),
+            None => (None, None),
+        };
         let url = format!("http://{addr}");
         let record = serde_json::json!({ "url": url, "pid": std::process::id() });
         let _ = opts
@@ -180,9 +215,11 @@ impl Agent {
             supervisor,
             faults,
             url,
+            toxiproxy_url,
             journal_problems,
             cancel,
             api,
+            toxiproxy,
             leases,
         };
         let _ = agent.write_prometheus_targets(Vec::new());
@@ -227,11 +264,24 @@ impl Agent {
         Ok(path)
     }
 
-    /// Heals every fault, stops the API, then stops the topology gracefully.
+    /// The ready line: `ready: [ENTRYPOINT=URL] agent=URL [toxiproxy=URL]`.
+    pub fn ready_line(&self) -> String {
+        let line = crate::report::ready_line(&self.supervisor, &self.url);
+        match &self.toxiproxy_url {
+            Some(t) => format!("{line} toxiproxy={t}"),
+            None => line,
+        }
+    }
+
+    /// Heals every fault, stops the APIs and the run-time proxies, then stops the
+    /// topology gracefully.
     pub async fn shutdown(self) {
         self.cancel.cancel();
         let _ = self.leases.await;
         let _ = self.api.await;
+        if let Some(t) = self.toxiproxy {
+            let _ = t.await;
+        }
         self.supervisor.shutdown().await;
     }
 }

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::faults::{FaultError, FaultInfo, FaultRequest, Faults};
 use crate::http_server::{ConnStats, Limits};
+use crate::proxy::runtime::{ProxyChange, ProxyError, ProxyView};
 use crate::supervisor::ReplicaStatus;
 use crate::topology::Messaging;
 
@@ -44,6 +45,9 @@ pub struct Status {
     /// Prometheus metrics; a service not named here is never scraped.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metrics: BTreeMap<String, String>,
+    /// The proxies made at run time (`faultline proxy`, the Toxiproxy API).
+    #[serde(default)]
+    pub proxies: Vec<ProxyView>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,7 +60,8 @@ pub struct EdgeView {
     #[serde(default)]
     pub server: String,
     pub listen: SocketAddr,
-    pub target: SocketAddr,
+    /// Where the edge's connections go, `host:port`.
+    pub target: String,
     pub toxics: usize,
 }
 
@@ -155,8 +160,116 @@ async fn status(State(s): State<AppState>) -> Response {
             .iter()
             .filter_map(|svc| Some((svc.name.clone(), svc.metrics.clone()?)))
             .collect(),
+        proxies: s.faults.proxies().list(),
     })
     .into_response()
+}
+
+fn proxy_error(e: ProxyError) -> Response {
+    let status = match e {
+        ProxyError::Invalid(_) => StatusCode::BAD_REQUEST,
+        ProxyError::Exists(_) => StatusCode::CONFLICT,
+        ProxyError::NotFound(_) => StatusCode::NOT_FOUND,
+        ProxyError::TooMany => StatusCode::TOO_MANY_REQUESTS,
+        ProxyError::Listen(..) => StatusCode::CONFLICT,
+    };
+    json_error(status, e.to_string())
+}
+
+/// A proxy to make, as `POST /v1/proxies` reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewProxy {
+    pub name: String,
+    pub upstream: String,
+    /// Where it listens; `127.0.0.1:0` (a free loopback port) when not given.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:0".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A change to a proxy, as `PATCH /v1/proxies/NAME` reads it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, Response> {
+    let map =
+        crate::json::parse_object(body).map_err(|m| json_error(StatusCode::BAD_REQUEST, m))?;
+    serde_json::from_value(serde_json::Value::Object(map))
+        .map_err(|e| json_error(StatusCode::BAD_REQUEST, format!("expected {shape}: {e}")))
+}
+
+async fn proxies_list(State(s): State<AppState>) -> Response {
+    axum::Json(serde_json::json!({ "proxies": s.faults.proxies().list() })).into_response()
+}
+
+async fn proxy_create(State(s): State<AppState>, body: Bytes) -> Response {
+    let p: NewProxy = match parse_body(&body, r#"{"name", "upstream", "listen", "enabled"}"#) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match s
+        .faults
+        .create_proxy(&p.name, &p.listen, &p.upstream, p.enabled)
+        .await
+    {
+        Ok(v) => (StatusCode::CREATED, axum::Json(v)).into_response(),
+        Err(e) => proxy_error(e),
+    }
+}
+
+async fn proxy_show(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    match s.faults.proxies().get(&name) {
+        Some(v) => axum::Json(v).into_response(),
+        None => proxy_error(ProxyError::NotFound(name)),
+    }
+}
+
+async fn proxy_update(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let u: ProxyUpdate = match parse_body(&body, r#"{"listen", "upstream", "enabled"}"#) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let change = ProxyChange {
+        listen: u.listen,
+        upstream: u.upstream,
+        enabled: u.enabled,
+    };
+    match s.faults.proxies().update(&name, change).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => proxy_error(e),
+    }
+}
+
+async fn proxy_delete(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    let Some(view) = s.faults.proxies().get(&name) else {
+        return proxy_error(ProxyError::NotFound(name));
+    };
+    match s.faults.delete_proxy(&name).await {
+        Ok(()) => axum::Json(view).into_response(),
+        Err(e) => proxy_error(e),
+    }
 }
 
 async fn list(State(s): State<AppState>) -> Response {
@@ -277,11 +390,16 @@ pub async fn serve(
         .route("/v1/faults", get(list).post(inject).delete(heal_all))
         .route("/v1/faults/{id}", axum::routing::delete(heal))
         .route("/v1/faults/{id}/renew", post(renew))
+        .route("/v1/proxies", get(proxies_list).post(proxy_create))
+        .route(
+            "/v1/proxies/{name}",
+            get(proxy_show).patch(proxy_update).delete(proxy_delete),
+        )
         .route("/metrics", get(metrics))
         .fallback(|| async {
             json_error(
                 StatusCode::NOT_FOUND,
-                "no such route; see /v1/status, /v1/faults",
+                "no such route; see /v1/status, /v1/faults, /v1/proxies",
             )
         })
         // The token is checked before the handler reads a byte of the body.

@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::api::Status;
+use crate::api::{NewProxy, ProxyUpdate, Status};
 use crate::faults::{FaultInfo, FaultRequest};
+use crate::proxy::runtime::ProxyView;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -121,6 +122,46 @@ impl AgentClient {
             .call(reqwest::Method::DELETE, "/v1/faults", None)
             .await?;
         Ok(h.healed)
+    }
+}
+
+impl AgentClient {
+    pub async fn proxies(&self) -> Result<Vec<ProxyView>, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct List {
+            proxies: Vec<ProxyView>,
+        }
+        let l: List = self.call(reqwest::Method::GET, "/v1/proxies", None).await?;
+        Ok(l.proxies)
+    }
+
+    pub async fn create_proxy(&self, proxy: &NewProxy) -> Result<ProxyView, ClientError> {
+        let body = serde_json::to_value(proxy).expect("proxies serialise");
+        self.call(reqwest::Method::POST, "/v1/proxies", Some(body))
+            .await
+    }
+
+    pub async fn update_proxy(
+        &self,
+        name: &str,
+        update: &ProxyUpdate,
+    ) -> Result<ProxyView, ClientError> {
+        let body = serde_json::to_value(update).expect("updates serialise");
+        self.call(
+            reqwest::Method::PATCH,
+            &format!("/v1/proxies/{name}"),
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn delete_proxy(&self, name: &str) -> Result<ProxyView, ClientError> {
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("/v1/proxies/{name}"),
+            None,
+        )
+        .await
     }
 }
 

@@ -15,6 +15,7 @@
 //! - [`api`]: the control API's routes; [`client`]: its typed client;
 //!   [`http_server`]: the server under it, with its limits; [`json`]: strict request
 //!   bodies.
+//! - [`toxiproxy`]: Toxiproxy's HTTP API over run-time proxies and faults.
 //! - [`metrics`]: the agent's `/metrics`.
 //! - [`reaper`]: the process that kills what replicas left once their agent is gone,
 //!   however it died.
@@ -36,3 +37,4 @@ pub mod report;
 pub mod rundir;
 pub mod supervisor;
 pub mod topology;
+pub mod toxiproxy;

@@ -17,9 +17,11 @@ use faultline_agent::topology::Topology;
 #[derive(Parser)]
 #[command(name = "faultline-agent", version)]
 struct Args {
-    /// The topology file to run.
+    /// The topology file to run. Without one the agent supervises nothing: it serves
+    /// proxies made at run time (`faultline proxy`, --toxiproxy-listen) and faults on
+    /// processes (`pid:N`, `proc:PATTERN`).
     #[arg(long)]
-    topology: PathBuf,
+    topology: Option<PathBuf>,
     /// Run directory for logs, status and the fault journal (default: a new one under the
     /// faultline home). An agent restarted on the same directory heals what the previous
     /// one left applied.
@@ -36,6 +38,8 @@ struct Args {
     no_proxies: bool,
     #[command(flatten)]
     limits: faultline_agent::agent::LimitArgs,
+    #[command(flatten)]
+    toxiproxy: faultline_agent::toxiproxy::ToxiproxyArgs,
 }
 
 fn main() -> ExitCode {
@@ -56,12 +60,19 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    let topology = match Topology::load(&args.topology) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+    if let Err(e) = args.toxiproxy.check() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let topology = match &args.topology {
+        None => Topology::none(),
+        Some(path) => match Topology::load(path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
     };
     let runtime = tokio::runtime::Runtime::new().expect("start the async runtime");
     runtime.block_on(async move {
@@ -86,6 +97,7 @@ fn main() -> ExitCode {
             max_faults: args.limits.max_faults as usize,
             api_limits: args.limits.api_limits(),
             token_flag: "--token",
+            toxiproxy: args.toxiproxy,
         };
         let agent = match Agent::start(opts).await {
             Ok(a) => a,
@@ -105,7 +117,7 @@ fn main() -> ExitCode {
         for p in &agent.journal_problems {
             eprintln!("warning: {p}");
         }
-        println!("{}", report::ready_line(&agent.supervisor, &agent.url));
+        println!("{}", agent.ready_line());
         print!("{}", report::table(&agent.supervisor.status()));
         println!("run directory: {}", agent.supervisor.run_dir().display());
         signals.wait().await;

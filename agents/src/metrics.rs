@@ -85,7 +85,7 @@ impl Collector for Live {
         for (labels, n) in &active {
             ConstGauge::new(*n).encode(m.encode_family(labels)?)?;
         }
-        let edges = faults.supervisor().edges();
+        let edges = &faults.edges();
         let mut m = encoder.encode_descriptor(
             "proxy_connections",
             "Connections accepted by an edge's fault proxy",

@@ -463,6 +463,19 @@ impl Topology {
         })
     }
 
+    /// No topology: nothing supervised, no edges; an agent on it has only proxies made
+    /// at run time and faults on processes.
+    pub fn none() -> Self {
+        Topology {
+            name: "none".into(),
+            entrypoint: None,
+            env: Vec::new(),
+            services: Vec::new(),
+            messaging: None,
+            base_dir: std::env::current_dir().unwrap_or_default(),
+        }
+    }
+
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)
     }

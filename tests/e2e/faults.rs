@@ -190,7 +190,7 @@ fn bad_cli_input_is_named_and_exits_2() {
     );
     check(
         &["fault", "latency", "orders", "--delay", "1s"],
-        "`orders` is not an edge",
+        "`orders` is not an edge or a proxy",
     );
     check(
         &["fault", "latency", "orders->bank", "--delay", "1s"],

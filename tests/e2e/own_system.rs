@@ -507,7 +507,8 @@ fn the_ready_line_the_logs_and_the_commands_speak_of_the_users_own_system() {
     let (code, _, err) = cli(&up.agent, &["fault", "latency", "app", "--delay", "1s"]);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("`app` is not an edge") && err.contains("e.g. 'app->redis' or 'app->redis-1'"),
+        err.contains("`app` is not an edge or a proxy")
+            && err.contains("e.g. 'app->redis' or 'app->redis-1'"),
         "{err}"
     );
     // Logs written to a file carry no colour codes.

@@ -501,7 +501,7 @@ pub const KINDS: &[Kind] = &[
     },
     Kind {
         name: "partition",
-        help: "cut every edge between two lists of services, both ways, live connections included",
+        help: "cut every edge between two lists of services (or a proxy made at run time, alone), both ways, live connections included",
         targets: &[Services],
         lasts: Lasts::UntilHealed,
         params: &[Param {
@@ -510,9 +510,9 @@ pub const KINDS: &[Kind] = &[
             ty: Type::Text {
                 check: service_list,
             },
-            required: true,
+            required: false,
             default: None,
-            help: "the services on the other side, comma-separated",
+            help: "the services on the other side, comma-separated (none for a proxy made at run time, cut whole)",
             positional: true,
         }],
         build: |v| FaultSpec::Partition {

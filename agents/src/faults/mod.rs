@@ -31,6 +31,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::proxy::runtime::{ProxyError, ProxyView, RuntimeProxies};
 use crate::proxy::{EdgeProxy, HttpMatch, Toxic, ToxicKind};
 use crate::supervisor::Supervisor;
 pub use journal::{Journal, Undo};
@@ -117,6 +118,8 @@ pub struct Faults {
     max_faults: usize,
     changed: Notify,
     http: reqwest::Client,
+    /// The proxies made at run time; they stop with the engine's `shutdown`.
+    proxies: Arc<RuntimeProxies>,
     pub metrics: FaultMetrics,
 }
 
@@ -132,6 +135,7 @@ impl Faults {
             pid_pauses: Mutex::new(HashMap::new()),
             max_faults,
             changed: Notify::new(),
+            proxies: RuntimeProxies::new(CancellationToken::new()),
             http: reqwest::Client::builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(10))
@@ -143,6 +147,64 @@ impl Faults {
 
     pub fn supervisor(&self) -> &Arc<Supervisor> {
         &self.sup
+    }
+
+    pub fn proxies(&self) -> &Arc<RuntimeProxies> {
+        &self.proxies
+    }
+
+    /// Every fault proxy: the topology's edges, then the proxies made at run time.
+    pub fn edges(&self) -> Vec<Arc<EdgeProxy>> {
+        let mut all = self.sup.edges().to_vec();
+        all.extend(self.proxies.edges());
+        all
+    }
+
+    /// Makes a proxy at run time (see [`RuntimeProxies::create`]); its name may not be
+    /// one the topology uses for a service or replica.
+    pub async fn create_proxy(
+        &self,
+        name: &str,
+        listen: &str,
+        upstream: &str,
+        enabled: bool,
+    ) -> Result<ProxyView, ProxyError> {
+        let topology = self.sup.topology();
+        let taken = topology
+            .services
+            .iter()
+            .any(|s| s.name == name || (1..=s.replicas).any(|i| s.replica_name(i) == name));
+        if taken {
+            return Err(ProxyError::Invalid(format!(
+                "`{name}` names a service or replica of topology `{}`; give the proxy another name",
+                topology.name
+            )));
+        }
+        self.proxies.create(name, listen, upstream, enabled).await
+    }
+
+    /// Deletes a run-time proxy, healing first every fault that acts on it.
+    pub async fn delete_proxy(&self, name: &str) -> Result<(), ProxyError> {
+        if self.proxies.get(name).is_none() {
+            return Err(ProxyError::NotFound(name.to_owned()));
+        }
+        let on_it: Vec<String> = self
+            .active
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, a)| matches!(&a.undo, Undo::Toxics { edges } if edges.iter().any(|e| e == name)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in on_it {
+            let _ = self.heal(&id, "proxy deleted").await;
+        }
+        self.proxies.delete(name).await
+    }
+
+    /// Whether fault `id` is in effect.
+    pub fn is_active(&self, id: &str) -> bool {
+        self.active.lock().unwrap().contains_key(id)
     }
 
     fn info(id: &str, a: &Active, now: Instant) -> FaultInfo {
@@ -354,6 +416,7 @@ impl Faults {
             }
         }
         self.heal_all("shutdown").await;
+        self.proxies.shutdown().await;
     }
 
     /// Undoes what fault `id` did, except what another fault in effect still needs: a
@@ -386,7 +449,7 @@ impl Faults {
                 }
             }
             Undo::Toxics { edges } => {
-                for e in self.sup.edges().iter().filter(|e| edges.contains(&e.name)) {
+                for e in self.edges().iter().filter(|e| edges.contains(&e.name)) {
                     e.remove(id);
                 }
             }
@@ -395,7 +458,9 @@ impl Faults {
 
     /// Resolves a request into the actions to take and their undo, without acting.
     fn plan(&self, id: &str, req: &FaultRequest) -> Result<Plan, FaultError> {
-        match Resolver::new(self.sup.topology(), self.sup.proxies()).resolve(req)? {
+        let resolver = Resolver::new(self.sup.topology(), self.sup.proxies())
+            .with_proxies(self.proxies.names());
+        match resolver.resolve(req)? {
             Resolved::Process { target, tree } => {
                 let pids = procs::find(&target, tree, &req.target)?;
                 Ok(plan_processes(pids, &req.spec))
@@ -403,11 +468,9 @@ impl Faults {
             Resolved::Replicas(replicas) => Ok(plan_replicas(replicas, &req.spec)),
             Resolved::Edges(names) => {
                 let edges: Vec<Arc<EdgeProxy>> = self
-                    .sup
                     .edges()
-                    .iter()
+                    .into_iter()
                     .filter(|e| names.contains(&e.name))
-                    .cloned()
                     .collect();
                 let seed = req.seed.unwrap_or_else(|| fastrand::u64(..));
                 Ok(Plan::on_edges(edges, toxics(id, seed, &req.spec)))

@@ -33,11 +33,34 @@ pub enum Resolved {
 pub struct Resolver<'a> {
     topology: &'a Topology,
     proxies: bool,
+    /// The proxies made at run time, by name: each is an edge of its own.
+    runtime: Vec<String>,
 }
 
 impl<'a> Resolver<'a> {
     pub fn new(topology: &'a Topology, proxies: bool) -> Self {
-        Self { topology, proxies }
+        Self {
+            topology,
+            proxies,
+            runtime: Vec::new(),
+        }
+    }
+
+    /// Knows the run-time proxies `names` too.
+    pub fn with_proxies(mut self, names: Vec<String>) -> Self {
+        self.runtime = names;
+        self
+    }
+
+    /// The run-time proxies a comma-separated `target` names, if it names only such.
+    fn runtime_edges(&self, target: &str) -> Option<Vec<String>> {
+        let names: Vec<String> = target
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        (!names.is_empty() && names.iter().all(|n| self.runtime.contains(n))).then_some(names)
     }
 
     /// What `req`'s target names, for its kind.
@@ -53,6 +76,15 @@ impl<'a> Resolver<'a> {
             });
         }
         match &req.spec {
+            // A run-time proxy is an edge with no service at either end: cut whole.
+            FaultSpec::Partition { with } if with.trim().is_empty() => {
+                self.runtime_edges(&req.target).map(Resolved::Edges).ok_or_else(|| {
+                    FaultError::BadRequest(format!(
+                        "name the services on the other side of the partition (only a proxy made at run time, which `{}` is not, is partitioned alone)",
+                        req.target
+                    ))
+                })
+            }
             FaultSpec::Partition { with } => self.partition(&req.target, with).map(Resolved::Edges),
             FaultSpec::ZoneOutage => self.zone(&req.target).map(Resolved::Replicas),
             FaultSpec::Poison { .. } => {
@@ -62,7 +94,10 @@ impl<'a> Resolver<'a> {
             FaultSpec::QueuePartition { side } => {
                 self.queue_side(&req.target, *side).map(Resolved::Edges)
             }
-            _ if kind.targets(Target::Edge) => self.edges_of(&req.target).map(Resolved::Edges),
+            _ if kind.targets(Target::Edge) => match self.runtime_edges(&req.target) {
+                Some(edges) => Ok(Resolved::Edges(edges)),
+                None => self.edges_of(&req.target).map(Resolved::Edges),
+            },
             _ => self.replicas_of(&req.target).map(Resolved::Replicas),
         }
     }
@@ -158,8 +193,13 @@ impl<'a> Resolver<'a> {
                 .next()
                 .map(|(c, s, one)| format!(", e.g. '{c}->{s}' or '{one}'"))
                 .unwrap_or_default();
+            let proxies = if self.runtime.is_empty() {
+                String::new()
+            } else {
+                format!("; proxies made at run time: {}", self.runtime.join(", "))
+            };
             return Err(FaultError::BadRequest(format!(
-                "`{target}` is not an edge: network faults target an edge, 'client->server' (every replica) or 'client->server-1' (quoted in a shell){example}"
+                "`{target}` is not an edge or a proxy: network faults target an edge, 'client->server' (every replica) or 'client->server-1' (quoted in a shell){example}, or a proxy made with `faultline proxy create`{proxies}"
             )));
         };
         let (client, server) = (client.trim(), server.trim());

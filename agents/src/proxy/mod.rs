@@ -10,6 +10,7 @@
 
 pub mod http;
 mod pump;
+pub mod runtime;
 pub mod toxic;
 
 use std::io;
@@ -25,6 +26,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use toxic::{Direction, HttpMatch, Toxic, ToxicKind};
+
+/// How long a proxy waits for its upstream to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Counters of one edge.
 #[derive(Debug, Default)]
@@ -51,14 +55,17 @@ pub struct EdgeProxy {
     pub client: String,
     pub server: String,
     pub listen: SocketAddr,
-    /// The server replica's address; it changes if the replica is moved to another port.
-    target: std::sync::RwLock<SocketAddr>,
+    /// Where connections go, `host:port`: the server replica's address (it changes if
+    /// the replica is moved to another port), or an outside address, resolved at each
+    /// connect as Toxiproxy does.
+    target: std::sync::RwLock<Arc<str>>,
     toxics: watch::Sender<Toxics>,
     pub stats: EdgeStats,
 }
 
 impl EdgeProxy {
-    /// Binds `listen` (port 0 picks one) for traffic to `target`.
+    /// Binds `listen` (port 0 picks one) for traffic to `target`, as edge
+    /// `client->server`.
     pub async fn bind(
         client: &str,
         server: &str,
@@ -66,25 +73,57 @@ impl EdgeProxy {
         target: SocketAddr,
     ) -> io::Result<(Arc<Self>, TcpListener)> {
         let listener = TcpListener::bind(listen).await?;
-        let proxy = Arc::new(Self {
-            name: format!("{client}->{server}"),
-            client: client.to_owned(),
-            server: server.to_owned(),
-            listen: listener.local_addr()?,
-            target: std::sync::RwLock::new(target),
-            toxics: watch::Sender::new(Arc::new(Vec::new())),
-            stats: EdgeStats::default(),
-        });
+        let proxy = Self::new(
+            format!("{client}->{server}"),
+            client,
+            server,
+            listener.local_addr()?,
+            &target.to_string(),
+        );
         Ok((proxy, listener))
     }
 
-    pub fn target(&self) -> SocketAddr {
-        *self.target.read().unwrap()
+    /// A proxy named `name` for traffic to `target` (`host:port`), to be run on a
+    /// listener bound to `listen`.
+    pub fn new(
+        name: String,
+        client: &str,
+        server: &str,
+        listen: SocketAddr,
+        target: &str,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            name,
+            client: client.to_owned(),
+            server: server.to_owned(),
+            listen,
+            target: std::sync::RwLock::new(Arc::from(target)),
+            toxics: watch::Sender::new(Arc::new(Vec::new())),
+            stats: EdgeStats::default(),
+        })
     }
 
-    /// Points new connections at `addr`.
-    pub fn set_target(&self, addr: SocketAddr) {
-        *self.target.write().unwrap() = addr;
+    /// The same proxy listening on `listen` instead: its toxics go with it.
+    pub fn moved(&self, listen: SocketAddr) -> Arc<Self> {
+        let moved = Self::new(
+            self.name.clone(),
+            &self.client,
+            &self.server,
+            listen,
+            &self.target(),
+        );
+        moved.toxics.send_replace(self.toxics.borrow().clone());
+        moved
+    }
+
+    /// Where new connections go, `host:port`.
+    pub fn target(&self) -> String {
+        self.target.read().unwrap().to_string()
+    }
+
+    /// Points new connections at `addr` (`host:port`).
+    pub fn set_target(&self, addr: &str) {
+        *self.target.write().unwrap() = Arc::from(addr);
     }
 
     pub fn toxics(&self) -> Vec<Toxic> {
@@ -159,10 +198,11 @@ impl EdgeProxy {
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
         self.stats.active.fetch_add(1, Ordering::Relaxed);
         let _active = Decrement(&self.stats.active);
-        let target = self.target();
-        let mut server = match TcpStream::connect(target).await {
-            Ok(s) => s,
-            Err(_) => {
+        let target = self.target.read().unwrap().clone();
+        let connect = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&*target));
+        let mut server = match connect.await {
+            Ok(Ok(s)) => s,
+            _ => {
                 // The replica is down: the client must see a failure, not a silent close.
                 let _ = client.set_zero_linger();
                 return;

@@ -226,7 +226,7 @@ impl Shared {
     /// A replica moved to `addr`: point the proxies of its edges there.
     pub(crate) fn retarget(&self, replica: &str, addr: SocketAddr) {
         for e in self.edges.iter().filter(|e| e.server == replica) {
-            e.set_target(addr);
+            e.set_target(&addr.to_string());
         }
     }
 

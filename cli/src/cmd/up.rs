@@ -16,8 +16,12 @@ use crate::exit::Exit;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Topology file to start (default: the bundled shop).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "no_topology")]
     pub topology: Option<PathBuf>,
+    /// Start no topology: the agent serves only proxies made at run time
+    /// (`faultline proxy create`, --toxiproxy-listen) and faults on processes.
+    #[arg(long, conflicts_with = "entrypoint_port")]
+    pub no_topology: bool,
     /// Port of the topology's entrypoint service (the shop's is `gateway`); 0 picks a
     /// free one.
     #[arg(long, value_name = "N", alias = "gateway-port")]
@@ -44,17 +48,28 @@ pub struct Args {
     pub agent_token: Option<String>,
     #[command(flatten)]
     pub limits: faultline_agent::agent::LimitArgs,
+    #[command(flatten)]
+    pub toxiproxy: faultline_agent::toxiproxy::ToxiproxyArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     // Validate everything before starting anything: a bad file starts nothing.
-    let mut topology = match bundled::load_topology(args.topology.as_deref()) {
+    let loaded = if args.no_topology {
+        Ok(faultline_agent::topology::Topology::none())
+    } else {
+        bundled::load_topology(args.topology.as_deref())
+    };
+    let mut topology = match loaded {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");
             return Ok(Exit::BadInput);
         }
     };
+    if let Err(e) = args.toxiproxy.check() {
+        eprintln!("error: {e}");
+        return Ok(Exit::BadInput);
+    }
     if let Some(port) = args.entrypoint_port {
         let ep = topology
             .entrypoint
@@ -92,6 +107,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             max_faults: args.limits.max_faults as usize,
             api_limits: args.limits.api_limits(),
             token_flag: "--agent-token",
+            toxiproxy: args.toxiproxy,
         };
         let agent = match Agent::start(opts).await {
             Ok(a) => a,
@@ -111,7 +127,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         for p in &agent.journal_problems {
             eprintln!("warning: {p}");
         }
-        println!("{}", report::ready_line(&agent.supervisor, &agent.url));
+        println!("{}", agent.ready_line());
         print!("{}", report::table(&agent.supervisor.status()));
         println!(
             "prometheus targets: {}",
