@@ -24,7 +24,25 @@ struct RawTopology {
     env: BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]
     services: BTreeMap<Spanned<String>, RawService>,
+    /// Outside dependencies: `[external.NAME] address = "host:port"`.
+    #[serde(default)]
+    external: BTreeMap<Spanned<String>, RawExternal>,
     messaging: Option<RawMessaging>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExternal {
+    address: Spanned<String>,
+}
+
+/// A dependency outside the topology (`[external.NAME]`): not started or supervised,
+/// but callable, so its edges get fault proxies like any other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct External {
+    pub name: String,
+    /// `host:port`; a host name is resolved at each connect.
+    pub address: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -314,6 +332,9 @@ pub struct Service {
     pub zones: Vec<String>,
     /// The services this one calls: the edges of the topology.
     pub calls: Vec<String>,
+    /// The outside dependencies (`[external.NAME]`) it calls, listed in `calls` too
+    /// in the file: edges as well, but no part of the start order.
+    pub externals: Vec<String>,
     pub health: Health,
     pub startup_timeout: Duration,
     /// The path of its Prometheus metrics (`metrics = "/metrics"`); None: not scraped.
@@ -355,6 +376,8 @@ pub struct Topology {
     pub entrypoint: Option<String>,
     pub env: Vec<(String, Template)>,
     pub services: Vec<Service>,
+    /// The outside dependencies, by name.
+    pub externals: Vec<External>,
     pub messaging: Option<Messaging>,
     /// The topology file's directory (absolute when loaded from a file): relative
     /// program paths, templates and `cwd` are resolved against it.
@@ -396,14 +419,17 @@ impl Topology {
             ));
         }
         let names: BTreeSet<&str> = raw.services.keys().map(|k| k.get_ref().as_str()).collect();
+        let externals = externals_of(&raw, &names, &err)?;
+        let known = Known {
+            services: names.clone(),
+            externals: externals.iter().map(|e| e.name.as_str()).collect(),
+        };
         let name_list = || names.iter().copied().collect::<Vec<_>>().join(", ");
 
         let env = parse_env(&raw.env, &err)?;
         let mut services = Vec::new();
         for (name, svc) in &raw.services {
-            services.push(validate_service(
-                name, svc, &names, &name_list, &base_dir, &err,
-            )?);
+            services.push(validate_service(name, svc, &known, &base_dir, &err)?);
         }
         let entrypoint = match &raw.entrypoint {
             Some(e) if !names.contains(e.get_ref().as_str()) => {
@@ -426,6 +452,15 @@ impl Topology {
                 let known = |s: &Spanned<String>| -> Result<String, SourceError> {
                     if names.contains(s.get_ref().as_str()) {
                         Ok(s.get_ref().clone())
+                    } else if known.externals.contains(s.get_ref().as_str()) {
+                        Err(err(
+                            s.span(),
+                            format!(
+                                "`{}` is an external; messaging names services, which are: {}",
+                                s.get_ref(),
+                                name_list()
+                            ),
+                        ))
                     } else {
                         Err(err(
                             s.span(),
@@ -458,6 +493,7 @@ impl Topology {
             entrypoint,
             env,
             services,
+            externals,
             messaging,
             base_dir,
         })
@@ -471,6 +507,7 @@ impl Topology {
             entrypoint: None,
             env: Vec::new(),
             services: Vec::new(),
+            externals: Vec::new(),
             messaging: None,
             base_dir: std::env::current_dir().unwrap_or_default(),
         }
@@ -483,6 +520,60 @@ impl Topology {
     pub fn service_mut(&mut self, name: &str) -> Option<&mut Service> {
         self.services.iter_mut().find(|s| s.name == name)
     }
+
+    pub fn external(&self, name: &str) -> Option<&External> {
+        self.externals.iter().find(|e| e.name == name)
+    }
+}
+
+/// The names a service may call: the topology's services and its externals.
+struct Known<'a> {
+    services: BTreeSet<&'a str>,
+    externals: BTreeSet<&'a str>,
+}
+
+impl Known<'_> {
+    /// `services are: a, b` (and `; externals are: x` when there are any).
+    fn list(&self) -> String {
+        let join = |s: &BTreeSet<&str>| s.iter().copied().collect::<Vec<_>>().join(", ");
+        if self.externals.is_empty() {
+            format!("services are: {}", join(&self.services))
+        } else {
+            format!(
+                "services are: {}; externals are: {}",
+                join(&self.services),
+                join(&self.externals)
+            )
+        }
+    }
+}
+
+/// The `[external.NAME]` tables, by name: each named like a service but not as one,
+/// its address `host:port`.
+fn externals_of(
+    raw: &RawTopology,
+    services: &BTreeSet<&str>,
+    err: &ErrFn<'_>,
+) -> Result<Vec<External>, SourceError> {
+    let mut out = Vec::new();
+    for (name, ext) in &raw.external {
+        let n = name.get_ref();
+        valid_name("external", n).map_err(|m| err(name.span(), m))?;
+        if services.contains(n.as_str()) {
+            return Err(err(
+                name.span(),
+                format!("external `{n}` has the name of a service; rename one of them"),
+            ));
+        }
+        crate::proxy::runtime::check_address("address", ext.address.get_ref())
+            .map_err(|e| err(ext.address.span(), format!("external `{n}`: {e}")))?;
+        out.push(External {
+            name: n.clone(),
+            address: ext.address.get_ref().clone(),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
 }
 
 type ErrFn<'a> = dyn Fn(std::ops::Range<usize>, String) -> SourceError + 'a;
@@ -505,7 +596,7 @@ fn parse_env(
         .collect()
 }
 
-fn valid_name(name: &str) -> Result<(), String> {
+fn valid_name(what: &str, name: &str) -> Result<(), String> {
     let mut chars = name.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
     if !first_ok
@@ -514,7 +605,7 @@ fn valid_name(name: &str) -> Result<(), String> {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
     {
         return Err(format!(
-            "service name `{name}` must start with a lowercase letter and hold only lowercase letters, digits, `-` and `_`"
+            "{what} name `{name}` must start with a lowercase letter and hold only lowercase letters, digits, `-` and `_`"
         ));
     }
     if let Some((_, tail)) = name.rsplit_once('-')
@@ -522,7 +613,7 @@ fn valid_name(name: &str) -> Result<(), String> {
         && tail.chars().all(|c| c.is_ascii_digit())
     {
         return Err(format!(
-            "service name `{name}` ends in `-{tail}`, which reads as a replica number; rename it"
+            "{what} name `{name}` ends in `-{tail}`, which reads as a replica number; rename it"
         ));
     }
     Ok(())
@@ -611,38 +702,40 @@ fn zones_of(raw: &RawService, err: &ErrFn<'_>) -> Result<Vec<String>, SourceErro
     }
 }
 
-/// The services it calls: known ones, each once, never itself.
+/// The services and the externals it calls: known ones, each once, never itself.
 fn calls_of(
     raw: &RawService,
     n: &str,
-    names: &BTreeSet<&str>,
-    name_list: &dyn Fn() -> String,
+    known: &Known<'_>,
     err: &ErrFn<'_>,
-) -> Result<Vec<String>, SourceError> {
+) -> Result<(Vec<String>, Vec<String>), SourceError> {
     let mut calls = Vec::new();
+    let mut externals = Vec::new();
     for c in &raw.calls {
         let callee = c.get_ref();
-        if !names.contains(callee.as_str()) {
+        let external = known.externals.contains(callee.as_str());
+        if !external && !known.services.contains(callee.as_str()) {
             return Err(err(
                 c.span(),
-                format!(
-                    "`{n}` calls unknown service `{callee}`; services are: {}",
-                    name_list()
-                ),
+                format!("`{n}` calls unknown service `{callee}`; {}", known.list()),
             ));
         }
         if callee == n {
             return Err(err(c.span(), format!("`{n}` cannot call itself")));
         }
-        if calls.contains(callee) {
+        if calls.contains(callee) || externals.contains(callee) {
             return Err(err(
                 c.span(),
                 format!("`{n}` lists `{callee}` twice in calls"),
             ));
         }
-        calls.push(callee.clone());
+        if external {
+            externals.push(callee.clone());
+        } else {
+            calls.push(callee.clone());
+        }
     }
-    Ok(calls)
+    Ok((calls, externals))
 }
 
 /// The longest a replica may take to answer its first health probe.
@@ -670,13 +763,12 @@ fn startup_timeout_of(raw: &RawService, err: &ErrFn<'_>) -> Result<Duration, Sou
 fn validate_service(
     name: &Spanned<String>,
     raw: &RawService,
-    names: &BTreeSet<&str>,
-    name_list: &dyn Fn() -> String,
+    known: &Known<'_>,
     base_dir: &Path,
     err: &ErrFn<'_>,
 ) -> Result<Service, SourceError> {
     let n = name.get_ref().as_str();
-    valid_name(n).map_err(|m| err(name.span(), m))?;
+    valid_name("service", n).map_err(|m| err(name.span(), m))?;
     let command = command_of(raw, n, err)?;
     let (replicas, port) = replicas_and_port(raw, n, err)?;
     let host = match &raw.host {
@@ -692,7 +784,7 @@ fn validate_service(
         None => IpAddr::from([127, 0, 0, 1]),
     };
     let zones = zones_of(raw, err)?;
-    let calls = calls_of(raw, n, names, name_list, err)?;
+    let (calls, externals) = calls_of(raw, n, known, err)?;
     let files = files_of(raw, base_dir, err)?;
     let health = health_of(raw, err)?;
     let startup_timeout = startup_timeout_of(raw, err)?;
@@ -706,6 +798,7 @@ fn validate_service(
             command: &command,
             env: &env,
             calls: &calls,
+            externals: &externals,
             files: &files,
         },
         err,
@@ -719,6 +812,7 @@ fn validate_service(
         host,
         zones,
         calls,
+        externals,
         health,
         startup_timeout,
         metrics,
@@ -735,16 +829,17 @@ struct Declared<'a> {
     command: &'a [Template],
     env: &'a [(String, Template)],
     calls: &'a [String],
+    externals: &'a [String],
     files: &'a [ServiceFile],
 }
 
-/// Every `{upstream:NAME}` names a service in `calls`; every `{file:NAME}` a file in
-/// `files`.
+/// Every `{upstream:NAME}` names a service or an external in `calls`; every
+/// `{file:NAME}` a file in `files`.
 fn check_references(d: &Declared<'_>, err: &ErrFn<'_>) -> Result<(), SourceError> {
     let n = d.name.get_ref();
     let uncalled = |t: &Template| {
         t.upstreams()
-            .find(|u| !d.calls.iter().any(|c| c == u))
+            .find(|u| !d.calls.iter().chain(d.externals).any(|c| c == u))
             .map(str::to_owned)
     };
     for f in d.files {
@@ -782,7 +877,12 @@ fn check_references(d: &Declared<'_>, err: &ErrFn<'_>) -> Result<(), SourceError
                 span,
                 format!(
                     "`{{upstream:{up}}}` needs `{up}` in the calls of `{n}` (calls = [{}])",
-                    d.calls.join(", ")
+                    d.calls
+                        .iter()
+                        .chain(d.externals)
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         }
@@ -1110,6 +1210,86 @@ calls = ["db"]
             "",
             "t.toml: the topology has no services; add a [services.NAME] table with a command",
         );
+    }
+
+    #[test]
+    fn externals_are_callable_but_not_started() {
+        let t = parse(
+            r#"
+[external.payments-api]
+address = "payments.example.com:443"
+[external.audit]
+address = "127.0.0.1:9999"
+[services.db]
+command = ["db"]
+[services.web]
+command = ["web", "--payments", "{upstream:payments-api}", "--audit", "{upstream:audit:1}"]
+calls = ["payments-api", "db", "audit"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            t.externals,
+            [
+                External {
+                    name: "audit".into(),
+                    address: "127.0.0.1:9999".into()
+                },
+                External {
+                    name: "payments-api".into(),
+                    address: "payments.example.com:443".into()
+                },
+            ]
+        );
+        let web = t.service("web").unwrap();
+        assert_eq!(web.calls, ["db"]);
+        assert_eq!(web.externals, ["payments-api", "audit"]);
+        let order: Vec<_> = t.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(order, ["db", "web"]);
+        assert_eq!(
+            t.external("audit").map(|e| e.address.as_str()),
+            Some("127.0.0.1:9999")
+        );
+        assert!(Topology::none().externals.is_empty());
+    }
+
+    #[test]
+    fn external_errors_point_at_the_problem() {
+        check_err(
+            "[external.pay]\naddress = \"nope\"\n[services.a]\ncommand = [\"x\"]\n",
+            "t.toml:2:11: external `pay`: address `nope` is not host:port (no port)",
+        );
+        check_err(
+            "[external.pay]\naddress = \"localhost:http\"\n[services.a]\ncommand = [\"x\"]\n",
+            "t.toml:2:11: external `pay`: address `localhost:http` is not host:port (the port is a number from 0 to 65535)",
+        );
+        check_err(
+            "[external.a]\naddress = \"127.0.0.1:1\"\n[services.a]\ncommand = [\"x\"]\n",
+            "t.toml:1:11: external `a` has the name of a service; rename one of them",
+        );
+        check_err(
+            "[external.pay-2]\naddress = \"127.0.0.1:1\"\n[services.a]\ncommand = [\"x\"]\n",
+            "t.toml:1:11: external name `pay-2` ends in `-2`, which reads as a replica number; rename it",
+        );
+        check_err(
+            "[external.pay]\naddress = \"127.0.0.1:1\"\n[services.a]\ncommand = [\"x\"]\ncalls = [\"b\"]\n",
+            "t.toml:5:10: `a` calls unknown service `b`; services are: a; externals are: pay",
+        );
+        check_err(
+            "[external.pay]\naddress = \"127.0.0.1:1\"\n[services.a]\ncommand = [\"x\"]\ncalls = [\"pay\", \"pay\"]\n",
+            "t.toml:5:17: `a` lists `pay` twice in calls",
+        );
+        check_err(
+            "[external.pay]\naddress = \"127.0.0.1:1\"\n[services.a]\ncommand = [\"x\", \"{upstream:pay}\"]\n",
+            "t.toml:4:17: `{upstream:pay}` needs `pay` in the calls of `a` (calls = [])",
+        );
+        check_err(
+            "[external.pay]\naddress = \"127.0.0.1:1\"\n[services.a]\ncommand = [\"x\"]\n[messaging]\nbroker = \"pay\"\n",
+            "t.toml:6:10: `pay` is an external; messaging names services, which are: a",
+        );
+        let e = parse("[external.pay]\n[services.a]\ncommand = [\"x\"]\n").unwrap_err();
+        assert!(e.message.contains("missing field `address`"), "{e}");
+        assert_eq!(e.line, 1, "{e}");
     }
 
     #[test]

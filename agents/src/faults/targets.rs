@@ -137,18 +137,30 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// The services of a comma-separated list (a side of a partition), each checked.
+    /// The services (or externals) of a comma-separated list (a side of a partition),
+    /// each checked.
     pub fn services(&self, list: &str) -> Result<BTreeSet<String>, FaultError> {
         let names = self.service_names();
+        let externals: Vec<&str> = self
+            .topology
+            .externals
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        let also = if externals.is_empty() {
+            String::new()
+        } else {
+            format!("; externals are: {}", externals.join(", "))
+        };
         list.split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(|s| {
-                if names.contains(&s) {
+                if names.contains(&s) || externals.contains(&s) {
                     Ok(s.to_owned())
                 } else {
                     Err(FaultError::UnknownTarget(format!(
-                        "no service `{s}`; services are: {}",
+                        "no service `{s}`; services are: {}{also}",
                         names.join(", ")
                     )))
                 }
@@ -166,7 +178,8 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// Every edge of the topology: `(client service, server service, edge name)`.
+    /// Every edge of the topology: `(client service, server service, edge name)`; an
+    /// external's edge is `(client service, external, client->external)`.
     fn edges(&self) -> Vec<(&str, &str, String)> {
         let mut out = Vec::new();
         for svc in &self.topology.services {
@@ -178,6 +191,13 @@ impl<'a> Resolver<'a> {
                         format!("{}->{r}", svc.name),
                     ));
                 }
+            }
+            for ext in &svc.externals {
+                out.push((
+                    svc.name.as_str(),
+                    ext.as_str(),
+                    format!("{}->{ext}", svc.name),
+                ));
             }
         }
         out
@@ -217,7 +237,13 @@ impl<'a> Resolver<'a> {
             let calls = &self
                 .topology
                 .service(client)
-                .map(|s| s.calls.clone())
+                .map(|s| {
+                    s.calls
+                        .iter()
+                        .chain(&s.externals)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                })
                 .unwrap_or_default();
             return Err(FaultError::UnknownTarget(format!(
                 "no edge '{client}->{server}'; {client} calls: {}",

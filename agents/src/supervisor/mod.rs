@@ -208,9 +208,18 @@ impl Shared {
         self.changed.send_modify(|n| *n += 1);
     }
 
-    /// The addresses a replica of `client` is given for `server`: the proxy of each
-    /// edge to a replica of `server`, or the replicas themselves without proxies.
-    fn upstream_addrs(&self, client: &str, server: &str) -> Vec<SocketAddr> {
+    /// The addresses (`host:port`) a replica of `client` is given for `server`: the
+    /// proxy of each edge to a replica of `server`, or the replicas themselves without
+    /// proxies. For an external `server`, the proxy of the edge to it, or without
+    /// proxies its address as written (a host name stays one).
+    fn upstream_addrs(&self, client: &str, server: &str) -> Vec<String> {
+        if let Some(ext) = self.topology.external(server) {
+            let proxy = self
+                .edges
+                .iter()
+                .find(|e| e.client == client && e.server == ext.name);
+            return vec![proxy.map_or_else(|| ext.address.clone(), |e| e.listen.to_string())];
+        }
         self.replicas
             .iter()
             .filter(|r| self.topology.services[r.service].name == server)
@@ -219,13 +228,20 @@ impl Shared {
                     .iter()
                     .find(|e| e.client == client && e.server == r.name)
                     .map_or_else(|| r.status.borrow().addr, |e| e.listen)
+                    .to_string()
             })
             .collect()
     }
 
-    /// A replica moved to `addr`: point the proxies of its edges there.
+    /// A replica moved to `addr`: point the proxies of its edges there. The edges to
+    /// externals never follow a replica (no external is named like one).
     pub(crate) fn retarget(&self, replica: &str, addr: SocketAddr) {
-        for e in self.edges.iter().filter(|e| e.server == replica) {
+        let external = |e: &EdgeProxy| self.topology.external(&e.server).is_some();
+        for e in self
+            .edges
+            .iter()
+            .filter(|e| e.server == replica && !external(e))
+        {
             e.set_target(&addr.to_string());
         }
     }
@@ -246,18 +262,13 @@ impl Shared {
             Piece::Zone => status.zone.clone(),
             Piece::RunDir => self.config.run_dir.path().display().to_string(),
             Piece::TopologyDir => self.topology.base_dir.display().to_string(),
-            Piece::Upstream(s) => self
-                .upstream_addrs(&svc.name, s)
-                .iter()
-                .map(SocketAddr::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
+            Piece::Upstream(s) => self.upstream_addrs(&svc.name, s).join(","),
             // Validation keeps N within the replicas a service may have; past the ones
             // it has, the answer is empty and the program says what it makes of that.
             Piece::UpstreamAt(s, n) => self
                 .upstream_addrs(&svc.name, s)
                 .get(*n as usize - 1)
-                .map(SocketAddr::to_string)
+                .cloned()
                 .unwrap_or_default(),
             Piece::File(f) => self.file_path(idx, f).display().to_string(),
             Piece::Secret(k) => self.secrets.get(k).cloned().unwrap_or_default(),
@@ -755,8 +766,8 @@ fn make_replicas(
     Ok((replicas, receivers))
 }
 
-/// A fault proxy for every edge (client service -> server replica), bound and
-/// running until `cancel`.
+/// A fault proxy for every edge (client service -> server replica, and client
+/// service -> external, named `client->NAME`), bound and running until `cancel`.
 async fn bind_edges(
     topology: &Topology,
     replicas: &[Replica],
@@ -778,6 +789,24 @@ async fn bind_edges(
                 tasks.push(tokio::spawn(proxy.clone().run(listener, cancel.clone())));
                 edges.push(proxy);
             }
+        }
+        for name in &svc.externals {
+            let Some(ext) = topology.external(name) else {
+                continue;
+            };
+            let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+                .await
+                .map_err(StartError::Ports)?;
+            let listen = listener.local_addr().map_err(StartError::Ports)?;
+            let proxy = EdgeProxy::new(
+                format!("{}->{name}", svc.name),
+                &svc.name,
+                name,
+                listen,
+                &ext.address,
+            );
+            tasks.push(tokio::spawn(proxy.clone().run(listener, cancel.clone())));
+            edges.push(proxy);
         }
     }
     Ok((edges, tasks))
