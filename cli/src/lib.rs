@@ -41,7 +41,7 @@ use crate::exit::Exit;
 #[derive(Parser)]
 #[command(name = "faultline", version, propagate_version = true)]
 pub struct Cli {
-    /// The agent's URL, for fault, heal, status, tui, run and demo; before or after the
+    /// The agent's URL, for fault, heal, status, proxy, tui, run and demo; before or after the
     /// command's name [default: $FAULTLINE_AGENT, else the agent of the most recent
     /// `faultline up` or `faultline run` on this machine; run and demo start their own]
     #[arg(long, global = true, value_name = "URL")]
@@ -60,6 +60,8 @@ pub enum Command {
     Heal(cmd::heal::Args),
     /// Show the replicas and the faults in effect.
     Status(cmd::status::Args),
+    /// Make, list and delete fault proxies to any address (`proxy create NAME --upstream HOST:PORT`).
+    Proxy(cmd::proxy::Args),
     /// Load one URL (open model with -r, closed with -c) and summarise the latency.
     Load(Box<cmd::load::Args>),
     /// Run an experiment file: load, faults, SLOs, checks, reports.
@@ -108,6 +110,7 @@ impl Command {
             Command::Fault(_) => "fault",
             Command::Heal(_) => "heal",
             Command::Status(_) => "status",
+            Command::Proxy(_) => "proxy",
             Command::Load(_) => "load",
             Command::Run(_) => "run",
             Command::Demo(_) => "demo",
@@ -146,6 +149,11 @@ impl Cli {
                 let a = args.agent.clone();
                 cmd::status::run(args).map_err(|e| a.explain(e))
             }
+            Command::Proxy(mut args) => {
+                args.agent = given(args.agent);
+                let a = args.agent.clone();
+                cmd::proxy::run(args).map_err(|e| a.explain(e))
+            }
             Command::Tui(mut args) => {
                 args.agent = given(args.agent);
                 let a = args.agent.clone();
@@ -160,7 +168,7 @@ impl Cli {
                 cmd::run::demo(*args)
             }
             _ if agent.is_some() => Err(anyhow::anyhow!(
-                "--agent applies to fault, heal, status, tui, run and demo, not to `{}`",
+                "--agent applies to fault, heal, status, proxy, tui, run and demo, not to `{}`",
                 self.command.name()
             )),
             Command::Up(args) => cmd::up::run(args),

@@ -12,5 +12,6 @@ mod shop_data;
 mod shop_hardening;
 mod shop_sync;
 mod supervisor;
+mod toxiproxy;
 mod tui;
 mod up;

@@ -426,6 +426,15 @@ impl Drop for Up {
 /// process and the API's URL from its ready line. What it writes to stderr is appended
 /// to `<run_dir>.stderr`.
 pub fn start_agent(run_dir: &Path, topology: &Path, extra: &[&str]) -> (Child, String) {
+    let mut args = vec!["--topology", topology.to_str().expect("a UTF-8 path")];
+    args.extend_from_slice(extra);
+    let (child, ready) = start_agent_with(run_dir, &args);
+    (child, ready_field(&ready, "agent"))
+}
+
+/// A standalone `faultline-agent` with `args` and run directory `run_dir`: its process
+/// and its ready line. What it writes to stderr is appended to `<run_dir>.stderr`.
+pub fn start_agent_with(run_dir: &Path, args: &[&str]) -> (Child, String) {
     let stderr = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -433,24 +442,47 @@ pub fn start_agent(run_dir: &Path, topology: &Path, extra: &[&str]) -> (Child, S
         .unwrap();
     let mut child = Command::new(bin("faultline-agent"))
         .env("FAULTLINE_HOME", run_dir.with_extension("home"))
-        .arg("--topology")
-        .arg(topology)
         .arg("--run-dir")
         .arg(run_dir)
-        .args(extra)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let ready = lines.next().expect("a ready line").unwrap();
+    let Some(Ok(ready)) = lines.next() else {
+        let _ = child.wait();
+        let err = std::fs::read_to_string(run_dir.with_extension("stderr")).unwrap_or_default();
+        panic!("faultline-agent {args:?} printed no ready line; stderr: {err}");
+    };
     std::thread::spawn(move || for _ in lines {});
-    let url = ready
+    (child, ready)
+}
+
+/// The value of field `key` (`agent`, `toxiproxy`, ...) of a ready line.
+pub fn ready_field(ready: &str, key: &str) -> String {
+    ready
         .split_whitespace()
-        .find_map(|w| w.strip_prefix("agent="))
-        .expect("agent=")
-        .to_owned();
-    (child, url)
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key}= in the ready line `{ready}`"))
+        .to_owned()
+}
+
+/// The Python that has the third-party clients the compatibility tests drive
+/// (toxiproxy-python): `$FAULTLINE_TEST_PYTHON`, else the virtual environment `.ci/run`
+/// makes in `target/venv`. Missing, it is a failure that says how to make it.
+pub fn python() -> PathBuf {
+    let path = std::env::var_os("FAULTLINE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/venv/bin/python3")
+        });
+    assert!(
+        path.exists(),
+        "no Python with the test clients at {}: run .ci/run, or python3 -m venv target/venv && target/venv/bin/pip install -r tests/requirements.txt (or set FAULTLINE_TEST_PYTHON)",
+        path.display()
+    );
+    path
 }
 
 /// A topology of one shop cache, written into `dir`.

@@ -6,6 +6,7 @@ pub mod dashboards;
 pub mod fault;
 pub mod heal;
 pub mod load;
+pub mod proxy;
 pub mod run;
 pub mod slo;
 pub mod status;

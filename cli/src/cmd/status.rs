@@ -30,6 +30,10 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         client.url()
     );
     print!("{}", report::table(&status.replicas));
+    if !status.proxies.is_empty() {
+        println!("proxies made at run time:");
+        print!("{}", crate::cmd::proxy::table(&status.proxies));
+    }
     if status.faults.is_empty() {
         println!("no faults in effect");
     } else {
