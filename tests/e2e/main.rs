@@ -1,6 +1,7 @@
 //! End-to-end tests through real processes and sockets.
 
 mod checks;
+mod external;
 mod faults;
 mod hardening;
 mod own_system;
