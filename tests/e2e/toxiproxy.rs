@@ -242,3 +242,136 @@ fn toxiproxy_ttl_bounds_a_toxic_and_remote_listening_is_refused() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--toxiproxy-allow-remote"), "{err}");
 }
+
+/// A minimal HTTP/1.1 server on a free loopback port: `200 ok` to every request, on
+/// keep-alive connections.
+fn http_ok_server() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut c = c;
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if c.write_all(answer).is_err() {
+                            return;
+                        }
+                    }
+                    match c.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A port free on 127.0.0.1 now (the experiment's proxy listens there).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn an_experiment_declares_proxies_to_a_system_it_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = http_ok_server();
+    let port = free_port();
+    let file = dir.path().join("proxied.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+name = "proxied"
+seed = 1
+duration = "6s"
+
+[target]
+url = "http://127.0.0.1:{port}"
+
+[[proxies]]
+name = "front"
+listen = "127.0.0.1:{port}"
+upstream = "{upstream}"
+
+[load]
+rate = 40
+users = 8
+
+[[load.flows]]
+name = "get"
+steps = [{{ name = "get", path = "/" }}]
+
+[[slo]]
+name = "fast"
+objective = "latency<150ms>=99"
+
+[[faults]]
+at = "2s"
+duration = "2s"
+kind = "latency"
+target = "front"
+delay = "300ms"
+"#
+        ),
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let out = Command::new(faultline_tests::bin("faultline"))
+        .env("FAULTLINE_HOME", dir.path().join("home"))
+        .args(["run", file.to_str().unwrap(), "--report"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The latency fault on the proxy breaks the SLO: the hypothesis fails, exit 1.
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("proxy front listens on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    let report: faultline::run::report::Report =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report.faults.len(), 1, "{:?}", report.faults);
+    assert!(report.faults[0].error.is_none(), "{:?}", report.faults[0]);
+    // Every answer came through the proxy, which is gone with the run.
+    assert!(report.load.requests > 100, "{:?}", report.load.requests);
+    assert_eq!(
+        report.load.statuses.get("200"),
+        Some(&report.load.requests),
+        "{:?}",
+        report.load.statuses
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the proxy outlived the run"
+    );
+
+    // A fault on a name that is neither a declared proxy nor a process is placed.
+    let bad = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("target = \"front\"", "target = \"back\"");
+    std::fs::write(&file, bad).unwrap();
+    let out = Command::new(faultline_tests::bin("faultline"))
+        .args(["check", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("proxied.toml:30:10"), "{stderr}");
+    assert!(
+        stderr.contains("proxies made at run time: front"),
+        "{stderr}"
+    );
+}

@@ -362,9 +362,15 @@ fn timing(
 
 /// Checks a fault's target against the topology it will run on, with the agent's own
 /// resolver and messages; the error says whether it is about a partition's `with`.
-pub fn check_target(topo: &Topology, request: &FaultRequest) -> Result<(), (bool, String)> {
-    let resolver = Resolver::new(topo, true);
-    if let FaultSpec::Partition { with } = &request.spec {
+pub fn check_target(
+    topo: &Topology,
+    proxies: &[String],
+    request: &FaultRequest,
+) -> Result<(), (bool, String)> {
+    let resolver = Resolver::new(topo, true).with_proxies(proxies.to_vec());
+    if let FaultSpec::Partition { with } = &request.spec
+        && !with.trim().is_empty()
+    {
         resolver
             .services(&request.target)
             .map_err(|e| (false, e.to_string()))?;

@@ -122,6 +122,8 @@ pub struct Experiment {
     pub aborts: Vec<AbortRule>,
     pub checks: Checks,
     pub steady_state: Vec<Probe>,
+    /// Proxies made on the agent for the run, and deleted after it.
+    pub proxies: Vec<faultline_agent::api::NewProxy>,
 }
 
 /// What may override the file.
@@ -234,7 +236,15 @@ pub fn parse(
     let target = target(&mut cx, &raw.target, base, overrides);
     let load = load::section(&mut cx, &raw.load, base, seed, duration)?;
     let (slos, slo_names) = slos(&mut cx, &raw.slo, load.as_ref());
-    let faults = timeline(&mut cx, &raw.faults, target.as_ref(), seed, duration);
+    let proxies = proxies(&mut cx, &raw.proxies, target.as_ref());
+    let faults = timeline(
+        &mut cx,
+        &raw.faults,
+        target.as_ref(),
+        &proxies,
+        seed,
+        duration,
+    );
     let aborts = aborts(&mut cx, &raw.abort, &slos, &slo_names);
     let checks = checks::section(&mut cx, &raw.checks, target.as_ref(), base);
     let mut steady_state = Vec::new();
@@ -264,7 +274,63 @@ pub fn parse(
         aborts,
         checks: checks.expect("checked"),
         steady_state,
+        proxies,
     })
+}
+
+/// The `[[proxies]]`: each name valid, used once and not a service's; each address
+/// `host:port`.
+fn proxies(
+    cx: &mut Ctx<'_>,
+    raw: &[raw::Proxy],
+    target: Option<&TargetSpec>,
+) -> Vec<faultline_agent::api::NewProxy> {
+    use faultline_agent::proxy::runtime::{check_address, check_name};
+    let mut out: Vec<faultline_agent::api::NewProxy> = Vec::new();
+    let most = faultline_agent::proxy::runtime::MAX_PROXIES;
+    if let Some(p) = raw.get(most) {
+        cx.err(
+            p.name.span(),
+            format!("more than {most} proxies; an agent holds at most {most}"),
+        );
+    }
+    for p in raw {
+        let name = p.name.get_ref();
+        if let Err(e) = check_name(name) {
+            cx.err(p.name.span(), e.to_string());
+        } else if out.iter().any(|o| o.name == *name) {
+            cx.err(p.name.span(), format!("proxy `{name}` is declared twice"));
+        } else if let Some(TargetSpec::Start { topology, .. }) = target
+            && topology.service(name).is_some()
+        {
+            cx.err(
+                p.name.span(),
+                format!(
+                    "`{name}` is a service of topology `{}`; give the proxy another name",
+                    topology.name
+                ),
+            );
+        }
+        if let Err(e) = check_address("upstream", p.upstream.get_ref()) {
+            cx.err(p.upstream.span(), e.to_string());
+        }
+        let listen = p
+            .listen
+            .as_ref()
+            .map_or_else(|| "127.0.0.1:0".to_owned(), |l| l.get_ref().clone());
+        if let Some(l) = &p.listen
+            && let Err(e) = check_address("listen", l.get_ref())
+        {
+            cx.err(l.span(), e.to_string());
+        }
+        out.push(faultline_agent::api::NewProxy {
+            name: name.clone(),
+            upstream: p.upstream.get_ref().clone(),
+            listen,
+            enabled: true,
+        });
+    }
+    out
 }
 
 /// A TOML error at its place. Where TOML gives none (or the top of the file, for a
@@ -403,6 +469,7 @@ fn timeline(
     cx: &mut Ctx<'_>,
     raw: &[Spanned<toml::Table>],
     target: Option<&TargetSpec>,
+    proxies: &[faultline_agent::api::NewProxy],
     seed: u64,
     duration: Option<Duration>,
 ) -> Vec<Planned> {
@@ -415,26 +482,32 @@ fn timeline(
             }
         }
     }
-    match target {
-        Some(TargetSpec::Start { topology, .. }) => {
-            for p in &planned {
-                if let Err((on_with, m)) = faults::check_target(topology, &p.request) {
-                    let span = if on_with {
-                        &p.with_span
-                    } else {
-                        &p.target_span
-                    };
-                    cx.err(span.clone(), m);
-                }
-            }
-        }
+    let names: Vec<String> = proxies.iter().map(|p| p.name.clone()).collect();
+    let none = Topology::none();
+    let on = match target {
+        Some(TargetSpec::Start { topology, .. }) => Some(&**topology),
+        // The run's own agent, for its proxies: faults on them and on processes only.
+        Some(TargetSpec::Running { agent: None, .. }) if !names.is_empty() => Some(&none),
         Some(TargetSpec::Running { agent: None, .. }) if !raw.is_empty() => {
             cx.err(
                 raw[0].span(),
-                "faults need an agent: set `agent` under [target] (or pass --agent), or leave out `url` to start the bundled system",
+                "faults need an agent: set `agent` under [target] (or pass --agent), declare the [[proxies]] they act on, or leave out `url` to start the bundled system",
             );
+            None
         }
-        _ => {}
+        _ => None,
+    };
+    if let Some(topology) = on {
+        for p in &planned {
+            if let Err((on_with, m)) = faults::check_target(topology, &names, &p.request) {
+                let span = if on_with {
+                    &p.with_span
+                } else {
+                    &p.target_span
+                };
+                cx.err(span.clone(), m);
+            }
+        }
     }
     planned.sort_by_key(|p| p.at);
     planned

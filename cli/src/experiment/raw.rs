@@ -45,6 +45,27 @@ pub struct Experiment {
     /// (Chaos Toolkit's steady-state hypothesis).
     #[serde(default)]
     pub steady_state: Vec<Probe>,
+    /// Fault proxies made for the run on its agent (deleted after it), to addresses the
+    /// system under test reaches: faults then target them by name. With `url` and no
+    /// `agent` under [target], the run starts an agent of its own for them.
+    #[serde(default)]
+    pub proxies: Vec<Proxy>,
+}
+
+/// A fault proxy from `listen` to `upstream`, made for the run.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Proxy {
+    /// Its name, which faults target: letters, digits, `_`, `.` and `-`.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// Where its connections go, `host:port`.
+    #[schemars(with = "String")]
+    pub upstream: Spanned<String>,
+    /// Where it listens, `host:port` (the address the system is configured to call);
+    /// port 0, the default on 127.0.0.1, picks a free one.
+    #[schemars(with = "Option<String>")]
+    pub listen: Option<Spanned<String>>,
 }
 
 /// What the experiment runs against. Without `url` and `agent`, faultline starts the

@@ -50,6 +50,12 @@ pub enum RunError {
     Metrics(#[source] std::io::Error),
     #[error("{0}")]
     Unsupported(String),
+    #[error("cannot make proxy `{name}` of [[proxies]]")]
+    Proxy {
+        name: String,
+        #[source]
+        source: ClientError,
+    },
     #[error("the load engine failed")]
     LoadEngine(#[source] tokio::task::JoinError),
 }

@@ -76,7 +76,14 @@ pub struct Options {
 /// Runs the experiment. `Err` is a setup error (exit code 2): nothing was judged.
 pub async fn execute(exp: &Experiment, opts: &Options) -> Result<Report, RunError> {
     let target = Target::bring_up(exp, opts).await?;
-    let result = run_on(exp, opts, &target).await;
+    let result = match target.make_proxies(exp, opts.quiet).await {
+        Ok(made) => {
+            let result = run_on(exp, opts, &target).await;
+            target.remove_proxies(&made).await;
+            result
+        }
+        Err(e) => Err(e),
+    };
     target.shut_down(opts.quiet).await;
     result
 }

@@ -34,8 +34,59 @@ impl Target {
     pub async fn bring_up(exp: &Experiment, opts: &Options) -> Result<Target, RunError> {
         match &exp.target {
             TargetSpec::Start { topology, bundled } => start(topology, *bundled, opts).await,
+            // A system this run does not start, with proxies for it: an agent of the
+            // run's own, with no topology, holds them.
+            TargetSpec::Running {
+                url: Some(url),
+                agent: None,
+            } if !exp.proxies.is_empty() => start_bare(url, opts).await,
             TargetSpec::Running { url, agent } => {
                 running(url.as_deref(), agent.as_deref(), opts).await
+            }
+        }
+    }
+
+    /// Makes the experiment's `[[proxies]]` on the agent; on a failure, deletes those
+    /// it made and says which one failed. Returns the names made.
+    pub async fn make_proxies(
+        &self,
+        exp: &Experiment,
+        quiet: bool,
+    ) -> Result<Vec<String>, RunError> {
+        let Some(agent) = &self.agent else {
+            return Ok(Vec::new());
+        };
+        let mut made = Vec::new();
+        for p in &exp.proxies {
+            match agent.create_proxy(p).await {
+                Ok(v) => {
+                    if !quiet {
+                        eprintln!(
+                            "proxy {} listens on {} for {}",
+                            v.name, v.listen, v.upstream
+                        );
+                    }
+                    made.push(v.name);
+                }
+                Err(source) => {
+                    self.remove_proxies(&made).await;
+                    return Err(RunError::Proxy {
+                        name: p.name.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(made)
+    }
+
+    /// Deletes the proxies this run made (their faults heal with them).
+    pub async fn remove_proxies(&self, names: &[String]) {
+        if let Some(agent) = &self.agent {
+            for n in names {
+                if let Err(e) = agent.delete_proxy(n).await {
+                    tracing::warn!(proxy = n, error = %e, "cannot delete the run's proxy");
+                }
             }
         }
     }
@@ -139,6 +190,25 @@ async fn start(topology: &Topology, bundled: bool, opts: &Options) -> Result<Tar
         agent: Some(AgentClient::new(&agent.url, None)),
         embedded: Some(agent),
         label,
+    })
+}
+
+/// A system this run does not start, at `url`, with an agent of the run's own and no
+/// topology, for the experiment's proxies.
+async fn start_bare(url: &str, opts: &Options) -> Result<Target, RunError> {
+    let run_dir = RunDir::create_in_home().map_err(RunError::RunDir)?;
+    run_dir.mark_latest().map_err(RunError::MarkLatest)?;
+    let agent = Agent::start(AgentOptions::new(Topology::none(), run_dir))
+        .await
+        .map_err(RunError::Agent)?;
+    if !opts.quiet {
+        eprintln!("agent for the run's proxies: {}", agent.url);
+    }
+    Ok(Target {
+        base: url.to_owned(),
+        agent: Some(AgentClient::new(&agent.url, None)),
+        embedded: Some(agent),
+        label: url.to_owned(),
     })
 }
 
