@@ -760,3 +760,86 @@ pub async fn serve(
     let conns = Arc::new(ConnStats::default());
     crate::http_server::serve(listener, app, Limits::default(), conns, shutdown).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn every_type_fills_its_attributes_and_maps_to_a_fault_in_the_engines_units() {
+        let a = attributes_of("latency", &attrs(json!({"latency": 100}))).unwrap();
+        assert_eq!(
+            Value::Object(a.clone()),
+            json!({"latency": 100, "jitter": 0})
+        );
+        let f = fault_fields("latency", &a).unwrap();
+        assert_eq!(f["kind"], "latency");
+        assert_eq!(f["delay_ms"], 100);
+        // KB/s of 1000 bytes; 0 is no limit.
+        let f = fault_fields("bandwidth", &attrs(json!({"rate": 200}))).unwrap();
+        assert_eq!(f["rate"], 200_000);
+        let f = fault_fields("bandwidth", &attrs(json!({"rate": 0}))).unwrap();
+        assert_eq!(f["rate"], spec::MAX_RATE);
+        // timeout 0 holds until removed; otherwise it closes after that long.
+        let f = fault_fields("timeout", &attrs(json!({"timeout": 0}))).unwrap();
+        assert!(f.get("close_after_ms").is_none());
+        let f = fault_fields("timeout", &attrs(json!({"timeout": 250}))).unwrap();
+        assert_eq!(f["close_after_ms"], 250);
+        let f = fault_fields("reset_peer", &attrs(json!({"timeout": 5}))).unwrap();
+        assert_eq!(
+            (f["kind"].as_str(), f["after_ms"].as_u64()),
+            (Some("reset"), Some(5))
+        );
+        // The slicer's delay is in microseconds, as Toxiproxy has it.
+        let f = fault_fields(
+            "slicer",
+            &attrs(json!({"average_size": 10, "size_variation": 2, "delay": 7})),
+        )
+        .unwrap();
+        assert_eq!(f["delay_us"], 7);
+        assert_eq!(
+            fault_fields("limit_data", &attrs(json!({"bytes": 9}))).unwrap()["bytes"],
+            9
+        );
+        assert_eq!(
+            fault_fields("slow_close", &attrs(json!({"delay": 3}))).unwrap()["delay_ms"],
+            3
+        );
+        for bad in ["", "noop", "http_abort"] {
+            assert_eq!(attributes_of(bad, &Map::new()).unwrap_err().status(), 400);
+        }
+        let wrong = attributes_of("latency", &attrs(json!({"latency": "fast"})));
+        assert_eq!(wrong.unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn streams_and_toxicity_as_toxiproxy_reads_them() {
+        assert_eq!(stream_of(None).unwrap(), "downstream");
+        assert_eq!(stream_of(Some(&json!("UpStream"))).unwrap(), "upstream");
+        assert_eq!(stream_of(Some(&json!("both"))).unwrap_err().status(), 400);
+        assert_eq!(toxicity_of(None, 1.0).unwrap(), 1.0);
+        assert_eq!(toxicity_of(Some(&json!(0.25)), 1.0).unwrap(), 0.25);
+        assert_eq!(toxicity_of(Some(&json!(2)), 1.0).unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn remote_listening_needs_its_own_flag() {
+        let mut a = ToxiproxyArgs {
+            toxiproxy_listen: Some("0.0.0.0:8474".parse().unwrap()),
+            ..ToxiproxyArgs::default()
+        };
+        assert!(a.check().unwrap_err().contains("--toxiproxy-allow-remote"));
+        a.toxiproxy_allow_remote = true;
+        assert!(a.check().is_ok());
+        a.toxiproxy_listen = Some("127.0.0.1:8474".parse().unwrap());
+        a.toxiproxy_allow_remote = false;
+        assert!(a.check().is_ok());
+    }
+}
