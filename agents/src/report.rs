@@ -27,6 +27,9 @@ pub fn ready_key(name: &str) -> &str {
 
 /// One row per replica: service, replica, zone, address, state, pid, restarts.
 pub fn table(replicas: &[ReplicaStatus]) -> String {
+    if replicas.is_empty() {
+        return "no replicas: this agent supervises no topology (proxies made at run time and process faults only)\n".into();
+    }
     let header = [
         "SERVICE", "REPLICA", "ZONE", "ADDRESS", "STATE", "PID", "RESTARTS",
     ];
