@@ -209,6 +209,8 @@ pub struct ProxyUpdate {
     pub enabled: Option<bool>,
 }
 
+/// The body as `T`, or the 400 that says why not.
+#[allow(clippy::result_large_err)]
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, Response> {
     let map =
         crate::json::parse_object(body).map_err(|m| json_error(StatusCode::BAD_REQUEST, m))?;

@@ -50,7 +50,9 @@ fn agent_is_taken_before_and_after_the_command() {
     let (code, _, err) = faultline_env(&["--agent", &url, "check", "x.toml"], &[]);
     assert_eq!(code, Some(2));
     assert!(
-        err.contains("--agent applies to fault, heal, status, proxy, tui, run and demo, not to `check`"),
+        err.contains(
+            "--agent applies to fault, heal, status, proxy, tui, run and demo, not to `check`"
+        ),
         "{err}"
     );
 }
