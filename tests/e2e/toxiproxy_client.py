@@ -234,7 +234,16 @@ b.destroy_toxic("slow_close_downstream")
 
 # Disabled: connections refused; enabled again on the same address.
 listen = p.listen
+live = socket.create_connection(addr(p), timeout=5)
+live.sendall(b"x")
+assert live.recv(1) == b"x"
 p.disable()
+# The live connection is closed (or reset) by the disable.
+try:
+    assert live.recv(1) == b"", "a disabled proxy kept a live connection"
+except ConnectionResetError:
+    pass
+live.close()
 try:
     rtt(p)
     raise AssertionError("a disabled proxy accepted a connection")
