@@ -60,19 +60,22 @@ pub enum ProxyError {
     Listen(String, std::io::Error),
 }
 
-/// A proxy's name: 1 to 128 of `A-Z a-z 0-9 _ . -`, so that it never reads as an edge
-/// (`a->b`), a list (`a,b`) or a process target (`pid:1`).
+/// A proxy's name: 1 to 128 of `A-Z a-z 0-9 _ . - :` (`:` for the `host:port` names
+/// some Toxiproxy clients give), so that it never reads as an edge (`a->b`) or a list
+/// (`a,b`), and not beginning `pid:` or `proc:`, which are process targets.
 pub fn check_name(name: &str) -> Result<(), ProxyError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME
+        && !name.starts_with("pid:")
+        && !name.starts_with("proc:")
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b':'));
     if ok {
         Ok(())
     } else {
         Err(ProxyError::Invalid(format!(
-            "`{name}` is not a proxy name: use 1 to {MAX_NAME} letters, digits, `_`, `.` or `-`"
+            "`{name}` is not a proxy name: use 1 to {MAX_NAME} letters, digits, `_`, `.`, `-` or `:`, not beginning `pid:` or `proc:`"
         )))
     }
 }
@@ -324,7 +327,8 @@ mod tests {
     fn names_and_addresses() {
         assert!(check_name("redis").is_ok());
         assert!(check_name("mysql_master.1-a").is_ok());
-        for bad in ["", "a->b", "a,b", "pid:1", "a b", &"x".repeat(129)] {
+        assert!(check_name("redis:6379").is_ok());
+        for bad in ["", "a->b", "a,b", "pid:1", "proc:x", "a b", "a/b", &"x".repeat(129)] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
         for good in [

@@ -21,7 +21,7 @@ pub struct Args {
 pub enum Action {
     /// Make a proxy from a listen address to HOST:PORT; faults then target it by NAME.
     Create {
-        /// The proxy's name: letters, digits, `_`, `.` and `-`.
+        /// The proxy's name: letters, digits, `_`, `.`, `-` and `:`.
         name: String,
         /// Where its connections go, HOST:PORT (a host name is resolved at each connect).
         #[arg(long, value_name = "HOST:PORT")]

@@ -56,7 +56,7 @@ pub struct Experiment {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Proxy {
-    /// Its name, which faults target: letters, digits, `_`, `.` and `-`.
+    /// Its name, which faults target: letters, digits, `_`, `.`, `-` and `:`.
     #[schemars(with = "String")]
     pub name: Spanned<String>,
     /// Where its connections go, `host:port`.
