@@ -161,7 +161,7 @@ impl Faults {
     }
 
     /// Makes a proxy at run time (see [`RuntimeProxies::create`]); its name may not be
-    /// one the topology uses for a service or replica.
+    /// one the topology uses for a service, replica or external.
     pub async fn create_proxy(
         &self,
         name: &str,
@@ -173,10 +173,11 @@ impl Faults {
         let taken = topology
             .services
             .iter()
-            .any(|s| s.name == name || (1..=s.replicas).any(|i| s.replica_name(i) == name));
+            .any(|s| s.name == name || (1..=s.replicas).any(|i| s.replica_name(i) == name))
+            || topology.external(name).is_some();
         if taken {
             return Err(ProxyError::Invalid(format!(
-                "`{name}` names a service or replica of topology `{}`; give the proxy another name",
+                "`{name}` names a service, replica or external of topology `{}`; give the proxy another name",
                 topology.name
             )));
         }
