@@ -12,6 +12,7 @@ use faultline_agent::supervisor::{ReplicaState, ReplicaStatus};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::state::OutsideNow;
 use crate::shop::{BREAKER_STATE, BROKER_QUEUES, QueueListing, QueueNow};
 
 /// What one look at the system saw.
@@ -28,6 +29,30 @@ pub struct Observed {
     /// Whether any replica's metrics expose circuit breakers at all: without, the
     /// dashboard has no breaker column to show.
     pub has_breakers: bool,
+    /// Proxies made at run time, then the edges to externals.
+    pub outside: Vec<OutsideNow>,
+}
+
+/// The proxies to what the agent does not supervise: run-time proxies, and the edges
+/// whose server is no replica (an external's).
+fn outside(status: &faultline_agent::api::Status) -> Vec<OutsideNow> {
+    let proxies = status.proxies.iter().map(|p| OutsideNow {
+        name: p.name.clone(),
+        kind: "proxy",
+        upstream: p.upstream.clone(),
+        enabled: p.enabled,
+    });
+    let externals = status
+        .edges
+        .iter()
+        .filter(|e| !status.replicas.iter().any(|r| r.name == e.server))
+        .map(|e| OutsideNow {
+            name: e.name.clone(),
+            kind: "external",
+            upstream: e.target.clone(),
+            enabled: true,
+        });
+    proxies.chain(externals).collect()
 }
 
 /// The breakers of one replica that are not closed, from its metrics at `path`; and
@@ -131,6 +156,7 @@ pub async fn observe_once(client: &AgentClient, http: &reqwest::Client) -> Optio
         .map(|(name, (_, b))| (name, b))
         .collect();
     Some(Observed {
+        outside: outside(&status),
         broker: messaging.map(|m| m.broker.clone()),
         replicas: status.replicas,
         faults: status.faults,

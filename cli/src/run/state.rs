@@ -25,6 +25,19 @@ pub enum Stage {
     Done,
 }
 
+/// A fault proxy to something the agent does not supervise, as it stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutsideNow {
+    /// The proxy's name, or the edge's (`client->external`).
+    pub name: String,
+    /// `proxy` (made at run time) or `external` (a topology's `[external.NAME]`).
+    pub kind: &'static str,
+    /// Where its connections go, `host:port`.
+    pub upstream: String,
+    /// False while a run-time proxy is disabled.
+    pub enabled: bool,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct RunState {
     pub experiment: String,
@@ -56,6 +69,9 @@ pub struct RunState {
     pub queues: Vec<QueueNow>,
     /// The broker service of the topology's `[messaging]`, when it has one.
     pub broker: Option<String>,
+    /// Fault proxies to what the agent does not supervise: proxies made at run time
+    /// and the edges to the topology's externals.
+    pub outside: Vec<OutsideNow>,
     pub events: Vec<Event>,
     /// Set when the run is judged.
     pub passed: Option<bool>,
@@ -99,5 +115,6 @@ impl RunState {
         self.has_breakers |= o.has_breakers;
         self.queues = o.queues;
         self.broker = o.broker;
+        self.outside = o.outside;
     }
 }

@@ -87,6 +87,29 @@ impl App {
             .collect()
     }
 
+    /// The faults in effect on a proxy to the outside: those that name it, and
+    /// partitions with an external on one side.
+    pub fn faults_on_outside(
+        &self,
+        o: &crate::run::state::OutsideNow,
+    ) -> Vec<&faultline_agent::faults::FaultInfo> {
+        let external = o.name.split_once("->").map(|(_, e)| e);
+        self.state
+            .faults
+            .iter()
+            .filter(|f| {
+                f.request.target == o.name
+                    || match (&f.request.spec, external) {
+                        (faultline_agent::faults::FaultSpec::Partition { with }, Some(e)) => {
+                            let sides = [f.request.target.as_str(), with.as_str()];
+                            sides.iter().any(|s| s.split(',').any(|x| x.trim() == e))
+                        }
+                        _ => false,
+                    }
+            })
+            .collect()
+    }
+
     fn move_to_service(&mut self, forward: bool) {
         let Some(cur) = self.selected_replica().map(|r| r.service.clone()) else {
             return;

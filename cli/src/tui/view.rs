@@ -288,43 +288,45 @@ fn draw_services(f: &mut Frame, app: &App, area: Rect, small: bool) {
     let visible = area.height.saturating_sub(3) as usize;
     // Scroll so the selection stays in view.
     let first = app.selected.saturating_sub(visible.saturating_sub(1));
-    let rows: Vec<Row> = app
-        .state
-        .replicas
-        .iter()
-        .enumerate()
-        .skip(first)
-        .take(visible)
-        .map(|(i, r)| {
-            let (word, c) = state_word(r.state);
-            let faults: Vec<String> = app.faults_on(r).iter().map(|f| f.kind.clone()).collect();
-            let selected = i == app.selected;
-            let mut cells = vec![
-                Cell::from(format!("{}{}", if selected { "> " } else { "  " }, r.name)),
-                Cell::from(r.zone.clone()),
-                Cell::from(word).style(color(app, c).add_modifier(Modifier::BOLD)),
-                Cell::from(r.restarts.to_string()),
-            ];
-            // A breaker column only where some service's metrics expose breakers:
-            // "closed" would claim what nobody measured.
-            if app.state.has_breakers {
-                let breakers = app.state.breakers.get(&r.name).map(|b| b.join(","));
-                let style = if breakers.is_some() {
-                    color(app, Color::Red)
-                } else {
-                    Style::default()
-                };
-                cells.push(Cell::from(breakers.unwrap_or_else(|| "closed".into())).style(style));
-            }
-            cells.push(Cell::from(faults.join(",")).style(color(app, Color::Yellow)));
-            let row = Row::new(cells);
-            if selected {
-                row.style(Style::default().add_modifier(Modifier::REVERSED))
-            } else {
-                row
-            }
-        })
-        .collect();
+    let replicas = app.state.replicas.iter().enumerate().map(|(i, r)| {
+        let (word, c) = state_word(r.state);
+        let faults: Vec<String> = app.faults_on(r).iter().map(|f| f.kind.clone()).collect();
+        let selected = i == app.selected;
+        let name = format!("{}{}", if selected { "> " } else { "  " }, r.name);
+        let cells = [
+            Cell::from(name),
+            Cell::from(r.zone.clone()),
+            Cell::from(word).style(color(app, c).add_modifier(Modifier::BOLD)),
+            Cell::from(r.restarts.to_string()),
+        ];
+        let row = service_row(app, cells, app.state.breakers.get(&r.name), &faults);
+        if selected {
+            row.style(Style::default().add_modifier(Modifier::REVERSED))
+        } else {
+            row
+        }
+    });
+    // Proxies to what no replica is: listed after the replicas, never selected.
+    let outside = app.state.outside.iter().map(|o| {
+        let faults: Vec<String> = app
+            .faults_on_outside(o)
+            .iter()
+            .map(|f| f.kind.clone())
+            .collect();
+        let (word, c) = if o.enabled {
+            (o.kind, Color::Cyan)
+        } else {
+            ("off", Color::DarkGray)
+        };
+        let cells = [
+            Cell::from(format!("  {}", o.name)),
+            Cell::from("-"),
+            Cell::from(word).style(color(app, c)),
+            Cell::from("-"),
+        ];
+        service_row(app, cells, None, &faults)
+    });
+    let rows: Vec<Row> = replicas.chain(outside).skip(first).take(visible).collect();
     let mut widths = vec![
         Constraint::Min(19),
         Constraint::Length(4),
@@ -343,14 +345,43 @@ fn draw_services(f: &mut Frame, app: &App, area: Rect, small: bool) {
     }
     widths.push(Constraint::Fill(1));
     header.push("faults");
+    let proxies = match app.state.outside.len() {
+        0 => String::new(),
+        1 => ", 1 proxy".into(),
+        n => format!(", {n} proxies"),
+    };
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
         .block(Block::default().borders(Borders::ALL).title(format!(
-            "services ({} replicas, {} faults active)",
+            "services ({} replicas{proxies}, {} faults active)",
             app.state.replicas.len(),
             app.state.faults.len()
         )));
     f.render_widget(table, area);
+}
+
+/// A row of the services panel: its first four cells, then the breakers (where the
+/// system has any) and the faults on it.
+fn service_row<'a>(
+    app: &App,
+    cells: [Cell<'a>; 4],
+    breakers: Option<&Vec<String>>,
+    faults: &[String],
+) -> Row<'a> {
+    let mut cells = cells.to_vec();
+    // A breaker column only where some service's metrics expose breakers: "closed"
+    // would claim what nobody measured.
+    if app.state.has_breakers {
+        let style = if breakers.is_some() {
+            color(app, Color::Red)
+        } else {
+            Style::default()
+        };
+        let text = breakers.map_or_else(|| "closed".into(), |b| b.join(","));
+        cells.push(Cell::from(text).style(style));
+    }
+    cells.push(Cell::from(faults.join(",")).style(color(app, Color::Yellow)));
+    Row::new(cells)
 }
 
 fn draw_queues(f: &mut Frame, app: &App, area: Rect, small: bool) {
@@ -561,6 +592,7 @@ mod tests {
                 dlq_depth: Some(5),
             }],
             broker: Some("broker".into()),
+            outside: Vec::new(),
             events: vec![Event {
                 t_s: 10.0,
                 kind: EventKind::FaultApplied {
@@ -688,5 +720,60 @@ mod tests {
         for present in ["breakers", "closed", "queues"] {
             assert!(screen.contains(present), "`{present}` missing:\n{screen}");
         }
+    }
+
+    #[test]
+    fn proxies_and_externals_follow_the_replicas_with_their_faults() {
+        use crate::run::state::OutsideNow;
+        let mut a = app();
+        a.state.outside = vec![
+            OutsideNow {
+                name: "db".into(),
+                kind: "proxy",
+                upstream: "127.0.0.1:5432".into(),
+                enabled: true,
+            },
+            OutsideNow {
+                name: "web->payments-api".into(),
+                kind: "external",
+                upstream: "127.0.0.1:9".into(),
+                enabled: true,
+            },
+            OutsideNow {
+                name: "cache".into(),
+                kind: "proxy",
+                upstream: "127.0.0.1:6379".into(),
+                enabled: false,
+            },
+        ];
+        let mut latency = a.state.faults[0].clone();
+        latency.kind = "latency".into();
+        latency.request.target = "db".into();
+        let mut cut = a.state.faults[0].clone();
+        cut.kind = "partition".into();
+        cut.request.target = "web".into();
+        cut.request.spec = faultline_agent::faults::FaultSpec::Partition {
+            with: "payments-api".into(),
+        };
+        a.state.faults.extend([latency, cut]);
+        let screen = render(160, 48, &a);
+        let line = |name: &str| {
+            screen
+                .lines()
+                .find(|l| l.contains(name))
+                .unwrap_or_else(|| panic!("no row for {name}:\n{screen}"))
+                .to_owned()
+        };
+        assert!(line("  db ").contains("proxy") && line("  db ").contains("latency"));
+        let ext = line("web->payments-api");
+        assert!(
+            ext.contains("external") && ext.contains("partition"),
+            "{ext}"
+        );
+        assert!(line("  cache ").contains("off"), "{screen}");
+        assert!(
+            screen.contains("4 replicas, 3 proxies, 3 faults active"),
+            "{screen}"
+        );
     }
 }
