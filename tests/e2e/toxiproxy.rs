@@ -141,6 +141,23 @@ fn proxies_made_at_run_time_take_network_faults_and_heal_on_delete() {
     assert!(list.contains("db") && list.contains(&upstream), "{list}");
     let (_, status, _) = cli(&url, &["status"]);
     assert!(status.contains("proxies made at run time"), "{status}");
+    // Its connections and bytes are the agent's metrics, as an edge's.
+    let metrics = reqwest::blocking::get(format!("{url}/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    let connections = faultline_tests::metrics::sample(
+        &metrics,
+        "faultline_agent_proxy_connections_total",
+        &[("edge", "db")],
+    );
+    assert!(connections >= Some(2.0), "{connections:?}\n{metrics}");
+    let active = faultline_tests::metrics::sample(
+        &metrics,
+        "faultline_agent_faults_active",
+        &[("kind", "latency"), ("target", "db")],
+    );
+    assert_eq!(active, Some(1.0), "{metrics}");
 
     // A network fault on a name that is neither an edge nor a proxy says which are.
     let (code, _, err) = cli(&url, &["fault", "reset", "dbx"]);
