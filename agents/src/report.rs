@@ -47,16 +47,21 @@ pub fn table(replicas: &[ReplicaStatus]) -> String {
             ]
         })
         .collect();
+    columns(&header, &rows)
+}
+
+/// `header` and `rows` in columns, two spaces apart, the last one unpadded.
+pub fn columns<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(str::len);
-    for row in &rows {
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
         }
     }
-    let line = |cells: &[&str]| {
+    let line = |cells: [&str; N]| {
         let mut s = String::new();
         for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
+            if i + 1 == N {
                 s.push_str(cell);
             } else {
                 s.push_str(&format!("{cell:<w$}  "));
@@ -65,9 +70,9 @@ pub fn table(replicas: &[ReplicaStatus]) -> String {
         s.push('\n');
         s
     };
-    let mut out = line(&header);
-    for row in &rows {
-        out.push_str(&line(&row.iter().map(String::as_str).collect::<Vec<_>>()));
+    let mut out = line(*header);
+    for row in rows {
+        out.push_str(&line(std::array::from_fn(|i| row[i].as_str())));
     }
     out
 }

@@ -175,7 +175,7 @@ impl RuntimeProxies {
     }
 
     /// Makes proxy `name` from `listen` (port 0 picks one) to `upstream`; listening at
-    /// once when `enabled`. `taken` says why a name may not be used (a service's).
+    /// once when `enabled`.
     pub async fn create(
         &self,
         name: &str,
@@ -224,12 +224,7 @@ impl RuntimeProxies {
             check_address("upstream", u)?;
         }
         let _op = self.ops.lock().await;
-        let mut entry = self
-            .entries
-            .lock()
-            .unwrap()
-            .remove(name)
-            .ok_or_else(|| ProxyError::NotFound(name.to_owned()))?;
+        let mut entry = self.take(name)?;
         let result = self.change(&mut entry, change).await;
         let view = entry.view();
         self.entries.lock().unwrap().insert(name.to_owned(), entry);
@@ -271,15 +266,19 @@ impl RuntimeProxies {
     /// Deletes proxy `name`: it stops listening and its connections close.
     pub async fn delete(&self, name: &str) -> Result<(), ProxyError> {
         let _op = self.ops.lock().await;
-        let mut entry = self
-            .entries
-            .lock()
-            .unwrap()
-            .remove(name)
-            .ok_or_else(|| ProxyError::NotFound(name.to_owned()))?;
+        let mut entry = self.take(name)?;
         entry.stop().await;
         tracing::info!(proxy = name, "proxy deleted");
         Ok(())
+    }
+
+    /// Takes proxy `name` out of the map (under `ops`, so no one else looks for it).
+    fn take(&self, name: &str) -> Result<Entry, ProxyError> {
+        self.entries
+            .lock()
+            .unwrap()
+            .remove(name)
+            .ok_or_else(|| ProxyError::NotFound(name.to_owned()))
     }
 
     pub fn get(&self, name: &str) -> Option<ProxyView> {
@@ -328,7 +327,16 @@ mod tests {
         assert!(check_name("redis").is_ok());
         assert!(check_name("mysql_master.1-a").is_ok());
         assert!(check_name("redis:6379").is_ok());
-        for bad in ["", "a->b", "a,b", "pid:1", "proc:x", "a b", "a/b", &"x".repeat(129)] {
+        for bad in [
+            "",
+            "a->b",
+            "a,b",
+            "pid:1",
+            "proc:x",
+            "a b",
+            "a/b",
+            &"x".repeat(129),
+        ] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
         for good in [
