@@ -224,7 +224,20 @@ impl RuntimeProxies {
             check_address("upstream", u)?;
         }
         let _op = self.ops.lock().await;
-        let mut entry = self.take(name)?;
+        // Worked on as a copy that holds the accept loop, while the map keeps showing
+        // the proxy: it stays listed and faults still find it during the change.
+        let mut entry = {
+            let mut entries = self.entries.lock().unwrap();
+            let e = entries
+                .get_mut(name)
+                .ok_or_else(|| ProxyError::NotFound(name.to_owned()))?;
+            Entry {
+                edge: e.edge.clone(),
+                upstream: e.upstream.clone(),
+                enabled: e.enabled,
+                running: e.running.take(),
+            }
+        };
         let result = self.change(&mut entry, change).await;
         let view = entry.view();
         self.entries.lock().unwrap().insert(name.to_owned(), entry);
@@ -272,7 +285,7 @@ impl RuntimeProxies {
         Ok(())
     }
 
-    /// Takes proxy `name` out of the map (under `ops`, so no one else looks for it).
+    /// Takes proxy `name` out of the map.
     fn take(&self, name: &str) -> Result<Entry, ProxyError> {
         self.entries
             .lock()
