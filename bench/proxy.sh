@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The fault proxy's cost: wrk with HTTP keep-alive against nginx directly, through one
-# faultline edge proxy (no toxics), and through HAProxy in TCP mode, in one run, with every
+# faultline edge proxy (no toxics), through HAProxy in TCP mode, through tokio's
+# copy_bidirectional, and through a proxy made with faultline's Toxiproxy-compatible API
+# (faultline-agent --toxiproxy-listen, POST /proxies), in one run, with every
 # process on both cores and then with the proxy on a core of its own; the CPU each proxy
 # spends per request. Then the time from an agent API call to the fault being in effect,
 # for kill and for partition.
@@ -22,6 +24,7 @@ trap cleanup EXIT
 
 echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)"
 NGINX_PORT=$(free_port); PROXY_PORT=$(free_port); HAPROXY_PORT=$(free_port); COPY_PORT=$(free_port)
+TOXI_API_PORT=$(free_port); TOXI_PORT=$(free_port)
 nginx_conf "$WORK" "$NGINX_PORT"
 cat > "$WORK/haproxy.cfg" <<CONF
 global
@@ -39,12 +42,23 @@ nginx -c "$WORK/nginx.conf" -p "$WORK/nginx" & PIDS+=($!)
 haproxy -f "$WORK/haproxy.cfg" -db 2>/dev/null & PIDS+=($!)
 target/release/examples/edge_proxy "127.0.0.1:$PROXY_PORT" "127.0.0.1:$NGINX_PORT" > /dev/null & PIDS+=($!)
 target/release/examples/plain_copy "127.0.0.1:$COPY_PORT" "127.0.0.1:$NGINX_PORT" & PIDS+=($!)
-for p in $NGINX_PORT $HAPROXY_PORT $PROXY_PORT $COPY_PORT; do wait_http "http://127.0.0.1:$p/"; done
+# The agent with no topology, serving Toxiproxy's API; the proxy under test is made through
+# that API as a Toxiproxy client makes it, and runs inside the agent process.
+FAULTLINE_HOME="$WORK/home" target/release/faultline-agent --run-dir "$WORK/agent-run" \
+  --toxiproxy-listen "127.0.0.1:$TOXI_API_PORT" > "$WORK/agent.out" & PIDS+=($!)
+for _ in $(seq 1 200); do grep -q '^run directory:' "$WORK/agent.out" 2>/dev/null && break; sleep 0.05; done
+grep -q "^ready: .*toxiproxy=http://127.0.0.1:$TOXI_API_PORT" "$WORK/agent.out" \
+  || { echo "faultline-agent did not report ready:" >&2; cat "$WORK/agent.out" >&2; exit 1; }
+code=$(curl -s -o "$WORK/toxiproxy-create.json" -w '%{http_code}' -XPOST "http://127.0.0.1:$TOXI_API_PORT/proxies" \
+  -d "{\"name\":\"nginx\",\"listen\":\"127.0.0.1:$TOXI_PORT\",\"upstream\":\"127.0.0.1:$NGINX_PORT\"}")
+[ "$code" = 201 ] || { echo "POST /proxies answered $code: $(cat "$WORK/toxiproxy-create.json")" >&2; exit 1; }
+for p in $NGINX_PORT $HAPROXY_PORT $PROXY_PORT $COPY_PORT $TOXI_PORT; do wait_http "http://127.0.0.1:$p/"; done
 
 # pids: the process whose CPU is counted for each target (direct counts none).
-declare -A PID=([direct]=0 [faultline-proxy]=${PIDS[2]} [haproxy-tcp]=${PIDS[1]} [tokio-copy]=${PIDS[3]})
-declare -A PORT=([direct]=$NGINX_PORT [faultline-proxy]=$PROXY_PORT [haproxy-tcp]=$HAPROXY_PORT [tokio-copy]=$COPY_PORT)
-TARGETS="direct faultline-proxy haproxy-tcp tokio-copy"
+declare -A PID=([direct]=0 [faultline-proxy]=${PIDS[2]} [haproxy-tcp]=${PIDS[1]} [tokio-copy]=${PIDS[3]} [toxiproxy-api]=${PIDS[4]})
+declare -A PORT=([direct]=$NGINX_PORT [faultline-proxy]=$PROXY_PORT [haproxy-tcp]=$HAPROXY_PORT [tokio-copy]=$COPY_PORT [toxiproxy-api]=$TOXI_PORT)
+TARGETS="direct faultline-proxy haproxy-tcp tokio-copy toxiproxy-api"
+PROXY_PIDS="${PIDS[1]} ${PIDS[2]} ${PIDS[3]} ${PIDS[4]}"
 cpu_ticks() { [ "$1" = 0 ] && echo "0 0" || awk '{print $14, $15}' "/proc/$1/stat"; }
 # pin CPUS PID...: every thread of every PID onto CPUS.
 pin() { local c=$1; shift; for p in "$@"; do taskset -a -c -p "$c" "$p" > /dev/null; done; }
@@ -62,9 +76,9 @@ NGINX_PIDS="${PIDS[0]} $(pgrep -P "${PIDS[0]}" | xargs)"
 ROUNDS=${ROUNDS:-5}
 for layout in shared pinned; do
   if [ "$layout" = pinned ]; then
-    pin 0 $NGINX_PIDS; pin 1 "${PIDS[1]}" "${PIDS[2]}" "${PIDS[3]}"; WRK="taskset -c 0 wrk -t1"
+    pin 0 $NGINX_PIDS; pin 1 $PROXY_PIDS; WRK="taskset -c 0 wrk -t1"
   else
-    pin 0-1 $NGINX_PIDS "${PIDS[1]}" "${PIDS[2]}" "${PIDS[3]}"; WRK="wrk -t2"
+    pin 0-1 $NGINX_PIDS $PROXY_PIDS; WRK="wrk -t2"
   fi
   echo "## $layout: $WRK -c$CONNS -d$DURATION --latency, $ROUNDS interleaved rounds"
   for round in $(seq 1 "$ROUNDS"); do
@@ -75,12 +89,12 @@ for layout in shared pinned; do
     done
   done
 done
-pin 0-1 $NGINX_PIDS "${PIDS[1]}" "${PIDS[2]}" "${PIDS[3]}"
+pin 0-1 $NGINX_PIDS $PROXY_PIDS
 python3 - "$WORK" "$ROUNDS" "$(getconf CLK_TCK)" <<'PY'
 import re, statistics, sys
 work, rounds, tck = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def ms(v, unit): return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-names = ["direct", "faultline-proxy", "haproxy-tcp", "tokio-copy"]
+names = ["direct", "faultline-proxy", "haproxy-tcp", "tokio-copy", "toxiproxy-api"]
 for layout in ["shared", "pinned"]:
     print(f"### {layout}")
     res = {}
@@ -101,6 +115,10 @@ for layout in ["shared", "pinned"]:
     print(f"ratio proxy/direct {p[0]/d[0]:.2f}, haproxy/direct {h[0]/d[0]:.2f}, proxy/haproxy {p[0]/h[0]:.2f}, proxy/tokio-copy {p[0]/res['tokio-copy'][0]:.2f}")
     print(f"CPU per request, proxy/haproxy {(p[3] + p[4]) / (h[3] + h[4]):.2f}")
     print(f"added latency over direct: proxy p50 {p[1]-d[1]:+.2f} ms p99 {p[2]-d[2]:+.2f} ms; haproxy p50 {h[1]-d[1]:+.2f} ms p99 {h[2]-d[2]:+.2f} ms")
+    x = res["toxiproxy-api"]
+    print(f"ratio toxiproxy-api/direct {x[0]/d[0]:.2f}, toxiproxy-api/haproxy {x[0]/h[0]:.2f}, toxiproxy-api/proxy {x[0]/p[0]:.2f}")
+    print(f"CPU per request, toxiproxy-api/proxy {(x[3] + x[4]) / (p[3] + p[4]):.2f}, toxiproxy-api/haproxy {(x[3] + x[4]) / (h[3] + h[4]):.2f}")
+    print(f"added latency over direct: toxiproxy-api p50 {x[1]-d[1]:+.2f} ms p99 {x[2]-d[2]:+.2f} ms")
 PY
 
 echo "## time from the API call to the fault in effect (faultline up, release build)"
