@@ -163,6 +163,11 @@ fn an_external_is_an_edge_that_faults_act_on() {
         ],
     );
     assert_eq!(code, 0, "{out}\n{err}");
+    let (_, status, _) = cli(&agent, &["status"]);
+    assert!(
+        status.contains("edges to externals:") && status.contains("web->payments-api via"),
+        "{status}"
+    );
     let slow = median_ok(&http, &url, 5);
     let added = slow.saturating_sub(base);
     assert!(

@@ -30,6 +30,20 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         client.url()
     );
     print!("{}", report::table(&status.replicas));
+    let outside: Vec<_> = status
+        .edges
+        .iter()
+        .filter(|e| !status.replicas.iter().any(|r| r.name == e.server))
+        .collect();
+    if !outside.is_empty() {
+        println!("edges to externals:");
+        for e in outside {
+            println!(
+                "  {} via {} to {} ({} toxics)",
+                e.name, e.listen, e.target, e.toxics
+            );
+        }
+    }
     if !status.proxies.is_empty() {
         println!("proxies made at run time:");
         print!("{}", crate::cmd::proxy::table(&status.proxies));
