@@ -7,7 +7,6 @@ Every check is an assert naming what it saw; the first failure exits non-zero.
 
 import json
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -86,8 +85,11 @@ def rtt(proxy):
         return time.monotonic() - t0
 
 
-def median_rtt(proxy, n=7):
-    return statistics.median(rtt(proxy) for _ in range(n))
+def fastest_rtt(proxy, n=7):
+    """The fastest of n round trips: what a latency toxic adds is a floor, and a busy
+    machine only ever adds to it (tests run in parallel), so the minimum is the least
+    noisy measure of it."""
+    return min(rtt(proxy) for _ in range(n))
 
 
 def download(proxy):
@@ -144,14 +146,14 @@ assert not p.listen.endswith(":0"), p.listen
 expect(ProxyExists, server.create, upstream=echo_up, name="echo")
 resp = requests.post(API + "/proxies", json={"name": "echo", "upstream": echo_up})
 api_error(resp, 409)
-base = median_rtt(p)
+base = fastest_rtt(p)
 
 # latency: within 10 ms of the asked 100 ms, on the connection's answers.
 p.add_toxic(type="latency", attributes={"latency": 100})
 toxic = p.get_toxic("latency_downstream")
 assert toxic is not None and toxic.stream == "downstream" and toxic.toxicity == 1.0, vars(toxic)
 assert toxic.attributes == {"latency": 100, "jitter": 0}, toxic.attributes
-added = median_rtt(p) - base
+added = fastest_rtt(p) - base
 assert abs(added - 0.100) <= 0.010, "latency added %.1f ms, asked 100" % (added * 1000)
 
 # It is a fault of faultline's, leased, on the proxy, and the proxy shows in status.
@@ -164,7 +166,7 @@ assert [(x["name"], x["toxics"]) for x in st["proxies"]] == [("echo", 1)], st["p
 resp = requests.patch(API + "/proxies/echo/toxics/latency_downstream", json={"attributes": {"latency": 50}})
 assert resp.status_code == 200, resp.text
 assert resp.json()["attributes"] == {"latency": 50, "jitter": 0}, resp.json()
-added = median_rtt(p) - base
+added = fastest_rtt(p) - base
 assert abs(added - 0.050) <= 0.010, "latency added %.1f ms, asked 50" % (added * 1000)
 
 # Errors as Toxiproxy has them.
@@ -186,7 +188,7 @@ expect(NotFound, p.destroy_toxic, "nope")
 
 p.destroy_toxic("latency_downstream")
 assert p.toxics() == {}
-assert median_rtt(p) < base + 0.010
+assert fastest_rtt(p) < base + 0.010
 
 # bandwidth: within 10% of the asked 200 KB/s.
 b = server.create(upstream=blob_up, name="blob")
@@ -272,7 +274,7 @@ p.add_toxic(type="latency", attributes={"latency": 200})
 assert server.reset()
 assert server.get_proxy("echo").enabled is True
 assert p.toxics() == {} and all(f["target"] != "echo" for f in status()["faults"])
-assert median_rtt(p) < base + 0.010
+assert fastest_rtt(p) < base + 0.010
 
 # faultline's own faults on a proxy made through the Toxiproxy API.
 url = "http://%s:%d/" % addr(w)
