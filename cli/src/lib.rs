@@ -80,6 +80,8 @@ pub enum Command {
     Schema(cmd::check::SchemaArgs),
     /// Print a shell completion script (bash, zsh or fish).
     Completions(cmd::completions::Args),
+    /// Build container images of the shop and the agent (`images build`).
+    Images(cmd::images::Args),
 }
 
 /// Logs go to stderr, filtered by `FAULTLINE_LOG` (default `warn`), and nowhere while
@@ -120,6 +122,7 @@ impl Command {
             Command::Slo(_) => "slo",
             Command::Schema(_) => "schema",
             Command::Completions(_) => "completions",
+            Command::Images(_) => "images",
         }
     }
 }
@@ -178,6 +181,7 @@ impl Cli {
             Command::Slo(args) => cmd::slo::run(args),
             Command::Dashboards(args) => cmd::dashboards::run(args),
             Command::Completions(args) => cmd::completions::run(args),
+            Command::Images(args) => cmd::images::run(args),
         };
         tui::restore();
         result

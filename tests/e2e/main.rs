@@ -4,6 +4,7 @@ mod checks;
 mod external;
 mod faults;
 mod hardening;
+mod images;
 mod own_system;
 mod process_tree;
 mod procs;

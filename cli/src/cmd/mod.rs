@@ -5,6 +5,7 @@ pub mod completions;
 pub mod dashboards;
 pub mod fault;
 pub mod heal;
+pub mod images;
 pub mod load;
 pub mod proxy;
 pub mod run;
