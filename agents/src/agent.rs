@@ -155,7 +155,10 @@ impl Agent {
         for p in &journal_problems {
             tracing::warn!(problem = p, "the fault journal was damaged");
         }
-        let healed = journal::recover(&journal, &contents).map_err(journal_error)?;
+        let containers = crate::faults::containers::Containers::default();
+        let healed = journal::recover(&journal, &contents, &containers)
+            .await
+            .map_err(journal_error)?;
         if !healed.is_empty() {
             tracing::warn!(
                 count = healed.len(),

@@ -1,6 +1,7 @@
 //! End-to-end tests through real processes and sockets.
 
 mod checks;
+mod containers;
 mod external;
 mod faults;
 mod hardening;

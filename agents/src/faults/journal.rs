@@ -39,6 +39,10 @@ pub enum Undo {
     ResumePids { pids: Vec<u32> },
     /// Remove the fault's toxics from these edges.
     Toxics { edges: Vec<String> },
+    /// Unpause these Docker containers.
+    UnpauseContainers { containers: Vec<String> },
+    /// Start these Docker containers again (a held kill or stop).
+    StartContainers { containers: Vec<String> },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -238,9 +242,27 @@ impl Journal {
 /// Processes outside the topology that it paused are resumed; replicas and proxies of
 /// that agent died with it, so nothing of their faults is left to undo. Returns the
 /// faults healed.
-pub fn recover(journal: &Journal, contents: &Contents) -> io::Result<Vec<String>> {
+pub async fn recover(
+    journal: &Journal,
+    contents: &Contents,
+    containers: &super::containers::Containers,
+) -> io::Result<Vec<String>> {
     let mut healed = Vec::new();
     for (id, request, undo) in contents.unhealed() {
+        match &undo {
+            // Containers outlive the agent that faulted them: put them back as they were.
+            Undo::UnpauseContainers { containers: names } => {
+                for n in names {
+                    containers.recover_unpause(n).await;
+                }
+            }
+            Undo::StartContainers { containers: names } => {
+                for n in names {
+                    containers.start(n).await;
+                }
+            }
+            _ => {}
+        }
         if let Undo::ResumePids { pids } = &undo {
             for pid in pids {
                 // Only what `pid_target` accepted was ever journalled; check again

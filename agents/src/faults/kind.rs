@@ -23,6 +23,8 @@ pub enum Target {
     Replica,
     /// A process outside the topology, `pid:N` or `proc:PATTERN`.
     Pid,
+    /// A Docker container, `container:NAME` (its name or id).
+    Container,
     /// An edge, `client->server` (every replica of the server) or `client->server-N`.
     Edge,
     /// A comma-separated list of services (a side of a partition).
@@ -38,6 +40,7 @@ impl Target {
             Target::Service => "service",
             Target::Replica => "replica",
             Target::Pid => "process (pid:N or proc:PATTERN)",
+            Target::Container => "container (container:NAME)",
             Target::Edge => "edge",
             Target::Services => "service list",
             Target::Zone => "zone",

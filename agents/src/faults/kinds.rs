@@ -11,9 +11,9 @@ use super::spec::{
     QueueSide,
 };
 
-use Target::{Edge, Pid, Queue, Replica, Service, Services, Zone};
+use Target::{Container, Edge, Pid, Queue, Replica, Service, Services, Zone};
 
-const PROCESS: &[Target] = &[Service, Replica, Pid];
+const PROCESS: &[Target] = &[Service, Replica, Pid, Container];
 const EDGE: &[Target] = &[Edge];
 
 fn ms(d: Duration) -> u64 {
@@ -241,7 +241,7 @@ pub const KINDS: &[Kind] = &[
     Kind {
         name: "restart",
         help: "SIGTERM (SIGKILL after the stop timeout), then start again at once",
-        targets: &[Service, Replica],
+        targets: &[Service, Replica, Container],
         lasts: Lasts::AtOnce,
         params: &[],
         build: |_| FaultSpec::Restart,

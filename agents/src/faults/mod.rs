@@ -10,6 +10,7 @@
 //! - [`spec`]: fault requests, typed, as the engine executes them.
 //! - [`journal`]: the append-only record that makes healing survive an agent crash.
 
+pub mod containers;
 pub mod journal;
 pub mod kind;
 pub mod kinds;
@@ -120,6 +121,8 @@ pub struct Faults {
     http: reqwest::Client,
     /// The proxies made at run time; they stop with the engine's `shutdown`.
     proxies: Arc<RuntimeProxies>,
+    /// The Docker engine, for `container:NAME` targets, and who pauses which container.
+    containers: containers::Containers,
     pub metrics: FaultMetrics,
 }
 
@@ -136,6 +139,7 @@ impl Faults {
             max_faults,
             changed: Notify::new(),
             proxies: RuntimeProxies::new(CancellationToken::new()),
+            containers: containers::Containers::default(),
             http: reqwest::Client::builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(10))
@@ -454,6 +458,16 @@ impl Faults {
                     e.remove(id);
                 }
             }
+            Undo::UnpauseContainers { containers } => {
+                for c in containers {
+                    self.containers.unpause(id, c).await;
+                }
+            }
+            Undo::StartContainers { containers } => {
+                for c in containers {
+                    self.containers.start(c).await;
+                }
+            }
         }
     }
 
@@ -467,6 +481,7 @@ impl Faults {
                 Ok(plan_processes(pids, &req.spec))
             }
             Resolved::Replicas(replicas) => Ok(plan_replicas(replicas, &req.spec)),
+            Resolved::Container(name) => Ok(plan_container(name, &req.spec)),
             Resolved::Edges(names) => {
                 let edges: Vec<Arc<EdgeProxy>> = self
                     .edges()
@@ -568,6 +583,7 @@ impl Faults {
                     e.add(toxics);
                 }
             }
+            Action::Container(name, op) => self.containers.apply(id, name, *op).await?,
             Action::Poison(addrs, queue, count) => {
                 let addr = addrs
                     .first()
@@ -616,6 +632,32 @@ fn plan_processes(pids: Vec<i32>, spec: &FaultSpec) -> Plan {
 struct Plan {
     undo: Undo,
     action: Action,
+}
+
+/// The engine's side of a fault on a container: kill or stop (started again on heal
+/// when held), pause (unpaused on heal), restart.
+fn plan_container(name: String, spec: &FaultSpec) -> Plan {
+    use containers::Op;
+    let held = |name: &String| Undo::StartContainers {
+        containers: vec![name.clone()],
+    };
+    let (op, undo) = match spec {
+        FaultSpec::Kill { hold } => (Op::Kill, if *hold { held(&name) } else { Undo::Nothing }),
+        FaultSpec::Terminate { hold } => {
+            (Op::Stop, if *hold { held(&name) } else { Undo::Nothing })
+        }
+        FaultSpec::Pause => (
+            Op::Pause,
+            Undo::UnpauseContainers {
+                containers: vec![name.clone()],
+            },
+        ),
+        _ => (Op::Restart, Undo::Nothing),
+    };
+    Plan {
+        undo,
+        action: Action::Container(name, op),
+    }
 }
 
 impl Plan {
@@ -785,6 +827,7 @@ enum Action {
     SignalPids(Vec<i32>, Signal),
     PausePids(Vec<i32>),
     Toxics(Vec<Arc<EdgeProxy>>, Vec<Toxic>),
+    Container(String, containers::Op),
     Poison(Vec<std::net::SocketAddr>, String, usize),
 }
 

@@ -310,6 +310,9 @@ impl FaultRequest {
                 self.ttl_ms.unwrap_or_default()
             ));
         }
+        if container_target(&self.target)?.is_some() {
+            return self.check_container();
+        }
         if process_target(&self.target)?.is_none() {
             if self.tree == Some(false) {
                 return Err(format!(
@@ -352,6 +355,34 @@ impl FaultRequest {
     }
 }
 
+impl FaultRequest {
+    /// What a `container:NAME` target allows: the kinds that take one, no `tree`.
+    fn check_container(&self) -> Result<(), String> {
+        let kind = self.spec.description();
+        if !kind.targets(Target::Container) {
+            let takes: Vec<&str> = kinds::KINDS
+                .iter()
+                .filter(|k| k.targets(Target::Container))
+                .map(|k| k.name)
+                .collect();
+            return Err(format!(
+                "`{} {}`: a container target takes {}, not {} (network faults act on edges and proxies: put a proxy in front of the container)",
+                kind.name,
+                self.target,
+                takes.join(", "),
+                kind.name
+            ));
+        }
+        if self.tree.is_some() {
+            return Err(format!(
+                "`tree` applies to pid:N and proc:PATTERN targets; {} is a container, acted on whole",
+                self.target
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A process target: a process id, or processes by command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProcessTarget {
@@ -362,6 +393,29 @@ pub enum ProcessTarget {
 
 /// The longest `proc:` pattern.
 pub const MAX_PATTERN: usize = 512;
+
+/// The container `target` names (`container:NAME`, a name or an id as Docker writes
+/// them), `None` for any other target.
+pub fn container_target(target: &str) -> Result<Option<&str>, String> {
+    let Some(name) = target.strip_prefix("container:") else {
+        return Ok(None);
+    };
+    let ok = name.len() <= 128
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(Some(name))
+    } else {
+        Err(format!(
+            "`{target}` does not name a container: container:NAME takes a container's name or id (letters, digits, `_`, `.`, `-`)"
+        ))
+    }
+}
 
 /// The process target `target` names (`pid:N` or `proc:PATTERN`), `None` for any other.
 pub fn process_target(target: &str) -> Result<Option<ProcessTarget>, String> {

@@ -26,6 +26,8 @@ pub enum Resolved {
     Edges(Vec<String>),
     /// A queue, and the broker service that holds it.
     Queue { broker: String },
+    /// A Docker container, by name or id (`container:NAME`).
+    Container(String),
 }
 
 /// Resolves targets against a topology; `proxies` says whether its edges run through
@@ -66,6 +68,12 @@ impl<'a> Resolver<'a> {
     /// What `req`'s target names, for its kind.
     pub fn resolve(&self, req: &FaultRequest) -> Result<Resolved, FaultError> {
         let kind = req.spec.description();
+        if kind.targets(Target::Container)
+            && let Some(name) =
+                spec::container_target(&req.target).map_err(FaultError::BadRequest)?
+        {
+            return Ok(Resolved::Container(name.to_owned()));
+        }
         if kind.targets(Target::Pid)
             && let Some(target) =
                 spec::process_target(&req.target).map_err(FaultError::BadRequest)?
