@@ -324,11 +324,7 @@ impl FaultRequest {
         }
         let kind = self.spec.description();
         if !kind.targets(Target::Pid) {
-            let takes: Vec<&str> = kinds::KINDS
-                .iter()
-                .filter(|k| k.targets(Target::Pid))
-                .map(|k| k.name)
-                .collect();
+            let takes = kinds_taking(Target::Pid);
             let why = if kind.name == "restart" {
                 format!(
                     ": nobody restarts {}, a process faultline did not start (kill or terminate it, and start it again yourself)",
@@ -339,10 +335,7 @@ impl FaultRequest {
             };
             return Err(format!(
                 "`{} {}`: a process target takes {}, not {}{why}",
-                kind.name,
-                self.target,
-                takes.join(", "),
-                kind.name
+                kind.name, self.target, takes, kind.name
             ));
         }
         if self.spec.holds() {
@@ -355,22 +348,25 @@ impl FaultRequest {
     }
 }
 
+/// The kinds that take a target of `kind`, comma-separated, for messages.
+fn kinds_taking(target: Target) -> String {
+    kinds::KINDS
+        .iter()
+        .filter(|k| k.targets(target))
+        .map(|k| k.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl FaultRequest {
     /// What a `container:NAME` target allows: the kinds that take one, no `tree`.
     fn check_container(&self) -> Result<(), String> {
         let kind = self.spec.description();
         if !kind.targets(Target::Container) {
-            let takes: Vec<&str> = kinds::KINDS
-                .iter()
-                .filter(|k| k.targets(Target::Container))
-                .map(|k| k.name)
-                .collect();
+            let takes = kinds_taking(Target::Container);
             return Err(format!(
                 "`{} {}`: a container target takes {}, not {} (network faults act on edges and proxies: put a proxy in front of the container)",
-                kind.name,
-                self.target,
-                takes.join(", "),
-                kind.name
+                kind.name, self.target, takes, kind.name
             ));
         }
         if self.tree.is_some() {
