@@ -239,9 +239,10 @@ impl Journal {
 
 /// Heals what `contents` (the journal's, as [`Journal::open`] read it) says is still
 /// applied, left by an agent that stopped without healing it (a crash, a SIGKILL).
-/// Processes outside the topology that it paused are resumed; replicas and proxies of
-/// that agent died with it, so nothing of their faults is left to undo. Returns the
-/// faults healed.
+/// Processes outside the topology that it paused are resumed, and containers it paused
+/// or held down are unpaused or started (they outlive it); replicas and proxies of that
+/// agent died with it, so nothing of their faults is left to undo. Returns the faults
+/// healed.
 pub async fn recover(
     journal: &Journal,
     contents: &Contents,
@@ -250,6 +251,18 @@ pub async fn recover(
     let mut healed = Vec::new();
     for (id, request, undo) in contents.unhealed() {
         match &undo {
+            Undo::ResumePids { pids } => {
+                for pid in pids {
+                    // Only what `pid_target` accepted was ever journalled; check again
+                    // rather than trust a file: never a group, never every process.
+                    if (2..=super::spec::pid_max()).contains(&u64::from(*pid)) {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(*pid as i32),
+                            nix::sys::signal::Signal::SIGCONT,
+                        );
+                    }
+                }
+            }
             // Containers outlive the agent that faulted them: put them back as they were.
             Undo::UnpauseContainers { containers: names } => {
                 for n in names {
@@ -261,19 +274,7 @@ pub async fn recover(
                     containers.start(n).await;
                 }
             }
-            _ => {}
-        }
-        if let Undo::ResumePids { pids } = &undo {
-            for pid in pids {
-                // Only what `pid_target` accepted was ever journalled; check again
-                // rather than trust a file: never a group, never every process.
-                if (2..=super::spec::pid_max()).contains(&u64::from(*pid)) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(*pid as i32),
-                        nix::sys::signal::Signal::SIGCONT,
-                    );
-                }
-            }
+            Undo::Nothing | Undo::Release { .. } | Undo::Resume { .. } | Undo::Toxics { .. } => {}
         }
         tracing::warn!(
             fault = id,

@@ -138,7 +138,7 @@ impl Faults {
             pid_pauses: Mutex::new(HashMap::new()),
             max_faults,
             changed: Notify::new(),
-            proxies: RuntimeProxies::new(CancellationToken::new()),
+            proxies: RuntimeProxies::new(),
             containers: containers::Containers::default(),
             http: reqwest::Client::builder()
                 .no_proxy()
@@ -174,12 +174,8 @@ impl Faults {
         enabled: bool,
     ) -> Result<ProxyView, ProxyError> {
         let topology = self.sup.topology();
-        let taken = topology
-            .services
-            .iter()
-            .any(|s| s.name == name || (1..=s.replicas).any(|i| s.replica_name(i) == name))
-            || topology.external(name).is_some();
-        if taken {
+        let resolver = Resolver::new(topology, self.sup.proxies());
+        if resolver.service_of(name).is_some() || topology.external(name).is_some() {
             return Err(ProxyError::Invalid(format!(
                 "`{name}` names a service, replica or external of topology `{}`; give the proxy another name",
                 topology.name

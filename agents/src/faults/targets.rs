@@ -119,7 +119,7 @@ impl<'a> Resolver<'a> {
     }
 
     /// The service replica or service `name` belongs to.
-    fn service_of(&self, name: &str) -> Option<&str> {
+    pub fn service_of(&self, name: &str) -> Option<&str> {
         self.topology.services.iter().find_map(|s| {
             (s.name == name || (1..=s.replicas).any(|i| s.replica_name(i) == name))
                 .then_some(s.name.as_str())

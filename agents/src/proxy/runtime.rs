@@ -145,7 +145,6 @@ pub struct RuntimeProxies {
     entries: Mutex<BTreeMap<String, Entry>>,
     /// Changes one at a time: binding awaits, and no two may race for one name.
     ops: tokio::sync::Mutex<()>,
-    shutdown: CancellationToken,
 }
 
 async fn bind(listen: &str) -> Result<(SocketAddr, tokio::net::TcpListener), ProxyError> {
@@ -159,17 +158,16 @@ async fn bind(listen: &str) -> Result<(SocketAddr, tokio::net::TcpListener), Pro
 }
 
 impl RuntimeProxies {
-    /// No proxies yet; every proxy stops at `shutdown`.
-    pub fn new(shutdown: CancellationToken) -> Arc<Self> {
+    /// No proxies yet; they stop at [`RuntimeProxies::shutdown`].
+    pub fn new() -> Arc<Self> {
         Arc::new(Self {
             entries: Mutex::new(BTreeMap::new()),
             ops: tokio::sync::Mutex::new(()),
-            shutdown,
         })
     }
 
     fn start(&self, entry: &mut Entry, listener: tokio::net::TcpListener) {
-        let cancel = self.shutdown.child_token();
+        let cancel = CancellationToken::new();
         let task = tokio::spawn(entry.edge.clone().run(listener, cancel.clone()));
         entry.running = Some((cancel, task));
     }
