@@ -316,22 +316,12 @@ fn invariants_on_a_system_without_the_shops_audit_endpoints_are_refused_at_check
     assert!(!s.path("home").exists(), "nothing started");
 }
 
-/// Kills a process when the test ends, however it ends.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn invariants_against_an_agent_without_the_shops_services_stop_the_run_before_its_load() {
     let s = System::new("");
     let (child, agent) =
         faultline_tests::start_agent(&s.path("agent-run"), &s.path("topology.toml"), &[]);
-    let _agent = Killed(child);
+    let _agent = child;
     let file = s.path("against-agent.toml");
     std::fs::write(
         &file,

@@ -79,7 +79,7 @@ fn started_at(name: &str) -> String {
 }
 
 /// A `faultline-agent` with no topology, in a run directory under `dir`.
-fn agent(dir: &std::path::Path) -> (std::process::Child, String) {
+fn agent(dir: &std::path::Path) -> (faultline_tests::Killed, String) {
     let (child, ready) = start_agent_with(&dir.join("run"), &[]);
     (child, ready_field(&ready, "agent"))
 }
@@ -98,7 +98,7 @@ fn pause_kill_stop_and_restart_act_on_a_container_and_heal() {
         &c,
         Duration::from_secs(2)
     )));
-    let (mut agent_proc, url) = agent(dir.path());
+    let (_agent, url) = agent(dir.path());
     let target = format!("container:{name}");
 
     // Pause: the engine freezes it; requests hang; healed, it answers again.
@@ -151,8 +151,6 @@ fn pause_kill_stop_and_restart_act_on_a_container_and_heal() {
     let (code, _, err) = cli(&url, &["fault", "pause", "container:no-such-container-fl"]);
     assert_ne!(code, 0, "{err}");
     assert!(err.contains("no container `no-such-container-fl`"), "{err}");
-    let _ = agent_proc.kill();
-    let _ = agent_proc.wait();
 }
 
 #[test]
@@ -180,14 +178,12 @@ fn a_restarted_agent_unpauses_what_a_sigkilled_one_paused() {
     // The container outlives the agent, still paused...
     assert_eq!(state(&name), "paused");
     // ...until an agent starts on the same run directory and heals the journal.
-    let (mut second, _) = agent(dir.path());
+    let (_second, _) = agent(dir.path());
     assert_eq!(state(&name), "running");
     assert!(wait_until(Duration::from_secs(10), || healthy(
         &c,
         Duration::from_secs(2)
     )));
-    let _ = second.kill();
-    let _ = second.wait();
     drop(c);
     assert!(state(&name).is_empty(), "the container outlived its test");
 }

@@ -82,16 +82,6 @@ fn topology(dir: &std::path::Path, address: &str) -> std::path::PathBuf {
     file
 }
 
-/// The agent, killed when the test ends, passed or not.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn status(agent: &str) -> serde_json::Value {
     reqwest::blocking::get(format!("{agent}/v1/status"))
         .unwrap()
@@ -129,7 +119,7 @@ fn an_external_is_an_edge_that_faults_act_on() {
     let d = tempfile::tempdir().unwrap();
     let file = topology(d.path(), &outside.to_string());
     let (child, agent) = start_agent(&d.path().join("run"), &file, &[]);
-    let _agent = Killed(child);
+    let _agent = child;
 
     let s = status(&agent);
     let edges = s["edges"].as_array().unwrap();

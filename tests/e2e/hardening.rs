@@ -7,11 +7,11 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use faultline_tests::metrics::sum;
-use faultline_tests::{alive, bin, one_cache_topology, start_agent, stopped, wait_until};
+use faultline_tests::{Killed, alive, bin, one_cache_topology, start_agent, stopped, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
@@ -78,18 +78,8 @@ fn wait_state(url: &str, name: &str, state: &str) -> Value {
     last
 }
 
-/// Kills the child and reaps it.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn sleeper() -> Reaped {
-    Reaped(Command::new("sleep").arg("300").spawn().unwrap())
+fn sleeper() -> Killed {
+    Killed(Command::new("sleep").arg("300").spawn().unwrap())
 }
 
 /// Two cache replicas in zones a and b, and a content service that calls them, so
@@ -118,11 +108,11 @@ calls = ["cache"]
 
 /// A standalone agent on the topology `write` puts in a new directory, with `extra`
 /// flags; the directory (the run directory is `run` in it), the agent and its URL.
-fn agent_on(write: fn(&Path) -> PathBuf, extra: &[&str]) -> (tempfile::TempDir, Reaped, String) {
+fn agent_on(write: fn(&Path) -> PathBuf, extra: &[&str]) -> (tempfile::TempDir, Killed, String) {
     let dir = tempfile::tempdir().unwrap();
     let topology = write(dir.path());
     let (agent, url) = start_agent(&dir.path().join("run"), &topology, extra);
-    (dir, Reaped(agent), url)
+    (dir, agent, url)
 }
 
 #[test]
@@ -130,7 +120,7 @@ fn pid_targets_reach_one_process_never_a_group_or_every_process() {
     let (_dir, agent, url) = agent_on(one_cache_topology, &[]);
     // A process leading a group of its own. Read as u32 and passed to kill(2) as i32,
     // 2^32 - its pid is minus its pid: the whole group.
-    let victim = Reaped(
+    let victim = Killed(
         Command::new("sleep")
             .arg("300")
             .process_group(0)
@@ -374,14 +364,14 @@ fn survives_journal_damage(damage: impl Fn(&Path) -> usize) {
         json!({"kind": "kill", "target": "cache-1", "hold": true, "ttl_ms": 600_000}),
     );
     wait_state(&url, "cache-1", "held");
-    let mut agent = Reaped(agent);
+    let mut agent = agent;
     kill(Pid::from_raw(agent.0.id() as i32), Signal::SIGKILL).unwrap();
     agent.0.wait().unwrap();
     assert!(stopped(first.0.id()), "the pause outlives the dead agent");
     let wants_line = damage(&journal);
 
     let (second, url) = start_agent(&run_dir, &topology, &[]);
-    let mut second = Reaped(second);
+    let mut second = second;
     assert!(
         wait_until(Duration::from_secs(5), || !stopped(first.0.id())),
         "the second agent resumed the first pause; journal:\n{}",
@@ -403,7 +393,7 @@ fn survives_journal_damage(damage: impl Fn(&Path) -> usize) {
     second.0.wait().unwrap();
     assert!(stopped(later.0.id()));
     let (third, url) = start_agent(&run_dir, &topology, &[]);
-    let _third = Reaped(third);
+    let _third = third;
     assert!(
         wait_until(Duration::from_secs(5), || !stopped(later.0.id())),
         "the third agent resumed the second pause; journal:\n{}",

@@ -4,29 +4,33 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use faultline_tests::{cli, python, ready_field, start_agent_with, wait_until};
 
-/// An echo server on a free loopback port, on threads of its own.
-fn echo_server() -> String {
+/// A server on a free loopback port calling `handle` on a thread per connection.
+fn serve(handle: fn(TcpStream)) -> String {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     std::thread::spawn(move || {
         for c in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut c = c;
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = c.read(&mut buf) {
-                    if n == 0 || c.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            });
+            std::thread::spawn(move || handle(c));
         }
     });
     addr
+}
+
+/// An echo server on a free loopback port.
+fn echo_server() -> String {
+    serve(|mut c| {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = c.read(&mut buf) {
+            if n == 0 || c.write_all(&buf[..n]).is_err() {
+                return;
+            }
+        }
+    })
 }
 
 /// One round trip of a byte through `addr`, with its time.
@@ -40,7 +44,8 @@ fn round_trip(addr: &str) -> std::io::Result<Duration> {
     Ok(t0.elapsed())
 }
 
-fn stop(mut child: Child) {
+/// SIGTERM to the agent, which must exit 0 (healing everything first).
+fn stop(mut child: faultline_tests::Killed) {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -263,31 +268,23 @@ fn toxiproxy_ttl_bounds_a_toxic_and_remote_listening_is_refused() {
 /// A minimal HTTP/1.1 server on a free loopback port: `200 ok` to every request, on
 /// keep-alive connections.
 fn http_ok_server() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for c in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut c = c;
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        buf.drain(..end + 4);
-                        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-                        if c.write_all(answer).is_err() {
-                            return;
-                        }
-                    }
-                    match c.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
+    serve(|mut c| {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                buf.drain(..end + 4);
+                let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                if c.write_all(answer).is_err() {
+                    return;
                 }
-            });
+            }
+            match c.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
         }
-    });
-    addr
+    })
 }
 
 /// A port free on 127.0.0.1 now (the experiment's proxy listens there).

@@ -425,16 +425,40 @@ impl Drop for Up {
 /// A standalone `faultline-agent` on `topology` with run directory `run_dir`: its
 /// process and the API's URL from its ready line. What it writes to stderr is appended
 /// to `<run_dir>.stderr`.
-pub fn start_agent(run_dir: &Path, topology: &Path, extra: &[&str]) -> (Child, String) {
+pub fn start_agent(run_dir: &Path, topology: &Path, extra: &[&str]) -> (Killed, String) {
     let mut args = vec!["--topology", topology.to_str().expect("a UTF-8 path")];
     args.extend_from_slice(extra);
     let (child, ready) = start_agent_with(run_dir, &args);
     (child, ready_field(&ready, "agent"))
 }
 
+/// A child process killed and reaped when dropped, so a test that fails leaves none
+/// behind; otherwise a `Child`.
+pub struct Killed(pub Child);
+
+impl std::ops::Deref for Killed {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Killed {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A standalone `faultline-agent` with `args` and run directory `run_dir`: its process
 /// and its ready line. What it writes to stderr is appended to `<run_dir>.stderr`.
-pub fn start_agent_with(run_dir: &Path, args: &[&str]) -> (Child, String) {
+pub fn start_agent_with(run_dir: &Path, args: &[&str]) -> (Killed, String) {
     let stderr = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -456,7 +480,7 @@ pub fn start_agent_with(run_dir: &Path, args: &[&str]) -> (Child, String) {
         panic!("faultline-agent {args:?} printed no ready line; stderr: {err}");
     };
     std::thread::spawn(move || for _ in lines {});
-    (child, ready)
+    (Killed(child), ready)
 }
 
 /// The value of field `key` (`agent`, `toxiproxy`, ...) of a ready line.
