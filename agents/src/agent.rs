@@ -269,11 +269,14 @@ impl Agent {
 
     /// The ready line: `ready: [ENTRYPOINT=URL] agent=URL [toxiproxy=URL]`.
     pub fn ready_line(&self) -> String {
-        let line = crate::report::ready_line(&self.supervisor, &self.url);
-        match &self.toxiproxy_url {
-            Some(t) => format!("{line} toxiproxy={t}"),
-            None => line,
+        let mut line = crate::report::ready_line(&self.supervisor, &self.url);
+        if let Some(network) = self.supervisor.docker_network() {
+            line.push_str(&format!(" docker={network}"));
         }
+        if let Some(t) = &self.toxiproxy_url {
+            line.push_str(&format!(" toxiproxy={t}"));
+        }
+        line
     }
 
     /// Heals every fault, stops the APIs and the run-time proxies, then stops the

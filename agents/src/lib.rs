@@ -26,6 +26,7 @@
 pub mod agent;
 pub mod api;
 pub mod client;
+pub mod container_reaper;
 pub mod diag;
 pub mod faults;
 pub mod http_server;

@@ -36,6 +36,10 @@ struct Args {
     /// Run every edge directly instead of through a fault proxy.
     #[arg(long)]
     no_proxies: bool,
+    /// Run every service as this (`docker`: a container per replica; `process`);
+    /// default: what the topology says.
+    #[arg(long, value_enum, requires = "topology")]
+    runtime: Option<faultline_agent::topology::RuntimeKind>,
     #[command(flatten)]
     limits: faultline_agent::agent::LimitArgs,
     #[command(flatten)]
@@ -45,6 +49,7 @@ struct Args {
 fn main() -> ExitCode {
     // First: this process may be a reaper, not an agent.
     faultline_agent::reaper::run_if_reaper();
+    faultline_agent::container_reaper::run_if_container_reaper();
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_ansi(faultline_agent::diag::stderr_colour())
@@ -67,7 +72,15 @@ fn main() -> ExitCode {
     let topology = match &args.topology {
         None => Topology::none(),
         Some(path) => match Topology::load(path) {
-            Ok(t) => t,
+            Ok(mut t) => {
+                if let Some(kind) = args.runtime
+                    && let Err(e) = t.set_runtime(kind)
+                {
+                    eprintln!("error: --runtime: {e}");
+                    return ExitCode::from(2);
+                }
+                t
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);

@@ -28,6 +28,10 @@ struct RawTopology {
     #[serde(default)]
     external: BTreeMap<Spanned<String>, RawExternal>,
     messaging: Option<RawMessaging>,
+    /// `"process"` (the default) or `"docker"`, for every service that does not say.
+    runtime: Option<Spanned<String>>,
+    /// The image of every docker service that does not name its own.
+    image: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +101,33 @@ struct RawService {
     files: BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]
     env: BTreeMap<Spanned<String>, Spanned<String>>,
+    runtime: Option<Spanned<String>>,
+    image: Option<Spanned<String>>,
+}
+
+/// How a service's replicas run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Runtime {
+    /// A process of this machine, per replica.
+    Process,
+    /// A container of `image` per replica, on the run's own Docker network.
+    Docker { image: String },
+}
+
+impl Runtime {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Runtime::Process => "process",
+            Runtime::Docker { .. } => "docker",
+        }
+    }
+}
+
+/// The runtimes `runtime =` and `--runtime` name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    Process,
+    Docker,
 }
 
 /// How the supervisor decides that a replica is up and stays healthy.
@@ -346,6 +377,7 @@ pub struct Service {
     /// to, and the template's text (read from `files = { NAME = "template path" }`).
     pub files: Vec<ServiceFile>,
     pub env: Vec<(String, Template)>,
+    pub runtime: Runtime,
 }
 
 /// A config file a service's replicas get, rendered from a template per replica.
@@ -382,6 +414,8 @@ pub struct Topology {
     /// The topology file's directory (absolute when loaded from a file): relative
     /// program paths, templates and `cwd` are resolved against it.
     pub base_dir: PathBuf,
+    /// The image docker services run when they name none (`image` at the top).
+    pub image: Option<String>,
 }
 
 const MAX_REPLICAS: i64 = 64;
@@ -427,9 +461,20 @@ impl Topology {
         let name_list = || names.iter().copied().collect::<Vec<_>>().join(", ");
 
         let env = parse_env(&raw.env, &err)?;
+        let defaults = RuntimeDefaults {
+            runtime: runtime_kind(raw.runtime.as_ref(), &err)?,
+            image: image_of(raw.image.as_ref(), &err)?,
+        };
         let mut services = Vec::new();
         for (name, svc) in &raw.services {
             services.push(validate_service(name, svc, &known, &base_dir, &err)?);
+        }
+        for (name, svc) in &raw.services {
+            let s = services
+                .iter_mut()
+                .find(|s| s.name == *name.get_ref())
+                .expect("validated above");
+            s.runtime = runtime_of(name, svc, &defaults, &s.health, &err)?;
         }
         let entrypoint = match &raw.entrypoint {
             Some(e) if !names.contains(e.get_ref().as_str()) => {
@@ -496,6 +541,7 @@ impl Topology {
             externals,
             messaging,
             base_dir,
+            image: defaults.image,
         })
     }
 
@@ -510,7 +556,42 @@ impl Topology {
             externals: Vec::new(),
             messaging: None,
             base_dir: std::env::current_dir().unwrap_or_default(),
+            image: None,
         }
+    }
+
+    /// Runs every service on `kind` (`--runtime`): docker services keep their image,
+    /// and the others take the topology's `image`; an error names a service that
+    /// cannot run there.
+    pub fn set_runtime(&mut self, kind: RuntimeKind) -> Result<(), String> {
+        for svc in &mut self.services {
+            svc.runtime = match (kind, &svc.runtime) {
+                (RuntimeKind::Process, _) => Runtime::Process,
+                (RuntimeKind::Docker, Runtime::Docker { image }) => Runtime::Docker {
+                    image: image.clone(),
+                },
+                (RuntimeKind::Docker, Runtime::Process) => {
+                    let Some(image) = &self.image else {
+                        return Err(format!(
+                            "service `{}` has no image to run on docker; set `image` at the top of the topology or in [services.{}]",
+                            svc.name, svc.name
+                        ));
+                    };
+                    docker_can_run(&svc.name, &svc.health)?;
+                    Runtime::Docker {
+                        image: image.clone(),
+                    }
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// Whether any service runs on docker.
+    pub fn uses_docker(&self) -> bool {
+        self.services
+            .iter()
+            .any(|s| matches!(s.runtime, Runtime::Docker { .. }))
     }
 
     pub fn service(&self, name: &str) -> Option<&Service> {
@@ -819,7 +900,97 @@ fn validate_service(
         cwd,
         files,
         env,
+        runtime: Runtime::Process,
     })
+}
+
+/// The topology-wide `runtime` and `image`.
+struct RuntimeDefaults {
+    runtime: RuntimeKind,
+    image: Option<String>,
+}
+
+fn runtime_kind(
+    raw: Option<&Spanned<String>>,
+    err: &ErrFn<'_>,
+) -> Result<RuntimeKind, SourceError> {
+    match raw.map(|r| (r, r.get_ref().as_str())) {
+        None | Some((_, "process")) => Ok(RuntimeKind::Process),
+        Some((_, "docker")) => Ok(RuntimeKind::Docker),
+        Some((r, other)) => Err(err(
+            r.span(),
+            format!("runtime must be \"process\" or \"docker\", not `{other}`"),
+        )),
+    }
+}
+
+fn image_of(raw: Option<&Spanned<String>>, err: &ErrFn<'_>) -> Result<Option<String>, SourceError> {
+    match raw {
+        Some(i) if i.get_ref().trim().is_empty() || i.get_ref().contains(char::is_whitespace) => {
+            Err(err(
+                i.span(),
+                format!(
+                    "image must be an image reference such as \"faultline/shop:latest\", not `{}`",
+                    i.get_ref()
+                ),
+            ))
+        }
+        Some(i) => Ok(Some(i.get_ref().clone())),
+        None => Ok(None),
+    }
+}
+
+/// What the Docker runtime cannot do for a service.
+fn docker_can_run(name: &str, health: &Health) -> Result<(), String> {
+    if let Health::Exec { .. } = health {
+        return Err(format!(
+            "service `{name}` has an exec health probe, which the docker runtime does not run (the image may lack the program); use an HTTP path, \"tcp\" or \"none\""
+        ));
+    }
+    Ok(())
+}
+
+/// A service's runtime: its own `runtime` and `image`, else the topology's.
+fn runtime_of(
+    name: &Spanned<String>,
+    raw: &RawService,
+    defaults: &RuntimeDefaults,
+    health: &Health,
+    err: &ErrFn<'_>,
+) -> Result<Runtime, SourceError> {
+    let n = name.get_ref();
+    let kind = match &raw.runtime {
+        Some(r) => runtime_kind(Some(r), err)?,
+        None => defaults.runtime,
+    };
+    let image = image_of(raw.image.as_ref(), err)?.or_else(|| defaults.image.clone());
+    let at = raw
+        .runtime
+        .as_ref()
+        .map_or_else(|| name.span(), Spanned::span);
+    match kind {
+        RuntimeKind::Process => Ok(Runtime::Process),
+        RuntimeKind::Docker => {
+            let Some(image) = image else {
+                return Err(err(
+                    at,
+                    format!(
+                        "service `{n}` runs on docker but names no image; set image = \"...\" in [services.{n}] or at the top"
+                    ),
+                ));
+            };
+            if let Some(h) = &raw.host {
+                return Err(err(
+                    h.span(),
+                    format!(
+                        "service `{n}` runs on docker, where each replica has an address of its own on the run's network; leave host out"
+                    ),
+                ));
+            }
+            docker_can_run(n, health).map_err(|m| err(at, m))?;
+            Ok(Runtime::Docker { image })
+        }
+    }
 }
 
 /// What a service's templates may refer to, to check that they refer to nothing else.

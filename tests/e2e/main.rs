@@ -2,6 +2,7 @@
 
 mod checks;
 mod containers;
+mod docker_runtime;
 mod external;
 mod faults;
 mod hardening;

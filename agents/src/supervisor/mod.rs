@@ -10,6 +10,7 @@
 //! [`crate::reaper`].
 
 pub mod command;
+pub mod docker;
 mod ports;
 pub mod probe;
 mod process;
@@ -29,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::proxy::EdgeProxy;
 use crate::rundir::{RunDir, tail};
-use crate::topology::{Health, Piece, Topology};
+use crate::topology::{Health, Piece, Runtime, Topology};
 
 #[derive(Debug, Clone)]
 pub struct SupervisorConfig {
@@ -109,6 +110,9 @@ pub struct ReplicaStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_error: Option<String>,
     pub log: PathBuf,
+    /// The container it runs in now (the docker runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +137,8 @@ pub enum StartError {
         program: String,
         searched: String,
     },
+    #[error("docker runtime: {0}")]
+    Docker(String),
     #[error("cannot find free ports: {0}")]
     Ports(std::io::Error),
     #[error("replica {replica} did not become healthy: {reason}\nlast lines of {}:\n{tail}", log.display())]
@@ -197,6 +203,8 @@ pub(crate) struct Shared {
     trees: tree::Trees,
     /// Bumped on every status change, for the status file writer and waiters.
     changed: watch::Sender<u64>,
+    /// The engine and the run's network, when a service runs on docker.
+    docker: Option<docker::DockerRun>,
 }
 
 impl Shared {
@@ -363,22 +371,50 @@ impl Supervisor {
         let programs = topology
             .services
             .iter()
-            .map(|s| {
-                resolve_program(
+            .map(|s| match &s.runtime {
+                // Looked up in the image, by the engine.
+                Runtime::Docker { .. } => {
+                    Ok(PathBuf::from(s.command[0].render(&|_| String::new())))
+                }
+                Runtime::Process => resolve_program(
                     &s.name,
                     &s.command[0].0,
                     &topology.base_dir,
                     &config.bin_path,
-                )
+                ),
             })
             .collect::<Result<Vec<_>, _>>()?;
         let secrets = make_secrets(&topology);
-        let (replicas, mut receivers) = make_replicas(&topology, &config)?;
+        let docker = if topology.uses_docker() {
+            Some(docker::DockerRun::open(&topology, config.run_dir.path()).await?)
+        } else {
+            None
+        };
+        let made = make_replicas(&topology, &config, docker.as_ref());
+        let (replicas, mut receivers) = match made {
+            Ok(m) => m,
+            Err(e) => {
+                if let Some(d) = &docker {
+                    d.close().await;
+                }
+                return Err(e);
+            }
+        };
         // One proxy per edge, bound before anything starts, so clients are given the
-        // proxies' addresses from their first start.
+        // proxies' addresses from their first start. Beside docker replicas they
+        // listen on the run network's gateway, which containers reach too.
         let cancel = CancellationToken::new();
+        let proxy_ip = docker.as_ref().map(|d| std::net::IpAddr::V4(d.gateway));
         let (edges, proxy_tasks) = if config.proxies {
-            bind_edges(&topology, &replicas, &cancel).await?
+            match bind_edges(&topology, &replicas, proxy_ip, &cancel).await {
+                Ok(e) => e,
+                Err(e) => {
+                    if let Some(d) = &docker {
+                        d.close().await;
+                    }
+                    return Err(e);
+                }
+            }
         } else {
             (Vec::new(), Vec::new())
         };
@@ -392,6 +428,7 @@ impl Supervisor {
             secrets,
             replicas,
             changed: watch::Sender::new(0),
+            docker,
         });
         let sup = Supervisor {
             proxy_tasks: Mutex::new(proxy_tasks),
@@ -497,6 +534,16 @@ impl Supervisor {
                 ))
             }
         }
+    }
+
+    /// The run's Docker network (`faultline-<run id>`), when a service runs on docker.
+    pub fn docker_network(&self) -> Option<&str> {
+        self.shared.docker.as_ref().map(|d| d.network.as_str())
+    }
+
+    /// The run id its containers and network are labelled with (`faultline.run`).
+    pub fn docker_run_id(&self) -> Option<&str> {
+        self.shared.docker.as_ref().map(|d| d.run_id.as_str())
     }
 
     /// Whether edges run through fault proxies.
@@ -656,6 +703,9 @@ impl Supervisor {
             let _ = w.await;
         }
         self.shared.trees.close().await;
+        if let Some(d) = &self.shared.docker {
+            d.close().await;
+        }
     }
 }
 
@@ -727,11 +777,22 @@ type Receivers = Vec<Option<mpsc::Receiver<Command>>>;
 fn make_replicas(
     topology: &Topology,
     config: &SupervisorConfig,
+    docker: Option<&docker::DockerRun>,
 ) -> Result<(Vec<Replica>, Receivers), StartError> {
     let mut replicas = Vec::new();
     let mut receivers = Vec::new();
     for (si, svc) in topology.services.iter().enumerate() {
-        let ports = if svc.port == 0 {
+        let in_docker = matches!(svc.runtime, Runtime::Docker { .. });
+        let ports = if in_docker {
+            vec![
+                if svc.port == 0 {
+                    docker::DEFAULT_PORT
+                } else {
+                    svc.port
+                };
+                svc.replicas as usize
+            ]
+        } else if svc.port == 0 {
             ports::free_ports(svc.host, svc.replicas as usize).map_err(StartError::Ports)?
         } else {
             vec![svc.port]
@@ -739,24 +800,29 @@ fn make_replicas(
         for index in 1..=svc.replicas {
             let name = svc.replica_name(index);
             let (tx, rx) = mpsc::channel(16);
+            let host = match docker {
+                Some(d) if in_docker => std::net::IpAddr::V4(d.address()?),
+                _ => svc.host,
+            };
             let status = ReplicaStatus {
                 log: config.run_dir.log_path(&name),
                 name: name.clone(),
                 service: svc.name.clone(),
                 index,
                 zone: svc.zone_of(index).to_owned(),
-                addr: SocketAddr::new(svc.host, ports[index as usize - 1]),
+                addr: SocketAddr::new(host, ports[index as usize - 1]),
                 state: ReplicaState::Stopped,
                 pid: None,
                 restarts: 0,
                 last_exit: None,
                 probe_error: None,
+                container: None,
             };
             replicas.push(Replica {
                 name,
                 service: si,
                 index,
-                auto_port: svc.port == 0,
+                auto_port: svc.port == 0 && !in_docker,
                 status: watch::Sender::new(status),
                 commands: tx,
             });
@@ -771,6 +837,7 @@ fn make_replicas(
 async fn bind_edges(
     topology: &Topology,
     replicas: &[Replica],
+    proxy_ip: Option<std::net::IpAddr>,
     cancel: &CancellationToken,
 ) -> Result<(Vec<Arc<EdgeProxy>>, Vec<JoinHandle<()>>), StartError> {
     let mut edges = Vec::new();
@@ -782,7 +849,7 @@ async fn bind_edges(
                 .filter(|r| topology.services[r.service].name == *callee)
             {
                 let target = r.status.borrow().addr;
-                let listen = SocketAddr::new(target.ip(), 0);
+                let listen = SocketAddr::new(proxy_ip.unwrap_or(target.ip()), 0);
                 let (proxy, listener) = EdgeProxy::bind(&svc.name, &r.name, listen, target)
                     .await
                     .map_err(StartError::Ports)?;
@@ -794,7 +861,8 @@ async fn bind_edges(
             let Some(ext) = topology.external(name) else {
                 continue;
             };
-            let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            let ip = proxy_ip.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+            let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, 0))
                 .await
                 .map_err(StartError::Ports)?;
             let listen = listener.local_addr().map_err(StartError::Ports)?;

@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,9 +15,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::docker::{ContainerStart, DockerRun, Running};
 use super::process::{describe_exit, owns_listener, spawn};
 use super::tree::Tree;
 use super::{Action, Command, ControlError, ReplicaState, ReplicaStatus, Shared, ports};
+use crate::topology::Runtime;
 
 /// A replica that stayed up this long is considered stable: its next crash restarts
 /// after the base backoff again.
@@ -76,6 +77,34 @@ pub(crate) struct Runner {
 
 type Probing = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
+/// What runs a replica now: a process of this machine, or a container.
+enum Instance {
+    Process(Child),
+    Container(Running),
+}
+
+impl Instance {
+    fn pid(&self) -> u32 {
+        match self {
+            Instance::Process(c) => c.id().unwrap_or(0),
+            Instance::Container(r) => r.pid,
+        }
+    }
+
+    /// How it ended, once it has.
+    async fn wait(&mut self) -> String {
+        match self {
+            Instance::Process(c) => c
+                .wait()
+                .await
+                .ok()
+                .as_ref()
+                .map_or_else(|| "ended".to_owned(), describe_exit),
+            Instance::Container(r) => (&mut r.exit).await.unwrap_or_else(|_| "ended".to_owned()),
+        }
+    }
+}
+
 impl Runner {
     pub(crate) fn new(
         shared: Arc<Shared>,
@@ -126,8 +155,8 @@ impl Runner {
                     break;
                 }
             }
-            let ended = match self.start() {
-                Ok(child) => self.supervise(child).await,
+            let ended = match self.start().await {
+                Ok(inst) => self.supervise(inst).await,
                 Err(e) => {
                     let msg = format!("cannot start: {e}");
                     tracing::error!(replica = self.name(), error = %e, "cannot start replica");
@@ -205,7 +234,14 @@ impl Runner {
         }
     }
 
-    fn start(&mut self) -> std::io::Result<Child> {
+    fn docker(&self) -> &DockerRun {
+        self.shared
+            .docker
+            .as_ref()
+            .expect("a container replica has a docker runtime")
+    }
+
+    async fn start(&mut self) -> std::io::Result<Instance> {
         let super::Launch {
             args,
             env,
@@ -232,31 +268,98 @@ impl Runner {
                 args.join(" ")
             );
         }
-        // A frozen cgroup would stop the new process before it gets to exec.
-        self.tree.prepare()?;
-        let join = self.tree.join_file()?;
-        let child = spawn(program, &args, &env, &cwd, &log, join.as_ref())?;
-        drop(join);
-        if let Some(pid) = child.id() {
-            self.shared.trees.record_group(pid, true);
-        }
+        let svc = &self.shared.topology.services[self.shared.replicas[self.idx].service];
+        let inst = if let Runtime::Docker { image } = &svc.runtime {
+            let ip = match self.status().addr.ip() {
+                std::net::IpAddr::V4(ip) => ip,
+                std::net::IpAddr::V6(_) => unreachable!("docker replicas have IPv4 addresses"),
+            };
+            let explicit_cwd =
+                !matches!(svc.cwd.0.as_slice(), [crate::topology::Piece::TopologyDir]);
+            let start = ContainerStart {
+                replica: self.name(),
+                service: &svc.name,
+                image,
+                program: &program.to_string_lossy(),
+                args: &args,
+                env: &env,
+                cwd: explicit_cwd.then_some(cwd.as_path()),
+                ip,
+                log: &log,
+            };
+            Instance::Container(self.docker().start(&start).await?)
+        } else {
+            // A frozen cgroup would stop the new process before it gets to exec.
+            self.tree.prepare()?;
+            let join = self.tree.join_file()?;
+            let child = spawn(program, &args, &env, &cwd, &log, join.as_ref())?;
+            drop(join);
+            if let Some(pid) = child.id() {
+                self.shared.trees.record_group(pid, true);
+            }
+            Instance::Process(child)
+        };
         if self.starts > 0 {
             self.update(|s| s.restarts += 1);
         }
         self.starts += 1;
-        let pid = child.id();
-        tracing::info!(replica = self.name(), pid, "replica started");
+        let pid = Some(inst.pid()).filter(|p| *p > 0);
+        let container = match &inst {
+            Instance::Container(r) => Some(r.name.clone()),
+            Instance::Process(_) => None,
+        };
+        tracing::info!(replica = self.name(), pid, container, "replica started");
         self.update(|s| {
             s.pid = pid;
+            s.container = container;
             s.state = ReplicaState::Starting;
         });
-        Ok(child)
+        Ok(inst)
     }
 
-    async fn supervise(&mut self, mut child: Child) -> Ended {
-        let pid = child.id().unwrap_or(0);
+    /// SIGKILL to every process of the replica, which must not stay frozen.
+    async fn kill_all(&self, inst: &Instance) -> std::io::Result<()> {
+        match inst {
+            Instance::Process(_) => {
+                let pid = inst.pid();
+                self.tree.kill(pid).await?;
+                self.tree.thaw(pid)
+            }
+            Instance::Container(r) => {
+                // The engine refuses to signal a paused container.
+                self.docker().freeze(&r.name, false).await?;
+                self.docker().signal(&r.name, "SIGKILL").await
+            }
+        }
+    }
+
+    /// SIGTERM to every process of the replica, thawed so that it can act on it.
+    async fn terminate_all(&self, inst: &Instance) -> std::io::Result<()> {
+        match inst {
+            Instance::Process(_) => {
+                let pid = inst.pid();
+                self.tree.signal(pid, Signal::SIGTERM)?;
+                self.tree.thaw(pid)
+            }
+            Instance::Container(r) => {
+                self.docker().freeze(&r.name, false).await?;
+                self.docker().signal(&r.name, "SIGTERM").await
+            }
+        }
+    }
+
+    async fn freeze(&self, inst: &Instance, frozen: bool) -> std::io::Result<()> {
+        match inst {
+            Instance::Process(_) if frozen => self.tree.freeze(inst.pid()).await,
+            Instance::Process(_) => self.tree.thaw(inst.pid()),
+            Instance::Container(r) => self.docker().freeze(&r.name, frozen).await,
+        }
+    }
+
+    async fn supervise(&mut self, mut inst: Instance) -> Ended {
+        let pid = inst.pid();
+        let in_container = matches!(inst, Instance::Container(_));
         let mut live = Live {
-            pid,
             started: Instant::now(),
             addr: self.status().addr,
             ready: false,
@@ -270,7 +373,7 @@ impl Runner {
         if !self.pauses.is_empty() {
             // Paused before it went down and still paused by a fault: the new process
             // waits stopped too, rather than running while the pause is in effect.
-            if let Err(e) = self.stop_process(&mut live).await {
+            if let Err(e) = self.stop_process(&inst, &mut live).await {
                 tracing::warn!(replica = self.name(), error = %e, "cannot pause the restarted replica");
             }
         }
@@ -280,30 +383,32 @@ impl Runner {
                 biased;
                 _ = self.cancel.cancelled() => {
                     // Dropping the supervisor: no grace period.
-                    let _ = self.tree.kill(pid).await;
-                    let _ = child.wait().await;
+                    let _ = self.kill_all(&inst).await;
+                    let how = inst.wait().await;
+                    self.exited(&inst, how, true).await;
                     return Ended::Stop;
                 }
-                status = child.wait() => {
+                how = inst.wait() => {
                     let expected = live.expected_exit;
-                    self.exited(pid, status.ok(), expected).await;
+                    self.exited(&inst, how, expected).await;
                     return Ended::Exited { uptime: live.started.elapsed(), restart_now: false, expected };
                 }
                 _ = tokio::time::sleep_until(live.kill_at.unwrap_or_else(Instant::now)), if live.kill_at.is_some() => {
                     // Terminated and the grace period is over: kill what is left.
                     live.kill_at = None;
-                    if let Err(e) = self.tree.kill(pid).await {
+                    if let Err(e) = self.kill_all(&inst).await {
                         tracing::warn!(replica = self.name(), error = %e, "cannot kill the replica");
                     }
                 }
                 cmd = self.commands.recv() => {
-                    if let Some(ended) = self.command(cmd, &mut child, &mut live).await {
+                    if let Some(ended) = self.command(cmd, &mut inst, &mut live).await {
                         return ended;
                     }
                 }
                 _ = tokio::time::sleep_until(live.next_probe), if live.probe.is_none() && !live.paused => {
                     let (health, addr) = (health.clone(), live.addr);
-                    let check_owner = !live.ready && health.reaches_the_address();
+                    // A container's address is its own: nothing else can hold it.
+                    let check_owner = !live.ready && !in_container && health.reaches_the_address();
                     let pids = if check_owner { self.tree.pids(pid) } else { Vec::new() };
                     live.probe = Some(Box::pin(async move {
                         health.check(addr, PROBE_TIMEOUT).await?;
@@ -328,10 +433,9 @@ impl Runner {
     async fn command(
         &mut self,
         cmd: Option<Command>,
-        child: &mut Child,
+        inst: &mut Instance,
         live: &mut Live,
     ) -> Option<Ended> {
-        let pid = live.pid;
         let (action, by, reply) = match cmd {
             Some(Command::Control { action, by, reply }) => (action, by, reply),
             Some(Command::Release { by, reply }) => {
@@ -341,7 +445,7 @@ impl Runner {
                 return None;
             }
             Some(Command::Stop) | None => {
-                self.stop(child, pid).await;
+                self.stop(inst).await;
                 return Some(Ended::Stop);
             }
         };
@@ -349,25 +453,22 @@ impl Runner {
             Action::Kill => {
                 self.holds.extend(by);
                 live.expected_exit = true;
-                let killed = self.tree.kill(pid).await;
                 // A new process must not start frozen.
-                killed.and_then(|()| self.tree.thaw(pid))
+                self.kill_all(inst).await
             }
             Action::Terminate => {
                 self.holds.extend(by);
                 live.expected_exit = true;
                 live.kill_at = Some(Instant::now() + self.shared.config.stop_timeout);
                 // A paused process must run again to act on SIGTERM.
-                self.tree
-                    .signal(pid, Signal::SIGTERM)
-                    .and_then(|()| self.tree.thaw(pid))
+                self.terminate_all(inst).await
             }
             Action::Pause => {
                 self.pauses.extend(by);
                 if live.paused {
                     Ok(())
                 } else {
-                    self.stop_process(live).await
+                    self.stop_process(inst, live).await
                 }
             }
             Action::Resume => {
@@ -375,7 +476,7 @@ impl Runner {
                     self.pauses.remove(by);
                 }
                 if live.paused && self.pauses.is_empty() {
-                    self.tree.thaw(pid).map(|()| {
+                    self.freeze(inst, false).await.map(|()| {
                         live.paused = false;
                         live.next_probe = Instant::now();
                         self.set_state(if live.ready {
@@ -389,7 +490,7 @@ impl Runner {
                 }
             }
             Action::Restart => {
-                self.stop(child, pid).await;
+                self.stop(inst).await;
                 let _ = reply.send(Ok(()));
                 return Some(Ended::Exited {
                     uptime: live.started.elapsed(),
@@ -404,8 +505,8 @@ impl Runner {
     }
 
     /// Freezes every process of the replica, waiting until they have stopped.
-    async fn stop_process(&self, live: &mut Live) -> std::io::Result<()> {
-        self.tree.freeze(live.pid).await?;
+    async fn stop_process(&self, inst: &Instance, live: &mut Live) -> std::io::Result<()> {
+        self.freeze(inst, true).await?;
         live.paused = true;
         live.probe = None;
         self.set_state(ReplicaState::Paused);
@@ -448,16 +549,21 @@ impl Runner {
             };
     }
 
-    /// The replica's first process ended; `expected` when it was told to.
-    async fn exited(&self, pid: u32, status: Option<ExitStatus>, expected: bool) {
-        // Whatever the replica started goes with it, before anything starts again.
-        if let Err(e) = self.tree.kill(pid).await {
-            tracing::warn!(replica = self.name(), error = %e, "cannot kill what the replica left");
+    /// The replica's first process (or its container) ended, as `how` says;
+    /// `expected` when it was told to.
+    async fn exited(&self, inst: &Instance, how: String, expected: bool) {
+        let pid = inst.pid();
+        match inst {
+            Instance::Process(_) => {
+                // Whatever the replica started goes with it, before anything starts
+                // again.
+                if let Err(e) = self.tree.kill(pid).await {
+                    tracing::warn!(replica = self.name(), error = %e, "cannot kill what the replica left");
+                }
+                self.shared.trees.record_group(pid, false);
+            }
+            Instance::Container(r) => self.docker().remove(&r.name).await,
         }
-        self.shared.trees.record_group(pid, false);
-        let how = status
-            .as_ref()
-            .map_or_else(|| "ended".to_owned(), describe_exit);
         if expected || self.cancel.is_cancelled() {
             // Stopped on purpose: not worth a warning.
             tracing::info!(replica = self.name(), pid, exit = %how, "replica stopped");
@@ -467,23 +573,22 @@ impl Runner {
         self.update(|s| {
             s.last_exit = Some(how);
             s.pid = None;
+            s.container = None;
         });
     }
 
     /// SIGTERM to every process of the replica, then SIGKILL after the stop timeout.
-    async fn stop(&self, child: &mut Child, pid: u32) {
-        let _ = self.tree.signal(pid, Signal::SIGTERM);
-        let _ = self.tree.thaw(pid);
-        let status = match tokio::time::timeout(self.shared.config.stop_timeout, child.wait()).await
-        {
-            Ok(s) => s.ok(),
+    async fn stop(&self, inst: &mut Instance) {
+        let _ = self.terminate_all(inst).await;
+        let how = match tokio::time::timeout(self.shared.config.stop_timeout, inst.wait()).await {
+            Ok(how) => how,
             Err(_) => {
                 tracing::warn!(replica = self.name(), "replica ignored SIGTERM; killing it");
-                let _ = self.tree.kill(pid).await;
-                child.wait().await.ok()
+                let _ = self.kill_all(inst).await;
+                inst.wait().await
             }
         };
-        self.exited(pid, status, true).await;
+        self.exited(inst, how, true).await;
     }
 
     /// Carries out a command while no process runs (held down or between restarts):
@@ -587,7 +692,6 @@ impl Runner {
 
 /// What the supervisor knows of the process it runs now.
 struct Live {
-    pid: u32,
     started: Instant,
     addr: SocketAddr,
     ready: bool,

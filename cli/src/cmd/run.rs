@@ -61,6 +61,10 @@ pub struct Common {
     /// No live dashboard, even on a terminal (progress lines on stderr instead).
     #[arg(long)]
     pub no_tui: bool,
+    /// Run the system this run starts (the bundled shop, or [target] topology) as
+    /// `docker` containers or as processes, whatever its topology says.
+    #[arg(long, value_enum, value_name = "RUNTIME")]
+    pub runtime: Option<faultline_agent::topology::RuntimeKind>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
@@ -156,6 +160,7 @@ fn execute(exp: Experiment, c: &Common, bundled: Option<&str>) -> anyhow::Result
     let tui = !c.no_tui && !c.json && std::io::stdout().is_terminal();
     let mut opts = Options {
         agent_token: c.agent_token.clone(),
+        runtime: c.runtime,
         ..Options::default()
     };
     let result = if tui {

@@ -22,6 +22,17 @@ pub struct Args {
     /// (`faultline proxy create`, --toxiproxy-listen) and faults on processes.
     #[arg(long, conflicts_with = "entrypoint_port")]
     pub no_topology: bool,
+    /// Run every service as this: `docker` starts each replica as a container of its
+    /// service's image (the bundled shop's is `faultline/shop`, from `faultline images
+    /// build`) on a network made for the run; `process` runs them all as processes.
+    /// Default: what the topology says (`runtime =`), else processes.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "RUNTIME",
+        conflicts_with = "no_topology"
+    )]
+    pub runtime: Option<faultline_agent::topology::RuntimeKind>,
     /// Port of the topology's entrypoint service (the shop's is `gateway`); 0 picks a
     /// free one.
     #[arg(long, value_name = "N", alias = "gateway-port")]
@@ -66,6 +77,12 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             return Ok(Exit::BadInput);
         }
     };
+    if let Some(kind) = args.runtime
+        && let Err(e) = topology.set_runtime(kind)
+    {
+        eprintln!("error: --runtime: {e}");
+        return Ok(Exit::BadInput);
+    }
     if let Err(e) = args.toxiproxy.check() {
         eprintln!("error: {e}");
         return Ok(Exit::BadInput);

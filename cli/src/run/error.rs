@@ -18,6 +18,8 @@ pub enum RunError {
     ProgramNotFound(StartError),
     #[error(transparent)]
     Agent(AgentError),
+    #[error("--runtime: {0}")]
+    Runtime(String),
     #[error("the topology's entrypoint has no replica")]
     NoEntrypoint,
     #[error("cannot use the agent at {url}")]

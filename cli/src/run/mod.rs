@@ -71,6 +71,8 @@ pub struct Options {
     pub interrupt: Option<CancellationToken>,
     /// Where the run's own `/metrics` listens (default 127.0.0.1, a free port).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Runs the system it starts on this runtime (`--runtime`).
+    pub runtime: Option<faultline_agent::topology::RuntimeKind>,
 }
 
 /// Runs the experiment. `Err` is a setup error (exit code 2): nothing was judged.

@@ -154,6 +154,9 @@ async fn start(topology: &Topology, bundled: bool, opts: &Options) -> Result<Tar
     // The runner knows where the entrypoint is: a free port, never a fixed one (runs
     // side by side, and beside a `faultline up`, must not collide).
     let mut topology = topology.clone();
+    if let Some(kind) = opts.runtime {
+        topology.set_runtime(kind).map_err(RunError::Runtime)?;
+    }
     if let Some(ep) = topology.entrypoint.clone()
         && let Some(svc) = topology.service_mut(&ep)
     {
@@ -175,8 +178,12 @@ async fn start(topology: &Topology, bundled: bool, opts: &Options) -> Result<Tar
         .map(|r| r.addr)
         .ok_or(RunError::NoEntrypoint)?;
     if !opts.quiet {
+        let docker = agent
+            .supervisor
+            .docker_network()
+            .map_or_else(String::new, |n| format!(" docker={n}"));
         eprintln!(
-            "{} (logs: {})",
+            "{}{docker} (logs: {})",
             faultline_agent::report::ready_fields(
                 entrypoint.as_deref().unwrap_or_default(),
                 &format!("http://{entry}"),

@@ -261,6 +261,7 @@ mod tests {
             last_exit: None,
             probe_error: None,
             log: "x.log".into(),
+            container: None,
         }
     }
 

@@ -504,6 +504,7 @@ mod tests {
             last_exit: None,
             probe_error: None,
             log: "x".into(),
+            container: None,
         }
     }
 
