@@ -36,6 +36,10 @@ struct Args {
     /// Run every edge directly instead of through a fault proxy.
     #[arg(long)]
     no_proxies: bool,
+    /// Adopt the running Docker Compose project NAME as the topology (its containers
+    /// the replicas); nothing is started or stopped.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["topology", "runtime"])]
+    docker_project: Option<String>,
     /// Run every service as this (`docker`: a container per replica; `process`);
     /// default: what the topology says.
     #[arg(long, value_enum, requires = "topology")]
@@ -70,6 +74,9 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let topology = match &args.topology {
+        None if args.docker_project.is_some() => {
+            Topology::adopt(args.docker_project.as_deref().unwrap_or_default())
+        }
         None => Topology::none(),
         Some(path) => match Topology::load(path) {
             Ok(mut t) => {

@@ -32,6 +32,14 @@ struct RawTopology {
     runtime: Option<Spanned<String>>,
     /// The image of every docker service that does not name its own.
     image: Option<Spanned<String>>,
+    /// `[docker] project = "NAME"`: adopt a running Compose project.
+    docker: Option<RawDocker>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDocker {
+    project: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +120,17 @@ pub enum Runtime {
     Process,
     /// A container of `image` per replica, on the run's own Docker network.
     Docker { image: String },
+    /// Containers that run already (a Compose project's), one per replica: faulted,
+    /// never created or removed.
+    Adopted { containers: Vec<AdoptedContainer> },
+}
+
+/// A running container taken as a replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdoptedContainer {
+    pub name: String,
+    /// Its address on its first network, and its first exposed port (0 if none).
+    pub addr: std::net::SocketAddr,
 }
 
 impl Runtime {
@@ -119,6 +138,7 @@ impl Runtime {
         match self {
             Runtime::Process => "process",
             Runtime::Docker { .. } => "docker",
+            Runtime::Adopted { .. } => "adopted",
         }
     }
 }
@@ -416,6 +436,9 @@ pub struct Topology {
     pub base_dir: PathBuf,
     /// The image docker services run when they name none (`image` at the top).
     pub image: Option<String>,
+    /// The Compose project whose containers are the services (`[docker] project`,
+    /// `--docker-project`), found when the topology starts.
+    pub docker_project: Option<String>,
 }
 
 const MAX_REPLICAS: i64 = 64;
@@ -446,7 +469,23 @@ impl Topology {
         let err =
             |span: std::ops::Range<usize>, msg: String| SourceError::at(file, text, span, msg);
 
-        if raw.services.is_empty() {
+        let docker_project = match &raw.docker {
+            Some(d) if !raw.services.is_empty() => {
+                return Err(err(
+                    d.project.span(),
+                    "a topology that adopts a Compose project takes its services from the project's containers; leave [services] out".into(),
+                ));
+            }
+            Some(d) if d.project.get_ref().trim().is_empty() => {
+                return Err(err(
+                    d.project.span(),
+                    "the project name cannot be empty".into(),
+                ));
+            }
+            Some(d) => Some(d.project.get_ref().clone()),
+            None => None,
+        };
+        if raw.services.is_empty() && docker_project.is_none() {
             return Err(SourceError::whole_file(
                 file,
                 "the topology has no services; add a [services.NAME] table with a command",
@@ -477,6 +516,8 @@ impl Topology {
             s.runtime = runtime_of(name, svc, &defaults, &s.health, &err)?;
         }
         let entrypoint = match &raw.entrypoint {
+            // Checked against the project's services when they are found.
+            Some(e) if docker_project.is_some() => Some(e.get_ref().clone()),
             Some(e) if !names.contains(e.get_ref().as_str()) => {
                 return Err(err(
                     e.span(),
@@ -542,6 +583,7 @@ impl Topology {
             messaging,
             base_dir,
             image: defaults.image,
+            docker_project,
         })
     }
 
@@ -557,6 +599,17 @@ impl Topology {
             messaging: None,
             base_dir: std::env::current_dir().unwrap_or_default(),
             image: None,
+            docker_project: None,
+        }
+    }
+
+    /// A topology that adopts the running Compose project `project`
+    /// (`--docker-project`): its services are the project's.
+    pub fn adopt(project: &str) -> Self {
+        Topology {
+            name: project.to_owned(),
+            docker_project: Some(project.to_owned()),
+            ..Topology::none()
         }
     }
 
@@ -566,6 +619,9 @@ impl Topology {
     pub fn set_runtime(&mut self, kind: RuntimeKind) -> Result<(), String> {
         for svc in &mut self.services {
             svc.runtime = match (kind, &svc.runtime) {
+                (_, Runtime::Adopted { .. }) => {
+                    return Err("an adopted Compose project runs as it is".into());
+                }
                 (RuntimeKind::Process, _) => Runtime::Process,
                 (RuntimeKind::Docker, Runtime::Docker { image }) => Runtime::Docker {
                     image: image.clone(),
@@ -592,6 +648,7 @@ impl Topology {
         self.services
             .iter()
             .any(|s| matches!(s.runtime, Runtime::Docker { .. }))
+            || self.docker_project.is_some()
     }
 
     pub fn service(&self, name: &str) -> Option<&Service> {

@@ -210,7 +210,8 @@ fn a_topology_runs_as_labelled_containers_supervised_by_faultline() {
     let (_, metrics) = get(&format!("{}/metrics", up.gateway)).unwrap();
     assert!(
         metrics.lines().any(
-            |l| l.starts_with("shop_content_cache_lookups_total{result=\"hit\"}") && !l.ends_with(" 0")
+            |l| l.starts_with("shop_content_cache_lookups_total{result=\"hit\"}")
+                && !l.ends_with(" 0")
         ),
         "no cache hit through the proxy:\n{metrics}"
     );
@@ -221,11 +222,17 @@ fn a_topology_runs_as_labelled_containers_supervised_by_faultline() {
     );
     assert_eq!(code, 0, "{err}");
     let (_, metrics) = get(&format!("{}/metrics", up.gateway)).unwrap();
-    let errors_before = count(&metrics, "shop_content_cache_lookups_total{result=\"error\"}");
+    let errors_before = count(
+        &metrics,
+        "shop_content_cache_lookups_total{result=\"error\"}",
+    );
     get(&format!("{url}/1")).expect("content answers from its catalog");
     let (_, metrics) = get(&format!("{}/metrics", up.gateway)).unwrap();
     assert!(
-        count(&metrics, "shop_content_cache_lookups_total{result=\"error\"}") > errors_before,
+        count(
+            &metrics,
+            "shop_content_cache_lookups_total{result=\"error\"}"
+        ) > errors_before,
         "{metrics}"
     );
     let (code, _, err) = cli(&up.agent, &["heal", "--all"]);
@@ -422,7 +429,21 @@ fn the_demo_gameday_passes_on_the_shop_as_containers() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap())
             .unwrap();
-    assert_eq!(json["verdict"], "pass", "{json:#}");
+    assert_eq!(json["passed"], true, "{json:#}");
+    assert_eq!(json["status"], "completed");
+    // Its faults acted on the containers (an orders replica killed among them).
+    let faults = json["faults"].as_array().unwrap();
+    assert!(faults.len() >= 4, "{json:#}");
+    assert!(
+        faults.iter().any(|f| f.to_string().contains("orders-")),
+        "{faults:#?}"
+    );
+    assert!(
+        faults
+            .iter()
+            .all(|f| f["error"].is_null() && f["applied_at_s"].is_number()),
+        "{faults:#?}"
+    );
     // The run ran on containers, and they are gone.
     let network = err
         .lines()

@@ -1,6 +1,7 @@
 //! End-to-end tests through real processes and sockets.
 
 mod checks;
+mod compose;
 mod containers;
 mod docker_runtime;
 mod external;

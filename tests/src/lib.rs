@@ -318,6 +318,16 @@ impl Up {
 
     /// [`Up::start`] from working directory `cwd` (the test's own by default).
     pub fn start_in(cwd: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Up {
+        Self::launch(cwd, &["--entrypoint-port", "0"], args, env)
+    }
+
+    /// `faultline up --run-dir <tmp>` plus `args` only: for topologies without an
+    /// entrypoint to place (`--docker-project`).
+    pub fn start_plain(args: &[&str], env: &[(&str, &str)]) -> Up {
+        Self::launch(None, &[], args, env)
+    }
+
+    fn launch(cwd: Option<&Path>, first: &[&str], args: &[&str], env: &[(&str, &str)]) -> Up {
         let dir = tempfile::tempdir().unwrap();
         let run_dir = dir.path().join("run");
         let stderr_path = dir.path().join("stderr");
@@ -329,7 +339,8 @@ impl Up {
         let mut child = cmd
             .env("FAULTLINE_HOME", &home)
             .arg("up")
-            .args(["--entrypoint-port", "0", "--run-dir"])
+            .args(first)
+            .arg("--run-dir")
             .arg(&run_dir)
             .args(args)
             .envs(env.iter().copied())

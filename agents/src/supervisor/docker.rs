@@ -37,7 +37,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 
 use super::StartError;
 use crate::container_reaper;
-use crate::topology::{Runtime, Topology};
+use crate::topology::{AdoptedContainer, Health, Piece, Runtime, Service, Template, Topology};
 
 /// Every container and network of a run carries it, with the run's id.
 pub const RUN_LABEL: &str = "faultline.run";
@@ -63,7 +63,15 @@ pub(crate) struct DockerRun {
     entrypoints: HashMap<String, Option<String>>,
     /// Dropped (closed) last: the reaper then removes whatever is left.
     reaper: Mutex<Option<tokio::net::TcpStream>>,
+    /// Containers adopted from a Compose project: nothing of the run to remove.
+    adopted: bool,
 }
+
+/// The Compose labels adoption reads.
+const COMPOSE_PROJECT: &str = "com.docker.compose.project";
+const COMPOSE_SERVICE: &str = "com.docker.compose.service";
+const COMPOSE_NUMBER: &str = "com.docker.compose.container-number";
+const COMPOSE_ONEOFF: &str = "com.docker.compose.oneoff";
 
 fn engine(what: &str, e: bollard::errors::Error) -> StartError {
     StartError::Docker(format!("{what}: {e}"))
@@ -73,14 +81,7 @@ impl DockerRun {
     /// Connects to the engine, checks that every image is there, starts the reaper and
     /// makes the run's network.
     pub(crate) async fn open(topology: &Topology, run_dir: &Path) -> Result<Self, StartError> {
-        let client = Docker::connect_with_local_defaults()
-            .map_err(|e| StartError::Docker(format!("cannot reach the Docker engine: {e}")))?;
-        client.ping().await.map_err(|e| {
-            StartError::Docker(format!(
-                "cannot reach the Docker engine ({}): {e}; is the daemon running?",
-                std::env::var("DOCKER_HOST").unwrap_or_else(|_| "/var/run/docker.sock".into())
-            ))
-        })?;
+        let client = connect().await?;
         let mut entrypoints = HashMap::new();
         for svc in &topology.services {
             let Runtime::Docker { image } = &svc.runtime else {
@@ -132,6 +133,158 @@ impl DockerRun {
             binds,
             entrypoints,
             reaper: Mutex::new(reaper),
+            adopted: false,
+        })
+    }
+
+    /// Connects to the engine and makes `topology`'s services of Compose project
+    /// `project`'s running containers, by their Compose labels: a service per Compose
+    /// service, a replica per container in container-number order. Makes nothing.
+    pub(crate) async fn adopt(project: &str, topology: &mut Topology) -> Result<Self, StartError> {
+        let client = connect().await?;
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{COMPOSE_PROJECT}={project}")],
+        )]);
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let found = client
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| engine("cannot list the project's containers", e))?;
+        let mut by_service: std::collections::BTreeMap<String, Vec<(u32, String)>> =
+            Default::default();
+        for c in found {
+            let labels = c.labels.unwrap_or_default();
+            if labels
+                .get(COMPOSE_ONEOFF)
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            {
+                continue;
+            }
+            let (Some(service), Some(name)) = (
+                labels.get(COMPOSE_SERVICE),
+                c.names
+                    .and_then(|n| n.first().map(|n| n.trim_start_matches('/').to_owned())),
+            ) else {
+                continue;
+            };
+            let number = labels
+                .get(COMPOSE_NUMBER)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(u32::MAX);
+            by_service
+                .entry(service.clone())
+                .or_default()
+                .push((number, name));
+        }
+        if by_service.is_empty() {
+            return Err(StartError::Docker(format!(
+                "no container of Compose project `{project}` on this Docker engine; start it first (docker-compose -p {project} up -d)"
+            )));
+        }
+        let mut services = Vec::new();
+        for (service, mut containers) in by_service {
+            containers.sort();
+            let mut adopted = Vec::new();
+            for (_, name) in containers {
+                let inspect = client
+                    .inspect_container(&name, None)
+                    .await
+                    .map_err(|e| engine(&format!("cannot inspect container {name}"), e))?;
+                let running = inspect.state.as_ref().and_then(|s| s.running) == Some(true);
+                if !running {
+                    return Err(StartError::Docker(format!(
+                        "container {name} (service `{service}` of project `{project}`) is not running; faultline adopts running containers and starts nothing: start it first"
+                    )));
+                }
+                adopted.push(AdoptedContainer {
+                    addr: address_of(&inspect),
+                    name,
+                });
+            }
+            services.push(adopted_service(&service, adopted));
+        }
+        if let Some(ep) = &topology.entrypoint
+            && !services.iter().any(|s| s.name == *ep)
+        {
+            let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+            return Err(StartError::Docker(format!(
+                "entrypoint `{ep}` is not a service of project `{project}`; its services are: {}",
+                names.join(", ")
+            )));
+        }
+        topology.services = services;
+        Ok(DockerRun {
+            client,
+            run_id: random_id(),
+            network: String::new(),
+            gateway: Ipv4Addr::UNSPECIFIED,
+            next: AtomicU32::new(1),
+            last: 0,
+            binds: Vec::new(),
+            entrypoints: HashMap::new(),
+            reaper: Mutex::new(None),
+            adopted: true,
+        })
+    }
+
+    /// Takes adopted container `name` as it runs now; with `start`, starts it first
+    /// when it is not running (after faultline's own kill, stop or restart).
+    pub(crate) async fn attach(
+        &self,
+        name: &str,
+        log: &Path,
+        start: bool,
+    ) -> std::io::Result<Running> {
+        let io = |what: &str, e: bollard::errors::Error| {
+            std::io::Error::other(format!("{what} container {name}: {e}"))
+        };
+        let state = self
+            .client
+            .inspect_container(name, None)
+            .await
+            .map_err(|e| io("cannot inspect", e))?
+            .state;
+        if state.as_ref().and_then(|s| s.running) != Some(true) {
+            if !start {
+                return Err(std::io::Error::other(format!(
+                    "container {name} stopped by itself; faultline starts nothing it adopted, so it waits for the container to run again"
+                )));
+            }
+            self.client
+                .start_container(name, None)
+                .await
+                .map_err(|e| io("cannot start", e))?;
+        }
+        let pid = self
+            .client
+            .inspect_container(name, None)
+            .await
+            .ok()
+            .and_then(|c| c.state)
+            .and_then(|s| s.pid)
+            .filter(|p| *p > 0)
+            .map_or(0, |p| p as u32);
+        let streaming = self.client.clone().with_timeout(LONG);
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i32);
+        tokio::spawn(copy_logs_since(
+            streaming.clone(),
+            name.to_owned(),
+            log.to_owned(),
+            since,
+        ));
+        let (tx, exit) = tokio::sync::oneshot::channel();
+        tokio::spawn(wait_exit(streaming, name.to_owned(), tx));
+        Ok(Running {
+            name: name.to_owned(),
+            pid,
+            exit,
         })
     }
 
@@ -290,6 +443,10 @@ impl DockerRun {
     /// Removes every container of the run still there, then the network, then lets
     /// the reaper go.
     pub(crate) async fn close(&self) {
+        if self.adopted {
+            // Nothing of the run's own: the containers stay as they were found.
+            return;
+        }
         let filters = HashMap::from([(
             "label".to_owned(),
             vec![format!("{RUN_LABEL}={}", self.run_id)],
@@ -335,6 +492,67 @@ pub(crate) struct Running {
     pub(crate) pid: u32,
     /// Answers once the container has stopped, with how it ended.
     pub(crate) exit: tokio::sync::oneshot::Receiver<String>,
+}
+
+/// The engine, answering.
+async fn connect() -> Result<Docker, StartError> {
+    let client = Docker::connect_with_local_defaults()
+        .map_err(|e| StartError::Docker(format!("cannot reach the Docker engine: {e}")))?;
+    client.ping().await.map_err(|e| {
+        StartError::Docker(format!(
+            "cannot reach the Docker engine ({}): {e}; is the daemon running?",
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "/var/run/docker.sock".into())
+        ))
+    })?;
+    Ok(client)
+}
+
+/// An adopted container's address: its IPv4 address on its first network (by name)
+/// and its lowest exposed TCP port (0 without one).
+fn address_of(c: &bollard::models::ContainerInspectResponse) -> SocketAddr {
+    let ip = c
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .and_then(|n| {
+            let mut nets: Vec<_> = n.iter().collect();
+            nets.sort_by(|a, b| a.0.cmp(b.0));
+            nets.into_iter()
+                .find_map(|(_, e)| e.ip_address.as_deref().and_then(|ip| ip.parse().ok()))
+        })
+        .unwrap_or(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let port = c
+        .config
+        .as_ref()
+        .and_then(|c| c.exposed_ports.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.strip_suffix("/tcp").and_then(|p| p.parse::<u16>().ok()))
+        .min()
+        .unwrap_or(0);
+    SocketAddr::new(ip, port)
+}
+
+/// An adopted Compose service: its containers, probed by running (the engine's
+/// word), calling nothing faultline knows of.
+fn adopted_service(name: &str, containers: Vec<AdoptedContainer>) -> Service {
+    Service {
+        name: name.to_owned(),
+        command: vec![Template(vec![Piece::Lit(name.to_owned())])],
+        replicas: containers.len() as u32,
+        port: 0,
+        host: Ipv4Addr::UNSPECIFIED.into(),
+        zones: vec!["default".to_owned()],
+        calls: Vec::new(),
+        externals: Vec::new(),
+        health: Health::None,
+        startup_timeout: Duration::from_secs(20),
+        metrics: None,
+        cwd: Template(vec![Piece::TopologyDir]),
+        files: Vec::new(),
+        env: Vec::new(),
+        runtime: Runtime::Adopted { containers },
+    }
 }
 
 /// A request timeout no container outlives.
@@ -485,10 +703,16 @@ fn parse_subnet(s: &str) -> Option<(Ipv4Addr, u32)> {
 
 /// Appends a container's output to its replica's log until the container stops.
 async fn copy_logs(client: Docker, name: String, log: PathBuf) {
+    copy_logs_since(client, name, log, 0).await;
+}
+
+/// [`copy_logs`] from `since` (Unix seconds; 0: from the container's start).
+async fn copy_logs_since(client: Docker, name: String, log: PathBuf, since: i32) {
     let options = LogsOptions {
         follow: true,
         stdout: true,
         stderr: true,
+        since,
         ..Default::default()
     };
     let Ok(mut file) = std::fs::OpenOptions::new()

@@ -367,13 +367,21 @@ pub struct Supervisor {
 impl Supervisor {
     /// Starts every replica, dependencies first, and returns once all are healthy. On
     /// failure everything already started is stopped again.
-    pub async fn start(topology: Topology, config: SupervisorConfig) -> Result<Self, StartError> {
+    pub async fn start(
+        mut topology: Topology,
+        config: SupervisorConfig,
+    ) -> Result<Self, StartError> {
+        // An adopted Compose project: its containers are the services.
+        let adopted = match topology.docker_project.clone() {
+            Some(project) => Some(docker::DockerRun::adopt(&project, &mut topology).await?),
+            None => None,
+        };
         let programs = topology
             .services
             .iter()
             .map(|s| match &s.runtime {
                 // Looked up in the image, by the engine.
-                Runtime::Docker { .. } => {
+                Runtime::Docker { .. } | Runtime::Adopted { .. } => {
                     Ok(PathBuf::from(s.command[0].render(&|_| String::new())))
                 }
                 Runtime::Process => resolve_program(
@@ -385,10 +393,12 @@ impl Supervisor {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let secrets = make_secrets(&topology);
-        let docker = if topology.uses_docker() {
-            Some(docker::DockerRun::open(&topology, config.run_dir.path()).await?)
-        } else {
-            None
+        let docker = match adopted {
+            Some(d) => Some(d),
+            None if topology.uses_docker() => {
+                Some(docker::DockerRun::open(&topology, config.run_dir.path()).await?)
+            }
+            None => None,
         };
         let made = make_replicas(&topology, &config, docker.as_ref());
         let (replicas, mut receivers) = match made {
@@ -538,7 +548,11 @@ impl Supervisor {
 
     /// The run's Docker network (`faultline-<run id>`), when a service runs on docker.
     pub fn docker_network(&self) -> Option<&str> {
-        self.shared.docker.as_ref().map(|d| d.network.as_str())
+        self.shared
+            .docker
+            .as_ref()
+            .map(|d| d.network.as_str())
+            .filter(|n| !n.is_empty())
     }
 
     /// The run id its containers and network are labelled with (`faultline.run`).
@@ -782,7 +796,7 @@ fn make_replicas(
     let mut replicas = Vec::new();
     let mut receivers = Vec::new();
     for (si, svc) in topology.services.iter().enumerate() {
-        let in_docker = matches!(svc.runtime, Runtime::Docker { .. });
+        let in_docker = !matches!(svc.runtime, Runtime::Process);
         let ports = if in_docker {
             vec![
                 if svc.port == 0 {
@@ -800,9 +814,16 @@ fn make_replicas(
         for index in 1..=svc.replicas {
             let name = svc.replica_name(index);
             let (tx, rx) = mpsc::channel(16);
-            let host = match docker {
-                Some(d) if in_docker => std::net::IpAddr::V4(d.address()?),
-                _ => svc.host,
+            let (host, port) = match (&svc.runtime, docker) {
+                (Runtime::Adopted { containers }, _) => {
+                    let a = containers[index as usize - 1].addr;
+                    (a.ip(), a.port())
+                }
+                (_, Some(d)) if in_docker => (
+                    std::net::IpAddr::V4(d.address()?),
+                    ports[index as usize - 1],
+                ),
+                _ => (svc.host, ports[index as usize - 1]),
             };
             let status = ReplicaStatus {
                 log: config.run_dir.log_path(&name),
@@ -810,7 +831,7 @@ fn make_replicas(
                 service: svc.name.clone(),
                 index,
                 zone: svc.zone_of(index).to_owned(),
-                addr: SocketAddr::new(host, ports[index as usize - 1]),
+                addr: SocketAddr::new(host, port),
                 state: ReplicaState::Stopped,
                 pid: None,
                 restarts: 0,

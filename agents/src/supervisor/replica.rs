@@ -69,6 +69,9 @@ pub(crate) struct Runner {
     /// Who pauses the replica; it stays stopped, across restarts too, while any remains.
     pauses: BTreeSet<String>,
     crashes: u32,
+    /// An adopted container stopped because faultline stopped it (a kill, terminate or
+    /// restart): it may start it again. One that stopped by itself is left alone.
+    restore: bool,
     ever_ready: bool,
     starts: u32,
     /// Every process of the replica, however it forked.
@@ -122,6 +125,7 @@ impl Runner {
             holds: BTreeSet::new(),
             pauses: BTreeSet::new(),
             crashes: 0,
+            restore: false,
             ever_ready: false,
             starts: 0,
         }
@@ -168,6 +172,9 @@ impl Runner {
                     }
                 }
             };
+            if let Ended::Exited { expected, .. } = &ended {
+                self.restore = *expected;
+            }
             match ended {
                 Ended::Stop => break,
                 Ended::Exited {
@@ -234,6 +241,15 @@ impl Runner {
         }
     }
 
+    /// Whether the replica is a container faultline adopted (never removed).
+    fn adopted(&self) -> bool {
+        let svc = self.shared.replicas[self.idx].service;
+        matches!(
+            self.shared.topology.services[svc].runtime,
+            Runtime::Adopted { .. }
+        )
+    }
+
     fn docker(&self) -> &DockerRun {
         self.shared
             .docker
@@ -269,7 +285,11 @@ impl Runner {
             );
         }
         let svc = &self.shared.topology.services[self.shared.replicas[self.idx].service];
-        let inst = if let Runtime::Docker { image } = &svc.runtime {
+        let inst = if let Runtime::Adopted { containers } = &svc.runtime {
+            let index = self.shared.replicas[self.idx].index as usize;
+            let name = &containers[index - 1].name;
+            Instance::Container(self.docker().attach(name, &log, self.restore).await?)
+        } else if let Runtime::Docker { image } = &svc.runtime {
             let ip = match self.status().addr.ip() {
                 std::net::IpAddr::V4(ip) => ip,
                 std::net::IpAddr::V6(_) => unreachable!("docker replicas have IPv4 addresses"),
@@ -382,6 +402,9 @@ impl Runner {
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => {
+                    if self.adopted() {
+                        return Ended::Stop;
+                    }
                     // Dropping the supervisor: no grace period.
                     let _ = self.kill_all(&inst).await;
                     let how = inst.wait().await;
@@ -445,7 +468,14 @@ impl Runner {
                 return None;
             }
             Some(Command::Stop) | None => {
-                self.stop(inst).await;
+                if self.adopted() {
+                    // Left running, as it was found.
+                    if live.paused {
+                        let _ = self.freeze(inst, false).await;
+                    }
+                } else {
+                    self.stop(inst).await;
+                }
                 return Some(Ended::Stop);
             }
         };
@@ -562,6 +592,7 @@ impl Runner {
                 }
                 self.shared.trees.record_group(pid, false);
             }
+            Instance::Container(_) if self.adopted() => {}
             Instance::Container(r) => self.docker().remove(&r.name).await,
         }
         if expected || self.cancel.is_cancelled() {

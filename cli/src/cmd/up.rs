@@ -22,6 +22,12 @@ pub struct Args {
     /// (`faultline proxy create`, --toxiproxy-listen) and faults on processes.
     #[arg(long, conflicts_with = "entrypoint_port")]
     pub no_topology: bool,
+    /// Adopt the running Docker Compose project NAME: its containers become the
+    /// services and replicas (by their Compose labels), open to every replica fault.
+    /// Nothing is started or stopped; on exit every fault heals and the containers
+    /// are left as they were found.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["topology", "no_topology", "runtime", "entrypoint_port"])]
+    pub docker_project: Option<String>,
     /// Run every service as this: `docker` starts each replica as a container of its
     /// service's image (the bundled shop's is `faultline/shop`, from `faultline images
     /// build`) on a network made for the run; `process` runs them all as processes.
@@ -67,6 +73,8 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     // Validate everything before starting anything: a bad file starts nothing.
     let loaded = if args.no_topology {
         Ok(faultline_agent::topology::Topology::none())
+    } else if let Some(project) = &args.docker_project {
+        Ok(faultline_agent::topology::Topology::adopt(project))
     } else {
         bundled::load_topology(args.topology.as_deref())
     };
