@@ -1336,6 +1336,95 @@ mod tests {
         }
     }
 
+    fn err_text(text: &str) -> String {
+        parse(text).expect_err(text).to_string()
+    }
+
+    #[test]
+    fn runtimes_come_from_the_top_or_the_service() {
+        let t = parse(
+            r#"
+runtime = "docker"
+image = "faultline/shop"
+[services.a]
+command = ["shop", "cache", "--listen", "{listen}"]
+[services.b]
+runtime = "process"
+command = ["b"]
+[services.c]
+image = "mine:1"
+command = ["c"]
+"#,
+        )
+        .unwrap();
+        let runtime = |n: &str| t.service(n).unwrap().runtime.clone();
+        assert_eq!(
+            runtime("a"),
+            Runtime::Docker {
+                image: "faultline/shop".into()
+            }
+        );
+        assert_eq!(runtime("b"), Runtime::Process);
+        assert_eq!(
+            runtime("c"),
+            Runtime::Docker {
+                image: "mine:1".into()
+            }
+        );
+        assert!(t.uses_docker());
+        let mut t = t;
+        t.set_runtime(RuntimeKind::Process).unwrap();
+        assert!(!t.uses_docker());
+    }
+
+    #[test]
+    fn docker_services_need_an_image_and_no_host_or_exec_probe() {
+        let e = err_text("[services.a]\nruntime = \"docker\"\ncommand = [\"a\"]\n");
+        assert!(
+            e.contains("t.toml:2:11") && e.contains("names no image"),
+            "{e}"
+        );
+        let e = err_text("runtime = \"podman\"\n[services.a]\ncommand = [\"a\"]\n");
+        assert!(
+            e.contains("t.toml:1:11") && e.contains("\"process\" or \"docker\""),
+            "{e}"
+        );
+        let e = err_text(
+            "image = \"x\"\n[services.a]\nruntime = \"docker\"\nhost = \"127.0.0.2\"\ncommand = [\"a\"]\n",
+        );
+        assert!(
+            e.contains("t.toml:4:8") && e.contains("leave host out"),
+            "{e}"
+        );
+        let e = err_text(
+            "image = \"x\"\nruntime = \"docker\"\n[services.a]\ncommand = [\"a\"]\nhealth = { exec = [\"true\"] }\n",
+        );
+        assert!(e.contains("exec health probe"), "{e}");
+        let e = err_text("image = \"two words\"\n[services.a]\ncommand = [\"a\"]\n");
+        assert!(
+            e.contains("t.toml:1:9") && e.contains("image reference"),
+            "{e}"
+        );
+        // --runtime docker on services with no image names the first of them.
+        let mut t = parse("[services.a]\ncommand = [\"a\"]\n").unwrap();
+        let e = t.set_runtime(RuntimeKind::Docker).unwrap_err();
+        assert!(e.contains("service `a` has no image"), "{e}");
+    }
+
+    #[test]
+    fn a_compose_project_is_adopted_instead_of_services() {
+        let t = parse("entrypoint = \"web\"\n[docker]\nproject = \"shop\"\n").unwrap();
+        assert_eq!(t.docker_project.as_deref(), Some("shop"));
+        assert!(t.services.is_empty());
+        let e = err_text("[docker]\nproject = \"shop\"\n[services.a]\ncommand = [\"a\"]\n");
+        assert!(
+            e.contains("t.toml:2:11") && e.contains("leave [services] out"),
+            "{e}"
+        );
+        let e = err_text("[docker]\nprojekt = \"shop\"\n");
+        assert!(e.contains("projekt"), "{e}");
+    }
+
     const GOOD: &str = r#"
 name = "demo"
 entrypoint = "web"
