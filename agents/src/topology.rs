@@ -469,22 +469,7 @@ impl Topology {
         let err =
             |span: std::ops::Range<usize>, msg: String| SourceError::at(file, text, span, msg);
 
-        let docker_project = match &raw.docker {
-            Some(d) if !raw.services.is_empty() => {
-                return Err(err(
-                    d.project.span(),
-                    "a topology that adopts a Compose project takes its services from the project's containers; leave [services] out".into(),
-                ));
-            }
-            Some(d) if d.project.get_ref().trim().is_empty() => {
-                return Err(err(
-                    d.project.span(),
-                    "the project name cannot be empty".into(),
-                ));
-            }
-            Some(d) => Some(d.project.get_ref().clone()),
-            None => None,
-        };
+        let docker_project = docker_project_of(&raw, &err)?;
         if raw.services.is_empty() && docker_project.is_none() {
             return Err(SourceError::whole_file(
                 file,
@@ -506,14 +491,9 @@ impl Topology {
         };
         let mut services = Vec::new();
         for (name, svc) in &raw.services {
-            services.push(validate_service(name, svc, &known, &base_dir, &err)?);
-        }
-        for (name, svc) in &raw.services {
-            let s = services
-                .iter_mut()
-                .find(|s| s.name == *name.get_ref())
-                .expect("validated above");
+            let mut s = validate_service(name, svc, &known, &base_dir, &err)?;
             s.runtime = runtime_of(name, svc, &defaults, &s.health, &err)?;
+            services.push(s);
         }
         let entrypoint = match &raw.entrypoint {
             // Checked against the project's services when they are found.
@@ -959,6 +939,22 @@ fn validate_service(
         env,
         runtime: Runtime::Process,
     })
+}
+
+/// `[docker] project`, which stands instead of `[services]`.
+fn docker_project_of(raw: &RawTopology, err: &ErrFn<'_>) -> Result<Option<String>, SourceError> {
+    match &raw.docker {
+        Some(d) if !raw.services.is_empty() => Err(err(
+            d.project.span(),
+            "a topology that adopts a Compose project takes its services from the project's containers; leave [services] out".into(),
+        )),
+        Some(d) if d.project.get_ref().trim().is_empty() => Err(err(
+            d.project.span(),
+            "the project name cannot be empty".into(),
+        )),
+        Some(d) => Ok(Some(d.project.get_ref().clone())),
+        None => Ok(None),
+    }
 }
 
 /// The topology-wide `runtime` and `image`.
