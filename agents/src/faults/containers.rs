@@ -45,6 +45,10 @@ pub struct Link {
     pub aliases: Vec<String>,
 }
 
+/// By (container, network): the attachment to restore and the faults holding the
+/// container off the network.
+type Held = (Link, BTreeSet<String>);
+
 /// A running container: the process whose network namespace is the container's, and
 /// its networks (with those that faults of this agent disconnected it from).
 #[derive(Debug, Clone)]
@@ -78,8 +82,7 @@ pub struct NetFault {
 pub struct Containers {
     client: OnceLock<Result<Docker, String>>,
     pauses: tokio::sync::Mutex<HashMap<String, BTreeSet<String>>>,
-    /// By (container, network): the attachment to restore and the faults holding it off.
-    links: tokio::sync::Mutex<HashMap<(String, String), (Link, BTreeSet<String>)>>,
+    links: tokio::sync::Mutex<HashMap<(String, String), Held>>,
     /// By container: the fault whose qdiscs are its interfaces' roots.
     qdiscs: tokio::sync::Mutex<HashMap<String, String>>,
     mechanisms: tokio::sync::OnceCell<Mechanisms>,
@@ -402,7 +405,7 @@ impl Containers {
                             container = link.container,
                             network = link.network,
                             error = last.as_ref().map(ToString::to_string),
-                            "reconnected without its former address, which the engine would not pin"
+                            "reconnected without pinning its former address, which the engine refused to pin"
                         );
                     }
                     return;
