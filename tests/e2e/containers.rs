@@ -355,7 +355,7 @@ const HEALTH: &str = "GET /health HTTP/1.1\r\nHost: cache\r\n\r\n";
 fn packet_loss_drops_a_share_of_a_containers_packets_and_heals() {
     let dir = tempfile::tempdir().unwrap();
     let (_c, name, addr) = answering("loss");
-    let (_agent, url) = agent(dir.path());
+    let (mut agent, url) = agent(dir.path());
     let target = format!("container:{name}");
     assert!(connects(addr, Duration::from_secs(2)));
 
@@ -419,6 +419,30 @@ fn packet_loss_drops_a_share_of_a_containers_packets_and_heals() {
         &name,
         leased.trim()
     ) == 0));
+    assert!(connects(addr, Duration::from_secs(2)));
+
+    // An agent that stops heals what it applied.
+    let stays = ok(
+        &url,
+        &[
+            "fault",
+            "loss",
+            &target,
+            "--percent",
+            "100",
+            "--ttl",
+            "600s",
+        ],
+    );
+    assert_eq!(rules_of(&name, stays.trim()), 2);
+    let pid = nix::unistd::Pid::from_raw(agent.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    agent.0.wait().unwrap();
+    assert!(
+        !rules_in(&name).contains("faultline:"),
+        "{}",
+        rules_in(&name)
+    );
     assert!(connects(addr, Duration::from_secs(2)));
 }
 
@@ -572,8 +596,8 @@ fn a_partition_cuts_two_containers_both_ways_or_one_off_a_network_and_heals() {
         "B reached A across the partition"
     );
     assert!(connects(addr_a, Duration::from_secs(2)));
-    assert_eq!(rules_of(&a, cut.trim()), 2);
-    assert_eq!(rules_of(&b, cut.trim()), 2);
+    assert_eq!(rules_of(&a, cut.trim()), 1, "{}", rules_in(&a));
+    assert_eq!(rules_of(&b, cut.trim()), 1, "{}", rules_in(&b));
     ok(&url, &["heal", cut.trim()]);
     assert!(connects_from(pid_a, &ip_b, 7000) && connects_from(pid_b, &ip_a, 7000));
 

@@ -282,17 +282,14 @@ pub fn reset(id: &str, container: &str, traffic: Traffic) -> Vec<Rule> {
         .collect()
 }
 
-/// A cut from `peers` (IPv4 addresses): every packet from them and to them dropped, so
-/// live connections stall as new ones do.
+/// A cut from `peers` (IPv4 addresses): every packet the container receives from them
+/// dropped. A partition puts this in both containers, so each side's packets are lost
+/// on arrival: live connections stall as new ones do, and a sender sees a silent
+/// network, where a drop in OUTPUT would fail its sends at once (EPERM).
 pub fn cut(id: &str, container: &str, peers: &[String]) -> Vec<Rule> {
     peers
         .iter()
-        .flat_map(|ip| {
-            [
-                rule(id, container, "INPUT", &["-s", ip], &["DROP"]),
-                rule(id, container, "OUTPUT", &["-d", ip], &["DROP"]),
-            ]
-        })
+        .map(|ip| rule(id, container, "INPUT", &["-s", ip], &["DROP"]))
         .collect()
 }
 
@@ -474,7 +471,7 @@ mod tests {
             rule: vec!["FORWARD".into(), "--comment".into(), tag("f1")],
         };
         assert!(!forged.is_of("f1"));
-        assert_eq!(cut("f1", "c", &["10.0.0.2".into()]).len(), 2);
+        assert_eq!(cut("f1", "c", &["10.0.0.2".into()]).len(), 1);
         assert_eq!(reset("f1", "c", Traffic::In)[0].rule[0], "INPUT");
     }
 
