@@ -29,9 +29,7 @@ impl Directions {
             Directions::Both => &[Direction::Upstream, Direction::Downstream],
         }
     }
-}
 
-impl Directions {
     /// What an edge's directions mean on a container that serves: what goes upstream
     /// (requests) it receives, what goes downstream (responses) it sends.
     pub fn on_container(self) -> Traffic {
