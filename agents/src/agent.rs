@@ -188,6 +188,9 @@ impl Agent {
         config.proxies = opts.proxies;
         let supervisor = Arc::new(Supervisor::start(opts.topology, config).await?);
         let faults = Faults::new(supervisor.clone(), journal, opts.max_faults);
+        // Found once, so the status says what network faults on containers can use and
+        // a fault missing one is refused by name.
+        faults.detect_mechanisms().await;
         let cancel = CancellationToken::new();
         let api = tokio::spawn(api::serve(
             listener,

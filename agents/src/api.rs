@@ -48,6 +48,10 @@ pub struct Status {
     /// The proxies made at run time (`faultline proxy`, the Toxiproxy API).
     #[serde(default)]
     pub proxies: Vec<ProxyView>,
+    /// The mechanisms of network faults on containers this machine has (nsenter,
+    /// iptables and its backend, tc, tbf, netem), found at agent start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mechanisms: Option<crate::faults::netns::Mechanisms>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,6 +165,7 @@ async fn status(State(s): State<AppState>) -> Response {
             .filter_map(|svc| Some((svc.name.clone(), svc.metrics.clone()?)))
             .collect(),
         proxies: s.faults.proxies().list(),
+        mechanisms: s.faults.mechanisms(),
     })
     .into_response()
 }

@@ -43,6 +43,17 @@ pub enum Undo {
     UnpauseContainers { containers: Vec<String> },
     /// Start these Docker containers again (a held kill or stop).
     StartContainers { containers: Vec<String> },
+    /// A network fault in Docker containers: delete its iptables rules and root qdiscs
+    /// in their network namespaces, and connect them again to the networks it
+    /// disconnected them from.
+    ContainerNetwork {
+        #[serde(default)]
+        rules: Vec<super::netns::Rule>,
+        #[serde(default)]
+        qdiscs: Vec<super::netns::Qdisc>,
+        #[serde(default)]
+        reconnect: Vec<super::containers::Link>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -239,10 +250,10 @@ impl Journal {
 
 /// Heals what `contents` (the journal's, as [`Journal::open`] read it) says is still
 /// applied, left by an agent that stopped without healing it (a crash, a SIGKILL).
-/// Processes outside the topology that it paused are resumed, and containers it paused
-/// or held down are unpaused or started (they outlive it); replicas and proxies of that
-/// agent died with it, so nothing of their faults is left to undo. Returns the faults
-/// healed.
+/// Processes outside the topology that it paused are resumed, containers it paused or
+/// held down are unpaused or started, and its network faults in containers undone
+/// (containers outlive it); replicas and proxies of that agent died with it, so nothing
+/// of their faults is left to undo. Returns the faults healed.
 pub async fn recover(
     journal: &Journal,
     contents: &Contents,
@@ -274,6 +285,11 @@ pub async fn recover(
                     containers.start(n).await;
                 }
             }
+            Undo::ContainerNetwork {
+                rules,
+                qdiscs,
+                reconnect,
+            } => containers.recover_net(&id, rules, qdiscs, reconnect).await,
             Undo::Nothing | Undo::Release { .. } | Undo::Resume { .. } | Undo::Toxics { .. } => {}
         }
         tracing::warn!(

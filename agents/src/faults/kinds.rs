@@ -8,13 +8,15 @@ use std::time::Duration;
 use super::kind::{Kind, Lasts, Param, Spell, Target, Type, Unit, Values};
 use super::spec::{
     Directions, FaultSpec, MAX_BYTES, MAX_DURATION, MAX_POISON, MAX_RATE, MAX_SLICE, MAX_TARGET,
-    QueueSide,
+    QueueSide, Traffic,
 };
 
 use Target::{Container, Edge, Pid, Queue, Replica, Service, Services, Zone};
 
 const PROCESS: &[Target] = &[Service, Replica, Pid, Container];
 const EDGE: &[Target] = &[Edge];
+/// Network faults that act on an edge's proxy or inside a container's network namespace.
+const EDGE_OR_CONTAINER: &[Target] = &[Edge, Container];
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -250,8 +252,8 @@ pub const KINDS: &[Kind] = &[
     },
     Kind {
         name: "latency",
-        help: "delay the data by a latency, plus or minus a jitter",
-        targets: EDGE,
+        help: "delay the data by a latency, plus or minus a jitter (on a container: netem on what it sends, where the kernel has netem)",
+        targets: EDGE_OR_CONTAINER,
         lasts: Lasts::UntilHealed,
         params: &[
             duration(
@@ -284,8 +286,8 @@ pub const KINDS: &[Kind] = &[
     },
     Kind {
         name: "bandwidth",
-        help: "limit the data rate (sent a tenth of a second's worth at a time)",
-        targets: EDGE,
+        help: "limit the data rate (sent a tenth of a second's worth at a time; on a container: tbf on what it sends)",
+        targets: EDGE_OR_CONTAINER,
         lasts: Lasts::UntilHealed,
         params: &[
             whole(
@@ -333,8 +335,8 @@ pub const KINDS: &[Kind] = &[
     },
     Kind {
         name: "reset",
-        help: "close connections with a TCP RST",
-        targets: EDGE,
+        help: "close connections with a TCP RST (on a container: every TCP segment answered with one, upstream what it receives, downstream what it sends)",
+        targets: EDGE_OR_CONTAINER,
         lasts: Lasts::UntilHealed,
         params: &[
             duration(
@@ -498,9 +500,42 @@ pub const KINDS: &[Kind] = &[
         example: "http-delay 'api->orders' --delay 1s --method POST --ttl 30s",
     },
     Kind {
+        name: "loss",
+        help: "drop a random share of a container's packets (iptables in its network namespace)",
+        targets: &[Container],
+        lasts: Lasts::UntilHealed,
+        params: &[
+            Param {
+                required: true,
+                default: None,
+                help: "the share of packets dropped, 0 to 100, each drawn by the kernel",
+                ..PERCENT
+            },
+            Param {
+                name: "direction",
+                json: "direction",
+                ty: Type::Choice(&["in", "out", "both"]),
+                required: false,
+                default: Some("both"),
+                help: "in (what the container receives), out (what it sends) or both",
+                positional: false,
+            },
+        ],
+        build: |v| FaultSpec::Loss {
+            percent: percent(v),
+            direction: match v.text("direction") {
+                Some("in") => Traffic::In,
+                Some("out") => Traffic::Out,
+                _ => Traffic::Both,
+            },
+        },
+        check: nothing,
+        example: "loss container:shop-cache --percent 30 --ttl 30s",
+    },
+    Kind {
         name: "partition",
-        help: "cut every edge between two lists of services (or a proxy made at run time, alone), both ways, live connections included",
-        targets: &[Services],
+        help: "cut every edge between two lists of services (or a proxy made at run time, alone), both ways, live connections included; a container from containers (iptables in both), from networks (disconnected, reconnected with its address and aliases) or from every network it is on",
+        targets: &[Services, Container],
         lasts: Lasts::UntilHealed,
         params: &[Param {
             name: "with",
@@ -510,7 +545,7 @@ pub const KINDS: &[Kind] = &[
             },
             required: false,
             default: None,
-            help: "the services on the other side, comma-separated (none for a proxy made at run time, cut whole)",
+            help: "the services on the other side, comma-separated (none for a proxy made at run time, cut whole); for a container, container:NAME and network:NAME, comma-separated (none: every network it is on)",
             positional: true,
         }],
         build: |v| FaultSpec::Partition {

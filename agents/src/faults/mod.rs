@@ -9,11 +9,15 @@
 //!   README read.
 //! - [`spec`]: fault requests, typed, as the engine executes them.
 //! - [`journal`]: the append-only record that makes healing survive an agent crash.
+//! - [`containers`]: faults on Docker containers through the engine's API;
+//!   [`netns`]: network faults inside a container's network namespace, and the
+//!   mechanisms this machine has for them.
 
 pub mod containers;
 pub mod journal;
 pub mod kind;
 pub mod kinds;
+pub mod netns;
 pub mod procs;
 pub mod spec;
 pub mod targets;
@@ -211,7 +215,9 @@ impl Faults {
     fn info(id: &str, a: &Active, now: Instant) -> FaultInfo {
         let remaining = a.expires.saturating_duration_since(now);
         let target = match &a.request.spec {
-            FaultSpec::Partition { with } => format!("{}<->{with}", a.request.target),
+            FaultSpec::Partition { with } if !with.trim().is_empty() => {
+                format!("{}<->{with}", a.request.target)
+            }
             _ => a.request.target.clone(),
         };
         FaultInfo {
@@ -278,7 +284,7 @@ impl Faults {
         id: &str,
         request: FaultRequest,
     ) -> Result<(FaultInfo, bool), FaultError> {
-        let plan = self.plan(id, &request)?;
+        let plan = self.plan(id, &request).await?;
         let ttl = request.ttl();
         let applied_ms = now_ms();
         self.journal
@@ -464,20 +470,142 @@ impl Faults {
                     self.containers.start(c).await;
                 }
             }
+            Undo::ContainerNetwork {
+                rules,
+                qdiscs,
+                reconnect,
+            } => self.containers.undo_net(id, rules, qdiscs, reconnect).await,
         }
     }
 
-    /// Resolves a request into the actions to take and their undo, without acting.
-    fn plan(&self, id: &str, req: &FaultRequest) -> Result<Plan, FaultError> {
-        let resolver = Resolver::new(self.sup.topology(), self.sup.proxies())
-            .with_proxies(self.proxies.names());
-        match resolver.resolve(req)? {
+    /// A network fault inside container `name`: refused when a mechanism it needs is
+    /// missing or the container is not running; otherwise its rules, qdiscs and
+    /// disconnects, all in its undo before anything is done.
+    async fn plan_container_network(
+        &self,
+        id: &str,
+        name: String,
+        spec: &FaultSpec,
+    ) -> Result<Plan, FaultError> {
+        use netns::Need::{Iptables, Netem, Nsenter, Tbf, Tc};
+        let peers = match spec {
+            FaultSpec::Partition { with } => with
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let needs: &[netns::Need] = match spec {
+            FaultSpec::Loss { .. } | FaultSpec::Reset { .. } => &[Nsenter, Iptables],
+            FaultSpec::Bandwidth { .. } => &[Nsenter, Tc, Tbf],
+            FaultSpec::Latency { .. } => &[Nsenter, Tc, Netem],
+            _ if peers.iter().any(|p| p.starts_with("container:")) => &[Nsenter, Iptables],
+            // Disconnects go through the engine alone.
+            _ => &[],
+        };
+        self.containers
+            .mechanisms()
+            .await
+            .require(spec.kind(), needs)
+            .map_err(FaultError::BadRequest)?;
+        let me = self.containers.running(&name).await?;
+        let mut net = containers::NetFault::default();
+        let rules = |pid: u32, rules: Vec<netns::Rule>| rules.into_iter().map(move |r| (pid, r));
+        match spec {
+            FaultSpec::Loss { percent, direction } => net
+                .rules
+                .extend(rules(me.pid, netns::loss(id, &name, *percent, *direction))),
+            FaultSpec::Reset { direction, .. } => net.rules.extend(rules(
+                me.pid,
+                netns::reset(id, &name, direction.on_container()),
+            )),
+            FaultSpec::Bandwidth { rate, .. } => {
+                net.qdiscs = qdiscs(&name, me.pid, &netns::tbf(*rate))?;
+            }
+            FaultSpec::Latency {
+                delay_ms,
+                jitter_ms,
+                ..
+            } => net.qdiscs = qdiscs(&name, me.pid, &netns::netem(*delay_ms, *jitter_ms))?,
+            FaultSpec::Partition { .. } if peers.is_empty() => {
+                if me.links.is_empty() {
+                    return Err(FaultError::BadRequest(format!(
+                        "container `{name}` is on no network: there is nothing to partition it from"
+                    )));
+                }
+                net.disconnect = me.links.clone();
+            }
+            FaultSpec::Partition { .. } => {
+                for peer in &peers {
+                    if let Some(network) = peer.strip_prefix("network:") {
+                        let link = me.links.iter().find(|l| l.network == network).ok_or_else(|| {
+                            FaultError::BadRequest(format!(
+                                "container `{name}` is not on network `{network}`; it is on: {}",
+                                networks_of(&me)
+                            ))
+                        })?;
+                        net.disconnect.push(link.clone());
+                        continue;
+                    }
+                    let other = peer.trim_start_matches("container:");
+                    let them = self.containers.running(other).await?;
+                    let (mine, theirs) = (me.addresses(), them.addresses());
+                    if mine.is_empty() || theirs.is_empty() {
+                        let empty = if mine.is_empty() { &name } else { other };
+                        return Err(FaultError::BadRequest(format!(
+                            "container `{empty}` has no IPv4 address: there is nothing to cut (partition it from its networks instead)"
+                        )));
+                    }
+                    net.rules
+                        .extend(rules(me.pid, netns::cut(id, &name, &theirs)));
+                    net.rules
+                        .extend(rules(them.pid, netns::cut(id, other, &mine)));
+                }
+            }
+            _ => unreachable!("only network kinds reach a container's namespace"),
+        }
+        Ok(Plan {
+            undo: Undo::ContainerNetwork {
+                rules: net.rules.iter().map(|(_, r)| r.clone()).collect(),
+                qdiscs: net.qdiscs.iter().map(|(_, q, _)| q.clone()).collect(),
+                reconnect: net.disconnect.clone(),
+            },
+            action: Action::ContainerNet(net),
+        })
+    }
+
+    /// Finds the mechanisms of network faults on containers (once; the agent does it
+    /// at start, so its status reports them).
+    pub async fn detect_mechanisms(&self) -> &netns::Mechanisms {
+        self.containers.mechanisms().await
+    }
+
+    /// The mechanisms of network faults on containers, once found.
+    pub fn mechanisms(&self) -> Option<netns::Mechanisms> {
+        self.containers.detected().cloned()
+    }
+
+    /// Resolves a request into the actions to take and their undo, without acting
+    /// (a container is looked at: its namespace, its networks).
+    async fn plan(&self, id: &str, req: &FaultRequest) -> Result<Plan, FaultError> {
+        let resolved = Resolver::new(self.sup.topology(), self.sup.proxies())
+            .with_proxies(self.proxies.names())
+            .resolve(req)?;
+        match resolved {
             Resolved::Process { target, tree } => {
                 let pids = procs::find(&target, tree, &req.target)?;
                 Ok(plan_processes(pids, &req.spec))
             }
             Resolved::Replicas(replicas) => Ok(plan_replicas(replicas, &req.spec)),
-            Resolved::Container(name) => Ok(plan_container(name, &req.spec)),
+            Resolved::Container(name) => match &req.spec {
+                FaultSpec::Kill { .. }
+                | FaultSpec::Terminate { .. }
+                | FaultSpec::Pause
+                | FaultSpec::Restart => Ok(plan_container(name, &req.spec)),
+                spec => self.plan_container_network(id, name, spec).await,
+            },
             Resolved::Edges(names) => {
                 let edges: Vec<Arc<EdgeProxy>> = self
                     .edges()
@@ -580,6 +708,7 @@ impl Faults {
                 }
             }
             Action::Container(name, op) => self.containers.apply(id, name, *op).await?,
+            Action::ContainerNet(net) => self.containers.apply_net(id, net).await?,
             Action::Poison(addrs, queue, count) => {
                 let addr = addrs
                     .first()
@@ -654,6 +783,42 @@ fn plan_container(name: String, spec: &FaultSpec) -> Plan {
         undo,
         action: Action::Container(name, op),
     }
+}
+
+/// A root qdisc of `params` on every interface of container `name` but loopback.
+fn qdiscs(
+    name: &str,
+    pid: u32,
+    params: &[String],
+) -> Result<Vec<(u32, netns::Qdisc, Vec<String>)>, FaultError> {
+    let devs = netns::interfaces(pid).map_err(FaultError::Failed)?;
+    if devs.is_empty() {
+        return Err(FaultError::BadRequest(format!(
+            "container `{name}` has no network interface but loopback"
+        )));
+    }
+    Ok(devs
+        .into_iter()
+        .map(|dev| {
+            let q = netns::Qdisc {
+                container: name.to_owned(),
+                dev,
+            };
+            (pid, q, params.to_vec())
+        })
+        .collect())
+}
+
+/// A container's networks, for messages.
+fn networks_of(c: &containers::Running) -> String {
+    if c.links.is_empty() {
+        return "none".into();
+    }
+    c.links
+        .iter()
+        .map(|l| l.network.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Plan {
@@ -824,6 +989,7 @@ enum Action {
     PausePids(Vec<i32>),
     Toxics(Vec<Arc<EdgeProxy>>, Vec<Toxic>),
     Container(String, containers::Op),
+    ContainerNet(containers::NetFault),
     Poison(Vec<std::net::SocketAddr>, String, usize),
 }
 

@@ -29,6 +29,27 @@ impl Directions {
             Directions::Both => &[Direction::Upstream, Direction::Downstream],
         }
     }
+
+    /// What an edge's directions mean on a container that serves: what goes upstream
+    /// (requests) it receives, what goes downstream (responses) it sends.
+    pub fn on_container(self) -> Traffic {
+        match self {
+            Directions::Upstream => Traffic::In,
+            Directions::Downstream => Traffic::Out,
+            Directions::Both => Traffic::Both,
+        }
+    }
+}
+
+/// Which packets of a container a fault acts on: what it receives, what it sends, or
+/// both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Traffic {
+    In,
+    Out,
+    #[default]
+    Both,
 }
 
 /// Every fault kind with its parameters, typed, as the fault engine executes it; read
@@ -105,6 +126,8 @@ pub enum FaultSpec {
         #[serde(skip_serializing_if = "Option::is_none")]
         path: Option<String>,
     },
+    /// Drop a random share of a container's packets (iptables in its network namespace).
+    Loss { percent: f64, direction: Traffic },
     /// Cut every edge between the target services and `with` (comma-separated service
     /// lists), both ways, live connections included.
     Partition { with: String },
@@ -140,6 +163,7 @@ impl FaultSpec {
             FaultSpec::LimitData { .. } => "limit-data",
             FaultSpec::HttpAbort { .. } => "http-abort",
             FaultSpec::HttpDelay { .. } => "http-delay",
+            FaultSpec::Loss { .. } => "loss",
             FaultSpec::Partition { .. } => "partition",
             FaultSpec::ZoneOutage => "zone-outage",
             FaultSpec::Poison { .. } => "poison",
@@ -313,6 +337,13 @@ impl FaultRequest {
         if container_target(&self.target)?.is_some() {
             return self.check_container();
         }
+        let kind = self.spec.description();
+        if kind.targets == [Target::Container] {
+            return Err(format!(
+                "`{} {}`: {} acts on a container (container:NAME), inside its network namespace",
+                kind.name, self.target, kind.name
+            ));
+        }
         if process_target(&self.target)?.is_none() {
             if self.tree == Some(false) {
                 return Err(format!(
@@ -322,7 +353,6 @@ impl FaultRequest {
             }
             return Ok(());
         }
-        let kind = self.spec.description();
         if !kind.targets(Target::Pid) {
             let takes = kinds_taking(Target::Pid);
             let why = if kind.name == "restart" {
@@ -365,7 +395,7 @@ impl FaultRequest {
         if !kind.targets(Target::Container) {
             let takes = kinds_taking(Target::Container);
             return Err(format!(
-                "`{} {}`: a container target takes {}, not {} (network faults act on edges and proxies: put a proxy in front of the container)",
+                "`{} {}`: a container target takes {}, not {} (the other network faults act on edges and proxies: put a proxy in front of the container)",
                 kind.name, self.target, takes, kind.name
             ));
         }
@@ -375,8 +405,97 @@ impl FaultRequest {
                 self.target
             ));
         }
+        let toxicity = |t: f64| {
+            if t < 1.0 {
+                return Err(format!(
+                    "`toxicity` picks connections on an edge's proxy; on {} every packet is affected (for a share of packets, use `loss`)",
+                    self.target
+                ));
+            }
+            Ok(())
+        };
+        // tbf and netem queue what an interface sends; the container's side of what it
+        // receives would take an ifb device.
+        let egress = |d: Directions| {
+            if d != Directions::Downstream {
+                return Err(format!(
+                    "`{} {}`: on a container this shapes only what it sends (a qdisc on its interfaces' egress): `direction` must be downstream",
+                    kind.name, self.target
+                ));
+            }
+            Ok(())
+        };
+        match &self.spec {
+            FaultSpec::Reset {
+                after_ms,
+                toxicity: t,
+                ..
+            } => {
+                if *after_ms > 0 {
+                    return Err(format!(
+                        "`after` delays resets on an edge's proxy; on {} the resets start at once (give no `after`)",
+                        self.target
+                    ));
+                }
+                toxicity(*t)
+            }
+            FaultSpec::Bandwidth {
+                direction,
+                toxicity: t,
+                ..
+            }
+            | FaultSpec::Latency {
+                direction,
+                toxicity: t,
+                ..
+            } => {
+                egress(*direction)?;
+                toxicity(*t)
+            }
+            FaultSpec::Partition { with } => self.check_container_sides(with),
+            _ => Ok(()),
+        }
+    }
+
+    /// The other side of a container's partition: containers and networks, or nothing
+    /// (every network it is on).
+    fn check_container_sides(&self, with: &str) -> Result<(), String> {
+        let own = container_target(&self.target)?.unwrap_or_default();
+        for item in with.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if let Some(peer) = container_target(item)? {
+                if peer == own {
+                    return Err(format!(
+                        "container `{own}` is on both sides of the partition"
+                    ));
+                }
+            } else if let Some(net) = item.strip_prefix("network:") {
+                if !is_docker_name(net) {
+                    return Err(format!(
+                        "`{item}` does not name a network: network:NAME takes a Docker network's name or id (letters, digits, `_`, `.`, `-`)"
+                    ));
+                }
+            } else {
+                return Err(format!(
+                    "`partition {} with {item}`: a container is partitioned from containers (container:NAME) or Docker networks (network:NAME), comma-separated, or from every network it is on (give no `with`), not from `{item}`",
+                    self.target
+                ));
+            }
+        }
         Ok(())
     }
+}
+
+/// A name or id as Docker writes them: a letter or digit, then letters, digits, `_`,
+/// `.` and `-`, at most 128 bytes.
+fn is_docker_name(name: &str) -> bool {
+    name.len() <= 128
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// A process target: a process id, or processes by command line.
@@ -396,15 +515,7 @@ pub fn container_target(target: &str) -> Result<Option<&str>, String> {
     let Some(name) = target.strip_prefix("container:") else {
         return Ok(None);
     };
-    let ok = name.len() <= 128
-        && name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if ok {
+    if is_docker_name(name) {
         Ok(Some(name))
     } else {
         Err(format!(
@@ -588,8 +699,13 @@ mod tests {
     fn every_kind_reads_back_what_it_writes() {
         use crate::faults::kind::Type;
         for kind in kinds::KINDS {
+            let target = if kind.targets == [Target::Container] {
+                "container:c"
+            } else {
+                "a->b"
+            };
             let mut body =
-                serde_json::json!({"kind": kind.name, "target": "a->b", "ttl_ms": 5000, "seed": 7});
+                serde_json::json!({"kind": kind.name, "target": target, "ttl_ms": 5000, "seed": 7});
             for p in kind.params {
                 let v: serde_json::Value = match p.ty {
                     Type::Duration { .. } => 3.into(),

@@ -44,6 +44,9 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             );
         }
     }
+    if let Some(m) = &status.mechanisms {
+        println!("container network mechanisms: {}", m.line());
+    }
     if !status.proxies.is_empty() {
         println!("proxies made at run time:");
         print!("{}", crate::cmd::proxy::table(&status.proxies));

@@ -776,6 +776,11 @@ mod tests {
                 "delay = \"300ms\"\nduration = \"5s\"",
             ),
             (
+                "loss",
+                "container:orders-db",
+                "percent = 30\ndirection = \"in\"\nduration = \"5s\"",
+            ),
+            (
                 "partition",
                 "orders",
                 "with = \"broker\"\nduration = \"5s\"",
@@ -797,7 +802,7 @@ mod tests {
         }
         let e = parse_text(&text).unwrap_or_else(|p| panic!("{p}"));
         let kinds: Vec<&str> = e.faults.iter().map(|f| f.request.spec.kind()).collect();
-        assert_eq!(kinds.len(), 17);
+        assert_eq!(kinds.len(), 18);
         let slicer = e
             .faults
             .iter()
