@@ -25,7 +25,8 @@ pub fn ready_key(name: &str) -> &str {
     if name == "agent" { "entrypoint" } else { name }
 }
 
-/// One row per replica: service, replica, zone, address, state, pid, restarts.
+/// One row per replica: service, replica, zone, address, state, pid, restarts, and
+/// the container when any replica runs in one.
 pub fn table(replicas: &[ReplicaStatus]) -> String {
     if replicas.is_empty() {
         return "no replicas: this agent supervises no topology (proxies made at run time and process faults only)\n".into();
@@ -47,7 +48,26 @@ pub fn table(replicas: &[ReplicaStatus]) -> String {
             ]
         })
         .collect();
-    columns(&header, &rows)
+    if replicas.iter().all(|r| r.container.is_none()) {
+        return columns(&header, &rows);
+    }
+    // The Docker runtime: the container each replica runs in now.
+    let mut wide = [""; 8];
+    wide[..7].copy_from_slice(&header);
+    wide[7] = "CONTAINER";
+    let rows: Vec<[String; 8]> = rows
+        .into_iter()
+        .zip(replicas)
+        .map(|(row, r)| {
+            let mut cells: [String; 8] = Default::default();
+            for (c, v) in cells.iter_mut().zip(row) {
+                *c = v;
+            }
+            cells[7] = r.container.clone().unwrap_or_else(|| "-".to_owned());
+            cells
+        })
+        .collect();
+    columns(&wide, &rows)
 }
 
 /// `header` and `rows` in columns, two spaces apart, the last one unpadded.
