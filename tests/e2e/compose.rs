@@ -5,28 +5,15 @@
 //! shop's locally built image.
 
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use faultline_tests::{Up, bin, cli, wait_until};
+use faultline_tests::docker::inspect;
+use faultline_tests::{Up, bin, cli, replica_json, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-fn shop_image() -> &'static str {
-    static TAG: OnceLock<&'static str> = OnceLock::new();
-    TAG.get_or_init(|| {
-        let tag = "e2e-compose";
-        let out = Command::new(bin("faultline"))
-            .args(["images", "build", "--tag", tag])
-            .output()
-            .expect("run faultline images build");
-        assert!(
-            out.status.success(),
-            "faultline images build failed (is the Docker daemon running?):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        tag
-    })
+fn shop_image() -> String {
+    faultline_tests::docker::images("e2e-compose")
 }
 
 /// A Compose project of two caches and a bank, up until dropped.
@@ -93,25 +80,11 @@ impl Drop for Project {
     }
 }
 
-fn inspect(container: &str, format: &str) -> String {
-    let out = Command::new("docker")
-        .args(["inspect", "-f", format, container])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 fn state_of(agent: &str, replica: &str) -> String {
-    let (code, out, err) = cli(agent, &["status", "--json"]);
-    assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v["replicas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == replica)
-        .and_then(|r| r["state"].as_str().map(str::to_owned))
+    replica_json(agent, replica)["state"]
+        .as_str()
         .unwrap_or_default()
+        .to_owned()
 }
 
 fn answers(addr: &str) -> bool {

@@ -9,46 +9,40 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use faultline_tests::{active_faults, bin, cli, ready_field, start_agent_with, wait_until};
+use faultline_tests::docker::inspect;
+use faultline_tests::{active_faults, cli, ready_field, start_agent_with, wait_until};
 use testcontainers::core::{ContainerPort, WaitFor};
 use testcontainers::runners::SyncRunner;
 use testcontainers::{Container, GenericImage, ImageExt};
 
 /// The tag of the shop's image these tests built (once per test binary).
-fn shop_tag() -> &'static str {
-    static TAG: OnceLock<String> = OnceLock::new();
-    TAG.get_or_init(|| {
-        let tag = "e2e-containers".to_owned();
-        let out = Command::new(bin("faultline"))
-            .args(["images", "build", "--tag", &tag])
-            .output()
-            .expect("run faultline images build");
-        assert!(
-            out.status.success(),
-            "faultline images build failed (is the Docker daemon running?):\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        tag
-    })
+fn shop_tag() -> String {
+    faultline_tests::docker::images("e2e-containers")
 }
 
 /// A shop cache in a container of its own, named uniquely, labelled for this test.
 fn cache_container(test: &str) -> (Container<GenericImage>, String) {
+    start_cache(test, None)
+}
+
+/// A shop cache on `network` (the default bridge without), named and labelled for
+/// `test`.
+fn start_cache(test: &str, network: Option<&str>) -> (Container<GenericImage>, String) {
     let name = format!("fl-{test}-{}", std::process::id());
-    let container = GenericImage::new("faultline/shop", shop_tag())
+    let mut request = GenericImage::new("faultline/shop", &shop_tag())
         .with_exposed_port(ContainerPort::Tcp(7000))
         .with_wait_for(WaitFor::Nothing)
         .with_cmd(["cache", "--listen", "0.0.0.0:7000"])
         .with_container_name(&name)
-        .with_label("faultline.test", &name)
-        .start()
-        .unwrap_or_else(|e| {
-            panic!("cannot start a container (is the Docker daemon running?): {e}")
-        });
+        .with_label("faultline.test", &name);
+    if let Some(network) = network {
+        request = request.with_network(network);
+    }
+    let container = request.start().unwrap_or_else(|e| {
+        panic!("cannot start a container (is the Docker daemon running?): {e}")
+    });
     (container, name)
 }
 
@@ -68,19 +62,11 @@ fn healthy(c: &Container<GenericImage>, timeout: Duration) -> bool {
 
 /// The engine's word for the container's state: running, paused, exited...
 fn state(name: &str) -> String {
-    let out = Command::new("docker")
-        .args(["inspect", "-f", "{{.State.Status}}", name])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    inspect(name, "{{.State.Status}}")
 }
 
 fn started_at(name: &str) -> String {
-    let out = Command::new("docker")
-        .args(["inspect", "-f", "{{.State.StartedAt}}", name])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    inspect(name, "{{.State.StartedAt}}")
 }
 
 /// A `faultline-agent` with no topology, in a run directory under `dir`.
@@ -230,27 +216,7 @@ impl Drop for Network {
 
 /// A shop cache like [`cache_container`], on `network` only.
 fn cache_on(test: &str, network: &Network) -> (Container<GenericImage>, String) {
-    let name = format!("fl-{test}-{}", std::process::id());
-    let container = GenericImage::new("faultline/shop", shop_tag())
-        .with_exposed_port(ContainerPort::Tcp(7000))
-        .with_wait_for(WaitFor::Nothing)
-        .with_cmd(["cache", "--listen", "0.0.0.0:7000"])
-        .with_container_name(&name)
-        .with_label("faultline.test", &name)
-        .with_network(&network.0)
-        .start()
-        .unwrap_or_else(|e| {
-            panic!("cannot start a container (is the Docker daemon running?): {e}")
-        });
-    (container, name)
-}
-
-fn inspect(name: &str, format: &str) -> String {
-    let out = Command::new("docker")
-        .args(["inspect", "-f", format, name])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    start_cache(test, Some(&network.0))
 }
 
 /// The process whose network namespace is the container's.

@@ -4,29 +4,15 @@
 //! nothing left behind, even after a SIGKILL. A missing Docker daemon fails these tests.
 
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use faultline_tests::{Up, bin, cli, ready_field, wait_until};
+use faultline_tests::docker::inspect;
+use faultline_tests::{Up, bin, cli, ready_field, replica_json, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// Builds `faultline/shop` and `faultline/agent` from this build's binaries, once per
-/// test binary (the runtime uses `faultline/shop` and the reaper the agent's version).
 fn images() {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let out = Command::new(bin("faultline"))
-            .args(["images", "build", "--tag", "e2e-docker-runtime"])
-            .output()
-            .expect("run faultline images build");
-        assert!(
-            out.status.success(),
-            "faultline images build failed (is the Docker daemon running?):\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
+    faultline_tests::docker::images("e2e-docker-runtime");
 }
 
 /// A cache and two content replicas that read through it, on docker.
@@ -104,38 +90,15 @@ impl Drop for Cleanup {
     }
 }
 
-fn inspect(container: &str, format: &str) -> String {
-    let out = Command::new("docker")
-        .args(["inspect", "-f", format, container])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// The container replica `replica` runs in now, from `faultline status --json`.
 fn container_of(agent: &str, replica: &str) -> Option<String> {
-    let (code, out, err) = cli(agent, &["status", "--json"]);
-    assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v["replicas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == replica)
-        .and_then(|r| r["container"].as_str().map(str::to_owned))
+    replica_json(agent, replica)["container"]
+        .as_str()
+        .map(str::to_owned)
 }
 
 fn replica_field(agent: &str, replica: &str, key: &str) -> serde_json::Value {
-    let (code, out, err) = cli(agent, &["status", "--json"]);
-    assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v["replicas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == replica)
-        .map(|r| r[key].clone())
-        .unwrap_or_default()
+    replica_json(agent, replica)[key].clone()
 }
 
 fn get(url: &str) -> Option<(u16, String)> {

@@ -10,6 +10,7 @@
 //! - [`metrics`]: reading one sample out of a `/metrics` page.
 //! - [`invariants`]: the shop's invariants on a [`Shop`], judged by faultline's own checker.
 
+pub mod docker;
 pub mod invariants;
 pub mod metrics;
 
@@ -686,4 +687,19 @@ pub fn active_faults(agent: &str) -> Vec<faultline_agent::faults::FaultInfo> {
 pub fn assert_no_faults(agent: &str) {
     let left = active_faults(agent);
     assert!(left.is_empty(), "faults left: {left:?}");
+}
+
+/// Replica `replica` as `faultline status --json` shows it on `agent` (null when it has
+/// no such replica).
+pub fn replica_json(agent: &str, replica: &str) -> serde_json::Value {
+    let (code, out, err) = cli(agent, &["status", "--json"]);
+    assert_eq!(code, 0, "faultline status: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("status --json is JSON");
+    v["replicas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["name"] == replica)
+        .cloned()
+        .unwrap_or_default()
 }

@@ -260,15 +260,7 @@ impl DockerRun {
                 .await
                 .map_err(|e| io("cannot start", e))?;
         }
-        let pid = self
-            .client
-            .inspect_container(name, None)
-            .await
-            .ok()
-            .and_then(|c| c.state)
-            .and_then(|s| s.pid)
-            .filter(|p| *p > 0)
-            .map_or(0, |p| p as u32);
+        let pid = self.pid_of(name).await;
         let streaming = self.client.clone().with_timeout(LONG);
         let since = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -366,21 +358,25 @@ impl DockerRun {
             self.remove(&name).await;
             return Err(io("cannot start", e));
         }
-        let pid = self
-            .client
-            .inspect_container(&name, None)
-            .await
-            .ok()
-            .and_then(|c| c.state)
-            .and_then(|s| s.pid)
-            .filter(|p| *p > 0)
-            .map_or(0, |p| p as u32);
+        let pid = self.pid_of(&name).await;
         // Logs and waits last as long as the container: no request timeout.
         let streaming = self.client.clone().with_timeout(LONG);
         tokio::spawn(copy_logs(streaming.clone(), name.clone(), s.log.to_owned()));
         let (tx, exit) = tokio::sync::oneshot::channel();
         tokio::spawn(wait_exit(streaming, name.clone(), tx));
         Ok(Running { name, pid, exit })
+    }
+
+    /// The host's process id of a container's first process (0 if unknown).
+    async fn pid_of(&self, name: &str) -> u32 {
+        self.client
+            .inspect_container(name, None)
+            .await
+            .ok()
+            .and_then(|c| c.state)
+            .and_then(|s| s.pid)
+            .filter(|p| *p > 0)
+            .map_or(0, |p| p as u32)
     }
 
     /// Sends `signal` (`SIGKILL`, `SIGTERM`) to a container's processes.
