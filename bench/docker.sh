@@ -1,0 +1,376 @@
+#!/usr/bin/env bash
+# The shop as containers (faultline up --runtime docker) against the shop as processes
+# (--runtime process), in one run, on the same topology file:
+#   1. time from `faultline up` to its ready line, ROUNDS rounds of each, interleaved,
+#      with where a docker start spends its time (from the engine's events);
+#   2. time from an agent API call to the fault in effect on replica content-1: kill
+#      (--hold) and pause, CALLS calls of each, alternating the runtimes;
+#   3. gateway throughput and p99 on the cdn-hit path (bench/gateway.sh's load:
+#      wrk -t2 -cCONNS GET /api/v1/products/1), without and with the fault proxies,
+#      TP_ROUNDS rounds of each runtime, interleaved.
+#
+# Needs: a release build and images built from it, for example
+#   CARGO_TARGET_DIR=/work/bench-target cargo build --release --workspace --bins
+#   /work/bench-target/release/faultline images build --tag bench --bin-dir /work/bench-target/release
+# then BIN=/work/bench-target/release bench/docker.sh. A running Docker engine
+# (/var/run/docker.sock), wrk, python3, curl.
+#
+# The docker runs use the images tagged TAG (default bench): a copy of
+# target-system/topology.toml with image = "faultline/shop:TAG", and
+# FAULTLINE_REAPER_IMAGE=faultline/agent:TAG. Both runtimes run that copy, which also
+# sets SHOP_RATE_LIMIT_RPS=0 in its [env] (containers get the topology's environment,
+# not the caller's; one wrk is one client). Processes listen on 127.0.0.1; containers on
+# the Docker network each run makes (faultline-<run id>), reached from the host at
+# their container addresses. Every `faultline up` started here gets SIGTERM and is
+# waited for; the script then checks that nothing of its runs is left on the engine.
+#
+# Usage: BIN=DIR [TAG=bench] [ROUNDS=5] [CALLS=20] [TP_ROUNDS=3] [PHASES="startup throughput faults"] bench/docker.sh [duration=15s] [connections=64]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-15s}
+CONNS=${2:-64}
+BIN=${BIN:-target/release}
+TAG=${TAG:-bench}
+ROUNDS=${ROUNDS:-5}
+CALLS=${CALLS:-20}
+TP_ROUNDS=${TP_ROUNDS:-3}
+# Which parts run (the fault timing starts the shops with proxies even without "throughput").
+PHASES=${PHASES:-startup throughput faults}
+has() { [[ " $PHASES " == *" $1 "* ]]; }
+SHOP_IMAGE=faultline/shop:$TAG
+export FAULTLINE_REAPER_IMAGE=faultline/agent:$TAG
+WORK=$(mktemp -d)
+export FAULTLINE_HOME=$WORK/home
+PIDS=()
+RUN_IDS=()
+# SIGTERM (faultline up heals, stops its replicas, removes its containers and network)
+# and wait, for every process still running.
+stop_all() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done; PIDS=(); }
+cleanup() { stop_all; rm -rf "$WORK"; }
+trap cleanup EXIT
+. bench/common.sh
+
+for i in "$SHOP_IMAGE" "$FAULTLINE_REAPER_IMAGE"; do
+  docker image inspect "$i" > /dev/null 2>&1 || { echo "no image $i: run $BIN/faultline images build --tag $TAG --bin-dir $BIN" >&2; exit 1; }
+done
+TOPO=$WORK/topology.toml
+sed -e "s|^image = \"faultline/shop\"\$|image = \"$SHOP_IMAGE\"|" \
+    -e 's|^SHOP_JWT_SECRET = .*|&\nSHOP_RATE_LIMIT_RPS = "0"|' target-system/topology.toml > "$TOPO"
+grep -q "^image = \"$SHOP_IMAGE\"\$" "$TOPO" && grep -q '^SHOP_RATE_LIMIT_RPS = "0"$' "$TOPO" \
+  || { echo "cannot make the topology copy (target-system/topology.toml changed?)" >&2; exit 1; }
+
+echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+echo "# docker: client $(docker version -f '{{.Client.Version}}'), engine $(docker version -f '{{.Server.Version}}') (API $(docker version -f '{{.Server.APIVersion}}')), $(docker info -f 'storage {{.Driver}}, cgroup {{.CgroupVersion}} ({{.CgroupDriver}})')"
+echo "# images: $SHOP_IMAGE $(docker image inspect -f '{{.Id}}' "$SHOP_IMAGE" | cut -c8-19), $FAULTLINE_REAPER_IMAGE $(docker image inspect -f '{{.Id}}' "$FAULTLINE_REAPER_IMAGE" | cut -c8-19); $($BIN/faultline --version 2>&1 | head -1)"
+echo "# tools: $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), $(python3 --version)"
+load() { echo "# load $1: $(uptime | sed 's/.*load average/load average/'); busiest: $(top -bn1 -o %CPU | sed -n '8,12p' | awk '{printf "%s %s%%, ", $12, $9}')"; }
+load "at the start"
+
+# up NAME RUNTIME [ARGS...]: starts faultline up in the background (UP_PID, UP_START_NS).
+up() {
+  local name=$1 rt=$2; shift 2
+  UP_START_NS=$(date +%s%N)
+  $BIN/faultline up --runtime "$rt" --topology "$TOPO" --entrypoint-port 0 --run-dir "$WORK/run-$name" "$@" \
+    > "$WORK/$name.out" 2> "$WORK/$name.err" &
+  UP_PID=$!; PIDS+=("$UP_PID")
+}
+# ready NAME PID: waits for the ready line (3 min at most); prints nothing.
+ready() {
+  local end=$(( $(date +%s) + 180 ))
+  until grep -q '^ready:' "$WORK/$1.out" 2>/dev/null; do
+    if ! kill -0 "$2" 2>/dev/null || [ "$(date +%s)" -gt "$end" ]; then
+      echo "faultline up ($1) did not get ready:" >&2; cat "$WORK/$1.out" "$WORK/$1.err" >&2; exit 1
+    fi
+    sleep 0.005
+  done
+  local id; id=$(sed -n 's/^ready: .*docker=faultline-\([0-9a-f]*\).*/\1/p' "$WORK/$1.out")
+  [ -n "$id" ] && RUN_IDS+=("$id")
+  return 0
+}
+field() { sed -n "s/^ready: .*$2=\([^ ]*\).*/\1/p" "$WORK/$1.out"; }
+# stop PID: SIGTERM and wait; STOP_MS is the ms it took.
+stop() {
+  local t0; t0=$(date +%s%N); kill -TERM "$1"; wait "$1" || true
+  STOP_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
+  local left=() p; for p in "${PIDS[@]}"; do [ "$p" != "$1" ] && left+=("$p"); done; PIDS=("${left[@]}")
+}
+# gone ID: waits (20 s at most) until nothing labelled with run ID is on the engine.
+gone() {
+  for _ in $(seq 1 200); do
+    [ -z "$(docker ps -aq --filter "label=faultline.run=$1")$(docker ps -aq --filter "label=faultline.reaper=$1")$(docker network ls -q --filter "label=faultline.run=$1")" ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# --- 1. faultline up -> ready ---------------------------------------------------------
+if has startup; then
+echo "## 1. time from faultline up to ready, $ROUNDS interleaved rounds per runtime (first an uncounted warm-up of each)"
+: > "$WORK/startup.txt"
+for round in $(seq 0 "$ROUNDS"); do
+  for rt in process docker; do
+    up "start-$rt-$round" "$rt"; pid=$UP_PID; t0=$UP_START_NS
+    ready "start-$rt-$round" "$pid"
+    ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+    end_ns=$(date +%s%N)
+    stop "$pid"; stop_ms=$STOP_MS
+    extra=""
+    if [ "$rt" = docker ]; then
+      id=${RUN_IDS[-1]}
+      gone "$id" || echo "# warning: run $id left something on the engine 20 s after its stop" >&2
+      # The engine's events of the run, for where the time went.
+      # (Not by label: the engine ANDs label filters, and the reaper has its own label.)
+      docker events --since "$(( t0 / 1000000000 ))" --until "$(( end_ns / 1000000000 + 1 ))" \
+        --format '{{.TimeNano}} {{.Type}} {{.Action}} {{.Actor.Attributes.name}}' \
+        | grep " faultline-$id" > "$WORK/events-$round.txt" || true
+      extra=$(python3 - "$WORK/events-$round.txt" "$t0" "$end_ns" <<'PY'
+import sys
+events = [l.split() for l in open(sys.argv[1]) if l.strip()]
+t0, ready = int(sys.argv[2]), int(sys.argv[3])
+def first(pred):
+    t = [int(e[0]) for e in events if pred(e)]
+    return (min(t) - t0) / 1e6 if t else float("nan")
+def last(pred):
+    t = [int(e[0]) for e in events if pred(e)]
+    return (max(t) - t0) / 1e6 if t else float("nan")
+reaper = first(lambda e: e[1] == "container" and e[2] == "start" and "reaper" in e[3])
+net = first(lambda e: e[1] == "network" and e[2] == "create" and not e[3].endswith("-probe"))
+c0 = first(lambda e: e[1] == "container" and e[2] == "create" and "reaper" not in e[3])
+c1 = last(lambda e: e[1] == "container" and e[2] == "start" and "reaper" not in e[3])
+n = len({e[3] for e in events if e[1] == "container" and e[2] == "start" and "reaper" not in e[3]})
+# Per replica container: create -> start, and how many were between the two at once.
+spans = {}
+for e in events:
+    if e[1] == "container" and "reaper" not in e[3] and e[2] in ("create", "start"):
+        spans.setdefault(e[3], {})[e[2]] = int(e[0])
+spans = [(v["create"], v["start"]) for v in spans.values() if len(v) == 2]
+each = sorted((b - a) / 1e6 for a, b in spans)
+overlap = max(sum(1 for a2, b2 in spans if a2 <= a < b2) for a, b in spans) if spans else 0
+print(f"reaper started {reaper:.0f}, network made {net:.0f}, first replica created {c0:.0f}, last of {n} started {c1:.0f}, ready {(ready - t0) / 1e6:.0f} ms; "
+      f"create->start per container median {each[len(each) // 2]:.0f} ms (max {each[-1]:.0f}), at most {overlap} at once")
+PY
+)
+    fi
+    if [ "$round" = 0 ]; then
+      echo "warm-up $rt: $ms ms (stop $stop_ms ms) $extra"
+    else
+      echo "$rt $ms $stop_ms" >> "$WORK/startup.txt"
+      echo "round $round $rt: ready $ms ms, stopped $stop_ms ms after SIGTERM${extra:+; events: $extra}"
+    fi
+  done
+done
+python3 - "$WORK/startup.txt" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+med = {}
+for rt in ("process", "docker"):
+    v = [int(r[1]) for r in rows if r[0] == rt]; s = [int(r[2]) for r in rows if r[0] == rt]
+    med[rt] = statistics.median(v)
+    print(f"{rt:8} ready: median {med[rt]:.0f} ms, min {min(v)}, max {max(v)} (runs {', '.join(map(str, v))}); stop after SIGTERM median {statistics.median(s):.0f} ms")
+print(f"ratio docker / process (median time to ready): {med['docker'] / med['process']:.1f}")
+PY
+load "after the startup rounds"
+fi
+
+# --- 3. gateway throughput (before 2: the fault timing reuses the second pair) -------
+run_wrk() { # name url
+  wrk -t2 -c"$CONNS" -d"$DURATION" --latency "$2" > "$WORK/$1.wrk"
+  echo "$1: $(awk '/Requests\/sec/ {print $2}' "$WORK/$1.wrk") req/s, p50 $(awk '$1 == "50%" {print $2}' "$WORK/$1.wrk"), p99 $(awk '$1 == "99%" {print $2}' "$WORK/$1.wrk")$(grep -E 'Non-2xx|Socket errors' "$WORK/$1.wrk" | sed 's/^ */; /' | tr -d '\n')"
+}
+declare -A GW AGENT
+LAYOUTS="no-proxies proxies"; has throughput || LAYOUTS=proxies; has throughput || has faults || LAYOUTS=
+for layout in $LAYOUTS; do
+  args=(); [ "$layout" = no-proxies ] && args=(--no-proxies)
+  has throughput && echo "## 3. gateway throughput, $layout: wrk -t2 -c$CONNS -d$DURATION --latency GATEWAY/api/v1/products/1, $TP_ROUNDS interleaved rounds"
+  for rt in process docker; do
+    up "tp-$layout-$rt" "$rt" "${args[@]}"; eval "PID_${rt}=$UP_PID"
+  done
+  for rt in process docker; do
+    pidvar=PID_$rt; ready "tp-$layout-$rt" "${!pidvar}"
+    GW[$rt]=$(field "tp-$layout-$rt" gateway); AGENT[$rt]=$(field "tp-$layout-$rt" agent)
+    curl -sf -o /dev/null "${GW[$rt]}/api/v1/products/1"
+    curl -sf -D - -o /dev/null "${GW[$rt]}/api/v1/products/1" | grep -qi '^x-cache: HIT' \
+      || { echo "no cache hit through the $rt gateway" >&2; exit 1; }
+    echo "# $rt: gateway ${GW[$rt]}, agent ${AGENT[$rt]} $(field "tp-$layout-$rt" docker)"
+  done
+  has throughput || continue
+  for round in $(seq 1 "$TP_ROUNDS"); do
+    for rt in process docker; do run_wrk "$layout.$rt.$round" "${GW[$rt]}/api/v1/products/1"; done
+  done
+  python3 - "$WORK" "$layout" "$TP_ROUNDS" <<'PY'
+import re, statistics, sys
+work, layout, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def ms(v, unit): return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+med = {}
+for rt in ("process", "docker"):
+    rps, p50, p99 = [], [], []
+    for r in range(1, rounds + 1):
+        t = open(f"{work}/{layout}.{rt}.{r}.wrk").read()
+        rps.append(float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1)))
+        p50.append(ms(*re.search(r"50%\s+([\d.]+)(us|ms|s)", t).groups()))
+        p99.append(ms(*re.search(r"99%\s+([\d.]+)(us|ms|s)", t).groups()))
+    med[rt] = [statistics.median(x) for x in (rps, p50, p99)]
+    print(f"{layout} {rt:8} req/s median {med[rt][0]:.0f} (runs {', '.join(f'{x:.0f}' for x in rps)})  p50 {med[rt][1]:.2f} ms  p99 {med[rt][2]:.2f} ms (runs {', '.join(f'{x:.2f}' for x in p99)})")
+print(f"{layout} ratio docker / process: req/s {med['docker'][0] / med['process'][0]:.2f}, p99 {med['docker'][2] / med['process'][2]:.2f}")
+PY
+  load "after the $layout rounds"
+  if [ "$layout" = no-proxies ]; then for rt in process docker; do pidvar=PID_$rt; stop "${!pidvar}"; done; fi
+done
+
+# --- 2. API call -> fault in effect, on the second pair (proxies on, the default) ---
+if has faults; then
+echo "## 2. time from the API call to the fault in effect on content-1, $CALLS calls each, the runtimes alternating"
+python3 - "$CALLS" "${AGENT[process]}" "${AGENT[docker]}" "${RUN_IDS[-1]}" <<'PY'
+import http.client, json, os, socket, statistics, sys, threading, time, urllib.parse
+calls, run_id = int(sys.argv[1]), sys.argv[4]
+class Agent:
+    def __init__(self, url): u = urllib.parse.urlparse(url); self.host, self.port = u.hostname, u.port
+    def call(self, method, path, body=None):
+        c = http.client.HTTPConnection(self.host, self.port)
+        c.request(method, path, json.dumps(body) if body else None, {"content-type": "application/json"})
+        r = c.getresponse(); data = r.read(); c.close()
+        return r.status, json.loads(data) if data else None
+    def replica(self, name):
+        _, st = self.call("GET", "/v1/status")
+        return next(r for r in st["replicas"] if r["name"] == name)
+    def healthy(self, name, timeout=60):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            r = self.replica(name)
+            if r["state"] == "healthy" and r.get("pid"): return r
+            time.sleep(0.01)
+        raise SystemExit(f"{name} not healthy again within {timeout} s: {r}")
+agents = {"process": Agent(sys.argv[2]), "docker": Agent(sys.argv[3])}
+
+class Events(threading.Thread):
+    """The engine's container events of the run (GET /events on the local socket)."""
+    def __init__(self, run_id):
+        super().__init__(daemon=True)
+        self.seen, self.cond = [], threading.Condition()
+        self.s = socket.socket(socket.AF_UNIX); self.s.connect("/var/run/docker.sock")
+        q = urllib.parse.quote(json.dumps({"type": ["container"], "label": [f"faultline.run={run_id}"]}))
+        self.s.sendall(f"GET /events?filters={q} HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
+        self.f = self.s.makefile("rb")
+        status = self.f.readline()
+        assert b" 200 " in status, status
+        while self.f.readline() not in (b"\r\n", b"\n", b""): pass
+        self.start()
+    def run(self):
+        for line in self.f:
+            line = line.strip()
+            if not line.startswith(b"{"): continue
+            ev = json.loads(line)
+            with self.cond:
+                self.seen.append((ev["Action"], ev["Actor"]["Attributes"].get("name", ""), ev["timeNano"]))
+                self.cond.notify_all()
+    def wait_for(self, name, action, after_ns, timeout=10):
+        end = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                hit = [t for a, n, t in self.seen if a == action and n == name and t >= after_ns]
+                if hit: return min(hit)
+                left = end - time.monotonic()
+                if left <= 0: return None
+                self.cond.wait(left)
+events = Events(run_id)
+
+def alive(pid):
+    try: return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except OSError: return False
+def freezer(pid):
+    """Where pid's freezing shows: its v1 freezer cgroup's freezer.state (Docker's, here),
+    else its cgroup2 cgroup.events (faultline's own replica cgroups), else None."""
+    v1 = v2 = None
+    for line in open(f"/proc/{pid}/cgroup"):
+        _, ctrl, path = line.strip().split(":", 2)
+        if "freezer" in ctrl.split(",") and path != "/": v1 = f"/sys/fs/cgroup/freezer{path}/freezer.state"
+        if ctrl == "" and path != "/":
+            root = "/sys/fs/cgroup/unified" if os.path.isdir("/sys/fs/cgroup/unified") else "/sys/fs/cgroup"
+            v2 = f"{root}{path}/cgroup.events"
+    return v1 or v2
+def stopped(pid, state_file):
+    if state_file is None: return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "T"
+    text = open(state_file).read()
+    return text.strip() == "FROZEN" if state_file.endswith("freezer.state") else "frozen 1" in text
+def answers(addr):
+    c = http.client.HTTPConnection(*addr.rsplit(":", 1), timeout=0.3)
+    try: c.request("GET", "/health"); return c.getresponse().status == 200
+    except OSError: return False
+    finally: c.close()
+TICK = 0.0001  # polls every 0.1 ms (plus Python's own time), so as not to take a core from the engine
+def watch(cond):
+    """Polls cond() from now on, in a thread (the API may answer after the fault is in
+    effect); the returned function gives the perf_counter time it first held."""
+    out = {}
+    def run():
+        while not cond(): time.sleep(TICK)
+        out["t"] = time.perf_counter()
+    th = threading.Thread(target=run, daemon=True); th.start()
+    def when(timeout=30):
+        th.join(timeout)
+        if "t" not in out: raise SystemExit("the fault did not take effect within 30 s")
+        return out["t"]
+    return when
+
+res = {rt: {} for rt in agents}
+def add(rt, key, ms): res[rt].setdefault(key, []).append(ms)
+mech = {}
+for i in range(calls):
+    for rt, a in agents.items():
+        # kill --hold: the API's answer; the replica's first process gone (its host pid,
+        # for a container the shop process the container runs); for a container the
+        # engine's `die` (not running) and `destroy` (the old container removed) events;
+        # after the heal, healthy again (a new process or container).
+        r = a.healthy("content-1"); pid, cont = r["pid"], r.get("container")
+        gone = watch(lambda: not alive(pid))
+        w0 = time.time_ns(); t0 = time.perf_counter()
+        status, f = a.call("POST", "/v1/faults", {"kind": "kill", "target": "content-1", "hold": True, "ttl_ms": 60000})
+        t1 = time.perf_counter()
+        assert status == 201, f
+        t2 = gone()
+        add(rt, "kill answered", (t1 - t0) * 1e3); add(rt, "kill: process gone", (t2 - t0) * 1e3)
+        if cont:
+            for action, key in (("die", "kill: engine says not running (die)"), ("destroy", "kill: old container removed (destroy)")):
+                t = events.wait_for(cont, action, w0)
+                if t is not None: add(rt, key, (t - w0) / 1e6)
+        h0 = time.perf_counter(); a.call("DELETE", f"/v1/faults/{f['id']}"); a.healthy("content-1")
+        add(rt, "kill: healthy again after the heal", (time.perf_counter() - h0) * 1e3)
+        # pause: the API's answer; every process of the replica frozen (the freezer
+        # cgroup of its first process FROZEN, or the process stopped without cgroups);
+        # for a container the engine's `pause` event.
+        r = a.healthy("content-1"); pid, cont = r["pid"], r.get("container")
+        state_file = freezer(pid); mech[rt] = state_file or "SIGSTOP (no freezer cgroup; in effect = state T)"
+        frozen = watch(lambda: stopped(pid, state_file))
+        w0 = time.time_ns(); t0 = time.perf_counter()
+        status, f = a.call("POST", "/v1/faults", {"kind": "pause", "target": "content-1", "ttl_ms": 60000})
+        t1 = time.perf_counter()
+        assert status == 201, f
+        t2 = frozen()
+        add(rt, "pause answered", (t1 - t0) * 1e3); add(rt, "pause: frozen", (t2 - t0) * 1e3)
+        if cont:
+            t = events.wait_for(cont, "pause", w0)
+            if t is not None: add(rt, "pause: engine's pause event", (t - w0) / 1e6)
+        if i == 0: add(rt, "pause: /health still answered (0.3 s timeout), count", int(answers(r["addr"])))
+        a.call("DELETE", f"/v1/faults/{f['id']}")
+        while stopped(pid, state_file): time.sleep(TICK)
+def pct(v, p): v = sorted(v); return v[min(len(v) - 1, int(p * len(v)))]
+for rt in agents:
+    print(f"# {rt}: pause acts through {mech[rt]}")
+    for key, v in res[rt].items():
+        if key.endswith("count"): print(f"{rt:8} {key}: {sum(v)}"); continue
+        print(f"{rt:8} {key:42} p50 {pct(v, .5):8.2f} ms  p90 {pct(v, .9):8.2f} ms  max {max(v):8.2f} ms  ({len(v)} calls)")
+for key in ("kill: process gone", "pause: frozen"):
+    print(f"ratio docker / process, {key}, p50: {pct(res['docker'][key], .5) / pct(res['process'][key], .5):.1f}")
+PY
+fi
+
+# container network faults: only if this build has them.
+if $BIN/faultline fault partition --help 2>&1 | grep -q 'network:'; then
+  echo "## partition container:NAME --with network:NET: available in this build, not measured by this script yet"
+else
+  echo "## partition container:NAME --with network:NET: not in this build (faultline fault partition --help names no network: target)"
+fi
+load "at the end"
+[ -n "$LAYOUTS" ] && for rt in process docker; do pidvar=PID_$rt; stop "${!pidvar}"; echo "# stopped the $rt shop in $STOP_MS ms"; done
+for id in "${RUN_IDS[@]}"; do gone "$id" || echo "# warning: run $id left something on the engine" >&2; done
+echo "# every run removed its containers and network (${#RUN_IDS[@]} docker runs)"
