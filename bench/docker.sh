@@ -4,7 +4,10 @@
 #   1. time from `faultline up` to its ready line, ROUNDS rounds of each, interleaved,
 #      with where a docker start spends its time (from the engine's events);
 #   2. time from an agent API call to the fault in effect on replica content-1: kill
-#      (--hold) and pause, CALLS calls of each, alternating the runtimes;
+#      (--hold) and pause, CALLS calls of each, alternating the runtimes; then the
+#      proxies' partition content <-> cdn (both runtimes) and, for the container only,
+#      partition container:CONTENT-1 network:RUN-NETWORK (a forced disconnect), with
+#      their heals;
 #   3. gateway throughput and p99 on the cdn-hit path (bench/gateway.sh's load:
 #      wrk -t2 -cCONNS GET /api/v1/products/1), without and with the fault proxies,
 #      TP_ROUNDS rounds of each runtime, interleaved.
@@ -220,9 +223,9 @@ done
 # --- 2. API call -> fault in effect, on the second pair (proxies on, the default) ---
 if has faults; then
 echo "## 2. time from the API call to the fault in effect on content-1, $CALLS calls each, the runtimes alternating"
-python3 - "$CALLS" "${AGENT[process]}" "${AGENT[docker]}" "${RUN_IDS[-1]}" <<'PY'
+python3 - "$CALLS" "${AGENT[process]}" "${AGENT[docker]}" "${RUN_IDS[-1]}" "$(field tp-proxies-docker docker)" <<'PY'
 import http.client, json, os, socket, statistics, sys, threading, time, urllib.parse
-calls, run_id = int(sys.argv[1]), sys.argv[4]
+calls, run_id, network = int(sys.argv[1]), sys.argv[4], sys.argv[5]
 class Agent:
     def __init__(self, url): u = urllib.parse.urlparse(url); self.host, self.port = u.hostname, u.port
     def call(self, method, path, body=None):
@@ -243,12 +246,14 @@ class Agent:
 agents = {"process": Agent(sys.argv[2]), "docker": Agent(sys.argv[3])}
 
 class Events(threading.Thread):
-    """The engine's container events of the run (GET /events on the local socket)."""
-    def __init__(self, run_id):
+    """The engine's events (GET /events on the local socket): by default the container
+    events of the run, each under its container's name; network events are kept under
+    the id of the container they concern."""
+    def __init__(self, filters):
         super().__init__(daemon=True)
         self.seen, self.cond = [], threading.Condition()
         self.s = socket.socket(socket.AF_UNIX); self.s.connect("/var/run/docker.sock")
-        q = urllib.parse.quote(json.dumps({"type": ["container"], "label": [f"faultline.run={run_id}"]}))
+        q = urllib.parse.quote(json.dumps(filters))
         self.s.sendall(f"GET /events?filters={q} HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
         self.f = self.s.makefile("rb")
         status = self.f.readline()
@@ -261,7 +266,9 @@ class Events(threading.Thread):
             if not line.startswith(b"{"): continue
             ev = json.loads(line)
             with self.cond:
-                self.seen.append((ev["Action"], ev["Actor"]["Attributes"].get("name", ""), ev["timeNano"]))
+                attrs = ev["Actor"]["Attributes"]
+                who = attrs.get("container", "") if ev["Type"] == "network" else attrs.get("name", "")
+                self.seen.append((ev["Action"], who, ev["timeNano"]))
                 self.cond.notify_all()
     def wait_for(self, name, action, after_ns, timeout=10):
         end = time.monotonic() + timeout
@@ -272,7 +279,8 @@ class Events(threading.Thread):
                 left = end - time.monotonic()
                 if left <= 0: return None
                 self.cond.wait(left)
-events = Events(run_id)
+events = Events({"type": ["container"], "label": [f"faultline.run={run_id}"]})
+net_events = Events({"type": ["network"], "network": [network]})
 
 def alive(pid):
     try: return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] not in "ZX"
@@ -353,23 +361,133 @@ for i in range(calls):
         if i == 0: add(rt, "pause: /health still answered (0.3 s timeout), count", int(answers(r["addr"])))
         a.call("DELETE", f"/v1/faults/{f['id']}")
         while stopped(pid, state_file): time.sleep(TICK)
+
+# Network partitions. A prober (one thread) starts a new connection to ADDR every
+# millisecond, each sending GET /health and allowed 0.25 s for its 200 (closed with a
+# RST, so no TIME_WAIT piles up); attempts overlap, so a heal is seen within about a
+# millisecond, not a connect timeout later. The partition is in effect at the launch of
+# the first attempt after the last one that was answered before the heal (DELETE); it
+# is healed ("answers again") at the first answer after the DELETE.
+import selectors
+class Prober(threading.Thread):
+    EVERY, LIFE = 0.001, 0.25
+    def __init__(self, addr):
+        super().__init__(daemon=True)
+        host, port = addr.rsplit(":", 1); self.addr = (host, int(port))
+        self.tries, self.stop = [], threading.Event()  # [launch, end or None, ok]
+        self.start()
+    def run(self):
+        sel, live, nxt = selectors.DefaultSelector(), {}, time.perf_counter()
+        req = b"GET /health HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n"
+        def done(s, ok):
+            t = live.pop(s); t[1], t[2] = time.perf_counter(), ok
+            sel.unregister(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0"); s.close()
+        while not self.stop.is_set():
+            now = time.perf_counter()
+            if now >= nxt:
+                s = socket.socket(); s.setblocking(False)
+                t = [now, None, False]; self.tries.append(t); live[s] = t
+                s.connect_ex(self.addr); sel.register(s, selectors.EVENT_WRITE)
+                nxt = max(nxt + self.EVERY, now)
+            for key, ev in sel.select(max(0.0, nxt - time.perf_counter())):
+                s = key.fileobj
+                if ev & selectors.EVENT_WRITE:
+                    if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR): done(s, False); continue
+                    try: s.send(req)
+                    except OSError: done(s, False); continue
+                    sel.modify(s, selectors.EVENT_READ)
+                else:
+                    try: data = s.recv(64)
+                    except OSError: data = b""
+                    done(s, data.startswith(b"HTTP/1.1 200"))
+            now = time.perf_counter()
+            for s in [s for s, t in live.items() if now - t[0] > self.LIFE]: done(s, False)
+        for s in list(live): done(s, False)
+    def analyse(self, h0):
+        """(in effect, answered again), perf_counter times, or None where not seen."""
+        self.stop.set(); self.join()
+        tries = sorted(self.tries)
+        before = [t[0] for t in tries if t[2] and t[1] < h0]
+        last = max(before) if before else float("-inf")
+        cut = [t[0] for t in tries if last < t[0] < h0]
+        back = [t[1] for t in tries if t[2] and t[1] > h0]
+        return (min(cut) if cut else None), (min(back) if back else None)
+def until(cond, timeout=15):
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end: raise SystemExit("timed out waiting for a partition's effect")
+        time.sleep(0.01)
+def has_eth0(pid):
+    """Whether the network namespace of pid has an eth0 (Docker's end of the veth)."""
+    return any(l.split(":")[0].strip() == "eth0" for l in open(f"/proc/{pid}/net/dev").readlines()[2:])
+def inspect(name):
+    s = socket.socket(socket.AF_UNIX); s.connect("/var/run/docker.sock")
+    s.sendall(f"GET /containers/{name}/json HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
+    data = b"".join(iter(lambda: s.recv(65536), b"")); s.close()
+    return json.loads(data.split(b"\r\n\r\n", 1)[1])
+def edge(a, name):
+    _, st = a.call("GET", "/v1/status")
+    return str(next(e["listen"] for e in st["edges"] if e["name"] == name))
+moved = 0
+for i in range(calls):
+    # The proxies' partition content <-> cdn (toxics holding every byte on the edges
+    # cdn->content-N), both runtimes, probed through edge cdn->content-1's proxy.
+    for rt, a in agents.items():
+        a.healthy("content-1"); pr = Prober(edge(a, "cdn->content-1")); time.sleep(0.05)
+        t0 = time.perf_counter()
+        status, f = a.call("POST", "/v1/faults", {"kind": "partition", "target": "content", "with": "cdn", "ttl_ms": 60000})
+        t1 = time.perf_counter()
+        assert status == 201, f
+        time.sleep(0.5)
+        h0 = time.perf_counter(); a.call("DELETE", f"/v1/faults/{f['id']}")
+        cut, back = pr.analyse(h0)
+        add(rt, "proxy partition answered", (t1 - t0) * 1e3)
+        if cut is not None: add(rt, "proxy partition: cdn->content-1 cut", (cut - t0) * 1e3)
+        if back is not None: add(rt, "proxy partition heal: answers again", (back - h0) * 1e3)
+    # The container's partition from the run's network (a forced disconnect), docker only,
+    # probed at the container's own address from the host.
+    a = agents["docker"]
+    r = a.healthy("content-1"); pid, cont, addr = r["pid"], r["container"], r["addr"]
+    info = inspect(cont); cid = info["Id"]; ip = info["NetworkSettings"]["Networks"][network]["IPAddress"]
+    assert addr.rsplit(":", 1)[0] == ip, (addr, ip)
+    pr = Prober(addr); time.sleep(0.05)
+    gone = watch(lambda: not has_eth0(pid))
+    w0 = time.time_ns(); t0 = time.perf_counter()
+    status, f = a.call("POST", "/v1/faults", {"kind": "partition", "target": f"container:{cont}", "with": f"network:{network}", "ttl_ms": 60000})
+    t1 = time.perf_counter()
+    assert status == 201, f
+    t2 = gone(); ev = net_events.wait_for(cid, "disconnect", w0)
+    time.sleep(0.5)
+    back_eth = watch(lambda: has_eth0(pid))
+    hw = time.time_ns(); h0 = time.perf_counter(); a.call("DELETE", f"/v1/faults/{f['id']}")
+    h1 = time.perf_counter(); h2 = back_eth(); hev = net_events.wait_for(cid, "connect", hw)
+    until(lambda: any(t[2] and t[1] > h0 for t in pr.tries))
+    cut, back = pr.analyse(h0)
+    after = inspect(cont)["NetworkSettings"]["Networks"].get(network, {}).get("IPAddress")
+    moved += after != ip
+    add("docker", "disconnect answered", (t1 - t0) * 1e3)
+    add("docker", "disconnect: eth0 gone from its namespace", (t2 - t0) * 1e3)
+    if ev is not None: add("docker", "disconnect: engine's disconnect event", (ev - w0) / 1e6)
+    if cut is not None: add("docker", "disconnect: its address cut", (cut - t0) * 1e3)
+    add("docker", "reconnect (heal) answered", (h1 - h0) * 1e3)
+    add("docker", "reconnect: eth0 back", (h2 - h0) * 1e3)
+    if hev is not None: add("docker", "reconnect: engine's connect event", (hev - hw) / 1e6)
+    if back is not None: add("docker", "reconnect: answers again at its address", (back - h0) * 1e3)
+print(f"# docker: after {calls} reconnects, content-1 had another address {moved} times")
 def pct(v, p): v = sorted(v); return v[min(len(v) - 1, int(p * len(v)))]
 for rt in agents:
     print(f"# {rt}: pause acts through {mech[rt]}")
     for key, v in res[rt].items():
         if key.endswith("count"): print(f"{rt:8} {key}: {sum(v)}"); continue
         print(f"{rt:8} {key:42} p50 {pct(v, .5):8.2f} ms  p90 {pct(v, .9):8.2f} ms  max {max(v):8.2f} ms  ({len(v)} calls)")
-for key in ("kill: process gone", "pause: frozen"):
+for key in ("kill: process gone", "pause: frozen", "proxy partition: cdn->content-1 cut", "proxy partition heal: answers again"):
     print(f"ratio docker / process, {key}, p50: {pct(res['docker'][key], .5) / pct(res['process'][key], .5):.1f}")
+for key, peer in (("disconnect: its address cut", "proxy partition: cdn->content-1 cut"), ("reconnect: answers again at its address", "proxy partition heal: answers again")):
+    print(f"ratio docker {key} / process {peer}, p50: {pct(res['docker'][key], .5) / pct(res['process'][peer], .5):.1f}")
 PY
 fi
 
-# container network faults: only if this build has them.
-if $BIN/faultline fault partition --help 2>&1 | grep -q 'network:'; then
-  echo "## partition container:NAME --with network:NET: available in this build, not measured by this script yet"
-else
-  echo "## partition container:NAME --with network:NET: not in this build (faultline fault partition --help names no network: target)"
-fi
 load "at the end"
 [ -n "$LAYOUTS" ] && for rt in process docker; do pidvar=PID_$rt; stop "${!pidvar}"; echo "# stopped the $rt shop in $STOP_MS ms"; done
 for id in "${RUN_IDS[@]}"; do gone "$id" || echo "# warning: run $id left something on the engine" >&2; done

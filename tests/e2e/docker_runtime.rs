@@ -15,6 +15,12 @@ fn images() {
     faultline_tests::docker::images("e2e-docker-runtime");
 }
 
+/// The reaper of this test's own image (not whatever `faultline/agent:<version>` is).
+const REAPER: &[(&str, &str)] = &[(
+    "FAULTLINE_REAPER_IMAGE",
+    "faultline/agent:e2e-docker-runtime",
+)];
+
 /// A cache and two content replicas that read through it, on docker.
 fn small_topology(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("topology.toml");
@@ -24,7 +30,7 @@ fn small_topology(dir: &std::path::Path) -> std::path::PathBuf {
 name = "small"
 entrypoint = "content"
 runtime = "docker"
-image = "faultline/shop"
+image = "faultline/shop:e2e-docker-runtime"
 
 [services.cache]
 metrics = "/metrics"
@@ -126,7 +132,7 @@ fn a_topology_runs_as_labelled_containers_supervised_by_faultline() {
     images();
     let dir = tempfile::tempdir().unwrap();
     let topo = small_topology(dir.path());
-    let mut up = Up::start(&["--topology", topo.to_str().unwrap()], &[]);
+    let mut up = Up::start(&["--topology", topo.to_str().unwrap()], REAPER);
     let id = run_id_of(&up);
     let _cleanup = Cleanup(id.clone());
 
@@ -251,6 +257,7 @@ fn a_topology_runs_as_labelled_containers_supervised_by_faultline() {
     let (code, _, err) = cli(&up.agent, &["fault", "pause", "cache-1", "--ttl", "60s"]);
     assert_eq!(code, 0, "{err}");
     let cache = container_of(&up.agent, "cache-1").unwrap();
+    let cache_id = inspect(&cache, "{{.Id}}");
     assert_eq!(inspect(&cache, "{{.State.Status}}"), "paused");
     let cache_addr = up
         .rows
@@ -260,10 +267,27 @@ fn a_topology_runs_as_labelled_containers_supervised_by_faultline() {
         .addr
         .clone();
     assert!(get(&format!("http://{cache_addr}/health")).is_none());
+    // Killed while paused: the new container is paused too while the pause lasts.
+    let (code, _, err) = cli(&up.agent, &["fault", "kill", "cache-1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            inspect(&cache, "{{.Id}}") != cache_id
+                && inspect(&cache, "{{.State.Status}}") == "paused"
+                && replica_field(&up.agent, "cache-1", "state") == "paused"
+        }),
+        "cache-1 after a kill while paused: {}",
+        replica_field(&up.agent, "cache-1", "state")
+    );
+    assert_eq!(inspect(&cache, "{{.State.Status}}"), "paused");
+    assert_ne!(inspect(&cache, "{{.Id}}"), cache_id, "a new container");
     let (code, _, err) = cli(&up.agent, &["heal", "--all"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(inspect(&cache, "{{.State.Status}}"), "running");
-    assert!(get(&format!("http://{cache_addr}/health")).is_some_and(|(s, _)| s == 200));
+    assert!(wait_until(Duration::from_secs(10), || get(&format!(
+        "http://{cache_addr}/health"
+    ))
+    .is_some_and(|(s, _)| s == 200)));
 
     // Logs go to the replica's log file, as for processes.
     let log = std::fs::read_to_string(up.run_dir.join("logs/cache-1.log")).unwrap();
@@ -298,7 +322,7 @@ fn after_sigkill(reaper: bool) -> (Vec<String>, Cleanup) {
     let dir = tempfile::tempdir().unwrap();
     let topo = small_topology(dir.path());
     let env: &[(&str, &str)] = if reaper {
-        &[]
+        REAPER
     } else {
         &[("FAULTLINE_UNSAFE_NO_REAPER", "1")]
     };

@@ -174,3 +174,46 @@ fn a_closed_terminal_heals_the_dashboards_faults() {
     assert_eq!(healed("healed"), 1.0, "healed by the dashboard:\n{metrics}");
     assert_eq!(healed("expired"), 0.0, "not left to its lease:\n{metrics}");
 }
+
+/// The dashboard is the same on replicas that are containers (`runtime = "docker"`):
+/// its pause is the engine's, and quitting heals it.
+#[test]
+fn the_dashboard_pauses_a_replica_that_is_a_container_and_heals_on_quit() {
+    let tag = faultline_tests::docker::images("e2e-tui");
+    let dir = tempfile::tempdir().unwrap();
+    let topology = dir.path().join("topology.toml");
+    std::fs::write(
+        &topology,
+        format!(
+            "entrypoint = \"cache\"\nruntime = \"docker\"\nimage = \"faultline/shop:{tag}\"\n[services.cache]\ncommand = [\"shop\", \"cache\", \"--listen\", \"{{listen}}\"]\n"
+        ),
+    )
+    .unwrap();
+    let reaper = format!("faultline/agent:{tag}");
+    let up = Up::start(
+        &["--topology", topology.to_str().unwrap()],
+        &[("FAULTLINE_REAPER_IMAGE", reaper.as_str())],
+    );
+    let container = faultline_tests::replica_json(&up.agent, "cache-1")["container"]
+        .as_str()
+        .expect("cache-1 runs in a container")
+        .to_owned();
+    let tmux = Tmux::start(&format!(
+        "{} tui --agent {}",
+        bin("faultline").display(),
+        up.agent
+    ));
+    tmux.wait_for("> cache-1", Duration::from_secs(20));
+    tmux.keys("p");
+    tmux.wait_for("PAUSED", Duration::from_secs(10));
+    let state = || faultline_tests::docker::inspect(&container, "{{.State.Status}}");
+    assert_eq!(state(), "paused");
+    tmux.keys("q");
+    assert!(
+        wait_until(Duration::from_secs(20), || state() == "running"
+            && active_faults(&up.agent).is_empty()),
+        "after quitting: {}, faults {:?}",
+        state(),
+        active_faults(&up.agent)
+    );
+}

@@ -338,7 +338,8 @@ impl Runner {
     }
 
     /// SIGKILL to every process of the replica, which must not stay frozen.
-    async fn kill_all(&self, inst: &Instance) -> std::io::Result<()> {
+    /// `paused`: whether it is frozen now (a container is thawed first only then).
+    async fn kill_all(&self, inst: &Instance, paused: bool) -> std::io::Result<()> {
         match inst {
             Instance::Process(_) => {
                 let pid = inst.pid();
@@ -347,14 +348,16 @@ impl Runner {
             }
             Instance::Container(r) => {
                 // The engine refuses to signal a paused container.
-                self.docker().freeze(&r.name, false).await?;
+                if paused {
+                    self.docker().freeze(&r.name, false).await?;
+                }
                 self.docker().signal(&r.name, "SIGKILL").await
             }
         }
     }
 
     /// SIGTERM to every process of the replica, thawed so that it can act on it.
-    async fn terminate_all(&self, inst: &Instance) -> std::io::Result<()> {
+    async fn terminate_all(&self, inst: &Instance, paused: bool) -> std::io::Result<()> {
         match inst {
             Instance::Process(_) => {
                 let pid = inst.pid();
@@ -362,7 +365,9 @@ impl Runner {
                 self.tree.thaw(pid)
             }
             Instance::Container(r) => {
-                self.docker().freeze(&r.name, false).await?;
+                if paused {
+                    self.docker().freeze(&r.name, false).await?;
+                }
                 self.docker().signal(&r.name, "SIGTERM").await
             }
         }
@@ -406,7 +411,7 @@ impl Runner {
                         return Ended::Stop;
                     }
                     // Dropping the supervisor: no grace period.
-                    let _ = self.kill_all(&inst).await;
+                    let _ = self.kill_all(&inst, live.paused).await;
                     let how = inst.wait().await;
                     self.exited(&inst, how, true).await;
                     return Ended::Stop;
@@ -419,7 +424,7 @@ impl Runner {
                 _ = tokio::time::sleep_until(live.kill_at.unwrap_or_else(Instant::now)), if live.kill_at.is_some() => {
                     // Terminated and the grace period is over: kill what is left.
                     live.kill_at = None;
-                    if let Err(e) = self.kill_all(&inst).await {
+                    if let Err(e) = self.kill_all(&inst, live.paused).await {
                         tracing::warn!(replica = self.name(), error = %e, "cannot kill the replica");
                     }
                 }
@@ -474,7 +479,7 @@ impl Runner {
                         let _ = self.freeze(inst, false).await;
                     }
                 } else {
-                    self.stop(inst).await;
+                    self.stop(inst, live.paused).await;
                 }
                 return Some(Ended::Stop);
             }
@@ -484,14 +489,14 @@ impl Runner {
                 self.holds.extend(by);
                 live.expected_exit = true;
                 // A new process must not start frozen.
-                self.kill_all(inst).await
+                self.kill_all(inst, live.paused).await
             }
             Action::Terminate => {
                 self.holds.extend(by);
                 live.expected_exit = true;
                 live.kill_at = Some(Instant::now() + self.shared.config.stop_timeout);
                 // A paused process must run again to act on SIGTERM.
-                self.terminate_all(inst).await
+                self.terminate_all(inst, live.paused).await
             }
             Action::Pause => {
                 self.pauses.extend(by);
@@ -520,7 +525,7 @@ impl Runner {
                 }
             }
             Action::Restart => {
-                self.stop(inst).await;
+                self.stop(inst, live.paused).await;
                 let _ = reply.send(Ok(()));
                 return Some(Ended::Exited {
                     uptime: live.started.elapsed(),
@@ -609,13 +614,13 @@ impl Runner {
     }
 
     /// SIGTERM to every process of the replica, then SIGKILL after the stop timeout.
-    async fn stop(&self, inst: &mut Instance) {
-        let _ = self.terminate_all(inst).await;
+    async fn stop(&self, inst: &mut Instance, paused: bool) {
+        let _ = self.terminate_all(inst, paused).await;
         let how = match tokio::time::timeout(self.shared.config.stop_timeout, inst.wait()).await {
             Ok(how) => how,
             Err(_) => {
                 tracing::warn!(replica = self.name(), "replica ignored SIGTERM; killing it");
-                let _ = self.kill_all(inst).await;
+                let _ = self.kill_all(inst, false).await;
                 inst.wait().await
             }
         };
