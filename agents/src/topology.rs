@@ -34,6 +34,10 @@ struct RawTopology {
     image: Option<Spanned<String>>,
     /// `[docker] project = "NAME"`: adopt a running Compose project.
     docker: Option<RawDocker>,
+    /// Variables of faultline's own environment that containers get too: names, or
+    /// prefixes ending in `*`.
+    #[serde(default)]
+    pass_env: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -439,6 +443,9 @@ pub struct Topology {
     /// The Compose project whose containers are the services (`[docker] project`,
     /// `--docker-project`), found when the topology starts.
     pub docker_project: Option<String>,
+    /// Which of faultline's environment variables containers get (`pass_env`): a
+    /// name, or a prefix ending in `*`. Processes inherit all of it anyway.
+    pub pass_env: Vec<String>,
 }
 
 const MAX_REPLICAS: i64 = 64;
@@ -470,6 +477,7 @@ impl Topology {
             |span: std::ops::Range<usize>, msg: String| SourceError::at(file, text, span, msg);
 
         let docker_project = docker_project_of(&raw, &err)?;
+        let pass_env = pass_env_of(&raw, &err)?;
         if raw.services.is_empty() && docker_project.is_none() {
             return Err(SourceError::whole_file(
                 file,
@@ -564,6 +572,7 @@ impl Topology {
             base_dir,
             image: defaults.image,
             docker_project,
+            pass_env,
         })
     }
 
@@ -580,6 +589,7 @@ impl Topology {
             base_dir: std::env::current_dir().unwrap_or_default(),
             image: None,
             docker_project: None,
+            pass_env: Vec::new(),
         }
     }
 
@@ -939,6 +949,38 @@ fn validate_service(
         env,
         runtime: Runtime::Process,
     })
+}
+
+/// `pass_env`: names, or prefixes ending in `*`.
+fn pass_env_of(raw: &RawTopology, err: &ErrFn<'_>) -> Result<Vec<String>, SourceError> {
+    raw.pass_env
+        .iter()
+        .map(|p| {
+            let name = p.get_ref();
+            let stem = name.strip_suffix('*').unwrap_or(name);
+            if stem.is_empty() || stem.contains(['=', '*', '\0']) {
+                return Err(err(
+                    p.span(),
+                    format!("pass_env takes variable names, or prefixes ending in `*` such as \"SHOP_*\", not `{name}`"),
+                ));
+            }
+            Ok(name.clone())
+        })
+        .collect()
+}
+
+impl Topology {
+    /// The variables of this process's environment that `pass_env` names.
+    pub fn passed_env(&self) -> Vec<(String, String)> {
+        std::env::vars()
+            .filter(|(k, _)| {
+                self.pass_env.iter().any(|p| match p.strip_suffix('*') {
+                    Some(prefix) => k.starts_with(prefix),
+                    None => k == p,
+                })
+            })
+            .collect()
+    }
 }
 
 /// `[docker] project`, which stands instead of `[services]`.
@@ -1396,6 +1438,11 @@ command = ["c"]
             "image = \"x\"\nruntime = \"docker\"\n[services.a]\ncommand = [\"a\"]\nhealth = { exec = [\"true\"] }\n",
         );
         assert!(e.contains("exec health probe"), "{e}");
+        let e = err_text("pass_env = [\"A*B\"]\n[services.a]\ncommand = [\"a\"]\n");
+        assert!(
+            e.contains("t.toml:1:13") && e.contains("prefixes ending in"),
+            "{e}"
+        );
         let e = err_text("image = \"two words\"\n[services.a]\ncommand = [\"a\"]\n");
         assert!(
             e.contains("t.toml:1:9") && e.contains("image reference"),

@@ -31,6 +31,7 @@ name = "small"
 entrypoint = "content"
 runtime = "docker"
 image = "faultline/shop:e2e-docker-runtime"
+pass_env = ["FL_E2E_*"]
 
 [services.cache]
 metrics = "/metrics"
@@ -132,7 +133,10 @@ fn a_topology_runs_as_labelled_containers_supervised_by_faultline() {
     images();
     let dir = tempfile::tempdir().unwrap();
     let topo = small_topology(dir.path());
-    let mut up = Up::start(&["--topology", topo.to_str().unwrap()], REAPER);
+    let mut up = Up::start(
+        &["--topology", topo.to_str().unwrap()],
+        &[REAPER[0], ("FL_E2E_PASSED", "yes")],
+    );
     let id = run_id_of(&up);
     let _cleanup = Cleanup(id.clone());
 
@@ -163,6 +167,15 @@ fn a_topology_runs_as_labelled_containers_supervised_by_faultline() {
             &format!("{{{{(index .NetworkSettings.Networks \"faultline-{id}\").IPAddress}}}}"),
         );
         assert_eq!(row.addr, format!("{ip}:8080"), "{name}");
+        // What `pass_env` names of faultline's environment, and nothing else of it.
+        let env = inspect(&name, "{{range .Config.Env}}{{println .}}{{end}}");
+        assert!(env.lines().any(|l| l == "FL_E2E_PASSED=yes"), "{env}");
+        assert!(!env.contains("FAULTLINE_HOME="), "{env}");
+        assert!(
+            env.lines()
+                .any(|l| l == format!("FAULTLINE_REPLICA={}", row.replica)),
+            "{env}"
+        );
         // Restarts are the supervisor's, never the engine's.
         let policy = inspect(&name, "{{.HostConfig.RestartPolicy.Name}}");
         assert!(matches!(policy.as_str(), "" | "no"), "{name}: {policy}");

@@ -296,13 +296,16 @@ impl Runner {
             };
             let explicit_cwd =
                 !matches!(svc.cwd.0.as_slice(), [crate::topology::Piece::TopologyDir]);
+            // What `pass_env` names of faultline's environment, then the topology's.
+            let mut env_all = self.shared.topology.passed_env();
+            env_all.extend(env.iter().cloned());
             let start = ContainerStart {
                 replica: self.name(),
                 service: &svc.name,
                 image,
                 program: &program.to_string_lossy(),
                 args: &args,
-                env: &env,
+                env: &env_all,
                 cwd: explicit_cwd.then_some(cwd.as_path()),
                 ip,
                 log: &log,
