@@ -52,6 +52,18 @@ pub struct Status {
     /// iptables and its backend, tc, tbf, netem), found at agent start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mechanisms: Option<crate::faults::netns::Mechanisms>,
+    /// The Docker runtime's network and run id (what its containers are labelled
+    /// with), when the topology runs containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<DockerView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DockerView {
+    /// `faultline-<run id>`.
+    pub network: String,
+    /// The `faultline.run` label of every container and the network.
+    pub run_id: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -166,6 +178,13 @@ async fn status(State(s): State<AppState>) -> Response {
             .collect(),
         proxies: s.faults.proxies().list(),
         mechanisms: s.faults.mechanisms(),
+        docker: sup
+            .docker_network()
+            .zip(sup.docker_run_id())
+            .map(|(network, run_id)| DockerView {
+                network: network.to_owned(),
+                run_id: run_id.to_owned(),
+            }),
     })
     .into_response()
 }

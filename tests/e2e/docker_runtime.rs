@@ -156,6 +156,15 @@ fn a_topology_runs_as_labelled_containers_supervised_by_faultline() {
         labelled("network", &format!("faultline.run={id}")),
         [format!("faultline-{id}")]
     );
+    let (code, status, err) = cli(&up.agent, &["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        status.contains(&format!(
+            "docker: network faultline-{id}, containers labelled faultline.run={id}"
+        )),
+        "{status}"
+    );
+    assert!(status.contains("CONTAINER"), "{status}");
     for row in &up.rows {
         let name = format!("faultline-{id}-{}", row.replica);
         assert_eq!(

@@ -44,6 +44,12 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             );
         }
     }
+    if let Some(d) = &status.docker {
+        println!(
+            "docker: network {}, containers labelled faultline.run={}",
+            d.network, d.run_id
+        );
+    }
     if let Some(m) = &status.mechanisms {
         println!("container network mechanisms: {}", m.line());
     }
