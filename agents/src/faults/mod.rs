@@ -685,21 +685,30 @@ impl Faults {
             Action::PausePids(pids) => {
                 // Under the lock, so a heal of another pause of the same process cannot
                 // slip its SIGCONT in after this SIGSTOP. Parents first, as above.
-                let mut pauses = self.pid_pauses.lock().unwrap();
-                for (i, pid) in pids.iter().enumerate() {
-                    let by = pauses.entry(*pid).or_default();
-                    if by.is_empty() {
-                        match nix::sys::signal::kill(Pid::from_raw(*pid), Signal::SIGSTOP) {
-                            Ok(()) => {}
-                            Err(nix::errno::Errno::ESRCH) if i > 0 => {}
-                            Err(e) => {
-                                return Err(FaultError::Failed(format!(
-                                    "cannot signal pid {pid}: {e}"
-                                )));
+                let mut stopping = Vec::new();
+                {
+                    let mut pauses = self.pid_pauses.lock().unwrap();
+                    for (i, pid) in pids.iter().enumerate() {
+                        let by = pauses.entry(*pid).or_default();
+                        if by.is_empty() {
+                            match nix::sys::signal::kill(Pid::from_raw(*pid), Signal::SIGSTOP) {
+                                Ok(()) => stopping.push(*pid),
+                                Err(nix::errno::Errno::ESRCH) if i > 0 => {}
+                                Err(e) => {
+                                    return Err(FaultError::Failed(format!(
+                                        "cannot signal pid {pid}: {e}"
+                                    )));
+                                }
                             }
                         }
+                        by.insert(id.to_owned());
                     }
-                    by.insert(id.to_owned());
+                }
+                // SIGSTOP lands asynchronously: the pause is in effect when the call
+                // answers, as for replicas.
+                for pid in stopping {
+                    crate::supervisor::wait_stopped(pid as u32, std::time::Duration::from_secs(1))
+                        .await;
                 }
             }
             Action::Toxics(edges, toxics) => {

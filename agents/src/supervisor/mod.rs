@@ -17,6 +17,8 @@ mod process;
 mod replica;
 pub(crate) mod tree;
 
+pub(crate) use process::wait_stopped;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
