@@ -25,7 +25,7 @@ use bollard::query_parameters::{
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 
 use crate::supervisor::StartError;
-use crate::supervisor::docker::{connect_within, exchange};
+use crate::supervisor::docker::RUN_LABEL;
 
 /// Set to `1` in a container's environment: the agent's binary is a container reaper.
 pub const MARKER_ENV: &str = "FAULTLINE_CONTAINER_REAPER";
@@ -121,7 +121,7 @@ pub(crate) async fn start(
                 "cannot connect to the container reaper at {addr}: {e}"
             ))
         })?;
-    let answer = exchange(&mut conn, &format!("label=faultline.run={run_id}"))
+    let answer = exchange(&mut conn, &format!("label={RUN_LABEL}={run_id}"))
         .await
         .map_err(|e| err(format!("the container reaper at {addr}: {e}")))?;
     if answer != "ACK" {
@@ -131,6 +131,40 @@ pub(crate) async fn start(
     }
     tracing::debug!(%addr, "container reaper ready");
     Ok(conn)
+}
+
+/// Waits until `addr` accepts a TCP connection, for at most `timeout`.
+async fn connect_within(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let end = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => return Ok(s),
+            Ok(Err(e)) if tokio::time::Instant::now() >= end => return Err(e),
+            Err(_) if tokio::time::Instant::now() >= end => {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+            // Not listening yet: the container is still starting.
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Sends one line and reads one line back.
+async fn exchange(conn: &mut tokio::net::TcpStream, line: &str) -> std::io::Result<String> {
+    conn.write_all(line.as_bytes()).await?;
+    conn.write_all(b"\n").await?;
+    let mut reader = tokio::io::BufReader::new(conn);
+    let mut answer = String::new();
+    reader.read_line(&mut answer).await?;
+    Ok(answer.trim_end().to_owned())
 }
 
 /// The engine's socket on the host, to mount into the reaper.

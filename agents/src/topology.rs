@@ -137,16 +137,6 @@ pub struct AdoptedContainer {
     pub addr: std::net::SocketAddr,
 }
 
-impl Runtime {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Runtime::Process => "process",
-            Runtime::Docker { .. } => "docker",
-            Runtime::Adopted { .. } => "adopted",
-        }
-    }
-}
-
 /// The runtimes `runtime =` and `--runtime` name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RuntimeKind {

@@ -33,7 +33,7 @@ use bollard::query_parameters::{
     RemoveContainerOptions, WaitContainerOptions,
 };
 use futures::StreamExt as _;
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 
 use super::StartError;
 use crate::container_reaper;
@@ -265,7 +265,7 @@ impl DockerRun {
         let since = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i32);
-        tokio::spawn(copy_logs_since(
+        tokio::spawn(copy_logs(
             streaming.clone(),
             name.to_owned(),
             log.to_owned(),
@@ -307,11 +307,7 @@ impl DockerRun {
             .get(s.image)
             .and_then(Option::as_deref)
             .is_some_and(|p| p == s.program);
-        let (entrypoint, cmd) = if program_is_entrypoint {
-            (None, s.args.to_vec())
-        } else {
-            (Some(vec![s.program.to_owned()]), s.args.to_vec())
-        };
+        let entrypoint = (!program_is_entrypoint).then(|| vec![s.program.to_owned()]);
         let labels = HashMap::from([
             (RUN_LABEL.to_owned(), self.run_id.clone()),
             (REPLICA_LABEL.to_owned(), s.replica.to_owned()),
@@ -328,7 +324,7 @@ impl DockerRun {
         let body = ContainerCreateBody {
             image: Some(s.image.to_owned()),
             entrypoint,
-            cmd: Some(cmd),
+            cmd: Some(s.args.to_vec()),
             env: Some(s.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             working_dir: s.cwd.map(|p| p.display().to_string()),
             hostname: Some(s.replica.to_owned()),
@@ -361,7 +357,12 @@ impl DockerRun {
         let pid = self.pid_of(&name).await;
         // Logs and waits last as long as the container: no request timeout.
         let streaming = self.client.clone().with_timeout(LONG);
-        tokio::spawn(copy_logs(streaming.clone(), name.clone(), s.log.to_owned()));
+        tokio::spawn(copy_logs(
+            streaming.clone(),
+            name.clone(),
+            s.log.to_owned(),
+            0,
+        ));
         let (tx, exit) = tokio::sync::oneshot::channel();
         tokio::spawn(wait_exit(streaming, name.clone(), tx));
         Ok(Running { name, pid, exit })
@@ -594,10 +595,10 @@ async fn wait_exit(client: Docker, name: String, tx: tokio::sync::oneshot::Sende
 /// How a container's exit code reads: 128 + N is signal N, as shells count.
 fn describe_code(code: i64) -> String {
     if code > 128 && code < 128 + 65 {
-        let sig = (code - 128) as i32;
-        let name = nix::sys::signal::Signal::try_from(sig)
-            .map_or_else(|_| format!("signal {sig}"), |s| s.as_str().to_owned());
-        format!("killed by {name}")
+        format!(
+            "killed by {}",
+            super::process::signal_name((code - 128) as i32)
+        )
     } else {
         format!("exited with code {code}")
     }
@@ -697,13 +698,9 @@ fn parse_subnet(s: &str) -> Option<(Ipv4Addr, u32)> {
     Some((ip.parse().ok()?, prefix))
 }
 
-/// Appends a container's output to its replica's log until the container stops.
-async fn copy_logs(client: Docker, name: String, log: PathBuf) {
-    copy_logs_since(client, name, log, 0).await;
-}
-
-/// [`copy_logs`] from `since` (Unix seconds; 0: from the container's start).
-async fn copy_logs_since(client: Docker, name: String, log: PathBuf, since: i32) {
+/// Appends a container's output from `since` (Unix seconds; 0: from its start) to
+/// its replica's log until the container stops.
+async fn copy_logs(client: Docker, name: String, log: PathBuf, since: i32) {
     let options = LogsOptions {
         follow: true,
         stdout: true,
@@ -722,43 +719,6 @@ async fn copy_logs_since(client: Docker, name: String, log: PathBuf, since: i32)
     while let Some(Ok(chunk)) = logs.next().await {
         let _ = file.write_all(&chunk.into_bytes());
     }
-}
-
-/// Waits until `addr` accepts a TCP connection, for at most `timeout`.
-pub(crate) async fn connect_within(
-    addr: SocketAddr,
-    timeout: Duration,
-) -> std::io::Result<tokio::net::TcpStream> {
-    let end = tokio::time::Instant::now() + timeout;
-    loop {
-        match tokio::time::timeout(
-            Duration::from_millis(500),
-            tokio::net::TcpStream::connect(addr),
-        )
-        .await
-        {
-            Ok(Ok(s)) => return Ok(s),
-            Ok(Err(e)) if tokio::time::Instant::now() >= end => return Err(e),
-            Err(_) if tokio::time::Instant::now() >= end => {
-                return Err(std::io::ErrorKind::TimedOut.into());
-            }
-            // Not listening yet: the container is still starting.
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}
-
-/// Sends one line and reads one line back.
-pub(crate) async fn exchange(
-    conn: &mut tokio::net::TcpStream,
-    line: &str,
-) -> std::io::Result<String> {
-    conn.write_all(line.as_bytes()).await?;
-    conn.write_all(b"\n").await?;
-    let mut reader = tokio::io::BufReader::new(conn);
-    let mut answer = String::new();
-    reader.read_line(&mut answer).await?;
-    Ok(answer.trim_end().to_owned())
 }
 
 #[cfg(test)]

@@ -78,12 +78,15 @@ pub fn describe_exit(status: &std::process::ExitStatus) -> String {
     if let Some(code) = status.code() {
         format!("exited with code {code}")
     } else if let Some(sig) = status.signal() {
-        let name = Signal::try_from(sig)
-            .map_or_else(|_| format!("signal {sig}"), |s| s.as_str().to_owned());
-        format!("killed by {name}")
+        format!("killed by {}", signal_name(sig))
     } else {
         "ended".to_owned()
     }
+}
+
+/// `SIGKILL` for 9; `signal N` for a number that names none.
+pub(crate) fn signal_name(sig: i32) -> String {
+    Signal::try_from(sig).map_or_else(|_| format!("signal {sig}"), |s| s.as_str().to_owned())
 }
 
 /// Waits until `pid` shows as stopped in `/proc` (SIGSTOP is delivered asynchronously,

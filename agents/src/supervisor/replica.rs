@@ -340,38 +340,41 @@ impl Runner {
         Ok(inst)
     }
 
-    /// SIGKILL to every process of the replica, which must not stay frozen.
-    /// `paused`: whether it is frozen now (a container is thawed first only then).
+    /// SIGKILL to every process of the replica (waiting until they are gone).
     async fn kill_all(&self, inst: &Instance, paused: bool) -> std::io::Result<()> {
-        match inst {
-            Instance::Process(_) => {
-                let pid = inst.pid();
-                self.tree.kill(pid).await?;
-                self.tree.thaw(pid)
-            }
-            Instance::Container(r) => {
-                // The engine refuses to signal a paused container.
-                if paused {
-                    self.docker().freeze(&r.name, false).await?;
-                }
-                self.docker().signal(&r.name, "SIGKILL").await
-            }
-        }
+        self.signal_all(inst, Signal::SIGKILL, paused).await
     }
 
-    /// SIGTERM to every process of the replica, thawed so that it can act on it.
+    /// SIGTERM to every process of the replica.
     async fn terminate_all(&self, inst: &Instance, paused: bool) -> std::io::Result<()> {
+        self.signal_all(inst, Signal::SIGTERM, paused).await
+    }
+
+    /// `signal` to every process of the replica, which does not stay frozen, so that
+    /// it can act on it (and a new process never starts frozen). `paused`: whether it
+    /// is frozen now; a container is thawed first only then, since the engine refuses
+    /// to signal a paused container and to unpause a running one.
+    async fn signal_all(
+        &self,
+        inst: &Instance,
+        signal: Signal,
+        paused: bool,
+    ) -> std::io::Result<()> {
         match inst {
             Instance::Process(_) => {
                 let pid = inst.pid();
-                self.tree.signal(pid, Signal::SIGTERM)?;
+                if signal == Signal::SIGKILL {
+                    self.tree.kill(pid).await?;
+                } else {
+                    self.tree.signal(pid, signal)?;
+                }
                 self.tree.thaw(pid)
             }
             Instance::Container(r) => {
                 if paused {
                     self.docker().freeze(&r.name, false).await?;
                 }
-                self.docker().signal(&r.name, "SIGTERM").await
+                self.docker().signal(&r.name, signal.as_str()).await
             }
         }
     }
