@@ -402,33 +402,29 @@ impl Supervisor {
             }
             None => None,
         };
-        let made = make_replicas(&topology, &config, docker.as_ref());
-        let (replicas, mut receivers) = match made {
-            Ok(m) => m,
-            Err(e) => {
-                if let Some(d) = &docker {
-                    d.close().await;
-                }
-                return Err(e);
-            }
-        };
         // One proxy per edge, bound before anything starts, so clients are given the
         // proxies' addresses from their first start. Beside docker replicas they
         // listen on the run network's gateway, which containers reach too.
         let cancel = CancellationToken::new();
         let proxy_ip = docker.as_ref().map(|d| std::net::IpAddr::V4(d.gateway));
-        let (edges, proxy_tasks) = if config.proxies {
-            match bind_edges(&topology, &replicas, proxy_ip, &cancel).await {
-                Ok(e) => e,
-                Err(e) => {
-                    if let Some(d) = &docker {
-                        d.close().await;
-                    }
-                    return Err(e);
+        let made = async {
+            let (replicas, receivers) = make_replicas(&topology, &config, docker.as_ref())?;
+            let (edges, tasks) = if config.proxies {
+                bind_edges(&topology, &replicas, proxy_ip, &cancel).await?
+            } else {
+                (Vec::new(), Vec::new())
+            };
+            Ok((replicas, receivers, edges, tasks))
+        };
+        let (replicas, mut receivers, edges, proxy_tasks) = match made.await {
+            Ok(m) => m,
+            Err(e) => {
+                // The network and the reaper go again; no replica started yet.
+                if let Some(d) = &docker {
+                    d.close().await;
                 }
+                return Err(e);
             }
-        } else {
-            (Vec::new(), Vec::new())
         };
         let trees = tree::Trees::open(&config.bin_path);
         let shared = Arc::new(Shared {
