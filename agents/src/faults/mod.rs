@@ -81,6 +81,9 @@ struct Active {
     undo: Undo,
     applied_ms: u64,
     expires: Instant,
+    /// Its undo is under way: it stays listed (so "no faults" means everything is
+    /// undone) but can be neither renewed nor healed again.
+    healing: bool,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -322,6 +325,7 @@ impl Faults {
             undo: plan.undo,
             applied_ms,
             expires: Instant::now() + ttl,
+            healing: false,
         };
         let instant = active.undo == Undo::Nothing;
         let info = Self::info(id, &active, Instant::now());
@@ -334,6 +338,7 @@ impl Faults {
         let mut active = self.active.lock().unwrap();
         let a = active
             .get_mut(id)
+            .filter(|a| !a.healing)
             .ok_or_else(|| FaultError::NotFound(id.to_owned()))?;
         let ttl = ttl.unwrap_or_else(|| a.request.ttl());
         if ttl.is_zero() || ttl > spec::MAX_TTL {
@@ -352,15 +357,21 @@ impl Faults {
         Ok(info)
     }
 
+    /// Undoes fault `id`. It stays in the listing until its undo is done, so a caller
+    /// that sees no fault listed knows that every fault's effect is gone.
     pub async fn heal(&self, id: &str, reason: &str) -> Result<FaultInfo, FaultError> {
-        let a = self
-            .active
-            .lock()
-            .unwrap()
-            .remove(id)
-            .ok_or_else(|| FaultError::NotFound(id.to_owned()))?;
-        let mut info = Self::info(id, &a, Instant::now());
-        self.undo(id, &a.undo).await;
+        let (mut info, undo, kind) = {
+            let mut active = self.active.lock().unwrap();
+            let a = active
+                .get_mut(id)
+                .filter(|a| !a.healing)
+                .ok_or_else(|| FaultError::NotFound(id.to_owned()))?;
+            a.healing = true;
+            let info = Self::info(id, a, Instant::now());
+            (info, a.undo.clone(), a.request.spec.kind())
+        };
+        self.undo(id, &undo).await;
+        self.active.lock().unwrap().remove(id);
         let healed_ms = now_ms();
         info.healed_ms = Some(healed_ms);
         if let Err(e) = self.journal.append(&journal::Entry::Healed {
@@ -373,7 +384,7 @@ impl Faults {
         self.metrics
             .healed
             .get_or_create(&HealLabels {
-                kind: a.request.spec.kind().into(),
+                kind: kind.into(),
                 reason: reason.into(),
             })
             .inc();
@@ -401,6 +412,7 @@ impl Faults {
                 .lock()
                 .unwrap()
                 .values()
+                .filter(|a| !a.healing)
                 .map(|a| a.expires)
                 .min();
             let changed = self.changed.notified();
@@ -415,7 +427,7 @@ impl Faults {
                 .lock()
                 .unwrap()
                 .iter()
-                .filter(|(_, a)| a.expires <= now)
+                .filter(|(_, a)| a.expires <= now && !a.healing)
                 .map(|(id, _)| id.clone())
                 .collect();
             for id in expired {
