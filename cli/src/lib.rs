@@ -32,6 +32,7 @@ pub mod run;
 pub mod shop;
 pub mod slo;
 pub mod tui;
+pub mod worker;
 
 use clap::{Parser, Subcommand};
 
@@ -64,6 +65,8 @@ pub enum Command {
     Proxy(cmd::proxy::Args),
     /// Load one URL (open model with -r, closed with -c) and summarise the latency.
     Load(Box<cmd::load::Args>),
+    /// Serve as a load worker for `run --workers` and `load --workers`.
+    Worker(cmd::worker::Args),
     /// Run an experiment file: load, faults, SLOs, checks, reports.
     Run(Box<cmd::run::Args>),
     /// Run the demo gameday on the bundled shop.
@@ -114,6 +117,7 @@ impl Command {
             Command::Status(_) => "status",
             Command::Proxy(_) => "proxy",
             Command::Load(_) => "load",
+            Command::Worker(_) => "worker",
             Command::Run(_) => "run",
             Command::Demo(_) => "demo",
             Command::Tui(_) => "tui",
@@ -176,6 +180,7 @@ impl Cli {
             )),
             Command::Up(args) => cmd::up::run(args),
             Command::Load(args) => cmd::load::run_cmd(*args),
+            Command::Worker(args) => cmd::worker::run(args),
             Command::Check(args) => cmd::check::run(args),
             Command::Schema(args) => cmd::check::schema(args),
             Command::Slo(args) => cmd::slo::run(args),

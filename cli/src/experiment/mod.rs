@@ -34,6 +34,7 @@ use crate::slo::Objective;
 
 pub use checks::{Checks, CommandCheck, Destination, HttpCheck, When};
 pub use faults::Planned;
+pub use load::worker_url;
 
 pub use crate::shop::{
     DEMO, DEMO_NAME, WORKLOAD as SHOP_WORKLOAD, WORKLOAD_NAME as SHOP_WORKLOAD_NAME,
@@ -70,6 +71,8 @@ pub struct LoadPlan {
     pub users: usize,
     pub timeout: Duration,
     pub flows: Arc<Flows>,
+    /// Load workers' base URLs; none: this process makes the load.
+    pub workers: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +134,8 @@ pub struct Experiment {
 pub struct Overrides {
     pub seed: Option<u64>,
     pub agent: Option<String>,
+    /// `--workers`, instead of `[load] workers`.
+    pub workers: Option<Vec<String>>,
 }
 
 /// All problems of a file.
@@ -268,7 +273,13 @@ pub fn parse(
         seed,
         duration: duration.expect("checked"),
         target: target.expect("checked"),
-        load: load.expect("checked"),
+        load: {
+            let mut load = load.expect("checked");
+            if let Some(w) = &overrides.workers {
+                load.workers = w.clone();
+            }
+            load
+        },
         slos,
         faults,
         aborts,
@@ -716,7 +727,7 @@ mod tests {
             Path::new("."),
             &Overrides {
                 seed: Some(9),
-                agent: None,
+                ..Overrides::default()
             },
         )
         .unwrap();
