@@ -33,6 +33,8 @@ struct Slot {
     tick: Duration,
     stop: CancellationToken,
     given: tokio::time::Instant,
+    /// Past its barrier: its load runs.
+    running: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Clone)]
@@ -110,10 +112,7 @@ fn check(job: &Job) -> Result<(), String> {
         Model::Closed { users, .. } => *users,
     };
     if job.segment.share(users as u64) == 0 {
-        return Err(format!(
-            "segment {} of {users} users has none",
-            job.segment
-        ));
+        return Err(format!("segment {} of {users} users has none", job.segment));
     }
     Ok(())
 }
@@ -168,6 +167,7 @@ async fn create(State(w): State<Worker>, axum::Json(job): axum::Json<Job>) -> Re
         tick: job.tick,
         stop: CancellationToken::new(),
         given: tokio::time::Instant::now(),
+        running: Arc::default(),
     });
     (
         StatusCode::CREATED,
@@ -192,15 +192,18 @@ async fn start(
     Path(id): Path<String>,
     axum::Json(at): axum::Json<Start>,
 ) -> Response {
-    let (spec, tick, stop) = {
+    let (spec, tick, stop, running) = {
         let mut slot = w.slot.lock().unwrap();
         let Some(s) = slot.as_mut().filter(|s| s.id == id) else {
             return error(StatusCode::NOT_FOUND, format!("no job {id}"));
         };
         let Some(spec) = s.spec.take() else {
-            return error(StatusCode::CONFLICT, format!("job {id} has started already"));
+            return error(
+                StatusCode::CONFLICT,
+                format!("job {id} has started already"),
+            );
         };
-        (spec, s.tick, s.stop.clone())
+        (spec, s.tick, s.stop.clone(), s.running.clone())
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
     let slot = w.slot.clone();
@@ -209,11 +212,13 @@ async fn start(
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let wait = Duration::from_millis(at.at_unix_ms.saturating_sub(now)).min(Duration::from_secs(60));
+        let wait =
+            Duration::from_millis(at.at_unix_ms.saturating_sub(now)).min(Duration::from_secs(60));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.cancelled() => {}
         }
+        running.store(true, std::sync::atomic::Ordering::Relaxed);
         let (ticks_tx, mut ticks) = tokio::sync::mpsc::channel(64);
         let run = tokio::spawn(load::run(spec, tick, Some(ticks_tx), stop.clone()));
         while let Some(s) = ticks.recv().await {
@@ -259,11 +264,18 @@ async fn stop(State(w): State<Worker>, Path(id): Path<String>) -> Response {
 }
 
 async fn health(State(w): State<Worker>) -> Response {
-    let busy = w.slot.lock().unwrap().as_ref().map(|s| s.id.clone());
+    let (job, running) = match w.slot.lock().unwrap().as_ref() {
+        Some(s) => (
+            Some(s.id.clone()),
+            s.running.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        None => (None, false),
+    };
     axum::Json(serde_json::json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
-        "job": busy,
+        "job": job,
+        "running": running,
     }))
     .into_response()
 }

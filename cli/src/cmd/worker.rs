@@ -47,15 +47,13 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
                 return Ok(Exit::BadInput);
             }
         };
-        let addr = listener.local_addr().context("the listener has no address")?;
+        let addr = listener
+            .local_addr()
+            .context("the listener has no address")?;
         let signals = faultline_agent::report::StopSignals::install()
             .context("cannot catch the stop signals")?;
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(crate::worker::serve(
-            listener,
-            args.token,
-            shutdown.clone(),
-        ));
+        let server = tokio::spawn(crate::worker::serve(listener, args.token, shutdown.clone()));
         println!("ready: worker=http://{addr}");
         let signal = signals.wait().await;
         eprintln!("{signal}: stopping the worker");

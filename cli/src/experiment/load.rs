@@ -564,7 +564,9 @@ pub fn worker_url(text: &str) -> Result<String, String> {
         return Err(format!("`{text}` has no host"));
     };
     let Some(port) = uri.port_u16() else {
-        return Err(format!("`{text}` has no port (workers have no default port)"));
+        return Err(format!(
+            "`{text}` has no port (workers have no default port)"
+        ));
     };
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err(format!("`{text}` has a path; write http://HOST:PORT only"));

@@ -227,7 +227,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// A load ready to start: here, or on workers that have all accepted their jobs.
 pub enum Plan {
-    Local(LoadSpec),
+    Local(Box<LoadSpec>),
     Workers {
         control: Control,
         remotes: Vec<Remote>,
@@ -248,7 +248,7 @@ impl Plan {
         tick: Duration,
     ) -> Result<Plan, WorkerError> {
         if workers.urls.is_empty() {
-            return Ok(Plan::Local(spec));
+            return Ok(Plan::Local(Box::new(spec)));
         }
         let n = workers.urls.len();
         if spec.users() < n {
@@ -280,7 +280,7 @@ impl Plan {
         match self {
             Plan::Local(spec) => (
                 tokio::time::Instant::now(),
-                tokio::spawn(async move { (super::run(spec, tick, ticks, stop).await, None) }),
+                tokio::spawn(async move { (super::run(*spec, tick, ticks, stop).await, None) }),
             ),
             Plan::Workers { control, remotes } => {
                 let ahead = Duration::from_millis(500);
@@ -407,8 +407,13 @@ async fn read_stream(
         Ok(Ok(r)) => {
             let status = r.status();
             let body: serde_json::Value = r.json().await.unwrap_or_default();
-            let why = body["error"].as_str().unwrap_or("no reason given").to_owned();
-            let _ = tx.send(fail(format!("the start answered {status}: {why}"))).await;
+            let why = body["error"]
+                .as_str()
+                .unwrap_or("no reason given")
+                .to_owned();
+            let _ = tx
+                .send(fail(format!("the start answered {status}: {why}")))
+                .await;
             return;
         }
         Ok(Err(e)) => {
@@ -449,7 +454,10 @@ async fn read_stream(
             let line: Vec<u8> = buf.drain(..=end).collect();
             let message = serde_json::from_slice::<Message>(&line)
                 .map_err(|e| format!("it sent a line that is not a message: {e}"));
-            let done = matches!(message, Ok(Message::Done(_)) | Ok(Message::Failed(_)) | Err(_));
+            let done = matches!(
+                message,
+                Ok(Message::Done(_)) | Ok(Message::Failed(_)) | Err(_)
+            );
             if tx.send((i, message)).await.is_err() || done {
                 return;
             }
@@ -574,7 +582,10 @@ mod tests {
     fn the_kth_snapshots_of_every_worker_merge_into_one() {
         let mut m = Merge::new(2);
         m.tick(0, snap(1000, 10));
-        assert!(m.ready().is_none(), "worker 1 has not sent its first second");
+        assert!(
+            m.ready().is_none(),
+            "worker 1 has not sent its first second"
+        );
         m.tick(0, snap(2000, 20));
         m.tick(1, snap(1001, 30));
         let first = m.ready().unwrap();

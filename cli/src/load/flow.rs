@@ -148,7 +148,10 @@ impl Flows {
             .iter()
             .find(|f| f.steps.iter().any(|s| *s >= self.steps.len()))
         {
-            return Err(format!("flow `{}` names a step that does not exist", f.name));
+            return Err(format!(
+                "flow `{}` names a step that does not exist",
+                f.name
+            ));
         }
         if self.pool.as_ref().is_some_and(|p| p.count == 0) {
             return Err("the user pool is empty".into());

@@ -115,7 +115,8 @@ fn decode(text: &str) -> Result<Histogram<u64>, String> {
         .map_err(|e| format!("histogram: {e:?}"))?;
     // Into the engine's own bounds, so it merges with every other.
     let mut out = super::stats::histogram();
-    out.add(&h).map_err(|e| format!("histogram out of bounds: {e:?}"))?;
+    out.add(&h)
+        .map_err(|e| format!("histogram out of bounds: {e:?}"))?;
     Ok(out)
 }
 
@@ -183,7 +184,10 @@ mod tests {
         assert_eq!(back.errors, s.errors);
         assert_eq!(back.bytes, 12345);
         for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
-            assert_eq!(back.latency.value_at_quantile(q), s.latency.value_at_quantile(q));
+            assert_eq!(
+                back.latency.value_at_quantile(q),
+                s.latency.value_at_quantile(q)
+            );
         }
     }
 }

@@ -406,7 +406,10 @@ impl Report {
             l.latency_ms.max
         );
         if !l.workers.is_empty() {
-            let _ = writeln!(m, "| load worker | segment | iterations | requests | errors | dropped |");
+            let _ = writeln!(
+                m,
+                "| load worker | segment | iterations | requests | errors | dropped |"
+            );
             let _ = writeln!(m, "|---|---|---|---|---|---|");
             for w in &l.workers {
                 let _ = writeln!(
