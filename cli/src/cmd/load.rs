@@ -17,7 +17,7 @@ use crate::exit::Exit;
 use crate::experiment::Slo;
 use crate::limits::{self, MAX_COUNT, MAX_DURATION, MAX_IN_FLIGHT, MAX_RATE, MAX_USERS};
 use crate::load::client::{Endpoint, Req};
-use crate::load::distributed::{Plan, WorkerTotals, Workers};
+use crate::load::distributed::{self, Plan, WorkerTotals, Workers};
 use crate::load::schedule::{self, Schedule};
 use crate::load::stats::{ErrorKind, Percentiles};
 use crate::load::{LoadSpec, Model, Snapshot, Summary, Work};
@@ -626,6 +626,17 @@ async fn load(args: Args) -> anyhow::Result<Exit> {
     let (summary, lost) = load.await.context("the load engine failed")?;
     let collector = collecting.await.context("the collector failed")?;
     signals.abort();
+    Ok(finish(&args, &summary, lost, &collector, open))
+}
+
+/// Prints the summary and its objectives' verdicts; the exit code.
+fn finish(
+    args: &Args,
+    summary: &Summary,
+    lost: Option<distributed::WorkerError>,
+    collector: &Collector,
+    open: bool,
+) -> Exit {
     let windows = Windows::scaled(summary.elapsed);
     let evaluations: Vec<Evaluation> = collector
         .slos()
@@ -634,23 +645,23 @@ async fn load(args: Args) -> anyhow::Result<Exit> {
         .map(|(s, series)| slo::evaluate(&s.objective, series, &[], windows))
         .collect();
     if args.json {
-        println!("{}", LoadReport::of(&summary, &evaluations).json());
+        println!("{}", LoadReport::of(summary, &evaluations).json());
     } else {
-        print!("{}", summary_text(&summary, open, args.connections));
+        print!("{}", summary_text(summary, open, args.connections));
         print!("{}", slo_text(&evaluations));
     }
     if let Some(e) = lost {
         eprintln!("error: {e}; the figures above are what the workers sent before");
-        return Ok(Exit::HypothesisFailed);
+        return Exit::HypothesisFailed;
     }
     if slo::good_answers(&summary.stats) == 0 {
-        eprintln!("error: {}", nothing_succeeded(&summary, &args.url));
-        return Ok(Exit::HypothesisFailed);
+        eprintln!("error: {}", nothing_succeeded(summary, &args.url));
+        return Exit::HypothesisFailed;
     }
     if evaluations.iter().any(|e| !e.met) {
-        return Ok(Exit::HypothesisFailed);
+        return Exit::HypothesisFailed;
     }
-    Ok(Exit::Success)
+    Exit::Success
 }
 
 /// Folds the snapshots until the load ends: into the dashboard's state when it shows
