@@ -1,5 +1,6 @@
 //! `faultline images build`: the images are built FROM scratch, run, and the shop's
-//! image really serves. Needs a Docker daemon: without one the test fails, never skips.
+//! image really serves; so does faultline's own (the load workers' and the runs' of
+//! deploy/kubernetes), as its README example says. Needs a Docker daemon: without one the test fails, never skips.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -24,12 +25,15 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// Every image `faultline images build` makes.
+const REPOS: [&str; 3] = ["faultline/shop", "faultline/agent", "faultline/faultline"];
+
 /// Removes the test's tags (never `latest` or the version) when dropped.
 struct Tags(String);
 
 impl Drop for Tags {
     fn drop(&mut self) {
-        for repo in ["faultline/shop", "faultline/agent"] {
+        for repo in REPOS {
             let _ = docker(&["rmi", &format!("{repo}:{}", self.0)]);
         }
     }
@@ -61,7 +65,7 @@ fn healthy(addr: &str) -> bool {
 }
 
 #[test]
-fn images_build_makes_runnable_shop_and_agent_images() {
+fn images_build_makes_runnable_shop_agent_and_faultline_images() {
     let daemon = docker(&["version", "--format", "{{.Server.Version}}"]);
     assert!(
         daemon.status.success(),
@@ -78,7 +82,7 @@ fn images_build_makes_runnable_shop_and_agent_images() {
     assert!(out.status.success(), "{printed}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let version = env!("CARGO_PKG_VERSION");
-    for repo in ["faultline/shop", "faultline/agent"] {
+    for repo in REPOS {
         let line = stdout
             .lines()
             .find(|l| l.starts_with(&format!("{repo}:{version} ")))
@@ -111,6 +115,38 @@ fn images_build_makes_runnable_shop_and_agent_images() {
         String::from_utf8_lossy(&agent.stdout).contains("faultline-agent"),
         "{}",
         text(&agent)
+    );
+    // faultline's image runs the CLI: its version, and a real command on a file
+    // mounted in (the run Job's experiment comes from a ConfigMap the same way).
+    let cli = format!("faultline/faultline:{tag}");
+    let version_out = docker(&["run", "--rm", &cli, "--version"]);
+    assert!(version_out.status.success(), "{}", text(&version_out));
+    assert_eq!(
+        String::from_utf8_lossy(&version_out.stdout).trim(),
+        format!("faultline {version}"),
+        "{}",
+        text(&version_out)
+    );
+    let experiment = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/own-system")
+        .canonicalize()
+        .unwrap();
+    let check = docker(&[
+        "run",
+        "--rm",
+        "--user",
+        "65532",
+        "-v",
+        &format!("{}:/experiment:ro", experiment.display()),
+        &cli,
+        "check",
+        "/experiment/gameday.toml",
+    ]);
+    assert!(check.status.success(), "{}", text(&check));
+    assert!(
+        String::from_utf8_lossy(&check.stdout).contains("ok: `visits-backend-down`"),
+        "{}",
+        text(&check)
     );
 
     let label = format!("faultline.test={tag}-{}", std::process::id());
