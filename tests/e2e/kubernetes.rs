@@ -43,7 +43,13 @@ fn name(path: &Path) -> String {
 /// of a kind it has no schema for is a problem too (it only warns of those).
 fn validate(files: &[PathBuf]) -> Result<(), String> {
     let out = Command::new(python())
-        .args(["-m", "kubernetes_validate", "--strict", "-k", KUBERNETES_VERSION])
+        .args([
+            "-m",
+            "kubernetes_validate",
+            "--strict",
+            "-k",
+            KUBERNETES_VERSION,
+        ])
         .args(files)
         .output()
         .expect("run kubernetes-validate");
@@ -204,7 +210,9 @@ fn every_manifest_is_valid_against_the_kubernetes_api_schemas() {
         assert!(names.contains(expected), "no {expected} in {names:?}");
     }
     if let Err(problems) = validate(&files) {
-        panic!("deploy/kubernetes does not validate against Kubernetes {KUBERNETES_VERSION}:\n{problems}");
+        panic!(
+            "deploy/kubernetes does not validate against Kubernetes {KUBERNETES_VERSION}:\n{problems}"
+        );
     }
 }
 
@@ -227,7 +235,11 @@ fn the_validator_refuses_planted_mistakes_naming_the_file() {
             "hostPid",
         ),
         (
-            planted("wrong-type.yaml", "containerPort: 7080", "containerPort: api"),
+            planted(
+                "wrong-type.yaml",
+                "containerPort: 7080",
+                "containerPort: api",
+            ),
             "containerPort",
         ),
         (
@@ -465,9 +477,15 @@ fn an_unknown_flag_or_a_bad_value_in_a_manifest_is_refused() {
         doc
     };
     for (args, problem) in [
-        (vec!["--listen", "0.0.0.0:7080", "--no-such-flag"], "--no-such-flag"),
+        (
+            vec!["--listen", "0.0.0.0:7080", "--no-such-flag"],
+            "--no-such-flag",
+        ),
         (vec!["--listen", "0.0.0.0:seven"], "seven"),
-        (vec!["--listen", "$(NODE_IP):7080", "--topolgy", "t.toml"], "--topolgy"),
+        (
+            vec!["--listen", "$(NODE_IP):7080", "--topolgy", "t.toml"],
+            "--topolgy",
+        ),
     ] {
         let err = arguments_accepted(file, &with_args(args.clone()))
             .expect_err(&format!("{args:?} was accepted"));
