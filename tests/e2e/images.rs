@@ -1,6 +1,7 @@
 //! `faultline images build`: the images are built FROM scratch, run, and the shop's
-//! image really serves; so does faultline's own (the load workers' and the runs' of
-//! deploy/kubernetes), as its README example says. Needs a Docker daemon: without one the test fails, never skips.
+//! image really serves; faultline's own (the load workers' and the runs' of
+//! deploy/kubernetes) runs a real command as a non-root user; naming images builds only
+//! those. Needs a Docker daemon: without one the test fails, never skips.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -29,12 +30,14 @@ fn text(out: &Output) -> String {
 const REPOS: [&str; 3] = ["faultline/shop", "faultline/agent", "faultline/faultline"];
 
 /// Removes the test's tags (never `latest` or the version) when dropped.
-struct Tags(String);
+struct Tags(Vec<String>);
 
 impl Drop for Tags {
     fn drop(&mut self) {
-        for repo in REPOS {
-            let _ = docker(&["rmi", &format!("{repo}:{}", self.0)]);
+        for tag in &self.0 {
+            for repo in REPOS {
+                let _ = docker(&["rmi", &format!("{repo}:{tag}")]);
+            }
         }
     }
 }
@@ -73,7 +76,8 @@ fn images_build_makes_runnable_shop_agent_and_faultline_images() {
         text(&daemon)
     );
     let tag = format!("e2e-{}", std::process::id());
-    let _tags = Tags(tag.clone());
+    let only = format!("{tag}-only");
+    let _tags = Tags(vec![tag.clone(), only.clone()]);
     let out = Command::new(bin("faultline"))
         .args(["images", "build", "--tag", &tag])
         .output()
@@ -95,6 +99,42 @@ fn images_build_makes_runnable_shop_agent_and_faultline_images() {
             .unwrap_or_else(|| panic!("no size in {line:?}"));
         assert!(size > 0.0, "{line}");
     }
+
+    // Named images only: faultline's, and no other gets the tag.
+    let out = Command::new(bin("faultline"))
+        .args(["images", "build", "faultline", "--tag", &only])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", text(&out));
+    assert!(
+        lines[0].starts_with("faultline/faultline:"),
+        "{}",
+        text(&out)
+    );
+    for (repo, built) in [
+        ("faultline/faultline", true),
+        ("faultline/shop", false),
+        ("faultline/agent", false),
+    ] {
+        let inspect = docker(&["image", "inspect", &format!("{repo}:{only}")]);
+        assert_eq!(inspect.status.success(), built, "{repo}:{only}");
+    }
+    let unknown = Command::new(bin("faultline"))
+        .args(["images", "build", "faultlin"])
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr)
+            .contains("[possible values: shop, agent, faultline]"),
+        "{}",
+        text(&unknown)
+    );
 
     let shop = format!("faultline/shop:{tag}");
     let help = docker(&["run", "--rm", &shop, "--help"]);

@@ -1,8 +1,8 @@
 //! `faultline images build`: container images of the bundled shop, of the agent and of
 //! faultline itself (load workers and runs in a cluster), built FROM scratch with the
-//! `docker` CLI. Each image holds one binary and, unless it
-//! is static, the shared libraries `ldd` names (the dynamic loader too), each copied to
-//! the same absolute path, so no base image (and no registry) is needed.
+//! `docker` CLI. Each image holds one binary and, unless it is static, the shared
+//! libraries `ldd` names (the dynamic loader too), each copied to the same absolute
+//! path, so no base image (and no registry) is needed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
