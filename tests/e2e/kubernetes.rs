@@ -364,7 +364,10 @@ fn the_manifests_are_wired_to_each_other() {
     }
     assert!(c["resources"]["requests"].is_object() && c["resources"]["limits"].is_object());
     let agent_svc = resource("agent-service.yaml");
-    assert!(selects(&agent_svc, &labels(&agent)));
+    assert!(
+        selects(&agent_svc, &labels(&agent)),
+        "agent-service.yaml selects no agent pod"
+    );
     assert_eq!(agent_svc["spec"]["internalTrafficPolicy"], "Local");
     assert_eq!(agent_svc["spec"]["ports"][0]["targetPort"], port);
 
@@ -377,7 +380,10 @@ fn the_manifests_are_wired_to_each_other() {
     assert_eq!(job["parallelism"], job["completions"]);
     assert!(job["activeDeadlineSeconds"].as_u64().is_some_and(|s| s > 0));
     assert_eq!(svc["spec"]["clusterIP"], "None");
-    assert!(selects(&svc, &labels(&workers)));
+    assert!(
+        selects(&svc, &labels(&workers)),
+        "workers-service.yaml selects no worker pod"
+    );
     let service = svc["metadata"]["name"].as_str().unwrap();
     assert_eq!(job["template"]["spec"]["subdomain"], service);
     let worker_args = strings(&job["template"]["spec"]["containers"][0]["args"]);
@@ -401,7 +407,11 @@ fn the_manifests_are_wired_to_each_other() {
     assert_eq!(run_pod["restartPolicy"], "Never");
     let run_args = strings(&run_pod["containers"][0]["args"]);
     let listed = &run_args[run_args.iter().position(|a| a == "--workers").unwrap() + 1];
-    assert_eq!(listed.split(',').collect::<Vec<_>>(), expected);
+    assert_eq!(
+        listed.split(',').collect::<Vec<_>>(),
+        expected,
+        "run-job.yaml's --workers must name each pod of workers-job.yaml, through the headless Service"
+    );
 
     // Every Secret key a pod reads is in the Secret.
     let secret = resource("secret.yaml");
