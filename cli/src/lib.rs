@@ -83,7 +83,7 @@ pub enum Command {
     Schema(cmd::check::SchemaArgs),
     /// Print a shell completion script (bash, zsh or fish).
     Completions(cmd::completions::Args),
-    /// Build container images of the shop and the agent (`images build`).
+    /// Build container images of the shop, the agent and faultline (`images build`).
     Images(cmd::images::Args),
 }
 

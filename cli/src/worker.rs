@@ -41,6 +41,8 @@ struct Slot {
 struct Worker {
     token: Option<Arc<str>>,
     slot: Arc<Mutex<Option<Slot>>>,
+    /// Jobs run to their end (their `done` line sent).
+    finished: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -206,7 +208,7 @@ async fn start(
         (spec, s.tick, s.stop.clone(), s.running.clone())
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
-    let slot = w.slot.clone();
+    let (slot, finished) = (w.slot.clone(), w.finished.clone());
     tokio::spawn(async move {
         // The barrier: the controller's instant on this machine's clock.
         let now = SystemTime::now()
@@ -232,10 +234,14 @@ async fn start(
             Err(e) => Message::Failed(format!("the load engine failed: {e}")),
         };
         let _ = tx.send(line(&message)).await;
-        let mut slot = slot.lock().unwrap();
-        if slot.as_ref().is_some_and(|s| s.id == id) {
-            *slot = None;
+        drop(tx);
+        {
+            let mut slot = slot.lock().unwrap();
+            if slot.as_ref().is_some_and(|s| s.id == id) {
+                *slot = None;
+            }
         }
+        finished.send_modify(|n| *n += 1);
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
@@ -280,15 +286,21 @@ async fn health(State(w): State<Worker>) -> Response {
     .into_response()
 }
 
-/// Serves the worker API on `listener` until `shutdown`; a running job is stopped then.
-pub async fn serve(
+/// The worker API on `listener`, served until `shutdown` (a running job is stopped
+/// then), and the count of jobs run to their end.
+pub fn serve(
     listener: tokio::net::TcpListener,
     token: Option<String>,
     shutdown: CancellationToken,
-) -> std::io::Result<()> {
+) -> (
+    impl std::future::Future<Output = std::io::Result<()>>,
+    tokio::sync::watch::Receiver<u64>,
+) {
+    let (finished, count) = tokio::sync::watch::channel(0);
     let w = Worker {
         token: token.filter(|t| !t.is_empty()).map(Arc::from),
         slot: Arc::new(Mutex::new(None)),
+        finished: Arc::new(finished),
     };
     let app = Router::new()
         .route("/v1/jobs", post(create))
@@ -308,13 +320,16 @@ pub async fn serve(
         max_connections: 64,
         ..Default::default()
     };
-    let stopping = shutdown.clone();
     let slot = w.slot.clone();
-    tokio::spawn(async move {
-        stopping.cancelled().await;
-        if let Some(s) = slot.lock().unwrap().as_ref() {
-            s.stop.cancel();
-        }
-    });
-    faultline_agent::http_server::serve(listener, app, limits, stats, shutdown).await
+    let served = async move {
+        let stopping = shutdown.clone();
+        tokio::spawn(async move {
+            stopping.cancelled().await;
+            if let Some(s) = slot.lock().unwrap().as_ref() {
+                s.stop.cancel();
+            }
+        });
+        faultline_agent::http_server::serve(listener, app, limits, stats, shutdown).await
+    };
+    (served, count)
 }

@@ -28,6 +28,10 @@ pub struct Args {
     /// Bearer token the API requires.
     #[arg(long, value_name = "TOKEN", env = TOKEN_ENV, hide_env_values = true)]
     pub token: Option<String>,
+    /// Exit (0) after this many jobs have run to their end, as a batch job's worker
+    /// should (a Kubernetes Job's pods then complete); default: serve until stopped.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_jobs: Option<u64>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
@@ -53,10 +57,21 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         let signals = faultline_agent::report::StopSignals::install()
             .context("cannot catch the stop signals")?;
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(crate::worker::serve(listener, args.token, shutdown.clone()));
+        let (server, mut finished) = crate::worker::serve(listener, args.token, shutdown.clone());
+        let server = tokio::spawn(server);
         println!("ready: worker=http://{addr}");
-        let signal = signals.wait().await;
-        eprintln!("{signal}: stopping the worker");
+        let enough = async {
+            match args.max_jobs {
+                Some(n) => {
+                    let _ = finished.wait_for(|done| *done >= n).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            signal = signals.wait() => eprintln!("{signal}: stopping the worker"),
+            _ = enough => eprintln!("{} jobs run: stopping the worker", args.max_jobs.unwrap_or(0)),
+        }
         shutdown.cancel();
         server
             .await

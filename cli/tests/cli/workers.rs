@@ -125,6 +125,51 @@ fn two_workers_split_an_open_model_run_and_the_merged_totals_are_their_sum() {
 }
 
 #[test]
+fn a_worker_with_max_jobs_exits_once_it_has_run_them() {
+    let (addr, _rt) = server(false);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_faultline"));
+    let mut child = cmd
+        .args(["worker", "--max-jobs", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("ready: worker=")
+        .unwrap()
+        .to_owned();
+    let (code, s, err) = load(&[
+        &format!("http://{addr}/"),
+        "-r",
+        "20",
+        "-d",
+        "1s",
+        "--workers",
+        &url,
+        "--json",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(summary(s, &err).requests, 20);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the worker did not exit after its one job");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
 fn a_closed_model_count_is_shared_out_exactly() {
     let (addr, _rt) = server(false);
     let (a, b, c) = (
