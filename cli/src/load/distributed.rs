@@ -401,65 +401,49 @@ async fn read_stream(
     tx: mpsc::Sender<(usize, Result<Message, String>)>,
     silence: Duration,
 ) {
-    let fail = |reason: String| (i, Err(reason));
-    let mut resp = match tokio::time::timeout(silence, answer).await {
-        Ok(Ok(r)) if r.status().is_success() => r,
-        Ok(Ok(r)) => {
-            let status = r.status();
-            let body: serde_json::Value = r.json().await.unwrap_or_default();
-            let why = body["error"]
-                .as_str()
-                .unwrap_or("no reason given")
-                .to_owned();
-            let _ = tx
-                .send(fail(format!("the start answered {status}: {why}")))
-                .await;
-            return;
-        }
-        Ok(Err(e)) => {
-            let _ = tx.send(fail(error_chain(&e))).await;
-            return;
-        }
-        Err(_) => {
-            let _ = tx.send(fail("the start was not answered".into())).await;
-            return;
-        }
+    if let Err(reason) = forward(i, answer, &tx, silence).await {
+        let _ = tx.send((i, Err(reason))).await;
+    }
+}
+
+/// The lines of one worker's stream, into `tx` until `done`; why it ended otherwise.
+async fn forward(
+    i: usize,
+    answer: impl std::future::Future<Output = reqwest::Result<reqwest::Response>>,
+    tx: &mpsc::Sender<(usize, Result<Message, String>)>,
+    silence: Duration,
+) -> Result<(), String> {
+    let quiet = || {
+        format!(
+            "it sent nothing for {}",
+            humantime::format_duration(silence)
+        )
     };
+    let mut resp = tokio::time::timeout(silence, answer)
+        .await
+        .map_err(|_| quiet())?
+        .map_err(|e| error_chain(&e))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        let why = body["error"].as_str().unwrap_or("no reason given");
+        return Err(format!("the start answered {status}: {why}"));
+    }
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        let chunk = match tokio::time::timeout(silence, resp.chunk()).await {
-            Ok(Ok(Some(c))) => c,
-            Ok(Ok(None)) => {
-                let _ = tx
-                    .send(fail("its stream ended before the load did".into()))
-                    .await;
-                return;
-            }
-            Ok(Err(e)) => {
-                let _ = tx.send(fail(error_chain(&e))).await;
-                return;
-            }
-            Err(_) => {
-                let _ = tx
-                    .send(fail(format!(
-                        "it sent nothing for {}",
-                        humantime::format_duration(silence)
-                    )))
-                    .await;
-                return;
-            }
-        };
+        let chunk = tokio::time::timeout(silence, resp.chunk())
+            .await
+            .map_err(|_| quiet())?
+            .map_err(|e| error_chain(&e))?
+            .ok_or("its stream ended before the load did")?;
         buf.extend_from_slice(&chunk);
         while let Some(end) = buf.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buf.drain(..=end).collect();
             let message = serde_json::from_slice::<Message>(&line)
-                .map_err(|e| format!("it sent a line that is not a message: {e}"));
-            let done = matches!(
-                message,
-                Ok(Message::Done(_)) | Ok(Message::Failed(_)) | Err(_)
-            );
-            if tx.send((i, message)).await.is_err() || done {
-                return;
+                .map_err(|e| format!("it sent a line that is not a message: {e}"))?;
+            let done = matches!(message, Message::Done(_) | Message::Failed(_));
+            if tx.send((i, Ok(message))).await.is_err() || done {
+                return Ok(());
             }
         }
     }
