@@ -151,6 +151,10 @@ async fn create(State(w): State<Worker>, axum::Json(job): axum::Json<Job>) -> Re
         }
     }
     let id = format!("j{:016x}", fastrand::u64(..));
+    eprintln!(
+        "job {id}: segment {} of the load of {} ({addr})",
+        job.segment, job.authority
+    );
     let spec = LoadSpec {
         endpoint: Endpoint {
             addr,
@@ -230,7 +234,14 @@ async fn start(
             }
         }
         let message = match run.await {
-            Ok(summary) => Message::Done(summary),
+            Ok(summary) => {
+                eprintln!(
+                    "job {id}: done, {} requests in {:.1} s",
+                    summary.stats.requests(),
+                    summary.elapsed.as_secs_f64()
+                );
+                Message::Done(summary)
+            }
             Err(e) => Message::Failed(format!("the load engine failed: {e}")),
         };
         let _ = tx.send(line(&message)).await;
