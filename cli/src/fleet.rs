@@ -90,6 +90,8 @@ pub fn parse_args(args: &[String], token: Option<&str>) -> Result<Vec<AgentRef>,
 pub struct Member {
     pub name: String,
     pub client: AgentClient,
+    /// How it was given (its token included), to hand the fleet on.
+    pub given: AgentRef,
 }
 
 /// The agents a run or a command talks to, in the order given.
@@ -106,6 +108,7 @@ impl Fleet {
                 .map(|a| Member {
                     name: a.name.clone(),
                     client: AgentClient::new(&a.url, a.token.clone()),
+                    given: a.clone(),
                 })
                 .collect(),
         }
@@ -113,11 +116,27 @@ impl Fleet {
 
     /// A fleet of one agent, named by its URL.
     pub fn one(client: AgentClient) -> Fleet {
+        let name = name_of_url(client.url());
         Fleet {
             members: vec![Member {
-                name: name_of_url(client.url()),
+                given: AgentRef {
+                    name: name.clone(),
+                    url: client.url().to_owned(),
+                    token: None,
+                },
+                name,
                 client,
             }],
+        }
+    }
+
+    /// The agents as given, when there are several (what a run's state carries for
+    /// the dashboard); empty with one.
+    pub fn several(&self) -> Vec<AgentRef> {
+        if self.is_several() {
+            self.members.iter().map(|m| m.given.clone()).collect()
+        } else {
+            Vec::new()
         }
     }
 
@@ -171,6 +190,67 @@ impl Fleet {
         let (name, rest) = s.split_once('/')?;
         let i = self.members.iter().position(|m| m.name == name)?;
         Some((i, rest))
+    }
+}
+
+impl Fleet {
+    /// The agent fault `id` is on: `NAME/ID` names it; a bare id is looked for on every
+    /// agent. With one agent, that one.
+    pub async fn owner_of_fault(&self, id: &str) -> anyhow::Result<(usize, String)> {
+        if let Some((i, bare)) = self.split_qualified(id) {
+            return Ok((i, bare.to_owned()));
+        }
+        if !self.is_several() {
+            return Ok((0, id.to_owned()));
+        }
+        let mut on = Vec::new();
+        for (i, m) in self.members.iter().enumerate() {
+            let faults = m
+                .client
+                .faults()
+                .await
+                .map_err(|e| anyhow::anyhow!("agent {}: {e}", m.name))?;
+            if faults.iter().any(|f| f.id == id) {
+                on.push(i);
+            }
+        }
+        match on.as_slice() {
+            [i] => Ok((*i, id.to_owned())),
+            [] => anyhow::bail!(
+                "no fault `{id}` on any agent ({}); `faultline fault list` lists them",
+                self.names().join(", ")
+            ),
+            _ => anyhow::bail!("fault `{id}` is on several agents: qualify it, like NAME/{id}"),
+        }
+    }
+
+    /// Routes `req` over every agent's status now (see [`route`]).
+    pub async fn route_now(&self, req: &FaultRequest) -> anyhow::Result<Vec<Part>> {
+        if !self.is_several() {
+            return Ok(vec![Part {
+                agent: 0,
+                request: req.clone(),
+            }]);
+        }
+        let mut statuses = Vec::new();
+        for (m, s) in self
+            .members
+            .iter()
+            .zip(self.statuses(Duration::from_secs(10)).await)
+        {
+            statuses.push(s.map_err(|e| anyhow::anyhow!("agent {}: {e}", m.name))?);
+        }
+        let views: Vec<View<'_>> = self
+            .members
+            .iter()
+            .zip(&statuses)
+            .map(|(m, status)| View {
+                name: &m.name,
+                url: m.client.url(),
+                status,
+            })
+            .collect();
+        route(&views, req).map_err(|e| anyhow::anyhow!(e.message))
     }
 }
 
@@ -243,6 +323,53 @@ fn names_a_machine(target: &str) -> bool {
     ["pid:", "proc:", "container:"]
         .iter()
         .any(|p| target.starts_with(p))
+}
+
+/// What can be checked of `req` knowing only the agents' names: a qualifier names one
+/// of them, and a partition between hosts names agents on both sides (and there are
+/// several). What the rest of the target names is checked on the agents.
+pub fn check_names(names: &[&str], req: &FaultRequest) -> Result<(), Misroute> {
+    if let FaultSpec::Partition { with } = &req.spec
+        && (req.target.starts_with(HOST_PREFIX) || with.trim_start().starts_with(HOST_PREFIX))
+    {
+        let side = |list: &str, on_with| -> Result<(), Misroute> {
+            for item in items(list) {
+                let name = item.strip_prefix(HOST_PREFIX).ok_or_else(|| Misroute {
+                    on_with,
+                    message: format!(
+                        "`{item}`: both sides of a partition between hosts are host:NAME, like host:{}",
+                        names.first().unwrap_or(&"a")
+                    ),
+                })?;
+                if !names.contains(&name) {
+                    return Err(Misroute {
+                        on_with,
+                        message: format!("no agent named `{name}`; agents are: {}", names.join(", ")),
+                    });
+                }
+            }
+            Ok(())
+        };
+        side(&req.target, false)?;
+        side(with, true)?;
+        if names.len() < 2 {
+            return Err(misroute(
+                "a partition between hosts needs several agents ([[target.agents]])",
+            ));
+        }
+        return Ok(());
+    }
+    if names.len() > 1
+        && !names_a_machine(&req.target)
+        && let Some((agent, _)) = req.target.split_once('/')
+        && !names.contains(&agent)
+    {
+        return Err(misroute(format!(
+            "no agent named `{agent}`; agents are: {}",
+            names.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// Which agents' faults `req` makes: itself on the one agent that owns its target, or

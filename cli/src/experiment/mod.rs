@@ -35,6 +35,8 @@ use crate::slo::Objective;
 pub use checks::{Checks, CommandCheck, Destination, HttpCheck, When};
 pub use faults::Planned;
 
+pub use crate::fleet::AgentRef;
+
 pub use crate::shop::{
     DEMO, DEMO_NAME, WORKLOAD as SHOP_WORKLOAD, WORKLOAD_NAME as SHOP_WORKLOAD_NAME,
 };
@@ -46,10 +48,11 @@ pub enum TargetSpec {
         topology: Box<Topology>,
         bundled: bool,
     },
-    /// A running system: load to `url`, faults (if any) through `agent`.
+    /// A running system: load to `url`, faults (if any) through `agents` (each fault
+    /// on the one that owns its target).
     Running {
         url: Option<String>,
-        agent: Option<String>,
+        agents: Vec<AgentRef>,
     },
 }
 
@@ -130,7 +133,8 @@ pub struct Experiment {
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub seed: Option<u64>,
-    pub agent: Option<String>,
+    /// `--agent`, repeatable: `URL` or `NAME=URL`.
+    pub agents: Vec<String>,
 }
 
 /// All problems of a file.
@@ -487,12 +491,18 @@ fn timeline(
     let on = match target {
         Some(TargetSpec::Start { topology, .. }) => Some(&**topology),
         // The run's own agent, for its proxies: faults on them and on processes only.
-        Some(TargetSpec::Running { agent: None, .. }) if !names.is_empty() => Some(&none),
-        Some(TargetSpec::Running { agent: None, .. }) if !raw.is_empty() => {
+        Some(TargetSpec::Running { agents, .. }) if agents.is_empty() && !names.is_empty() => {
+            Some(&none)
+        }
+        Some(TargetSpec::Running { agents, .. }) if agents.is_empty() && !raw.is_empty() => {
             cx.err(
                 raw[0].span(),
                 "faults need an agent: set `agent` under [target] (or pass --agent), declare the [[proxies]] they act on, or leave out `url` to start the bundled system",
             );
+            None
+        }
+        Some(TargetSpec::Running { agents, .. }) => {
+            agent_names(cx, agents, &planned);
             None
         }
         _ => None,
@@ -511,6 +521,23 @@ fn timeline(
     }
     planned.sort_by_key(|p| p.at);
     planned
+}
+
+/// The agent names the faults' targets use (`NAME/target`, `host:NAME`), checked against
+/// the agents the run is given; what each target names is checked on the agents once
+/// they answer ([`crate::run::target`]).
+fn agent_names(cx: &mut Ctx<'_>, agents: &[AgentRef], planned: &[Planned]) {
+    let names: Vec<&str> = agents.iter().map(|a| a.name.as_str()).collect();
+    for p in planned {
+        if let Err(e) = crate::fleet::check_names(&names, &p.request) {
+            let span = if e.on_with {
+                &p.with_span
+            } else {
+                &p.target_span
+            };
+            cx.err(span.clone(), e.message);
+        }
+    }
 }
 
 /// The abort guards.
@@ -578,10 +605,6 @@ fn target(
     base: &Path,
     overrides: &Overrides,
 ) -> Option<TargetSpec> {
-    let agent = overrides
-        .agent
-        .clone()
-        .or_else(|| t.agent.as_ref().map(|a| a.get_ref().clone()));
     let check_url = |cx: &mut Ctx<'_>, s: &Spanned<String>, what: &str| {
         let ok = s
             .get_ref()
@@ -609,7 +632,8 @@ fn target(
     {
         return None;
     }
-    if t.url.is_some() || agent.is_some() {
+    let agents = agents(cx, t, overrides, &check_url)?;
+    if t.url.is_some() || !agents.is_empty() {
         if let Some(topo) = &t.topology {
             cx.err(
                 topo.span(),
@@ -622,7 +646,7 @@ fn target(
                 .url
                 .as_ref()
                 .map(|u| u.get_ref().trim_end_matches('/').to_owned()),
-            agent,
+            agents,
         });
     }
     match &t.topology {
@@ -656,6 +680,62 @@ fn target(
             }
         },
     }
+}
+
+/// The agents of a running target: `--agent` (repeated) if given, else `agent` (named
+/// by its host:port), else `[[target.agents]]`, each name valid and used once.
+fn agents(
+    cx: &mut Ctx<'_>,
+    t: &raw::Target,
+    overrides: &Overrides,
+    check_url: &dyn Fn(&mut Ctx<'_>, &Spanned<String>, &str) -> bool,
+) -> Option<Vec<AgentRef>> {
+    if let (Some(_), Some(first)) = (&t.agent, t.agents.first()) {
+        cx.err(
+            first.name.span(),
+            "[target] has both `agent` and [[target.agents]]: name one agent with `agent`, or every agent under [[target.agents]]",
+        );
+        return None;
+    }
+    if !overrides.agents.is_empty() {
+        return match crate::fleet::parse_args(&overrides.agents, None) {
+            Ok(a) => Some(a),
+            Err(m) => {
+                cx.errors.push(SourceError::whole_file(cx.file, m));
+                None
+            }
+        };
+    }
+    if let Some(a) = &t.agent {
+        let url = a.get_ref().clone();
+        return Some(vec![AgentRef {
+            name: crate::fleet::name_of_url(&url),
+            url,
+            token: None,
+        }]);
+    }
+    let mut out: Vec<AgentRef> = Vec::new();
+    let mut ok = true;
+    for a in &t.agents {
+        let name = a.name.get_ref();
+        if let Err(m) = crate::fleet::check_name(name) {
+            cx.err(a.name.span(), m);
+            ok = false;
+        } else if out.iter().any(|o| o.name == *name) {
+            cx.err(
+                a.name.span(),
+                format!("two agents are named `{name}`: give each agent of [[target.agents]] its own name"),
+            );
+            ok = false;
+        }
+        ok &= check_url(cx, &a.url, "url");
+        out.push(AgentRef {
+            name: name.clone(),
+            url: a.url.get_ref().clone(),
+            token: a.token.clone(),
+        });
+    }
+    ok.then_some(out)
 }
 
 /// The JSON Schema of experiment files.
@@ -716,7 +796,7 @@ mod tests {
             Path::new("."),
             &Overrides {
                 seed: Some(9),
-                agent: None,
+                agents: Vec::new(),
             },
         )
         .unwrap();
@@ -897,6 +977,6 @@ mod tests {
         let text = text.split("[[faults]]").next().unwrap();
         let e = parse_text(text).unwrap();
         assert!(!e.checks.invariants);
-        assert!(matches!(e.target, TargetSpec::Running { agent: None, .. }));
+        assert!(matches!(&e.target, TargetSpec::Running { agents, .. } if agents.is_empty()));
     }
 }

@@ -34,6 +34,8 @@ pub enum EventKind {
     Abort { slo: String },
     /// Ctrl-C, SIGTERM or the dashboard's q.
     Interrupted,
+    /// Agent `agent` stopped answering: the run ends, the other agents heal.
+    AgentLost { agent: String },
     /// A replica's state changed (`faultline tui`).
     Replica { replica: String },
     /// A replica restarted (`faultline tui`).

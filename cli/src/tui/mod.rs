@@ -1,7 +1,8 @@
 //! The live terminal dashboard. It draws the run state the runner publishes (or, for
-//! `faultline tui`, what a running agent reports) a few times a second, turns keys into
-//! fault actions through the agent, and on quit heals the faults it applied. The
-//! terminal is restored on quit, on panic and on SIGTERM.
+//! `faultline tui`, what the running agents report) a few times a second, turns keys
+//! into fault actions through the agent that owns the selection (with several agents,
+//! every name is qualified, `host-a/web-1`), and on quit heals the faults it applied.
+//! The terminal is restored on quit, on panic and on SIGTERM.
 //!
 //! - [`app`]: the dashboard's state and keys (no I/O, tested without a terminal).
 //! - [`view`]: drawing (tested on ratatui's `TestBackend`).
@@ -28,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 use self::app::{Action, App};
 use crate::run::events::{Event, EventKind};
-use crate::run::observe::observe_once;
+use crate::fleet::Fleet;
+use crate::run::observe::observe_fleet;
 use crate::run::state::{RunState, Stage};
 
 /// How often the screen is redrawn.
@@ -110,9 +112,50 @@ struct Known {
     broker: Option<String>,
 }
 
-/// Carries out one action through the agent; returns what to log and the faults applied.
-async fn perform(client: &AgentClient, action: Action, known: &Known) -> (String, Vec<String>) {
+/// The agent of a name the dashboard shows (`host-a/web-1` with several agents) and
+/// the name on that agent.
+fn locate<'a>(fleet: &Fleet, name: &'a str) -> (usize, &'a str) {
+    if fleet.is_several() {
+        fleet.split_qualified(name).unwrap_or((0, name))
+    } else {
+        (0, name)
+    }
+}
+
+/// Carries out one action through the agents; returns what to log and the faults
+/// applied (qualified with their agent's name when there are several).
+async fn perform(fleet: &Fleet, action: Action, known: &Known) -> (String, Vec<String>) {
     let edges = &known.edges;
+    let (agent, action) = match action {
+        Action::Kill(r) => {
+            let (i, bare) = locate(fleet, &r);
+            (i, Action::Kill(bare.to_owned()))
+        }
+        Action::Pause(r) => {
+            let (i, bare) = locate(fleet, &r);
+            (i, Action::Pause(bare.to_owned()))
+        }
+        Action::PartitionFromBroker(r) => {
+            let (i, bare) = locate(fleet, &r);
+            (i, Action::PartitionFromBroker(bare.to_owned()))
+        }
+        Action::HealAll if fleet.is_several() => {
+            let mut healed = 0;
+            for m in &fleet.members {
+                match m.client.heal_all().await {
+                    Ok(h) => healed += h.len(),
+                    Err(e) => return (format!("cannot heal on {}: {e}", m.name), vec![]),
+                }
+            }
+            return (format!("healed every fault ({healed})"), vec![]);
+        }
+        other => (0, other),
+    };
+    let client = &fleet.members[agent].client;
+    let here = |name: &str| -> String {
+        let (i, bare) = locate(fleet, name);
+        if i == agent { bare.to_owned() } else { name.to_owned() }
+    };
     let inject = |spec: FaultSpec, target: String| FaultRequest {
         tree: None,
         spec,
@@ -124,33 +167,44 @@ async fn perform(client: &AgentClient, action: Action, known: &Known) -> (String
         Action::Kill(r) => vec![inject(FaultSpec::Kill { hold: false }, r.clone())],
         Action::Pause(r) => vec![inject(FaultSpec::Pause, r.clone())],
         Action::Latency(r) => {
-            let clients: std::collections::BTreeSet<&str> = edges
+            let clients: std::collections::BTreeSet<String> = edges
                 .iter()
                 .filter(|e| e.server == *r)
-                .map(|e| e.client.as_str())
+                .map(|e| e.client.clone())
                 .collect();
             if clients.is_empty() {
                 return (format!("no edge leads into {r}: nothing to slow"), vec![]);
             }
-            clients
-                .into_iter()
-                .map(|c| {
-                    inject(
-                        FaultSpec::Latency {
-                            delay_ms: 200,
-                            jitter_ms: 0,
-                            direction: Default::default(),
-                            toxicity: 1.0,
-                        },
-                        format!("{c}->{r}"),
-                    )
-                })
-                .collect()
+            let (i, r) = locate(fleet, r);
+            let client = &fleet.members[i].client;
+            let mut ids = Vec::new();
+            let mut said = Vec::new();
+            for c in clients {
+                let (_, c) = locate(fleet, &c);
+                let req = inject(
+                    FaultSpec::Latency {
+                        delay_ms: 200,
+                        jitter_ms: 0,
+                        direction: Default::default(),
+                        toxicity: 1.0,
+                    },
+                    format!("{c}->{r}"),
+                );
+                let label = format!("latency {}", req.target);
+                match client.inject(&req).await {
+                    Ok(info) => {
+                        said.push(format!("{label} ({})", info.id));
+                        ids.push(fleet.qualify(i, &info.id));
+                    }
+                    Err(e) => said.push(format!("cannot {label}: {e}")),
+                }
+            }
+            return (said.join("; "), ids);
         }
         Action::PartitionFromBroker(s) => match &known.broker {
             Some(broker) => vec![inject(
                 FaultSpec::Partition {
-                    with: broker.clone(),
+                    with: here(broker),
                 },
                 s.clone(),
             )],
@@ -160,7 +214,8 @@ async fn perform(client: &AgentClient, action: Action, known: &Known) -> (String
             }
         },
         Action::Resume { replica, fault } => {
-            return match client.heal(fault).await {
+            let (i, bare) = locate(fleet, fault);
+            return match fleet.members[i].client.heal(bare).await {
                 Ok(_) => (format!("resumed {replica} (healed {fault})"), vec![]),
                 Err(e) => (format!("cannot resume {replica}: {e}"), vec![]),
             };
@@ -168,7 +223,8 @@ async fn perform(client: &AgentClient, action: Action, known: &Known) -> (String
         Action::Heal(ids) => {
             let mut done = Vec::new();
             for id in ids {
-                match client.heal(id).await {
+                let (i, bare) = locate(fleet, id);
+                match fleet.members[i].client.heal(bare).await {
                     Ok(_) => done.push(id.clone()),
                     Err(e) => return (format!("cannot heal {id}: {e}"), vec![]),
                 }
@@ -189,7 +245,7 @@ async fn perform(client: &AgentClient, action: Action, known: &Known) -> (String
         match client.inject(&r).await {
             Ok(info) => {
                 said.push(format!("{label} ({})", info.id));
-                ids.push(info.id);
+                ids.push(fleet.qualify(agent, &info.id));
             }
             Err(e) => said.push(format!("cannot {label}: {e}")),
         }
@@ -199,7 +255,7 @@ async fn perform(client: &AgentClient, action: Action, known: &Known) -> (String
 
 /// Hands the actions the keys asked for to the agent, each on a task of its own that
 /// reports on `done` what it did and which faults it applied.
-fn dispatch(app: &mut App, agent: Option<&AgentClient>, done: &mpsc::UnboundedSender<Done>) {
+fn dispatch(app: &mut App, agent: Option<&Fleet>, done: &mpsc::UnboundedSender<Done>) {
     for action in std::mem::take(&mut app.pending) {
         let Some(client) = agent else {
             app.note("no agent: faults cannot be applied from here");
@@ -221,7 +277,7 @@ type Done = (String, Vec<String>);
 /// `interrupt` is cancelled when the user quits: a run then stops and heals.
 pub async fn run(
     mut state: watch::Receiver<RunState>,
-    mut agent: Option<AgentClient>,
+    mut agent: Option<Fleet>,
     token: Option<String>,
     interrupt: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -256,16 +312,13 @@ pub async fn run(
                     continue;
                 }
                 app.set_state(state.borrow_and_update().clone());
-                if agent.is_none()
-                    && let Some(url) = &app.state.agent_url
-                {
-                    agent = Some(AgentClient::new(url, token.clone()));
+                if agent.is_none() {
+                    agent = fleet_of(&app.state, token.as_deref());
                 }
-                if let Some(client) = &agent
+                if let Some(fleet) = &agent
                     && (app.edges.is_empty() || edges_at.elapsed() > Duration::from_secs(10))
-                    && let Ok(s) = client.status().await
                 {
-                    app.edges = s.edges;
+                    app.edges = edges_of(fleet).await;
                     edges_at = tokio::time::Instant::now();
                 }
             }
@@ -278,10 +331,8 @@ pub async fn run(
                     Some(_) => {}
                     None => app.quit = true,
                 }
-                if agent.is_none()
-                    && let Some(url) = &app.state.agent_url
-                {
-                    agent = Some(AgentClient::new(url, token.clone()));
+                if agent.is_none() {
+                    agent = fleet_of(&app.state, token.as_deref());
                 }
                 dispatch(&mut app, agent.as_ref(), &done_tx);
                 if app.quit {
@@ -294,11 +345,12 @@ pub async fn run(
                 app.applied.extend(ids);
             }
             _ = renew.tick() => {
-                if let Some(client) = &agent {
+                if let Some(fleet) = &agent {
                     let live: Vec<String> = app.state.faults.iter().map(|f| f.id.clone()).collect();
                     app.applied.retain(|id| live.contains(id) || app.state.faults.is_empty());
                     for id in &app.applied {
-                        let _ = client.renew(id, Some(LEASE)).await;
+                        let (i, bare) = locate(fleet, id);
+                        let _ = fleet.members[i].client.renew(bare, Some(LEASE)).await;
                     }
                 }
             }
@@ -310,9 +362,11 @@ pub async fn run(
     }
     Ok(()) }.await;
     // Leave no fault of ours behind, then hand the terminal back.
-    if let Some(client) = &agent {
+    if let Some(fleet) = &agent {
         for id in std::mem::take(&mut app.applied) {
-            let _ = tokio::time::timeout(Duration::from_secs(5), client.heal(&id)).await;
+            let (i, bare) = locate(fleet, &id);
+            let heal = fleet.members[i].client.heal(bare);
+            let _ = tokio::time::timeout(Duration::from_secs(5), heal).await;
         }
     }
     interrupt.cancel();
@@ -322,9 +376,35 @@ pub async fn run(
     ended
 }
 
-/// `faultline tui`: the state of a running `faultline up` (or agent), once a second:
-/// replicas, faults, queues, and an event for every change of a replica's state.
-pub async fn attach(client: AgentClient, tx: watch::Sender<RunState>, stop: CancellationToken) {
+/// The agents of a run's state: its several agents, or the one at `agent_url`.
+fn fleet_of(state: &RunState, token: Option<&str>) -> Option<Fleet> {
+    if !state.agents.is_empty() {
+        return Some(Fleet::new(&state.agents));
+    }
+    let url = state.agent_url.as_ref()?;
+    Some(Fleet::one(AgentClient::new(url, token.map(str::to_owned))))
+}
+
+/// Every agent's edges, their names qualified as the dashboard shows replicas.
+async fn edges_of(fleet: &Fleet) -> Vec<EdgeView> {
+    let mut out = Vec::new();
+    for (i, m) in fleet.members.iter().enumerate() {
+        if let Ok(s) = m.client.status().await {
+            out.extend(s.edges.into_iter().map(|mut e| {
+                e.name = fleet.qualify(i, &e.name);
+                e.client = fleet.qualify(i, &e.client);
+                e.server = fleet.qualify(i, &e.server);
+                e
+            }));
+        }
+    }
+    out
+}
+
+/// `faultline tui`: the state of a running `faultline up` (or of agents), once a
+/// second: replicas, faults, queues, and an event for every change of a replica's
+/// state; every host's, qualified, with several agents.
+pub async fn attach(client: Fleet, tx: watch::Sender<RunState>, stop: CancellationToken) {
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(2))
@@ -333,7 +413,12 @@ pub async fn attach(client: AgentClient, tx: watch::Sender<RunState>, stop: Canc
     let start = tokio::time::Instant::now();
     let mut state = RunState {
         experiment: "attached".into(),
-        target: client.url().to_owned(),
+        target: client
+            .members
+            .iter()
+            .map(|m| m.client.url())
+            .collect::<Vec<_>>()
+            .join(", "),
         stage: Stage::Running,
         phase: "attached".into(),
         ..RunState::default()
@@ -342,7 +427,7 @@ pub async fn attach(client: AgentClient, tx: watch::Sender<RunState>, stop: Canc
     loop {
         let t = start.elapsed().as_secs_f64();
         state.elapsed_s = t;
-        if let Some(o) = observe_once(&client, &http).await {
+        if let Some(o) = observe_fleet(&client, &http).await {
             for r in &o.replicas {
                 let word = format!("{:?}", r.state).to_lowercase();
                 let before = seen.insert(r.name.clone(), (word.clone(), r.restarts));
