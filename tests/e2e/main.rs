@@ -8,6 +8,7 @@ mod external;
 mod faults;
 mod hardening;
 mod images;
+mod multi_host;
 mod own_system;
 mod process_tree;
 mod procs;
