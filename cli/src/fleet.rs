@@ -344,7 +344,10 @@ pub fn check_names(names: &[&str], req: &FaultRequest) -> Result<(), Misroute> {
                 if !names.contains(&name) {
                     return Err(Misroute {
                         on_with,
-                        message: format!("no agent named `{name}`; agents are: {}", names.join(", ")),
+                        message: format!(
+                            "no agent named `{name}`; agents are: {}",
+                            names.join(", ")
+                        ),
                     });
                 }
             }
@@ -578,10 +581,7 @@ fn between_hosts(
     if let Some(i) = a.intersection(&b).next() {
         return Err(Misroute {
             on_with: true,
-            message: format!(
-                "host:{} is on both sides of the partition",
-                views[*i].name
-            ),
+            message: format!("host:{} is on both sides of the partition", views[*i].name),
         });
     }
     let mut parts = Vec::new();
@@ -677,7 +677,7 @@ mod tests {
                 replica("web-1", "web", "10.0.0.2:80"),
                 replica("orders-1", "orders", "10.0.0.2:81"),
             ],
-            vec![edge("web", "api", "10.0.0.3:90")],
+            vec![edge("web", "b-api", "10.0.0.3:90")],
         );
         let b = status(
             vec![
@@ -711,7 +711,10 @@ mod tests {
             "10.0.0.2:7400"
         );
         let r = parse_arg("a=http://10.0.0.2:7400/", Some("t")).unwrap();
-        assert_eq!((r.name.as_str(), r.url.as_str()), ("a", "http://10.0.0.2:7400/"));
+        assert_eq!(
+            (r.name.as_str(), r.url.as_str()),
+            ("a", "http://10.0.0.2:7400/")
+        );
         assert_eq!(r.token.as_deref(), Some("t"));
         assert!(parse_arg("a/b=http://x:1", None).is_err());
         let dup = parse_args(&["a=http://x:1".into(), "a=http://y:1".into()], None);
@@ -725,7 +728,7 @@ mod tests {
         let parts = route(&v, &request("kill", "api-1", None)).unwrap();
         assert_eq!(parts.len(), 1);
         assert_eq!(parts[0].agent, 1);
-        let parts = route(&v, &request("blackhole", "web->api", None)).unwrap();
+        let parts = route(&v, &request("blackhole", "web->b-api", None)).unwrap();
         assert_eq!(parts[0].agent, 0);
         let parts = route(&v, &request("pause", "web", None)).unwrap();
         assert_eq!(parts[0].agent, 0);
@@ -741,11 +744,22 @@ mod tests {
             "`orders-1` is on agents host-a and host-b: qualify it, like host-a/orders-1"
         );
         let parts = route(&v, &request("kill", "host-b/orders-1", None)).unwrap();
-        assert_eq!((parts[0].agent, parts[0].request.target.as_str()), (1, "orders-1"));
+        assert_eq!(
+            (parts[0].agent, parts[0].request.target.as_str()),
+            (1, "orders-1")
+        );
         let e = route(&v, &request("kill", "host-c/orders-1", None)).unwrap_err();
-        assert!(e.message.starts_with("no agent named `host-c`"), "{}", e.message);
+        assert!(
+            e.message.starts_with("no agent named `host-c`"),
+            "{}",
+            e.message
+        );
         let e = route(&v, &request("kill", "nope", None)).unwrap_err();
-        assert!(e.message.starts_with("no agent has `nope`"), "{}", e.message);
+        assert!(
+            e.message.starts_with("no agent has `nope`"),
+            "{}",
+            e.message
+        );
         let e = route(&v, &request("pause", "proc:nginx", None)).unwrap_err();
         assert!(e.message.contains("host-a/proc:nginx"), "{}", e.message);
     }
@@ -754,16 +768,30 @@ mod tests {
     fn a_partition_between_hosts_cuts_the_edges_that_cross() {
         let (a, b) = two();
         let v = views(&a, &b);
-        let parts = route(&v, &request("partition", "host:host-a", Some("host:host-b"))).unwrap();
+        let parts = route(
+            &v,
+            &request("partition", "host:host-a", Some("host:host-b")),
+        )
+        .unwrap();
         assert_eq!(parts.len(), 1, "{parts:?}");
         assert_eq!(parts[0].agent, 0);
-        assert_eq!(parts[0].request.target, "web->api");
+        assert_eq!(parts[0].request.target, "web->b-api");
         assert!(matches!(&parts[0].request.spec, FaultSpec::Partition { with } if with.is_empty()));
-        let e = route(&v, &request("partition", "host:host-a", Some("host:host-a"))).unwrap_err();
+        let e = route(
+            &v,
+            &request("partition", "host:host-a", Some("host:host-a")),
+        )
+        .unwrap_err();
         assert!(e.on_with && e.message.contains("both sides"), "{e:?}");
         let e = route(&v, &request("partition", "host:host-b", Some("host:x"))).unwrap_err();
-        assert!(e.on_with && e.message.starts_with("no agent named `x`"), "{e:?}");
+        assert!(
+            e.on_with && e.message.starts_with("no agent named `x`"),
+            "{e:?}"
+        );
         let e = route(&v, &request("partition", "web", Some("api"))).unwrap_err();
-        assert!(e.message.contains("partition host:host-a with host:host-b"), "{e:?}");
+        assert!(
+            e.message.contains("partition host:host-a with host:host-b"),
+            "{e:?}"
+        );
     }
 }

@@ -302,7 +302,11 @@ fn one_run_faults_replicas_on_two_hosts_and_partitions_them() {
         );
     }
     let failed: u64 = (6..=10).map(|t| second(t).errors).sum();
-    assert!(failed >= 20, "{failed} calls failed across the partition: {:?}", r.seconds);
+    assert!(
+        failed >= 20,
+        "{failed} calls failed across the partition: {:?}",
+        r.seconds
+    );
     for t in [11, 12] {
         let s = second(t);
         assert!(
@@ -367,7 +371,8 @@ fn an_agent_killed_mid_run_ends_it_by_name_and_the_other_heals() {
         .unwrap();
     let mut run = Killed(child);
     assert!(
-        wait_until(T, || faults_on(&two.a).len() == 1 && faults_on(&two.b).len() == 1),
+        wait_until(T, || faults_on(&two.a).len() == 1
+            && faults_on(&two.b).len() == 1),
         "the faults were not applied on both hosts"
     );
     let killed_at = Instant::now();
@@ -403,7 +408,9 @@ fn an_agent_killed_mid_run_ends_it_by_name_and_the_other_heals() {
 
 /// The line and column where `needle` starts in `text`.
 fn place(text: &str, needle: &str) -> (usize, usize) {
-    let at = text.find(needle).unwrap_or_else(|| panic!("{needle} in {text}"));
+    let at = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle} in {text}"));
     let line = text[..at].matches('\n').count() + 1;
     let column = at - text[..at].rfind('\n').map_or(0, |i| i + 1) + 1;
     (line, column)
@@ -412,9 +419,8 @@ fn place(text: &str, needle: &str) -> (usize, usize) {
 #[test]
 fn bad_agent_names_and_a_replica_two_agents_own_are_refused_at_their_place() {
     let two = two_hosts(false);
-    let fault = |target: &str| {
-        format!("[[faults]]\nat = \"1s\"\nkind = \"kill\"\ntarget = \"{target}\"\n")
-    };
+    let fault =
+        |target: &str| format!("[[faults]]\nat = \"1s\"\nkind = \"kill\"\ntarget = \"{target}\"\n");
     let check = |name: &str, text: String, needle: &str, message: &str| {
         let file = two.write(name, &text);
         let out_dir = two.dir.path().join(format!("{name}.out"));
@@ -423,7 +429,10 @@ fn bad_agent_names_and_a_replica_two_agents_own_are_refused_at_their_place() {
         assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
         let (line, column) = place(&text, needle);
         let expected = format!("{}:{line}:{column}: {message}", file.display());
-        assert!(stderr.contains(&expected), "{name}: expected `{expected}` in\n{stderr}");
+        assert!(
+            stderr.contains(&expected),
+            "{name}: expected `{expected}` in\n{stderr}"
+        );
         assert!(!out_dir.exists(), "{name}: a report was written");
     };
     let head = "name = \"bad\"\nduration = \"5s\"\n[target]\n";
@@ -469,4 +478,3 @@ fn bad_agent_names_and_a_replica_two_agents_own_are_refused_at_their_place() {
 fn text_of(b: &[u8]) -> String {
     text(b)
 }
-

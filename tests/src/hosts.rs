@@ -81,8 +81,17 @@ impl Network {
             // a rule of its own, removed with the network.
             let comment = format!("faultline-test-{bridge}");
             let rule: Vec<String> = [
-                "FORWARD", "-i", &bridge, "-o", &bridge, "-j", "ACCEPT", "-m", "comment",
-                "--comment", &comment,
+                "FORWARD",
+                "-i",
+                &bridge,
+                "-o",
+                &bridge,
+                "-j",
+                "ACCEPT",
+                "-m",
+                "comment",
+                "--comment",
+                &comment,
             ]
             .iter()
             .map(|s| s.to_string())
@@ -171,7 +180,10 @@ fn kill_everything_in(name: &str) {
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();
-        let pids: Vec<i32> = out.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+        let pids: Vec<i32> = out
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
         if pids.is_empty() {
             return;
         }
@@ -244,7 +256,10 @@ impl Host {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let Some(Ok(ready)) = lines.next() else {
             let err = std::fs::read_to_string(run_dir.with_extension("stderr")).unwrap_or_default();
-            panic!("faultline-agent on {} printed no ready line; stderr: {err}", self.name);
+            panic!(
+                "faultline-agent on {} printed no ready line; stderr: {err}",
+                self.name
+            );
         };
         std::thread::spawn(move || for _ in lines {});
         (child, crate::ready_field(&ready, "agent"))

@@ -34,7 +34,10 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
                 })?
                 .len();
         }
-        println!("healed {healed} fault{}", if healed == 1 { "" } else { "s" });
+        println!(
+            "healed {healed} fault{}",
+            if healed == 1 { "" } else { "s" }
+        );
     } else {
         let id = args.id.expect("clap requires an id without --all");
         let (i, bare) = runtime.block_on(fleet.owner_of_fault(&id))?;

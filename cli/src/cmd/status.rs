@@ -62,7 +62,11 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         let all = serde_json::json!({ "agents": json });
         println!("{}", serde_json::to_string_pretty(&all)?);
     }
-    Ok(if failed { Exit::BadInput } else { Exit::Success })
+    Ok(if failed {
+        Exit::BadInput
+    } else {
+        Exit::Success
+    })
 }
 
 /// One agent's status in words.

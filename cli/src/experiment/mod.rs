@@ -979,4 +979,79 @@ mod tests {
         assert!(!e.checks.invariants);
         assert!(matches!(&e.target, TargetSpec::Running { agents, .. } if agents.is_empty()));
     }
+
+    const AGENTS: &str = "name = \"t\"\nduration = \"10s\"\n[target]\n[[target.agents]]\nname = \"a\"\nurl = \"http://10.0.0.2:7400\"\ntoken = \"t\"\n[[target.agents]]\nname = \"b\"\nurl = \"http://10.0.0.3:7400\"\n[load]\nrate = 1\n[[load.flows]]\nname = \"f\"\nsteps = [{ name = \"a\", path = \"/\" }]\n";
+
+    fn fault(target: &str, extra: &str) -> String {
+        format!("{AGENTS}[[faults]]\nat = \"1s\"\nkind = \"kill\"\ntarget = \"{target}\"\n{extra}")
+    }
+
+    #[test]
+    fn several_agents_are_named_once_each_and_targets_qualified_with_their_names() {
+        let e = parse_text(&fault("b/api-1", "")).unwrap();
+        let TargetSpec::Running { agents, url } = &e.target else {
+            panic!("{:?}", e.target)
+        };
+        assert_eq!(url, &None);
+        let names: Vec<&str> = agents.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(agents[0].token.as_deref(), Some("t"));
+        assert_eq!(agents[1].token, None);
+        // The target's place is kept for what the agents say once they answer.
+        assert_eq!(e.faults[0].target_at, (19, 10));
+
+        let p = parse_text(&fault("c/api-1", "")).unwrap_err().to_string();
+        assert!(
+            p.contains("x.toml:19:10: no agent named `c`; agents are: a, b"),
+            "{p}"
+        );
+        let twice = AGENTS.replace("name = \"b\"", "name = \"a\"");
+        let p = parse_text(&twice).unwrap_err().to_string();
+        assert!(
+            p.contains("x.toml:9:8: two agents are named `a`: give each agent of [[target.agents]] its own name"),
+            "{p}"
+        );
+        let both = AGENTS.replace("[target]\n", "[target]\nagent = \"http://10.0.0.9:1\"\n");
+        let p = parse_text(&both).unwrap_err().to_string();
+        assert!(
+            p.contains("x.toml:6:8: [target] has both `agent` and [[target.agents]]"),
+            "{p}"
+        );
+        let bad = AGENTS.replace("name = \"b\"", "name = \"b/c\"");
+        let p = parse_text(&bad).unwrap_err().to_string();
+        assert!(p.contains("x.toml:9:8: agent name `b/c`"), "{p}");
+    }
+
+    #[test]
+    fn a_partition_between_hosts_names_agents_on_both_sides() {
+        let partition = |with: &str| {
+            fault("host:a", &format!("with = \"{with}\"\n"))
+                .replace("kind = \"kill\"", "kind = \"partition\"")
+                .replace("at = \"1s\"\n", "at = \"1s\"\nduration = \"2s\"\n")
+        };
+        let e = parse_text(&partition("host:b")).unwrap();
+        assert_eq!(e.faults[0].label, "partition host:a | host:b");
+        let p = parse_text(&partition("host:z")).unwrap_err().to_string();
+        assert!(
+            p.contains("x.toml:21:8: no agent named `z`; agents are: a, b"),
+            "{p}"
+        );
+        let p = parse_text(&partition("b")).unwrap_err().to_string();
+        assert!(
+            p.contains("x.toml:21:8: `b`: both sides of a partition between hosts are host:NAME"),
+            "{p}"
+        );
+        // `--agent` replaces the file's agents: one agent cannot be partitioned from itself.
+        let one = Overrides {
+            seed: None,
+            agents: vec!["a=http://10.0.0.2:7400".into()],
+        };
+        let p = parse("x.toml", &partition("host:a"), Path::new("."), &one)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            p.contains("a partition between hosts needs several agents"),
+            "{p}"
+        );
+    }
 }

@@ -282,7 +282,14 @@ impl<'a> Run<'a> {
             tokio::spawn(timeline::run(fleet, plan, t0, stop, failed, lost, events))
         });
         let (collector, status, mut failures) = self
-            .watch(rx, t0, &stop, &fault_failed, lost.unwrap_or_default(), signals)
+            .watch(
+                rx,
+                t0,
+                &stop,
+                &fault_failed,
+                lost.unwrap_or_default(),
+                signals,
+            )
             .await;
         let summary = load_task.await.map_err(RunError::LoadEngine)?;
         // The load has ended: every fault of the timeline heals now, whatever its plan.

@@ -177,13 +177,9 @@ pub async fn observe_fleet(fleet: &Fleet, http: &reqwest::Client) -> Option<Obse
     if !fleet.is_several() {
         return observe_once(fleet.first()?, http).await;
     }
-    let looks = futures::future::join_all(
-        fleet
-            .members
-            .iter()
-            .map(|m| observe_once(&m.client, http)),
-    )
-    .await;
+    let looks =
+        futures::future::join_all(fleet.members.iter().map(|m| observe_once(&m.client, http)))
+            .await;
     let mut merged: Option<Observed> = None;
     for (i, look) in looks.into_iter().enumerate() {
         let Some(mut o) = look else { continue };
@@ -230,9 +226,8 @@ impl Observer {
     pub fn spawn(client: Option<AgentClient>, http: reqwest::Client) -> Observer {
         let latest = Arc::new(Mutex::new(Observed::default()));
         let stop = CancellationToken::new();
-        let task = client.map(|c| {
-            tokio::spawn(watch(Fleet::one(c), http, latest.clone(), stop.clone()))
-        });
+        let task =
+            client.map(|c| tokio::spawn(watch(Fleet::one(c), http, latest.clone(), stop.clone())));
         Observer { latest, stop, task }
     }
 

@@ -74,14 +74,12 @@ async fn within<T>(
     c: &AgentClient,
     f: impl Future<Output = Result<T, ClientError>>,
 ) -> Result<T, ClientError> {
-    tokio::time::timeout(CALL, f)
-        .await
-        .unwrap_or_else(|_| {
-            Err(ClientError::Unreachable {
-                url: c.url().to_owned(),
-                reason: format!("no answer within {}", humantime::format_duration(CALL)),
-            })
+    tokio::time::timeout(CALL, f).await.unwrap_or_else(|_| {
+        Err(ClientError::Unreachable {
+            url: c.url().to_owned(),
+            reason: format!("no answer within {}", humantime::format_duration(CALL)),
         })
+    })
 }
 
 /// One fault's parts once applied: the agent of each and its fault id there.

@@ -28,8 +28,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use self::app::{Action, App};
-use crate::run::events::{Event, EventKind};
 use crate::fleet::Fleet;
+use crate::run::events::{Event, EventKind};
 use crate::run::observe::observe_fleet;
 use crate::run::state::{RunState, Stage};
 
@@ -122,122 +122,20 @@ fn locate<'a>(fleet: &Fleet, name: &'a str) -> (usize, &'a str) {
     }
 }
 
-/// Carries out one action through the agents; returns what to log and the faults
-/// applied (qualified with their agent's name when there are several).
-async fn perform(fleet: &Fleet, action: Action, known: &Known) -> (String, Vec<String>) {
-    let edges = &known.edges;
-    let (agent, action) = match action {
-        Action::Kill(r) => {
-            let (i, bare) = locate(fleet, &r);
-            (i, Action::Kill(bare.to_owned()))
-        }
-        Action::Pause(r) => {
-            let (i, bare) = locate(fleet, &r);
-            (i, Action::Pause(bare.to_owned()))
-        }
-        Action::PartitionFromBroker(r) => {
-            let (i, bare) = locate(fleet, &r);
-            (i, Action::PartitionFromBroker(bare.to_owned()))
-        }
-        Action::HealAll if fleet.is_several() => {
-            let mut healed = 0;
-            for m in &fleet.members {
-                match m.client.heal_all().await {
-                    Ok(h) => healed += h.len(),
-                    Err(e) => return (format!("cannot heal on {}: {e}", m.name), vec![]),
-                }
-            }
-            return (format!("healed every fault ({healed})"), vec![]);
-        }
-        other => (0, other),
-    };
-    let client = &fleet.members[agent].client;
-    let here = |name: &str| -> String {
-        let (i, bare) = locate(fleet, name);
-        if i == agent { bare.to_owned() } else { name.to_owned() }
-    };
-    let inject = |spec: FaultSpec, target: String| FaultRequest {
+/// A fault the dashboard applies: leased, renewed while it runs.
+fn leased(spec: FaultSpec, target: String) -> FaultRequest {
+    FaultRequest {
         tree: None,
         spec,
         target,
         ttl_ms: Some(LEASE.as_millis() as u64),
         seed: None,
-    };
-    let requests: Vec<FaultRequest> = match &action {
-        Action::Kill(r) => vec![inject(FaultSpec::Kill { hold: false }, r.clone())],
-        Action::Pause(r) => vec![inject(FaultSpec::Pause, r.clone())],
-        Action::Latency(r) => {
-            let clients: std::collections::BTreeSet<String> = edges
-                .iter()
-                .filter(|e| e.server == *r)
-                .map(|e| e.client.clone())
-                .collect();
-            if clients.is_empty() {
-                return (format!("no edge leads into {r}: nothing to slow"), vec![]);
-            }
-            let (i, r) = locate(fleet, r);
-            let client = &fleet.members[i].client;
-            let mut ids = Vec::new();
-            let mut said = Vec::new();
-            for c in clients {
-                let (_, c) = locate(fleet, &c);
-                let req = inject(
-                    FaultSpec::Latency {
-                        delay_ms: 200,
-                        jitter_ms: 0,
-                        direction: Default::default(),
-                        toxicity: 1.0,
-                    },
-                    format!("{c}->{r}"),
-                );
-                let label = format!("latency {}", req.target);
-                match client.inject(&req).await {
-                    Ok(info) => {
-                        said.push(format!("{label} ({})", info.id));
-                        ids.push(fleet.qualify(i, &info.id));
-                    }
-                    Err(e) => said.push(format!("cannot {label}: {e}")),
-                }
-            }
-            return (said.join("; "), ids);
-        }
-        Action::PartitionFromBroker(s) => match &known.broker {
-            Some(broker) => vec![inject(
-                FaultSpec::Partition {
-                    with: here(broker),
-                },
-                s.clone(),
-            )],
-            None => {
-                let m = "the topology names no broker ([messaging]): nothing to partition from";
-                return (m.to_owned(), vec![]);
-            }
-        },
-        Action::Resume { replica, fault } => {
-            let (i, bare) = locate(fleet, fault);
-            return match fleet.members[i].client.heal(bare).await {
-                Ok(_) => (format!("resumed {replica} (healed {fault})"), vec![]),
-                Err(e) => (format!("cannot resume {replica}: {e}"), vec![]),
-            };
-        }
-        Action::Heal(ids) => {
-            let mut done = Vec::new();
-            for id in ids {
-                let (i, bare) = locate(fleet, id);
-                match fleet.members[i].client.heal(bare).await {
-                    Ok(_) => done.push(id.clone()),
-                    Err(e) => return (format!("cannot heal {id}: {e}"), vec![]),
-                }
-            }
-            return (format!("healed {}", done.join(", ")), vec![]);
-        }
-        Action::HealAll => {
-            return match client.heal_all().await {
-                Ok(h) => (format!("healed every fault ({})", h.len()), vec![]),
-                Err(e) => (format!("cannot heal: {e}"), vec![]),
-            };
-        }
-    };
+    }
+}
+
+/// Applies `requests` on agent `agent`: what to log and the faults applied.
+async fn inject_all(fleet: &Fleet, agent: usize, requests: Vec<FaultRequest>) -> Done {
+    let client = &fleet.members[agent].client;
     let mut ids = Vec::new();
     let mut said = Vec::new();
     for r in requests {
@@ -251,6 +149,102 @@ async fn perform(fleet: &Fleet, action: Action, known: &Known) -> (String, Vec<S
         }
     }
     (said.join("; "), ids)
+}
+
+/// Heals every fault on every agent.
+async fn heal_everything(fleet: &Fleet) -> Done {
+    let mut healed = 0;
+    for m in &fleet.members {
+        match m.client.heal_all().await {
+            Ok(h) => healed += h.len(),
+            Err(e) if fleet.is_several() => {
+                return (format!("cannot heal on {}: {e}", m.name), vec![]);
+            }
+            Err(e) => return (format!("cannot heal: {e}"), vec![]),
+        }
+    }
+    (format!("healed every fault ({healed})"), vec![])
+}
+
+/// Heals faults by the ids the dashboard shows.
+async fn heal_ids(fleet: &Fleet, ids: &[String]) -> Done {
+    let mut done = Vec::new();
+    for id in ids {
+        let (i, bare) = locate(fleet, id);
+        match fleet.members[i].client.heal(bare).await {
+            Ok(_) => done.push(id.clone()),
+            Err(e) => return (format!("cannot heal {id}: {e}"), vec![]),
+        }
+    }
+    (format!("healed {}", done.join(", ")), vec![])
+}
+
+/// Carries out one action through the agent that owns its selection; returns what to
+/// log and the faults applied (qualified with their agent's name when there are
+/// several).
+async fn perform(fleet: &Fleet, action: Action, known: &Known) -> Done {
+    let (agent, requests) = match &action {
+        Action::Kill(r) => {
+            let (i, bare) = locate(fleet, r);
+            let kill = FaultSpec::Kill { hold: false };
+            (i, vec![leased(kill, bare.to_owned())])
+        }
+        Action::Pause(r) => {
+            let (i, bare) = locate(fleet, r);
+            (i, vec![leased(FaultSpec::Pause, bare.to_owned())])
+        }
+        Action::Latency(r) => {
+            // Every edge into the replica, on the agent of the replica (edges are the
+            // clients' and the server's alike there).
+            let clients: std::collections::BTreeSet<&str> = known
+                .edges
+                .iter()
+                .filter(|e| e.server == *r)
+                .map(|e| locate(fleet, &e.client).1)
+                .collect();
+            if clients.is_empty() {
+                return (format!("no edge leads into {r}: nothing to slow"), vec![]);
+            }
+            let (i, bare) = locate(fleet, r);
+            let latency = || FaultSpec::Latency {
+                delay_ms: 200,
+                jitter_ms: 0,
+                direction: Default::default(),
+                toxicity: 1.0,
+            };
+            let requests = clients
+                .into_iter()
+                .map(|c| leased(latency(), format!("{c}->{bare}")))
+                .collect();
+            (i, requests)
+        }
+        Action::PartitionFromBroker(r) => {
+            let (i, bare) = locate(fleet, r);
+            let Some(broker) = &known.broker else {
+                let m = "the topology names no broker ([messaging]): nothing to partition from";
+                return (m.to_owned(), vec![]);
+            };
+            let (j, broker) = locate(fleet, broker);
+            if j != i {
+                return (format!("the broker is on another agent than {r}"), vec![]);
+            }
+            let with = broker.to_owned();
+            (
+                i,
+                vec![leased(FaultSpec::Partition { with }, bare.to_owned())],
+            )
+        }
+        Action::Resume { replica, fault } => {
+            let (i, bare) = locate(fleet, fault);
+            return match fleet.members[i].client.heal(bare).await {
+                Ok(_) => (format!("resumed {replica} (healed {fault})"), vec![]),
+                Err(e) => (format!("cannot resume {replica}: {e}"), vec![]),
+            };
+        }
+        Action::Heal(ids) => return heal_ids(fleet, ids).await,
+        Action::HealAll => return heal_everything(fleet).await,
+    };
+    inject_all(fleet, agent, requests).await
 }
 
 /// Hands the actions the keys asked for to the agent, each on a task of its own that
