@@ -62,7 +62,7 @@ pub enum Command {
     Fault(Box<cmd::fault::Args>),
     /// Heal a fault, or all of them.
     Heal(cmd::heal::Args),
-    /// Show the replicas and the faults in effect.
+    /// Show the replicas and the faults in effect (a section per agent with several).
     Status(cmd::status::Args),
     /// Make, list and delete fault proxies to any address (`proxy create NAME --upstream HOST:PORT`).
     Proxy(cmd::proxy::Args),

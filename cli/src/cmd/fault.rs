@@ -41,6 +41,8 @@ pub struct Args {
 
 const ABOUT: &str = "Inject a fault through the agent (or `fault list`, `fault renew ID`)";
 
+const SEVERAL: &str = "With several agents (--agent repeated, URL or NAME=URL), the target is found on the agent that owns it; a name two agents own is qualified, NAME/orders-2, and ids are printed NAME/ID. A partition between hosts cuts every edge from one host's services to addresses the other serves: faultline fault partition host:a host:b";
+
 fn ttl(s: &str) -> Result<Duration, String> {
     parse_duration(s, "--ttl", MAX_TTL).map_err(|m| without_name(&m, "--ttl"))
 }
@@ -113,6 +115,7 @@ impl clap::Args for Args {
         let cmd = AgentArgs::augment_args(cmd)
             .mut_arg("agent_token", |a| a.global(true).display_order(101))
             .about(ABOUT)
+            .after_help(SEVERAL)
             .subcommand_required(true)
             .allow_external_subcommands(true)
             .arg(
