@@ -536,9 +536,10 @@ fn hosts(views: &[View<'_>], list: &str, on_with: bool) -> Result<BTreeSet<usize
     Ok(out)
 }
 
-/// The addresses agent `v` serves: its replicas', its proxies' (edges and proxies made
-/// at run time) and its entrypoint's. A replica listening on every address is reached
-/// at the agent's own host.
+/// The addresses agent `v` serves to other hosts: its replicas', its proxies' (edges
+/// and proxies made at run time) and its entrypoint's. One listening on every address is
+/// reached at the agent's own host; a loopback address is no other host's way in (on
+/// another host it is that host's own).
 fn served(v: &View<'_>) -> BTreeSet<String> {
     let host = name_of_url(v.url)
         .rsplit_once(':')
@@ -548,8 +549,9 @@ fn served(v: &View<'_>) -> BTreeSet<String> {
     let mut add = |a: SocketAddr| {
         if a.ip().is_unspecified() {
             out.insert(format!("{host}:{}", a.port()));
+        } else if !a.ip().is_loopback() {
+            out.insert(a.to_string());
         }
-        out.insert(a.to_string());
     };
     for r in &v.status.replicas {
         add(r.addr);
@@ -562,7 +564,9 @@ fn served(v: &View<'_>) -> BTreeSet<String> {
             add(a);
         }
     }
-    if let Some(ep) = &v.status.entrypoint {
+    if let Some(ep) = &v.status.entrypoint
+        && !name_of_url(ep).starts_with("127.")
+    {
         out.insert(name_of_url(ep));
     }
     out
@@ -762,6 +766,37 @@ mod tests {
         );
         let e = route(&v, &request("pause", "proc:nginx", None)).unwrap_err();
         assert!(e.message.contains("host-a/proc:nginx"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_partition_between_hosts_is_a_part_on_each_agent_with_edges_that_cross() {
+        // b calls back into a's entrypoint, and a calls b's replica listening on every
+        // address (reached at b's host); a's call to its own loopback (where b's edge
+        // proxies listen too, on b) and to its own replica stay.
+        let mut a = status(
+            vec![replica("web-1", "web", "10.0.0.2:80")],
+            vec![
+                edge("web", "b-api", "10.0.0.3:90"),
+                edge("web", "own-proxy", "127.0.0.1:5000"),
+                edge("web", "local", "10.0.0.2:81"),
+            ],
+        );
+        a.entrypoint = Some("http://10.0.0.2:80".into());
+        let b = status(
+            vec![replica("api-1", "api", "0.0.0.0:90")],
+            vec![edge("api", "a-web", "10.0.0.2:80")],
+        );
+        let v = views(&a, &b);
+        let parts = route(
+            &v,
+            &request("partition", "host:host-b", Some("host:host-a")),
+        )
+        .unwrap();
+        let got: Vec<(usize, &str)> = parts
+            .iter()
+            .map(|p| (p.agent, p.request.target.as_str()))
+            .collect();
+        assert_eq!(got, [(1, "api->a-web"), (0, "web->b-api")]);
     }
 
     #[test]

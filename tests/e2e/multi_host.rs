@@ -478,3 +478,37 @@ fn bad_agent_names_and_a_replica_two_agents_own_are_refused_at_their_place() {
 fn text_of(b: &[u8]) -> String {
     text(b)
 }
+
+#[test]
+fn the_dashboard_shows_every_host_and_acts_through_the_agent_that_owns_the_selection() {
+    let two = two_hosts(true);
+    let command = format!(
+        "{} tui --agent a={} --agent b={} --agent-token {TOKEN}",
+        bin("faultline").display(),
+        two.a,
+        two.b
+    );
+    let tmux = crate::tui::Tmux::start(&command);
+    let screen = tmux.wait_for("b/api-1", Duration::from_secs(20));
+    assert!(screen.contains("a/web-1"), "{screen}");
+    let found = wait_until(Duration::from_secs(10), || {
+        if tmux.screen().contains("> b/api-1") {
+            return true;
+        }
+        tmux.keys("j");
+        false
+    });
+    assert!(found, "b/api-1 selected:\n{}", tmux.screen());
+    tmux.keys("p");
+    tmux.wait_for("PAUSED", Duration::from_secs(10));
+    assert_eq!(faults_on(&two.b).len(), 1, "the pause is b's");
+    assert!(faults_on(&two.a).is_empty(), "{:?}", faults_on(&two.a));
+    assert_eq!(replica(&two.b, "api-1")["state"], "paused");
+    // Quitting heals what the dashboard applied, on the agent it applied it on.
+    tmux.keys("q");
+    assert!(
+        wait_until(T, || faults_on(&two.b).is_empty()),
+        "{:?}",
+        faults_on(&two.b)
+    );
+}
