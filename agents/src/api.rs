@@ -131,20 +131,24 @@ fn fault_error(e: FaultError) -> Response {
     json_error(status, e.to_string())
 }
 
+/// Whether `headers` carry the bearer `token` (compared in constant time); anything
+/// passes when there is no token. The load workers' API uses it too.
+pub fn bearer_ok(headers: &axum::http::HeaderMap, token: Option<&str>) -> bool {
+    let Some(token) = token else { return true };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+}
+
 async fn authorize(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(token) = &s.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-            let mut resp = json_error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return resp;
-        }
+    if !bearer_ok(req.headers(), s.token.as_deref()) {
+        let mut resp = json_error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return resp;
     }
     next.run(req).await
 }

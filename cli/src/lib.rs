@@ -34,6 +34,7 @@ pub mod run;
 pub mod shop;
 pub mod slo;
 pub mod tui;
+pub mod worker;
 
 use clap::{Parser, Subcommand};
 
@@ -68,6 +69,8 @@ pub enum Command {
     Proxy(cmd::proxy::Args),
     /// Load one URL (open model with -r, closed with -c) and summarise the latency.
     Load(Box<cmd::load::Args>),
+    /// Serve as a load worker for `run --workers` and `load --workers`.
+    Worker(cmd::worker::Args),
     /// Run an experiment file: load, faults, SLOs, checks, reports.
     Run(Box<cmd::run::Args>),
     /// Run the demo gameday on the bundled shop.
@@ -84,7 +87,7 @@ pub enum Command {
     Schema(cmd::check::SchemaArgs),
     /// Print a shell completion script (bash, zsh or fish).
     Completions(cmd::completions::Args),
-    /// Build container images of the shop and the agent (`images build`).
+    /// Build container images of the shop, the agent and faultline (`images build`).
     Images(cmd::images::Args),
 }
 
@@ -118,6 +121,7 @@ impl Command {
             Command::Status(_) => "status",
             Command::Proxy(_) => "proxy",
             Command::Load(_) => "load",
+            Command::Worker(_) => "worker",
             Command::Run(_) => "run",
             Command::Demo(_) => "demo",
             Command::Tui(_) => "tui",
@@ -180,6 +184,7 @@ impl Cli {
             )),
             Command::Up(args) => cmd::up::run(args),
             Command::Load(args) => cmd::load::run_cmd(*args),
+            Command::Worker(args) => cmd::worker::run(args),
             Command::Check(args) => cmd::check::run(args),
             Command::Schema(args) => cmd::check::schema(args),
             Command::Slo(args) => cmd::slo::run(args),

@@ -1,5 +1,7 @@
 //! `faultline images build`: the images are built FROM scratch, run, and the shop's
-//! image really serves. Needs a Docker daemon: without one the test fails, never skips.
+//! image really serves; faultline's own (the load workers' and the runs' of
+//! deploy/kubernetes) runs a real command as a non-root user; naming images builds only
+//! those. Needs a Docker daemon: without one the test fails, never skips.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -24,13 +26,18 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// Every image `faultline images build` makes.
+const REPOS: [&str; 3] = ["faultline/shop", "faultline/agent", "faultline/faultline"];
+
 /// Removes the test's tags (never `latest` or the version) when dropped.
-struct Tags(String);
+struct Tags(Vec<String>);
 
 impl Drop for Tags {
     fn drop(&mut self) {
-        for repo in ["faultline/shop", "faultline/agent"] {
-            let _ = docker(&["rmi", &format!("{repo}:{}", self.0)]);
+        for tag in &self.0 {
+            for repo in REPOS {
+                let _ = docker(&["rmi", &format!("{repo}:{tag}")]);
+            }
         }
     }
 }
@@ -61,7 +68,7 @@ fn healthy(addr: &str) -> bool {
 }
 
 #[test]
-fn images_build_makes_runnable_shop_and_agent_images() {
+fn images_build_makes_runnable_shop_agent_and_faultline_images() {
     let daemon = docker(&["version", "--format", "{{.Server.Version}}"]);
     assert!(
         daemon.status.success(),
@@ -69,7 +76,8 @@ fn images_build_makes_runnable_shop_and_agent_images() {
         text(&daemon)
     );
     let tag = format!("e2e-{}", std::process::id());
-    let _tags = Tags(tag.clone());
+    let only = format!("{tag}-only");
+    let _tags = Tags(vec![tag.clone(), only.clone()]);
     let out = Command::new(bin("faultline"))
         .args(["images", "build", "--tag", &tag])
         .output()
@@ -78,7 +86,7 @@ fn images_build_makes_runnable_shop_and_agent_images() {
     assert!(out.status.success(), "{printed}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let version = env!("CARGO_PKG_VERSION");
-    for repo in ["faultline/shop", "faultline/agent"] {
+    for repo in REPOS {
         let line = stdout
             .lines()
             .find(|l| l.starts_with(&format!("{repo}:{version} ")))
@@ -91,6 +99,42 @@ fn images_build_makes_runnable_shop_and_agent_images() {
             .unwrap_or_else(|| panic!("no size in {line:?}"));
         assert!(size > 0.0, "{line}");
     }
+
+    // Named images only: faultline's, and no other gets the tag.
+    let out = Command::new(bin("faultline"))
+        .args(["images", "build", "faultline", "--tag", &only])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", text(&out));
+    assert!(
+        lines[0].starts_with("faultline/faultline:"),
+        "{}",
+        text(&out)
+    );
+    for (repo, built) in [
+        ("faultline/faultline", true),
+        ("faultline/shop", false),
+        ("faultline/agent", false),
+    ] {
+        let inspect = docker(&["image", "inspect", &format!("{repo}:{only}")]);
+        assert_eq!(inspect.status.success(), built, "{repo}:{only}");
+    }
+    let unknown = Command::new(bin("faultline"))
+        .args(["images", "build", "faultlin"])
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr)
+            .contains("[possible values: shop, agent, faultline]"),
+        "{}",
+        text(&unknown)
+    );
 
     let shop = format!("faultline/shop:{tag}");
     let help = docker(&["run", "--rm", &shop, "--help"]);
@@ -111,6 +155,38 @@ fn images_build_makes_runnable_shop_and_agent_images() {
         String::from_utf8_lossy(&agent.stdout).contains("faultline-agent"),
         "{}",
         text(&agent)
+    );
+    // faultline's image runs the CLI: its version, and a real command on a file
+    // mounted in (the run Job's experiment comes from a ConfigMap the same way).
+    let cli = format!("faultline/faultline:{tag}");
+    let version_out = docker(&["run", "--rm", &cli, "--version"]);
+    assert!(version_out.status.success(), "{}", text(&version_out));
+    assert_eq!(
+        String::from_utf8_lossy(&version_out.stdout).trim(),
+        format!("faultline {version}"),
+        "{}",
+        text(&version_out)
+    );
+    let experiment = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/own-system")
+        .canonicalize()
+        .unwrap();
+    let check = docker(&[
+        "run",
+        "--rm",
+        "--user",
+        "65532",
+        "-v",
+        &format!("{}:/experiment:ro", experiment.display()),
+        &cli,
+        "check",
+        "/experiment/gameday.toml",
+    ]);
+    assert!(check.status.success(), "{}", text(&check));
+    assert!(
+        String::from_utf8_lossy(&check.stdout).contains("ok: `visits-backend-down`"),
+        "{}",
+        text(&check)
     );
 
     let label = format!("faultline.test={tag}-{}", std::process::id());

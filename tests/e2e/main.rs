@@ -8,6 +8,7 @@ mod external;
 mod faults;
 mod hardening;
 mod images;
+mod kubernetes;
 mod multi_host;
 mod own_system;
 mod process_tree;

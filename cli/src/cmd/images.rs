@@ -1,7 +1,8 @@
-//! `faultline images build`: container images of the bundled shop and of the agent,
-//! built FROM scratch with the `docker` CLI. Each image holds one binary and, unless it
-//! is static, the shared libraries `ldd` names (the dynamic loader too), each copied to
-//! the same absolute path, so no base image (and no registry) is needed.
+//! `faultline images build`: container images of the bundled shop, of the agent and of
+//! faultline itself (load workers and runs in a cluster), built FROM scratch with the
+//! `docker` CLI. Each image holds one binary and, unless it is static, the shared
+//! libraries `ldd` names (the dynamic loader too), each copied to the same absolute
+//! path, so no base image (and no registry) is needed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -10,7 +11,7 @@ use anyhow::{Context, bail};
 
 use crate::exit::Exit;
 
-/// Container images of the bundled shop and of the agent.
+/// Container images of the bundled shop, of the agent and of faultline.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(subcommand)]
@@ -19,20 +20,25 @@ pub struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ImagesCommand {
-    /// Build `faultline/shop` and `faultline/agent` FROM scratch, tagged with
-    /// faultline's version, `latest` and --tag.
+    /// Build `faultline/shop`, `faultline/agent` and `faultline/faultline` FROM
+    /// scratch, tagged with faultline's version, `latest` and --tag.
     ///
     /// Examples:
     ///   faultline images build
     ///   faultline images build --tag dev --bin-dir target/release
+    ///   faultline images build agent faultline
     ///   docker run --rm -p 7000:7000 faultline/shop cache --listen 0.0.0.0:7000
+    ///   docker run --rm faultline/faultline --version
     #[command(verbatim_doc_comment)]
     Build {
-        /// One more tag for both images.
+        /// The images to build, by their last name part [default: all three].
+        #[arg(value_name = "IMAGE", value_parser = ["shop", "agent", "faultline"])]
+        images: Vec<String>,
+        /// One more tag for every image.
         #[arg(long, value_name = "TAG")]
         tag: Option<String>,
-        /// Where the `shop` and `faultline-agent` binaries are [default: beside the
-        /// `faultline` executable].
+        /// Where the `shop`, `faultline-agent` and `faultline` binaries are [default:
+        /// beside the running `faultline` executable].
         #[arg(long, value_name = "DIR")]
         bin_dir: Option<PathBuf>,
     },
@@ -46,7 +52,7 @@ struct Image {
     title: &'static str,
 }
 
-const IMAGES: [Image; 2] = [
+const IMAGES: [Image; 3] = [
     Image {
         repo: "faultline/shop",
         binary: "shop",
@@ -59,10 +65,26 @@ const IMAGES: [Image; 2] = [
         kind: "agent",
         title: "faultline agent",
     },
+    // The CLI itself: load workers (`faultline worker`) and runs (`faultline run`) as
+    // pods, deploy/kubernetes/.
+    Image {
+        repo: "faultline/faultline",
+        binary: "faultline",
+        kind: "faultline",
+        title: "faultline",
+    },
 ];
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
-    let ImagesCommand::Build { tag, bin_dir } = args.command;
+    let ImagesCommand::Build {
+        images,
+        tag,
+        bin_dir,
+    } = args.command;
+    let chosen: Vec<&Image> = IMAGES
+        .iter()
+        .filter(|i| images.is_empty() || images.iter().any(|n| n == i.kind))
+        .collect();
     let dir = match bin_dir {
         Some(d) => d,
         None => faultline_agent::agent::beside_current_exe()
@@ -70,7 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             .next()
             .context("cannot tell the directory of the running faultline executable")?,
     };
-    let binaries: Vec<PathBuf> = IMAGES.iter().map(|i| dir.join(i.binary)).collect();
+    let binaries: Vec<PathBuf> = chosen.iter().map(|i| dir.join(i.binary)).collect();
     for b in &binaries {
         if !b.is_file() {
             bail!(
@@ -84,7 +106,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let version = env!("CARGO_PKG_VERSION");
     let mut tags = vec![version.to_owned(), "latest".to_owned()];
     tags.extend(tag);
-    for (image, bin) in IMAGES.iter().zip(&binaries) {
+    for (image, bin) in chosen.into_iter().zip(&binaries) {
         build(image, bin, &tags)?;
         let size = image_size(&format!("{}:{version}", image.repo))?;
         println!(

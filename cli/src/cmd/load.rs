@@ -17,16 +17,17 @@ use crate::exit::Exit;
 use crate::experiment::Slo;
 use crate::limits::{self, MAX_COUNT, MAX_DURATION, MAX_IN_FLIGHT, MAX_RATE, MAX_USERS};
 use crate::load::client::{Endpoint, Req};
+use crate::load::distributed::{self, Plan, WorkerTotals, Workers};
 use crate::load::schedule::{self, Schedule};
 use crate::load::stats::{ErrorKind, Percentiles};
-use crate::load::{LoadSpec, Model, Snapshot, Summary, Work, run};
+use crate::load::{LoadSpec, Model, Snapshot, Summary, Work};
 use crate::run::collect::Collector;
 use crate::run::progress::Progress;
 use crate::run::state::{RunState, Stage};
 use crate::slo::{self, BudgetLeft, Evaluation, Objective, Windows};
 
 /// A duration flag, at most [`MAX_DURATION`].
-fn duration(s: &str) -> Result<Duration, String> {
+pub fn duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s)
         .map_err(|e| format!("{e} (write durations like 500ms, 10s, 1m)"))?;
     if d > MAX_DURATION {
@@ -91,9 +92,24 @@ pub struct Args {
     /// Show the live dashboard while the load runs (q stops it early).
     #[arg(long)]
     pub tui: bool,
+    /// Spread the load over these load workers (`faultline worker`), worker i of N
+    /// taking every N-th request (open model) or user (closed model); their results
+    /// are merged exactly and judged once.
+    #[arg(long, value_name = "URL,URL", value_delimiter = ',', value_parser = worker_url)]
+    pub workers: Vec<String>,
+    /// Bearer token of the load workers.
+    #[arg(long, value_name = "TOKEN", env = crate::cmd::worker::TOKEN_ENV, hide_env_values = true)]
+    pub worker_token: Option<String>,
+    /// How long to wait for every load worker to answer before the load starts.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    pub workers_wait: Duration,
     /// Where the load's own Prometheus `/metrics` listens.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     pub metrics_listen: std::net::SocketAddr,
+}
+
+fn worker_url(s: &str) -> Result<String, String> {
+    crate::experiment::worker_url(s)
 }
 
 /// Every number within its limit (durations are bounded as they are parsed).
@@ -194,6 +210,7 @@ pub async fn spec(a: &Args) -> anyhow::Result<LoadSpec> {
         model: model(a)?,
         connections: a.connections,
         count: a.count,
+        segment: crate::load::segment::Segment::WHOLE,
     })
 }
 
@@ -269,6 +286,9 @@ pub struct LoadReport {
     /// fault).
     pub success_ratio: f64,
     pub dropped: u64,
+    /// Open model: sends that found every connection busy and waited for one (the
+    /// target made them late, not the generator).
+    pub queued: u64,
     pub statuses: BTreeMap<String, u64>,
     pub errors: BTreeMap<ErrorKind, u64>,
     pub bytes: u64,
@@ -276,6 +296,8 @@ pub struct LoadReport {
     pub service_time_ms: Percentiles,
     pub scheduler_lag_ms: Percentiles,
     pub slos: Vec<Evaluation>,
+    /// What each load worker made (empty when this process made the load).
+    pub workers: Vec<WorkerTotals>,
 }
 
 impl LoadReport {
@@ -301,6 +323,7 @@ impl LoadReport {
                 good as f64 / requests as f64
             },
             dropped: s.dropped,
+            queued: s.queued,
             statuses: s
                 .stats
                 .statuses
@@ -313,6 +336,7 @@ impl LoadReport {
             service_time_ms: Percentiles::of(&s.stats.service),
             scheduler_lag_ms: Percentiles::of(&s.stats.lag),
             slos: slos.to_vec(),
+            workers: s.workers.clone(),
         }
     }
 
@@ -365,6 +389,23 @@ pub fn summary_text(s: &Summary, open: bool, connections: usize) -> String {
             String::new()
         }
     ));
+    if !s.workers.is_empty() {
+        out.push_str(&format!("workers    {}, merged\n", s.workers.len()));
+        for w in &s.workers {
+            out.push_str(&format!(
+                "  {:<5} {:<32} {} requests, {} errors{}\n",
+                w.segment,
+                w.url,
+                w.requests,
+                w.errors,
+                if open {
+                    format!(", {} dropped", w.dropped)
+                } else {
+                    String::new()
+                }
+            ));
+        }
+    }
     let statuses: Vec<String> = s
         .stats
         .statuses
@@ -565,13 +606,37 @@ async fn load(args: Args) -> anyhow::Result<Exit> {
     let publish = live.as_ref().map(|(tx, _)| tx.clone());
     let progress = Progress::new(Duration::from_secs(5), planned);
     let collecting = tokio::spawn(collect(rx, collector, publish, progress));
-    let load = tokio::spawn(run(spec, Duration::from_secs(1), Some(tx), stop.clone()));
+    let workers = Workers {
+        urls: args.workers.clone(),
+        token: args.worker_token.clone(),
+        wait: args.workers_wait,
+    };
+    let tick = Duration::from_secs(1);
+    let plan = match Plan::prepare(spec, &workers, tick).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(Exit::BadInput);
+        }
+    };
+    let (_, load) = plan.start(tick, Some(tx), stop.clone());
     if let Some((_, rx)) = live {
         crate::tui::run(rx, None, None, stop.clone()).await?;
     }
-    let summary = load.await.context("the load engine failed")?;
+    let (summary, lost) = load.await.context("the load engine failed")?;
     let collector = collecting.await.context("the collector failed")?;
     signals.abort();
+    Ok(finish(&args, &summary, lost, &collector, open))
+}
+
+/// Prints the summary and its objectives' verdicts; the exit code.
+fn finish(
+    args: &Args,
+    summary: &Summary,
+    lost: Option<distributed::WorkerError>,
+    collector: &Collector,
+    open: bool,
+) -> Exit {
     let windows = Windows::scaled(summary.elapsed);
     let evaluations: Vec<Evaluation> = collector
         .slos()
@@ -580,19 +645,23 @@ async fn load(args: Args) -> anyhow::Result<Exit> {
         .map(|(s, series)| slo::evaluate(&s.objective, series, &[], windows))
         .collect();
     if args.json {
-        println!("{}", LoadReport::of(&summary, &evaluations).json());
+        println!("{}", LoadReport::of(summary, &evaluations).json());
     } else {
-        print!("{}", summary_text(&summary, open, args.connections));
+        print!("{}", summary_text(summary, open, args.connections));
         print!("{}", slo_text(&evaluations));
     }
+    if let Some(e) = lost {
+        eprintln!("error: {e}; the figures above are what the workers sent before");
+        return Exit::HypothesisFailed;
+    }
     if slo::good_answers(&summary.stats) == 0 {
-        eprintln!("error: {}", nothing_succeeded(&summary, &args.url));
-        return Ok(Exit::HypothesisFailed);
+        eprintln!("error: {}", nothing_succeeded(summary, &args.url));
+        return Exit::HypothesisFailed;
     }
     if evaluations.iter().any(|e| !e.met) {
-        return Ok(Exit::HypothesisFailed);
+        return Exit::HypothesisFailed;
     }
-    Ok(Exit::Success)
+    Exit::Success
 }
 
 /// Folds the snapshots until the load ends: into the dashboard's state when it shows

@@ -13,3 +13,4 @@ pub mod slo;
 pub mod status;
 pub mod tui;
 pub mod up;
+pub mod worker;

@@ -62,6 +62,17 @@ pub struct Common {
     /// No live dashboard, even on a terminal (progress lines on stderr instead).
     #[arg(long)]
     pub no_tui: bool,
+    /// Spread the load over these load workers (`faultline worker`), instead of the
+    /// file's `[load] workers`: worker i of N makes every N-th iteration (open model) or
+    /// user (closed); their results are merged exactly and judged once.
+    #[arg(long, value_name = "URL,URL", value_delimiter = ',', value_parser = worker_url)]
+    pub workers: Option<Vec<String>>,
+    /// Bearer token of the load workers.
+    #[arg(long, value_name = "TOKEN", env = crate::cmd::worker::TOKEN_ENV, hide_env_values = true)]
+    pub worker_token: Option<String>,
+    /// How long to wait for every load worker to answer before the run starts.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::cmd::load::duration)]
+    pub workers_wait: std::time::Duration,
     /// Run the system this run starts (the bundled shop, or [target] topology) as
     /// `docker` containers or as processes, whatever its topology says.
     #[arg(long, value_enum, value_name = "RUNTIME")]
@@ -116,7 +127,12 @@ fn overrides(c: &Common) -> Overrides {
     Overrides {
         seed: c.seed,
         agents: c.agent.clone(),
+        workers: c.workers.clone(),
     }
+}
+
+fn worker_url(s: &str) -> Result<String, String> {
+    experiment::worker_url(s)
 }
 
 fn write_reports(report: &Report, c: &Common) -> anyhow::Result<()> {
@@ -162,6 +178,8 @@ fn execute(exp: Experiment, c: &Common, bundled: Option<&str>) -> anyhow::Result
     let mut opts = Options {
         agent_token: c.agent_token.clone(),
         runtime: c.runtime,
+        worker_token: c.worker_token.clone(),
+        workers_wait: c.workers_wait,
         ..Options::default()
     };
     let result = if tui {

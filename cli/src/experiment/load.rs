@@ -505,12 +505,73 @@ pub(super) fn load_plan(
             }
         }
     };
+    let workers = workers(cx, l, &at, users)?;
     Some(LoadPlan {
         model,
         users,
         timeout,
         flows: Arc::new(flows),
+        workers,
     })
+}
+
+/// `[load] workers`: base URLs of load workers, each once, no more than the users they
+/// share.
+fn workers(
+    cx: &mut Ctx<'_>,
+    l: &raw::Load,
+    at: &Range<usize>,
+    users: usize,
+) -> Option<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for w in &l.workers {
+        let url = match worker_url(w.get_ref()) {
+            Ok(u) => u,
+            Err(e) => {
+                cx.err(w.span(), format!("[load] `workers`: {e}"));
+                return None;
+            }
+        };
+        if out.contains(&url) {
+            cx.err(w.span(), format!("[load] `workers` names {url} twice"));
+            return None;
+        }
+        out.push(url);
+    }
+    if out.len() > users {
+        cx.err(
+            faults::key_span(cx.text, at, "workers").unwrap_or(at.clone()),
+            format!(
+                "{} load workers need at least {} users, one each; [load] has {users}",
+                out.len(),
+                out.len()
+            ),
+        );
+        return None;
+    }
+    Some(out)
+}
+
+/// A load worker's base URL, `http://HOST:PORT` with no path, as the controller writes it.
+pub fn worker_url(text: &str) -> Result<String, String> {
+    let uri: hyper::Uri = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a URL (write http://HOST:PORT)"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("`{text}`: a worker's URL is http://HOST:PORT"));
+    }
+    let Some(host) = uri.host() else {
+        return Err(format!("`{text}` has no host"));
+    };
+    let Some(port) = uri.port_u16() else {
+        return Err(format!(
+            "`{text}` has no port (workers have no default port)"
+        ));
+    };
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!("`{text}` has a path; write http://HOST:PORT only"));
+    }
+    Ok(format!("http://{host}:{port}"))
 }
 
 /// An open-model rate: above zero (or zero too, with `zero`) and at most [`MAX_RATE`].

@@ -34,6 +34,7 @@ use crate::slo::Objective;
 
 pub use checks::{Checks, CommandCheck, Destination, HttpCheck, When};
 pub use faults::Planned;
+pub use load::worker_url;
 
 pub use crate::fleet::AgentRef;
 
@@ -73,6 +74,8 @@ pub struct LoadPlan {
     pub users: usize,
     pub timeout: Duration,
     pub flows: Arc<Flows>,
+    /// Load workers' base URLs; none: this process makes the load.
+    pub workers: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +138,8 @@ pub struct Overrides {
     pub seed: Option<u64>,
     /// `--agent`, repeatable: `URL` or `NAME=URL`.
     pub agents: Vec<String>,
+    /// `--workers`, instead of `[load] workers`.
+    pub workers: Option<Vec<String>>,
 }
 
 /// All problems of a file.
@@ -272,7 +277,13 @@ pub fn parse(
         seed,
         duration: duration.expect("checked"),
         target: target.expect("checked"),
-        load: load.expect("checked"),
+        load: {
+            let mut load = load.expect("checked");
+            if let Some(w) = &overrides.workers {
+                load.workers = w.clone();
+            }
+            load
+        },
         slos,
         faults,
         aborts,
@@ -796,7 +807,7 @@ mod tests {
             Path::new("."),
             &Overrides {
                 seed: Some(9),
-                agents: Vec::new(),
+                ..Overrides::default()
             },
         )
         .unwrap();
@@ -1043,8 +1054,8 @@ mod tests {
         );
         // `--agent` replaces the file's agents: one agent cannot be partitioned from itself.
         let one = Overrides {
-            seed: None,
             agents: vec!["a=http://10.0.0.2:7400".into()],
+            ..Overrides::default()
         };
         let p = parse("x.toml", &partition("host:a"), Path::new("."), &one)
             .unwrap_err()

@@ -157,6 +157,12 @@ pub struct Load {
     pub pool: Option<Spanned<Pool>>,
     #[serde(default)]
     pub flows: Vec<Flow>,
+    /// Load workers (`faultline worker`) to spread the load over, `http://HOST:PORT`
+    /// each: worker i of N makes every N-th iteration (open model) or user (closed);
+    /// their results are merged exactly and judged once. `--workers` overrides.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub workers: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -26,11 +26,14 @@ pub struct Endpoint {
 }
 
 /// One request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Req {
+    #[serde(with = "super::wire::method")]
     pub method: Method,
     pub path_and_query: String,
+    #[serde(with = "super::wire::header_map")]
     pub headers: HeaderMap,
+    #[serde(with = "super::wire::bytes_b64")]
     pub body: Bytes,
 }
 

@@ -12,15 +12,19 @@ use bytes::Bytes;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, StatusCode};
 
-use super::client::Req;
-use super::template::{Scope, Template};
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone)]
+use super::client::Req;
+use super::template::{Scope, Seq, Template};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Step {
     /// Unique across the workload: statistics and SLOs are per step name.
     pub name: String,
+    #[serde(with = "super::wire::method")]
     pub method: Method,
     pub path: Template,
+    #[serde(with = "super::wire::header_templates")]
     pub headers: Vec<(HeaderName, Template)>,
     pub body: Option<Template>,
     /// Run once per virtual user (and again only if it failed).
@@ -33,13 +37,13 @@ pub struct Step {
 }
 
 /// `var` from the JSON answer at `path` (`order_id`, `data.items.0.id`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Capture {
     pub var: String,
     pub path: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Flow {
     pub name: String,
     pub weight: u32,
@@ -49,14 +53,14 @@ pub struct Flow {
 
 /// The users virtual users log in as: user `n` of `count` (`n` from 1) is
 /// `username`/`password` rendered with `{{n}}`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Pool {
     pub count: u64,
     pub username: Template,
     pub password: Template,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Flows {
     pub steps: Vec<Step>,
     pub flows: Vec<Flow>,
@@ -113,7 +117,7 @@ impl Flows {
         if let Some(pool) = &self.pool {
             let n = 1 + index as u64 % pool.count;
             let local = HashMap::from([("n".to_owned(), n.to_string())]);
-            let seq = std::sync::atomic::AtomicU64::new(0);
+            let seq = Seq::default();
             let mut scope = Scope {
                 vars: &local,
                 rng: &mut rng,
@@ -130,6 +134,29 @@ impl Flows {
             vars,
             done_once: vec![false; self.steps.len()],
         }
+    }
+
+    /// What the engine relies on and the experiment's checks make sure of, for flows
+    /// read from the wire by a load worker: a flow to pick with weight, steps that
+    /// exist, a pool of at least one user.
+    pub fn check(&self) -> Result<(), String> {
+        if self.flows.is_empty() || self.total_weight() == 0 {
+            return Err("the load has no flow with a weight".into());
+        }
+        if let Some(f) = self
+            .flows
+            .iter()
+            .find(|f| f.steps.iter().any(|s| *s >= self.steps.len()))
+        {
+            return Err(format!(
+                "flow `{}` names a step that does not exist",
+                f.name
+            ));
+        }
+        if self.pool.as_ref().is_some_and(|p| p.count == 0) {
+            return Err("the user pool is empty".into());
+        }
+        Ok(())
     }
 
     /// The weights added up (saturating, though checked weights are far from it).
@@ -160,7 +187,7 @@ impl Flows {
     }
 
     /// The request step `index` sends for `vu`.
-    pub fn render(&self, index: usize, vu: &mut Vu, seq: &std::sync::atomic::AtomicU64) -> Req {
+    pub fn render(&self, index: usize, vu: &mut Vu, seq: &Seq) -> Req {
         let step = &self.steps[index];
         let mut scope = Scope {
             vars: &vu.vars,
@@ -258,7 +285,7 @@ mod tests {
         let mut vu = flows.new_vu(4);
         assert_eq!(vu.vars["username"], "user2");
         assert_eq!(vu.vars["password"], "pass2");
-        let seq = std::sync::atomic::AtomicU64::new(0);
+        let seq = Seq::default();
         let body = br#"{"data":[{"id":42}]}"#;
         assert_eq!(
             flows.absorb(0, &mut vu, StatusCode::OK, body),

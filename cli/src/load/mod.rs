@@ -10,12 +10,18 @@
 //! - [`client`]: the lean one-connection-per-worker HTTP/1.1 client.
 //! - [`stats`]: counts and HDR histograms, merged exactly.
 //! - [`flow`], [`template`]: what an experiment's virtual users do.
+//! - [`segment`]: the part of a run one of several load workers makes;
+//!   [`distributed`]: a run spread over workers, their results merged; [`wire`]: what
+//!   travels between them.
 
 pub mod client;
+pub mod distributed;
 pub mod flow;
 pub mod schedule;
+pub mod segment;
 pub mod stats;
 pub mod template;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -30,9 +36,11 @@ use tokio_util::sync::CancellationToken;
 use self::client::{Conn, Endpoint, Req};
 use self::flow::{Flows, Vu};
 use self::schedule::Schedule;
+use self::segment::Segment;
 use self::stats::Stats;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Model {
     /// Requests arrive on `schedule`, whatever the target does; at most `max_in_flight`
     /// wait or run at once, the rest are dropped (and counted).
@@ -49,7 +57,8 @@ pub enum Model {
 }
 
 /// What each iteration sends.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Work {
     /// The same request every time (`faultline load URL`).
     Fixed(Req),
@@ -66,10 +75,22 @@ pub struct LoadSpec {
     pub connections: usize,
     /// Stop after this many requests.
     pub count: Option<u64>,
+    /// The part of the run this process makes ([`Segment::WHOLE`] but on a load worker).
+    pub segment: Segment,
+}
+
+impl LoadSpec {
+    /// Virtual users (closed model) or connections (open model) of the whole run.
+    pub fn users(&self) -> usize {
+        match &self.model {
+            Model::Open { .. } => self.connections.max(1),
+            Model::Closed { users, .. } => (*users).max(1),
+        }
+    }
 }
 
 /// One tick's worth of results.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
     /// End of the tick, from the start of the run.
     pub elapsed: Duration,
@@ -81,7 +102,7 @@ pub struct Snapshot {
     pub in_flight: usize,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     pub elapsed: Duration,
     pub stats: Stats,
@@ -92,8 +113,12 @@ pub struct Summary {
     /// Open model: sends that found every connection busy, so waited for one (the
     /// target, not the generator, made them late).
     pub queued: u64,
-    /// Values recorded by steps with `record`, by variable name, in order.
+    /// Values recorded by steps with `record`, by variable name, in order (one
+    /// worker's after another's, when load workers made the run).
     pub history: BTreeMap<String, Vec<String>>,
+    /// What each load worker made, when workers made the run.
+    #[serde(default)]
+    pub workers: Vec<distributed::WorkerTotals>,
 }
 
 struct Shared {
@@ -102,7 +127,8 @@ struct Shared {
     workers: Vec<Mutex<Stats>>,
     steps: Vec<Mutex<Stats>>,
     history: Mutex<BTreeMap<String, Vec<String>>>,
-    seq: AtomicU64,
+    segment: Segment,
+    seq: template::Seq,
     dropped: AtomicU64,
     queued: AtomicU64,
     in_flight: AtomicUsize,
@@ -141,13 +167,15 @@ impl Shared {
         (total, steps)
     }
 
+    /// Worker `index` of this process, the user of the run numbered by the segment.
     fn worker(&self, index: usize) -> Worker {
+        let user = self.segment.global(index as u64) as usize;
         Worker {
             index,
             conn: Conn::default(),
             vu: match &self.work {
                 Work::Fixed(_) => None,
-                Work::Flows(f) => Some(f.new_vu(index)),
+                Work::Flows(f) => Some(f.new_vu(user)),
             },
         }
     }
@@ -226,10 +254,10 @@ pub async fn run(
     ticks: Option<mpsc::Sender<Snapshot>>,
     stop: CancellationToken,
 ) -> Summary {
-    let workers = match &spec.model {
-        Model::Open { .. } => spec.connections.max(1),
-        Model::Closed { users, .. } => (*users).max(1),
-    };
+    // This segment's users (a share of at least one: a controller gives no worker
+    // a segment without users).
+    let workers = (spec.segment.share(spec.users() as u64) as usize).max(1);
+    let segment = spec.segment;
     let steps = match &spec.work {
         Work::Fixed(_) => 0,
         Work::Flows(f) => f.steps.len(),
@@ -240,7 +268,8 @@ pub async fn run(
         workers: (0..workers).map(|_| Mutex::new(Stats::default())).collect(),
         steps: (0..steps).map(|_| Mutex::new(Stats::default())).collect(),
         history: Mutex::new(BTreeMap::new()),
-        seq: AtomicU64::new(0),
+        segment,
+        seq: template::Seq::new(segment),
         dropped: AtomicU64::new(0),
         queued: AtomicU64::new(0),
         in_flight: AtomicUsize::new(0),
@@ -256,10 +285,11 @@ pub async fn run(
                 schedule,
                 max_in_flight,
             } => {
+                let in_flight = segment.share(max_in_flight as u64).max(1) as usize;
                 open(
                     shared.clone(),
                     schedule,
-                    max_in_flight.max(1),
+                    in_flight,
                     spec.count,
                     start,
                     stop.clone(),
@@ -270,7 +300,8 @@ pub async fn run(
                 duration, think, ..
             } => {
                 let end = duration.map(|d| start + d);
-                closed(shared.clone(), end, think, spec.count, stop.clone()).await
+                let count = spec.count.map(|c| segment.share(c));
+                closed(shared.clone(), end, think, count, stop.clone()).await
             }
         }
     };
@@ -320,6 +351,7 @@ pub async fn run(
         iterations: shared.started.load(Ordering::Relaxed),
         queued: shared.queued.load(Ordering::Relaxed),
         history,
+        workers: Vec::new(),
     }
 }
 
@@ -367,7 +399,10 @@ async fn open(
                 unsafe {
                     libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
                 }
-                let mut n = 0u64;
+                // This segment's sends of the run's sequence: every `of`-th, each at its
+                // own instant of the whole schedule.
+                let segment = shared.segment;
+                let mut n = segment.index;
                 while count.is_none_or(|c| n < c) && !stop.is_cancelled() {
                     let Some(due) = schedule.due(n) else { break };
                     let at = start + due;
@@ -379,7 +414,7 @@ async fn open(
                         std::thread::sleep((at - now).min(Duration::from_millis(50)));
                         continue;
                     }
-                    n += 1;
+                    n += segment.of;
                     if shared.in_flight.load(Ordering::Relaxed) >= max_in_flight {
                         shared.dropped.fetch_add(1, Ordering::Relaxed);
                         continue;

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 /// A stage: ramp (linearly) from the previous stage's rate to `target` per second over
 /// `duration`. The first stage starts from `start_rate`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Stage {
     pub duration: Duration,
     pub target: f64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Schedule {
     start_rate: f64,
     stages: Vec<Stage>,
@@ -41,6 +41,14 @@ impl Schedule {
         self.stages
             .iter()
             .fold(Duration::ZERO, |sum, s| sum.saturating_add(s.duration))
+    }
+
+    /// Whether every rate it names is a number from 0 to `max` (a schedule read from
+    /// the wire, by a load worker, has not been through the file's checks).
+    pub fn rates_within(&self, max: f64) -> bool {
+        std::iter::once(self.start_rate)
+            .chain(self.stages.iter().map(|s| s.target))
+            .all(|r| (0.0..=max).contains(&r))
     }
 
     /// The rate the schedule asks for at `t` from the start (0 past the end).

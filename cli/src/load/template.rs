@@ -14,6 +14,36 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use super::segment::Segment;
+
+/// The numbers `{{seq}}` renders: 1, 2, 3... across the run; a load worker's are its
+/// segment's share of them (worker 1 of 2 renders 2, 4, 6...), so they stay unique
+/// across workers.
+#[derive(Debug, Default)]
+pub struct Seq {
+    taken: AtomicU64,
+    segment: Segment,
+}
+
+impl Seq {
+    pub fn new(segment: Segment) -> Self {
+        Seq {
+            taken: AtomicU64::new(0),
+            segment,
+        }
+    }
+
+    /// The next number.
+    pub fn take(&self) -> u64 {
+        self.segment
+            .global(self.taken.fetch_add(1, Ordering::Relaxed))
+            + 1
+    }
+}
 
 /// One piece of a template.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,7 +56,10 @@ pub enum Piece {
     Pick(Vec<String>),
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+/// On the wire (to load workers) a template is its text, parsed again on arrival, so a
+/// worker renders only what the parser accepts.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct Template {
     pieces: Vec<Piece>,
 }
@@ -42,10 +75,40 @@ pub struct TemplateError {
 pub struct Scope<'a> {
     pub vars: &'a HashMap<String, String>,
     pub rng: &'a mut fastrand::Rng,
-    pub seq: &'a std::sync::atomic::AtomicU64,
+    pub seq: &'a Seq,
     /// Mixed into `{{uuid}}` only: UUIDs (idempotency keys) must differ between runs
     /// against the same system, while every other draw repeats with the seed.
     pub nonce: u64,
+}
+
+impl From<Template> for String {
+    fn from(t: Template) -> String {
+        t.to_string()
+    }
+}
+
+impl TryFrom<String> for Template {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        Template::parse(&text).map_err(|e| format!("template `{text}`: {}", e.message))
+    }
+}
+
+/// The template's text: what [`Template::parse`] reads back into the same pieces.
+impl std::fmt::Display for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for p in &self.pieces {
+            match p {
+                Piece::Text(t) => f.write_str(t)?,
+                Piece::Var(v) => write!(f, "{{{{{v}}}}}")?,
+                Piece::Uuid => f.write_str("{{uuid}}")?,
+                Piece::Seq => f.write_str("{{seq}}")?,
+                Piece::RandomInt(a, b) => write!(f, "{{{{random_int {a} {b}}}}}")?,
+                Piece::Pick(words) => write!(f, "{{{{pick {}}}}}", words.join(" "))?,
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Template {
@@ -114,7 +177,7 @@ impl Template {
                     }
                 }
                 Piece::Seq => {
-                    let n = scope.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    let n = scope.seq.take();
                     let _ = write!(out, "{n}");
                 }
                 Piece::RandomInt(a, b) => {
@@ -169,11 +232,28 @@ fn expression(inner: &str) -> Result<Piece, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU64;
+
+    #[test]
+    fn a_template_reads_back_from_its_text() {
+        for text in [
+            "/orders/{{ order_id }}?p={{random_int -1 3}}&s={{seq}}",
+            "{{uuid}}-{{pick a b c}}",
+            "plain",
+            "",
+            "} {{vu}}}",
+        ] {
+            let t = Template::parse(text).unwrap();
+            let back = Template::parse(&t.to_string()).unwrap();
+            assert_eq!(back, t, "{text}");
+            let json = serde_json::to_string(&t).unwrap();
+            assert_eq!(serde_json::from_str::<Template>(&json).unwrap(), t);
+        }
+        assert!(serde_json::from_str::<Template>(r#""{{random_int 3 1}}""#).is_err());
+    }
 
     fn render(t: &Template, vars: &HashMap<String, String>, seed: u64) -> String {
         let mut rng = fastrand::Rng::with_seed(seed);
-        let seq = AtomicU64::new(0);
+        let seq = Seq::default();
         t.render(&mut Scope {
             vars,
             rng: &mut rng,

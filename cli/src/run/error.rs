@@ -20,6 +20,8 @@ pub enum RunError {
     Agent(AgentError),
     #[error("--runtime: {0}")]
     Runtime(String),
+    #[error(transparent)]
+    Workers(crate::load::distributed::WorkerError),
     #[error("the topology's entrypoint has no replica")]
     NoEntrypoint,
     #[error("cannot use the agent at {url}")]

@@ -34,6 +34,8 @@ pub enum EventKind {
     Abort { slo: String },
     /// Ctrl-C, SIGTERM or the dashboard's q.
     Interrupted,
+    /// A load worker stopped answering: the run stops and fails.
+    WorkerLost { worker: String },
     /// Agent `agent` stopped answering: the run ends, the other agents heal.
     AgentLost { agent: String },
     /// A replica's state changed (`faultline tui`).

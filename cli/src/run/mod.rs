@@ -55,7 +55,8 @@ use self::timeline::FaultRecord;
 use crate::experiment::{Experiment, LoadModel, Planned};
 use crate::fleet::Part;
 use crate::load::client::Endpoint;
-use crate::load::{self, Snapshot, Summary};
+use crate::load::distributed::{Plan, Workers};
+use crate::load::{Snapshot, Summary};
 use crate::metrics::Metrics;
 use crate::slo::Windows;
 
@@ -74,6 +75,10 @@ pub struct Options {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Runs the system it starts on this runtime (`--runtime`).
     pub runtime: Option<faultline_agent::topology::RuntimeKind>,
+    /// Bearer token of the load workers.
+    pub worker_token: Option<String>,
+    /// How long to wait for each load worker to answer before the run.
+    pub workers_wait: Duration,
 }
 
 /// Runs the experiment. `Err` is a setup error (exit code 2): nothing was judged.
@@ -250,7 +255,7 @@ impl<'a> Run<'a> {
 
     /// Runs the load and the fault timeline until the load ends, a guard trips, a fault
     /// cannot be applied or a signal comes; every fault is healed when it returns.
-    async fn drive(&mut self, plan: Vec<(Planned, Vec<Part>)>) -> Result<Driven, RunError> {
+    async fn drive(&mut self, faults: Vec<(Planned, Vec<Part>)>) -> Result<Driven, RunError> {
         let exp = self.exp;
         let (stop, fault_failed) = (CancellationToken::new(), CancellationToken::new());
         // Caught from before the run is announced and before any fault can be applied:
@@ -264,22 +269,27 @@ impl<'a> Run<'a> {
             exp.faults.len(),
             exp.slos.len()
         ));
-        let t0 = Instant::now();
-        self.state.stage = Stage::Running;
         let (tx, rx) = mpsc::channel::<Snapshot>(1024);
         let spec = target::load_spec(exp, self.endpoint.clone());
-        let load_task = tokio::spawn(load::run(
-            spec,
-            Duration::from_secs(1),
-            Some(tx),
-            stop.clone(),
-        ));
+        let workers = Workers {
+            urls: exp.load.workers.clone(),
+            token: self.opts.worker_token.clone(),
+            wait: self.opts.workers_wait,
+        };
+        let tick = Duration::from_secs(1);
+        // Every worker accepts its part before anything starts; the faults' clock starts
+        // at the workers' common instant.
+        let plan = Plan::prepare(spec, &workers, tick)
+            .await
+            .map_err(RunError::Workers)?;
+        let (t0, load_task) = plan.start(tick, Some(tx), stop.clone());
+        self.state.stage = Stage::Running;
         // Agents the run did not start are watched: one that stops answering ends it.
         let lost = self.target.embedded.is_none().then(timeline::Lost::default);
         let timeline = (!self.target.fleet.is_empty()).then(|| {
             let (fleet, events) = (self.target.fleet.clone(), self.events.clone());
             let (stop, failed, lost) = (stop.clone(), fault_failed.clone(), lost.clone());
-            tokio::spawn(timeline::run(fleet, plan, t0, stop, failed, lost, events))
+            tokio::spawn(timeline::run(fleet, faults, t0, stop, failed, lost, events))
         });
         let (collector, status, mut failures) = self
             .watch(
@@ -291,7 +301,19 @@ impl<'a> Run<'a> {
                 signals,
             )
             .await;
-        let summary = load_task.await.map_err(RunError::LoadEngine)?;
+        let (summary, lost) = load_task.await.map_err(RunError::LoadEngine)?;
+        let status = match lost {
+            Some(e) => {
+                let m = e.to_string();
+                let worker = e.url().to_owned();
+                let at = t0.elapsed().as_secs_f64();
+                self.events
+                    .push(at, EventKind::WorkerLost { worker }, m.clone());
+                failures.push(m);
+                RunStatus::Error
+            }
+            None => status,
+        };
         // The load has ended: every fault of the timeline heals now, whatever its plan.
         stop.cancel();
         let faults = match timeline {

@@ -87,6 +87,9 @@ pub struct LoadTotals {
     /// Acknowledged values the steps recorded, by name: counts only (the values are in
     /// the checks when they matter).
     pub recorded: BTreeMap<String, usize>,
+    /// What each load worker made, when workers made the load.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<crate::load::distributed::WorkerTotals>,
 }
 
 /// One second of the run.
@@ -214,6 +217,7 @@ impl LoadTotals {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.len()))
                 .collect(),
+            workers: summary.workers.clone(),
         }
     }
 }
@@ -401,6 +405,26 @@ impl Report {
             l.latency_ms.p99,
             l.latency_ms.max
         );
+        if !l.workers.is_empty() {
+            let _ = writeln!(
+                m,
+                "| load worker | segment | iterations | requests | errors | dropped |"
+            );
+            let _ = writeln!(m, "|---|---|---|---|---|---|");
+            for w in &l.workers {
+                let _ = writeln!(
+                    m,
+                    "| {} | {} | {} | {} | {} | {} |",
+                    cell(&w.url),
+                    w.segment,
+                    w.iterations,
+                    w.requests,
+                    w.errors,
+                    w.dropped
+                );
+            }
+            m.push('\n');
+        }
         self.markdown_slos(&mut m);
         self.markdown_faults(&mut m);
         self.markdown_checks(&mut m);

@@ -382,5 +382,6 @@ pub fn load_spec(exp: &Experiment, endpoint: Endpoint) -> LoadSpec {
         model,
         connections: exp.load.users,
         count: None,
+        segment: crate::load::segment::Segment::WHOLE,
     }
 }

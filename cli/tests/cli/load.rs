@@ -12,7 +12,7 @@ use http_body_util::Full;
 /// Serves HTTP on a runtime of its own; `stall` makes every request that arrives in the
 /// first half of a second wait for its second half. `/mix` answers 200, 404 and 503 in
 /// turn.
-fn server(stall: bool) -> (SocketAddr, tokio::runtime::Runtime) {
+pub(crate) fn server(stall: bool) -> (SocketAddr, tokio::runtime::Runtime) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -61,7 +61,7 @@ fn server(stall: bool) -> (SocketAddr, tokio::runtime::Runtime) {
 
 /// Runs `faultline load ARGS`: its exit code, its `--json` summary read back into the
 /// product's type (`None` without one), and its stderr.
-fn load(args: &[&str]) -> (Option<i32>, Option<LoadReport>, String) {
+pub(crate) fn load(args: &[&str]) -> (Option<i32>, Option<LoadReport>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_faultline"))
         .arg("load")
         .args(args)
@@ -80,7 +80,7 @@ fn load(args: &[&str]) -> (Option<i32>, Option<LoadReport>, String) {
 }
 
 /// The `--json` summary of a run that must have printed one.
-fn summary(report: Option<LoadReport>, stderr: &str) -> LoadReport {
+pub(crate) fn summary(report: Option<LoadReport>, stderr: &str) -> LoadReport {
     report.unwrap_or_else(|| panic!("no summary on stdout; stderr:\n{stderr}"))
 }
 

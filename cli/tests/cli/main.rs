@@ -5,6 +5,7 @@ mod experiments;
 mod fault;
 mod habits;
 mod load;
+mod workers;
 
 use std::process::Command;
 
