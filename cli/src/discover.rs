@@ -1,19 +1,23 @@
-//! Finding the agent a command talks to: `--agent URL` (before or after the command's
-//! name), else `$FAULTLINE_AGENT`, else the one the most recent `faultline up` or
-//! `faultline run` on this machine recorded in its run directory. Where the address
-//! came from is kept, so that an agent that does not answer is named with its source.
+//! Finding the agents a command talks to: `--agent URL` or `--agent NAME=URL`, repeated
+//! for several (before or after the command's name), else `$FAULTLINE_AGENT`, else the
+//! one the most recent `faultline up` or `faultline run` on this machine recorded in its
+//! run directory. Where the address came from is kept, so that an agent that does not
+//! answer is named with its source. Several agents make a [`Fleet`].
 
 use faultline_agent::client::{AgentClient, ClientError};
 use faultline_agent::rundir::faultline_home;
+
+use crate::fleet::{self, Fleet};
 
 /// The environment variable that names the agent when `--agent` does not.
 pub const AGENT_ENV: &str = "FAULTLINE_AGENT";
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct AgentArgs {
-    /// `--agent`, a global option of [`crate::Cli`], filled in before the command runs.
+    /// `--agent` (repeatable), a global option of [`crate::Cli`], filled in before the
+    /// command runs.
     #[arg(skip)]
-    pub agent: Option<String>,
+    pub agent: Vec<String>,
     /// Bearer token, for an agent listening beyond loopback.
     #[arg(
         long,
@@ -50,10 +54,11 @@ impl Source {
 }
 
 impl AgentArgs {
-    /// The agent's URL and where it came from.
+    /// The agent's URL and where it came from (the first `--agent`'s, with several).
     pub fn locate(&self) -> anyhow::Result<(String, Source)> {
-        if let Some(u) = &self.agent {
-            return Ok((u.clone(), Source::Flag));
+        if let Some(u) = self.agent.first() {
+            let r = fleet::parse_arg(u, None).map_err(anyhow::Error::msg)?;
+            return Ok((r.url, Source::Flag));
         }
         if let Some(u) = std::env::var(AGENT_ENV).ok().filter(|u| !u.is_empty()) {
             return Ok((u, Source::Env));
@@ -79,9 +84,25 @@ impl AgentArgs {
         Ok((url, Source::Latest(record)))
     }
 
+    /// The one agent of a command that talks to one (`proxy`).
     pub fn client(&self) -> anyhow::Result<AgentClient> {
+        if self.agent.len() > 1 {
+            anyhow::bail!("this command talks to one agent: pass --agent once");
+        }
         let (url, _) = self.locate()?;
         Ok(AgentClient::new(&url, self.agent_token.clone()))
+    }
+
+    /// Every agent given (`--agent`, repeated), else the one agent found as
+    /// [`AgentArgs::locate`] finds it; each with `--agent-token`.
+    pub fn fleet(&self) -> anyhow::Result<Fleet> {
+        if self.agent.is_empty() {
+            let (url, _) = self.locate()?;
+            return Ok(Fleet::one(AgentClient::new(&url, self.agent_token.clone())));
+        }
+        let agents = fleet::parse_args(&self.agent, self.agent_token.as_deref())
+            .map_err(anyhow::Error::msg)?;
+        Ok(Fleet::new(&agents))
     }
 
     /// `e` with where the agent's address came from, when the agent did not answer.

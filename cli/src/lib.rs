@@ -15,8 +15,9 @@
 //! - [`metrics`], [`dashboards`]: the CLI's own `/metrics`, and the Grafana dashboards.
 //! - [`shop`]: what faultline knows of the bundled shop (its files, invariants,
 //!   dashboards and SLO rules): the one place that names its services and endpoints.
-//! - [`bundled`], [`discover`], [`exit`], [`input`], [`limits`]: the bundled topology,
-//!   which agent a command talks to, exit codes, reading user files, input bounds.
+//! - [`bundled`], [`discover`], [`fleet`], [`exit`], [`input`], [`limits`]: the bundled
+//!   topology, which agents a command talks to and which owns a target, exit codes,
+//!   reading user files, input bounds.
 
 pub mod bundled;
 pub mod cmd;
@@ -24,6 +25,7 @@ pub mod dashboards;
 pub mod discover;
 pub mod exit;
 pub mod experiment;
+pub mod fleet;
 pub mod input;
 pub mod limits;
 pub mod load;
@@ -43,10 +45,12 @@ use crate::exit::Exit;
 #[command(name = "faultline", version, propagate_version = true)]
 pub struct Cli {
     /// The agent's URL, for fault, heal, status, proxy, tui, run and demo; before or after the
-    /// command's name [default: $FAULTLINE_AGENT, else the agent of the most recent
-    /// `faultline up` or `faultline run` on this machine; run and demo start their own]
-    #[arg(long, global = true, value_name = "URL")]
-    pub agent: Option<String>,
+    /// command's name. Repeat it for several agents (not for proxy), each `URL` (named by
+    /// its host:port) or `NAME=URL`; a target two agents own is qualified, `NAME/orders-2`
+    /// [default: $FAULTLINE_AGENT, else the agent of the most recent `faultline up` or
+    /// `faultline run` on this machine; run and demo start their own]
+    #[arg(long, global = true, value_name = "URL", action = clap::ArgAction::Append)]
+    pub agent: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -59,7 +63,7 @@ pub enum Command {
     Fault(Box<cmd::fault::Args>),
     /// Heal a fault, or all of them.
     Heal(cmd::heal::Args),
-    /// Show the replicas and the faults in effect.
+    /// Show the replicas and the faults in effect (a section per agent with several).
     Status(cmd::status::Args),
     /// Make, list and delete fault proxies to any address (`proxy create NAME --upstream HOST:PORT`).
     Proxy(cmd::proxy::Args),
@@ -174,7 +178,7 @@ impl Cli {
                 args.common.agent = agent;
                 cmd::run::demo(*args)
             }
-            _ if agent.is_some() => Err(anyhow::anyhow!(
+            _ if !agent.is_empty() => Err(anyhow::anyhow!(
                 "--agent applies to fault, heal, status, proxy, tui, run and demo, not to `{}`",
                 self.command.name()
             )),

@@ -9,6 +9,7 @@ mod faults;
 mod hardening;
 mod images;
 mod kubernetes;
+mod multi_host;
 mod own_system;
 mod process_tree;
 mod procs;

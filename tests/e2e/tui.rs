@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use faultline_tests::{Up, active_faults, assert_no_faults, bin, wait_until};
 
-/// A tmux server of this test's own (`-L`), so tests in parallel never meet.
-struct Tmux {
+/// A tmux server of this test's own (`-L`), so tests in parallel never meet (the
+/// dashboard tests of `multi_host` use it too).
+pub(crate) struct Tmux {
     socket: String,
 }
 
 impl Tmux {
-    fn start(command: &str) -> Tmux {
+    pub(crate) fn start(command: &str) -> Tmux {
         // One server per test: tests of one process run side by side.
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -37,7 +38,7 @@ impl Tmux {
         t
     }
 
-    fn cmd(&self, args: &[&str]) -> std::process::ExitStatus {
+    pub(crate) fn cmd(&self, args: &[&str]) -> std::process::ExitStatus {
         Command::new("tmux")
             .arg("-L")
             .arg(&self.socket)
@@ -46,7 +47,7 @@ impl Tmux {
             .expect("tmux runs (install it: apt-get install tmux)")
     }
 
-    fn screen(&self) -> String {
+    pub(crate) fn screen(&self) -> String {
         let out = Command::new("tmux")
             .args(["-L", &self.socket, "capture-pane", "-p", "-t", "t"])
             .output()
@@ -54,11 +55,11 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn keys(&self, keys: &str) {
+    pub(crate) fn keys(&self, keys: &str) {
         self.cmd(&["send-keys", "-t", "t", keys]);
     }
 
-    fn wait_for(&self, what: &str, timeout: Duration) -> String {
+    pub(crate) fn wait_for(&self, what: &str, timeout: Duration) -> String {
         let mut last = String::new();
         let seen = wait_until(timeout, || {
             last = self.screen();

@@ -9,8 +9,11 @@
 //! - [`Up`]: a `faultline up` child process and what it printed.
 //! - [`metrics`]: reading one sample out of a `/metrics` page.
 //! - [`invariants`]: the shop's invariants on a [`Shop`], judged by faultline's own checker.
+//! - [`hosts`]: hosts on this machine (network namespaces on a bridge), for tests
+//!   across several hosts.
 
 pub mod docker;
+pub mod hosts;
 pub mod invariants;
 pub mod metrics;
 

@@ -65,6 +65,23 @@ impl<'a> Resolver<'a> {
         (!names.is_empty() && names.iter().all(|n| self.runtime.contains(n))).then_some(names)
     }
 
+    /// The edges a comma-separated `target` names by their exact names
+    /// (`client->server-N`, `client->external`), if it names only such: a partition of
+    /// these edges alone (the CLI's partition between hosts makes one per agent).
+    fn listed_edges(&self, target: &str) -> Option<Vec<String>> {
+        if !self.proxies {
+            return None;
+        }
+        let known: BTreeSet<String> = self.edges().into_iter().map(|(_, _, n)| n).collect();
+        let names: Vec<String> = target
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        (!names.is_empty() && names.iter().all(|n| known.contains(n))).then_some(names)
+    }
+
     /// What `req`'s target names, for its kind.
     pub fn resolve(&self, req: &FaultRequest) -> Result<Resolved, FaultError> {
         let kind = req.spec.description();
@@ -85,14 +102,16 @@ impl<'a> Resolver<'a> {
         }
         match &req.spec {
             // A run-time proxy is an edge with no service at either end: cut whole.
-            FaultSpec::Partition { with } if with.trim().is_empty() => {
-                self.runtime_edges(&req.target).map(Resolved::Edges).ok_or_else(|| {
+            FaultSpec::Partition { with } if with.trim().is_empty() => self
+                .runtime_edges(&req.target)
+                .or_else(|| self.listed_edges(&req.target))
+                .map(Resolved::Edges)
+                .ok_or_else(|| {
                     FaultError::BadRequest(format!(
-                        "name the services on the other side of the partition (only a proxy made at run time, which `{}` is not, is partitioned alone)",
+                        "name the services on the other side of the partition (only a proxy made at run time or a list of edges by their names, like 'client->server-1', is partitioned alone, and `{}` is neither)",
                         req.target
                     ))
-                })
-            }
+                }),
             FaultSpec::Partition { with } => self.partition(&req.target, with).map(Resolved::Edges),
             FaultSpec::ZoneOutage => self.zone(&req.target).map(Resolved::Replicas),
             FaultSpec::Poison { .. } => {

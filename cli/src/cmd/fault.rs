@@ -41,6 +41,8 @@ pub struct Args {
 
 const ABOUT: &str = "Inject a fault through the agent (or `fault list`, `fault renew ID`)";
 
+const SEVERAL: &str = "With several agents (--agent repeated, URL or NAME=URL), the target is found on the agent that owns it; a name two agents own is qualified, NAME/orders-2, and ids are printed NAME/ID. A partition between hosts cuts every edge from one host's services to addresses the other serves: faultline fault partition host:a host:b";
+
 fn ttl(s: &str) -> Result<Duration, String> {
     parse_duration(s, "--ttl", MAX_TTL).map_err(|m| without_name(&m, "--ttl"))
 }
@@ -113,6 +115,7 @@ impl clap::Args for Args {
         let cmd = AgentArgs::augment_args(cmd)
             .mut_arg("agent_token", |a| a.global(true).display_order(101))
             .about(ABOUT)
+            .after_help(SEVERAL)
             .subcommand_required(true)
             .allow_external_subcommands(true)
             .arg(
@@ -246,52 +249,84 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             return Ok(Exit::BadInput);
         }
     };
-    let client = args.agent.client()?;
+    let fleet = args.agent.fleet()?;
     let runtime = tokio::runtime::Runtime::new()?;
-    let info = runtime.block_on(client.inject(&request))?;
-    println!("{}", info.id);
-    if info.healed_ms.is_some() {
-        // Nothing to undo (a kill without --hold, a restart, poison): already over.
-        eprintln!("{} on {}: done", info.kind, info.target);
-    } else {
-        eprintln!(
-            "{} on {} for {}s (heal early with `faultline heal {}`)",
-            info.kind,
-            info.target,
-            info.remaining_ms.div_ceil(1000),
-            info.id
-        );
+    // A target no agent or two agents own is refused here (exit code 2).
+    let parts = runtime.block_on(fleet.route_now(&request))?;
+    // A partition between hosts is a fault on each agent with an edge that crosses:
+    // every part is applied, or none stays.
+    let mut applied: Vec<(usize, String)> = Vec::new();
+    for part in &parts {
+        let m = &fleet.members[part.agent];
+        let info = match runtime.block_on(m.client.inject(&part.request)) {
+            Ok(info) => info,
+            Err(e) => {
+                for (a, id) in &applied {
+                    let _ = runtime.block_on(fleet.members[*a].client.heal(id));
+                }
+                return Err(if fleet.is_several() {
+                    anyhow::anyhow!("agent {}: {e}", m.name)
+                } else {
+                    e.into()
+                });
+            }
+        };
+        let id = fleet.qualify(part.agent, &info.id);
+        let target = fleet.qualify(part.agent, &info.target);
+        println!("{id}");
+        if info.healed_ms.is_some() {
+            // Nothing to undo (a kill without --hold, a restart, poison): already over.
+            eprintln!("{} on {target}: done", info.kind);
+        } else {
+            eprintln!(
+                "{} on {target} for {}s (heal early with `faultline heal {id}`)",
+                info.kind,
+                info.remaining_ms.div_ceil(1000),
+            );
+        }
+        applied.push((part.agent, info.id));
     }
     Ok(Exit::Success)
 }
 
 fn renew(args: &Args, id: &str) -> anyhow::Result<Exit> {
-    let client = args.agent.client()?;
+    let fleet = args.agent.fleet()?;
     let runtime = tokio::runtime::Runtime::new()?;
-    let info = runtime.block_on(client.renew(id, args.ttl))?;
+    let (i, bare) = runtime.block_on(fleet.owner_of_fault(id))?;
+    let info = runtime.block_on(fleet.members[i].client.renew(&bare, args.ttl))?;
     println!(
         "{} renewed: {}s left",
-        info.id,
+        fleet.qualify(i, &info.id),
         info.remaining_ms.div_ceil(1000)
     );
     Ok(Exit::Success)
 }
 
 fn list(args: &Args) -> anyhow::Result<Exit> {
-    let client = args.agent.client()?;
+    let fleet = args.agent.fleet()?;
     let runtime = tokio::runtime::Runtime::new()?;
-    let faults = runtime.block_on(client.faults())?;
-    if faults.is_empty() {
-        println!("no faults in effect");
+    let mut any = false;
+    for (i, m) in fleet.members.iter().enumerate() {
+        let faults = runtime.block_on(m.client.faults()).map_err(|e| {
+            if fleet.is_several() {
+                anyhow::anyhow!("agent {}: {e}", m.name)
+            } else {
+                e.into()
+            }
+        })?;
+        for f in faults {
+            any = true;
+            println!(
+                "{}  {:<15} {:<28} {}s left",
+                fleet.qualify(i, &f.id),
+                f.kind,
+                fleet.qualify(i, &f.target),
+                f.remaining_ms.div_ceil(1000)
+            );
+        }
     }
-    for f in faults {
-        println!(
-            "{}  {:<15} {:<28} {}s left",
-            f.id,
-            f.kind,
-            f.target,
-            f.remaining_ms.div_ceil(1000)
-        );
+    if !any {
+        println!("no faults in effect");
     }
     Ok(Exit::Success)
 }

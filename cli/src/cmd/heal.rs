@@ -3,10 +3,11 @@
 use crate::discover::AgentArgs;
 use crate::exit::Exit;
 
-/// Heal a fault by id, or every fault.
+/// Heal a fault by id, or every fault (of every agent given).
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The fault's id (as `faultline fault` printed it).
+    /// The fault's id (as `faultline fault` printed it: `NAME/ID` with several agents; a
+    /// bare id is looked for on every agent).
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub id: Option<String>,
     /// Heal every fault in effect.
@@ -17,19 +18,36 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
-    let client = args.agent.client()?;
+    let fleet = args.agent.fleet()?;
     let runtime = tokio::runtime::Runtime::new()?;
     if args.all {
-        let healed = runtime.block_on(client.heal_all())?;
+        let mut healed = 0;
+        for m in &fleet.members {
+            healed += runtime
+                .block_on(m.client.heal_all())
+                .map_err(|e| {
+                    if fleet.is_several() {
+                        anyhow::anyhow!("agent {}: {e}", m.name)
+                    } else {
+                        e.into()
+                    }
+                })?
+                .len();
+        }
         println!(
-            "healed {} fault{}",
-            healed.len(),
-            if healed.len() == 1 { "" } else { "s" }
+            "healed {healed} fault{}",
+            if healed == 1 { "" } else { "s" }
         );
     } else {
         let id = args.id.expect("clap requires an id without --all");
-        let f = runtime.block_on(client.heal(&id))?;
-        println!("healed {} ({} on {})", f.id, f.kind, f.target);
+        let (i, bare) = runtime.block_on(fleet.owner_of_fault(&id))?;
+        let f = runtime.block_on(fleet.members[i].client.heal(&bare))?;
+        println!(
+            "healed {} ({} on {})",
+            fleet.qualify(i, &f.id),
+            f.kind,
+            fleet.qualify(i, &f.target)
+        );
     }
     Ok(Exit::Success)
 }

@@ -19,6 +19,7 @@ use crate::run::{self, Options};
 ///   faultline run target-system/experiments/demo.toml --report out/
 ///   faultline run gameday.toml --junit junit.xml --seed 7
 ///   faultline run gameday.toml --agent http://127.0.0.1:7400
+///   faultline run gameday.toml --agent a=http://10.0.0.2:7400 --agent b=http://10.0.0.3:7400
 #[derive(clap::Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -48,11 +49,11 @@ pub struct Common {
     /// Seed of every random draw (overrides the file's).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// `--agent` (a global option): run against the agent of a running `faultline up`
-    /// (or a standalone agent) instead of starting the system.
+    /// `--agent` (a global option, repeatable): run against the agents of a running
+    /// `faultline up` or standalone agents instead of starting the system.
     #[arg(skip)]
-    pub agent: Option<String>,
-    /// Bearer token of that agent's API.
+    pub agent: Vec<String>,
+    /// Bearer token of the agents' API (an agent of [[target.agents]] may set its own).
     #[arg(long, env = "FAULTLINE_AGENT_TOKEN", hide_env_values = true)]
     pub agent_token: Option<String>,
     /// Print the report as JSON on stdout instead of the Markdown summary.
@@ -125,7 +126,7 @@ fn bundled_note(file: &Path) -> String {
 fn overrides(c: &Common) -> Overrides {
     Overrides {
         seed: c.seed,
-        agent: c.agent.clone(),
+        agents: c.agent.clone(),
         workers: c.workers.clone(),
     }
 }

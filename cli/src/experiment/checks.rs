@@ -157,7 +157,7 @@ fn invariants(cx: &mut Ctx<'_>, raw: &raw::Checks, target: Option<&TargetSpec>) 
         return false;
     }
     match target {
-        Some(TargetSpec::Running { agent: None, .. }) => cx.err(
+        Some(TargetSpec::Running { agents, .. }) if agents.is_empty() => cx.err(
             asked.span(),
             "[checks] invariants need an agent (to find the shop's audit endpoints): set `agent` under [target]",
         ),

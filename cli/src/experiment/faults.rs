@@ -6,6 +6,7 @@
 use std::ops::Range;
 use std::time::Duration;
 
+use faultline_agent::diag::line_column;
 use faultline_agent::faults::kind::{self, Dialect, Kind, Lasts, Param, Raw, Type, human};
 use faultline_agent::faults::kinds;
 use faultline_agent::faults::targets::Resolver;
@@ -105,6 +106,10 @@ pub struct Planned {
     pub target_span: Range<usize>,
     /// Where `with` is written (partitions).
     pub with_span: Range<usize>,
+    /// The line and column of `target` and of `with`, for errors found once the agents
+    /// answer.
+    pub target_at: (usize, usize),
+    pub with_at: (usize, usize),
 }
 
 /// The text of a table: TOML gives the span of an `[[array]]` table's header only, so
@@ -264,6 +269,8 @@ pub fn convert(
         label,
         target_span: at_key(text, &span, "target"),
         with_span: at_key(text, &span, "with"),
+        target_at: line_column(text, at_key(text, &span, "target").start),
+        with_at: line_column(text, at_key(text, &span, "with").start),
     })
 }
 

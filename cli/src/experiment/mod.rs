@@ -36,6 +36,8 @@ pub use checks::{Checks, CommandCheck, Destination, HttpCheck, When};
 pub use faults::Planned;
 pub use load::worker_url;
 
+pub use crate::fleet::AgentRef;
+
 pub use crate::shop::{
     DEMO, DEMO_NAME, WORKLOAD as SHOP_WORKLOAD, WORKLOAD_NAME as SHOP_WORKLOAD_NAME,
 };
@@ -47,10 +49,11 @@ pub enum TargetSpec {
         topology: Box<Topology>,
         bundled: bool,
     },
-    /// A running system: load to `url`, faults (if any) through `agent`.
+    /// A running system: load to `url`, faults (if any) through `agents` (each fault
+    /// on the one that owns its target).
     Running {
         url: Option<String>,
-        agent: Option<String>,
+        agents: Vec<AgentRef>,
     },
 }
 
@@ -133,7 +136,8 @@ pub struct Experiment {
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub seed: Option<u64>,
-    pub agent: Option<String>,
+    /// `--agent`, repeatable: `URL` or `NAME=URL`.
+    pub agents: Vec<String>,
     /// `--workers`, instead of `[load] workers`.
     pub workers: Option<Vec<String>>,
 }
@@ -498,12 +502,18 @@ fn timeline(
     let on = match target {
         Some(TargetSpec::Start { topology, .. }) => Some(&**topology),
         // The run's own agent, for its proxies: faults on them and on processes only.
-        Some(TargetSpec::Running { agent: None, .. }) if !names.is_empty() => Some(&none),
-        Some(TargetSpec::Running { agent: None, .. }) if !raw.is_empty() => {
+        Some(TargetSpec::Running { agents, .. }) if agents.is_empty() && !names.is_empty() => {
+            Some(&none)
+        }
+        Some(TargetSpec::Running { agents, .. }) if agents.is_empty() && !raw.is_empty() => {
             cx.err(
                 raw[0].span(),
                 "faults need an agent: set `agent` under [target] (or pass --agent), declare the [[proxies]] they act on, or leave out `url` to start the bundled system",
             );
+            None
+        }
+        Some(TargetSpec::Running { agents, .. }) => {
+            agent_names(cx, agents, &planned);
             None
         }
         _ => None,
@@ -522,6 +532,23 @@ fn timeline(
     }
     planned.sort_by_key(|p| p.at);
     planned
+}
+
+/// The agent names the faults' targets use (`NAME/target`, `host:NAME`), checked against
+/// the agents the run is given; what each target names is checked on the agents once
+/// they answer ([`crate::run::target`]).
+fn agent_names(cx: &mut Ctx<'_>, agents: &[AgentRef], planned: &[Planned]) {
+    let names: Vec<&str> = agents.iter().map(|a| a.name.as_str()).collect();
+    for p in planned {
+        if let Err(e) = crate::fleet::check_names(&names, &p.request) {
+            let span = if e.on_with {
+                &p.with_span
+            } else {
+                &p.target_span
+            };
+            cx.err(span.clone(), e.message);
+        }
+    }
 }
 
 /// The abort guards.
@@ -589,10 +616,6 @@ fn target(
     base: &Path,
     overrides: &Overrides,
 ) -> Option<TargetSpec> {
-    let agent = overrides
-        .agent
-        .clone()
-        .or_else(|| t.agent.as_ref().map(|a| a.get_ref().clone()));
     let check_url = |cx: &mut Ctx<'_>, s: &Spanned<String>, what: &str| {
         let ok = s
             .get_ref()
@@ -620,7 +643,8 @@ fn target(
     {
         return None;
     }
-    if t.url.is_some() || agent.is_some() {
+    let agents = agents(cx, t, overrides, &check_url)?;
+    if t.url.is_some() || !agents.is_empty() {
         if let Some(topo) = &t.topology {
             cx.err(
                 topo.span(),
@@ -633,7 +657,7 @@ fn target(
                 .url
                 .as_ref()
                 .map(|u| u.get_ref().trim_end_matches('/').to_owned()),
-            agent,
+            agents,
         });
     }
     match &t.topology {
@@ -667,6 +691,62 @@ fn target(
             }
         },
     }
+}
+
+/// The agents of a running target: `--agent` (repeated) if given, else `agent` (named
+/// by its host:port), else `[[target.agents]]`, each name valid and used once.
+fn agents(
+    cx: &mut Ctx<'_>,
+    t: &raw::Target,
+    overrides: &Overrides,
+    check_url: &dyn Fn(&mut Ctx<'_>, &Spanned<String>, &str) -> bool,
+) -> Option<Vec<AgentRef>> {
+    if let (Some(_), Some(first)) = (&t.agent, t.agents.first()) {
+        cx.err(
+            first.name.span(),
+            "[target] has both `agent` and [[target.agents]]: name one agent with `agent`, or every agent under [[target.agents]]",
+        );
+        return None;
+    }
+    if !overrides.agents.is_empty() {
+        return match crate::fleet::parse_args(&overrides.agents, None) {
+            Ok(a) => Some(a),
+            Err(m) => {
+                cx.errors.push(SourceError::whole_file(cx.file, m));
+                None
+            }
+        };
+    }
+    if let Some(a) = &t.agent {
+        let url = a.get_ref().clone();
+        return Some(vec![AgentRef {
+            name: crate::fleet::name_of_url(&url),
+            url,
+            token: None,
+        }]);
+    }
+    let mut out: Vec<AgentRef> = Vec::new();
+    let mut ok = true;
+    for a in &t.agents {
+        let name = a.name.get_ref();
+        if let Err(m) = crate::fleet::check_name(name) {
+            cx.err(a.name.span(), m);
+            ok = false;
+        } else if out.iter().any(|o| o.name == *name) {
+            cx.err(
+                a.name.span(),
+                format!("two agents are named `{name}`: give each agent of [[target.agents]] its own name"),
+            );
+            ok = false;
+        }
+        ok &= check_url(cx, &a.url, "url");
+        out.push(AgentRef {
+            name: name.clone(),
+            url: a.url.get_ref().clone(),
+            token: a.token.clone(),
+        });
+    }
+    ok.then_some(out)
 }
 
 /// The JSON Schema of experiment files.
@@ -908,6 +988,81 @@ mod tests {
         let text = text.split("[[faults]]").next().unwrap();
         let e = parse_text(text).unwrap();
         assert!(!e.checks.invariants);
-        assert!(matches!(e.target, TargetSpec::Running { agent: None, .. }));
+        assert!(matches!(&e.target, TargetSpec::Running { agents, .. } if agents.is_empty()));
+    }
+
+    const AGENTS: &str = "name = \"t\"\nduration = \"10s\"\n[target]\n[[target.agents]]\nname = \"a\"\nurl = \"http://10.0.0.2:7400\"\ntoken = \"t\"\n[[target.agents]]\nname = \"b\"\nurl = \"http://10.0.0.3:7400\"\n[load]\nrate = 1\n[[load.flows]]\nname = \"f\"\nsteps = [{ name = \"a\", path = \"/\" }]\n";
+
+    fn fault(target: &str, extra: &str) -> String {
+        format!("{AGENTS}[[faults]]\nat = \"1s\"\nkind = \"kill\"\ntarget = \"{target}\"\n{extra}")
+    }
+
+    #[test]
+    fn several_agents_are_named_once_each_and_targets_qualified_with_their_names() {
+        let e = parse_text(&fault("b/api-1", "")).unwrap();
+        let TargetSpec::Running { agents, url } = &e.target else {
+            panic!("{:?}", e.target)
+        };
+        assert_eq!(url, &None);
+        let names: Vec<&str> = agents.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(agents[0].token.as_deref(), Some("t"));
+        assert_eq!(agents[1].token, None);
+        // The target's place is kept for what the agents say once they answer.
+        assert_eq!(e.faults[0].target_at, (19, 10));
+
+        let p = parse_text(&fault("c/api-1", "")).unwrap_err().to_string();
+        assert!(
+            p.contains("x.toml:19:10: no agent named `c`; agents are: a, b"),
+            "{p}"
+        );
+        let twice = AGENTS.replace("name = \"b\"", "name = \"a\"");
+        let p = parse_text(&twice).unwrap_err().to_string();
+        assert!(
+            p.contains("x.toml:9:8: two agents are named `a`: give each agent of [[target.agents]] its own name"),
+            "{p}"
+        );
+        let both = AGENTS.replace("[target]\n", "[target]\nagent = \"http://10.0.0.9:1\"\n");
+        let p = parse_text(&both).unwrap_err().to_string();
+        assert!(
+            p.contains("x.toml:6:8: [target] has both `agent` and [[target.agents]]"),
+            "{p}"
+        );
+        let bad = AGENTS.replace("name = \"b\"", "name = \"b/c\"");
+        let p = parse_text(&bad).unwrap_err().to_string();
+        assert!(p.contains("x.toml:9:8: agent name `b/c`"), "{p}");
+    }
+
+    #[test]
+    fn a_partition_between_hosts_names_agents_on_both_sides() {
+        let partition = |with: &str| {
+            fault("host:a", &format!("with = \"{with}\"\n"))
+                .replace("kind = \"kill\"", "kind = \"partition\"")
+                .replace("at = \"1s\"\n", "at = \"1s\"\nduration = \"2s\"\n")
+        };
+        let e = parse_text(&partition("host:b")).unwrap();
+        assert_eq!(e.faults[0].label, "partition host:a | host:b");
+        let p = parse_text(&partition("host:z")).unwrap_err().to_string();
+        assert!(
+            p.contains("x.toml:21:8: no agent named `z`; agents are: a, b"),
+            "{p}"
+        );
+        let p = parse_text(&partition("b")).unwrap_err().to_string();
+        assert!(
+            p.contains("x.toml:21:8: `b`: both sides of a partition between hosts are host:NAME"),
+            "{p}"
+        );
+        // `--agent` replaces the file's agents: one agent cannot be partitioned from itself.
+        let one = Overrides {
+            agents: vec!["a=http://10.0.0.2:7400".into()],
+            ..Overrides::default()
+        };
+        let p = parse("x.toml", &partition("host:a"), Path::new("."), &one)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            p.contains("a partition between hosts needs several agents"),
+            "{p}"
+        );
     }
 }

@@ -84,6 +84,28 @@ pub struct Target {
     /// its topology's entrypoint is the base URL unless `url` is set. `--agent` overrides.
     #[schemars(with = "Option<String>")]
     pub agent: Option<Spanned<String>>,
+    /// Several running agents, one per host (instead of `agent`): each fault goes to the
+    /// agent that owns its target (`NAME/target` where two own the same name), and a
+    /// `partition` of `host:NAME` with `host:NAME` cuts every edge between hosts. The
+    /// first agent's entrypoint is the base URL unless `url` is set. `--agent` (repeated)
+    /// overrides.
+    #[serde(default)]
+    pub agents: Vec<Agent>,
+}
+
+/// One agent of a run across several hosts.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Agent {
+    /// Its name, which qualifies targets (`NAME/orders-2`) and names hosts
+    /// (`host:NAME`): 1 to 64 letters, digits, `_`, `.`, `-` or `:`.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// Its control API, like http://10.0.0.2:7400.
+    #[schemars(with = "String")]
+    pub url: Spanned<String>,
+    /// Its API's bearer token (default: `--agent-token`, `$FAULTLINE_AGENT_TOKEN`).
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]

@@ -60,6 +60,9 @@ pub enum RunError {
         #[source]
         source: ClientError,
     },
+    /// Fault targets no agent, or several, own (each `file:line:column: message`).
+    #[error("{0}")]
+    Targets(String),
     #[error("the load engine failed")]
     LoadEngine(#[source] tokio::task::JoinError),
 }

@@ -36,6 +36,8 @@ pub enum EventKind {
     Interrupted,
     /// A load worker stopped answering: the run stops and fails.
     WorkerLost { worker: String },
+    /// Agent `agent` stopped answering: the run ends, the other agents heal.
+    AgentLost { agent: String },
     /// A replica's state changed (`faultline tui`).
     Replica { replica: String },
     /// A replica restarted (`faultline tui`).

@@ -52,7 +52,8 @@ use self::report::{LoadTotals, Report, RunStatus};
 use self::state::{RunState, Stage};
 use self::target::Target;
 use self::timeline::FaultRecord;
-use crate::experiment::{Experiment, LoadModel};
+use crate::experiment::{Experiment, LoadModel, Planned};
+use crate::fleet::Part;
 use crate::load::client::Endpoint;
 use crate::load::distributed::{Plan, Workers};
 use crate::load::{Snapshot, Summary};
@@ -97,6 +98,7 @@ pub async fn execute(exp: &Experiment, opts: &Options) -> Result<Report, RunErro
 
 async fn run_on(exp: &Experiment, opts: &Options, target: &Target) -> Result<Report, RunError> {
     invariants_supported(exp, target).await?;
+    let plan = target.plan(exp).await?;
     let mut run = Run::set_up(exp, opts, target).await?;
     // Before the load: a system that is not healthy to begin with says nothing about
     // faults, so the run stops here, judging nothing.
@@ -117,7 +119,7 @@ async fn run_on(exp: &Experiment, opts: &Options, target: &Target) -> Result<Rep
             windows,
         ));
     }
-    let mut driven = run.drive().await?;
+    let mut driven = run.drive(plan).await?;
     if driven.status != RunStatus::Interrupted {
         let history = &driven.summary.history;
         checks.extend(checks::after(exp, target, &run.http, history, opts.quiet).await);
@@ -195,7 +197,7 @@ impl<'a> Run<'a> {
             .build()
             .map_err(RunError::HttpClient)?;
         let endpoint = target::endpoint(&target.base, exp.load.timeout).await?;
-        let observer = Observer::spawn(target.agent.clone(), http.clone());
+        let observer = Observer::spawn_fleet(target.fleet.clone(), http.clone());
         let (metrics, stop_metrics) = target.serve_metrics(opts).await?;
         let state = RunState {
             experiment: exp.name.clone(),
@@ -203,6 +205,7 @@ impl<'a> Run<'a> {
             target: target.label.clone(),
             duration_s: exp.duration.as_secs_f64(),
             agent_url: target.agent.as_ref().map(|a| a.url().to_owned()),
+            agents: target.fleet.several(),
             ..RunState::default()
         };
         let run = Run {
@@ -252,7 +255,7 @@ impl<'a> Run<'a> {
 
     /// Runs the load and the fault timeline until the load ends, a guard trips, a fault
     /// cannot be applied or a signal comes; every fault is healed when it returns.
-    async fn drive(&mut self) -> Result<Driven, RunError> {
+    async fn drive(&mut self, faults: Vec<(Planned, Vec<Part>)>) -> Result<Driven, RunError> {
         let exp = self.exp;
         let (stop, fault_failed) = (CancellationToken::new(), CancellationToken::new());
         // Caught from before the run is announced and before any fault can be applied:
@@ -281,13 +284,23 @@ impl<'a> Run<'a> {
             .map_err(RunError::Workers)?;
         let (t0, load_task) = plan.start(tick, Some(tx), stop.clone());
         self.state.stage = Stage::Running;
-        let timeline = self.target.agent.clone().map(|client| {
-            let (faults, events) = (exp.faults.clone(), self.events.clone());
-            let (stop, failed) = (stop.clone(), fault_failed.clone());
-            tokio::spawn(timeline::run(client, faults, t0, stop, failed, events))
+        // Agents the run did not start are watched: one that stops answering ends it.
+        let lost = self.target.embedded.is_none().then(timeline::Lost::default);
+        let timeline = (!self.target.fleet.is_empty()).then(|| {
+            let (fleet, events) = (self.target.fleet.clone(), self.events.clone());
+            let (stop, failed, lost) = (stop.clone(), fault_failed.clone(), lost.clone());
+            tokio::spawn(timeline::run(fleet, faults, t0, stop, failed, lost, events))
         });
-        let (collector, status, mut failures) =
-            self.watch(rx, t0, &stop, &fault_failed, signals).await;
+        let (collector, status, mut failures) = self
+            .watch(
+                rx,
+                t0,
+                &stop,
+                &fault_failed,
+                lost.unwrap_or_default(),
+                signals,
+            )
+            .await;
         let (summary, lost) = load_task.await.map_err(RunError::LoadEngine)?;
         let status = match lost {
             Some(e) => {
@@ -333,6 +346,7 @@ impl<'a> Run<'a> {
         t0: Instant,
         stop: &CancellationToken,
         fault_failed: &CancellationToken,
+        lost: timeline::Lost,
         signals: Option<StopSignals>,
     ) -> (Collector, RunStatus, Vec<String>) {
         let exp = self.exp;
@@ -381,6 +395,11 @@ impl<'a> Run<'a> {
                     self.events.push(t0.elapsed().as_secs_f64(), EventKind::Interrupted, m);
                     failures.push("the run was interrupted".into());
                     status = RunStatus::Interrupted;
+                    stop.cancel();
+                }
+                reason = lost.wait(), if status == RunStatus::Completed => {
+                    failures.push(reason);
+                    status = RunStatus::Aborted;
                     stop.cancel();
                 }
                 _ = fault_failed.cancelled(), if status == RunStatus::Completed => {

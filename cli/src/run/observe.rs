@@ -1,12 +1,17 @@
 //! The observer: once a second, what the agent reports (replicas, faults, the
 //! topology's `[messaging]`), the broker's queues and the circuit breakers the replicas
-//! of services that declare a metrics path (`metrics = "/metrics"`) expose there. The runner and `faultline tui` read the latest look.
+//! of services that declare a metrics path (`metrics = "/metrics"`) expose there. The
+//! runner and `faultline tui` read the latest look. With several agents, every agent is
+//! looked at and the looks are merged, each replica, fault and proxy qualified with its
+//! agent's name (`host-a/web-1`), which is how every view shows every host.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use faultline_agent::client::AgentClient;
+
+use crate::fleet::Fleet;
 use faultline_agent::faults::FaultInfo;
 use faultline_agent::supervisor::{ReplicaState, ReplicaStatus};
 use tokio::task::JoinHandle;
@@ -166,6 +171,48 @@ pub async fn observe_once(client: &AgentClient, http: &reqwest::Client) -> Optio
     })
 }
 
+/// One look at every agent of `fleet`, merged; agents that do not answer are left out,
+/// `None` when none answers. With one agent, that agent's look as it is.
+pub async fn observe_fleet(fleet: &Fleet, http: &reqwest::Client) -> Option<Observed> {
+    if !fleet.is_several() {
+        return observe_once(fleet.first()?, http).await;
+    }
+    let looks =
+        futures::future::join_all(fleet.members.iter().map(|m| observe_once(&m.client, http)))
+            .await;
+    let mut merged: Option<Observed> = None;
+    for (i, look) in looks.into_iter().enumerate() {
+        let Some(mut o) = look else { continue };
+        let q = |s: &str| fleet.qualify(i, s);
+        for r in &mut o.replicas {
+            r.name = q(&r.name);
+        }
+        for f in &mut o.faults {
+            f.id = q(&f.id);
+            f.target = q(&f.target);
+        }
+        for x in &mut o.outside {
+            x.name = q(&x.name);
+        }
+        o.breakers = o.breakers.into_iter().map(|(k, v)| (q(&k), v)).collect();
+        match &mut merged {
+            None => merged = Some(o),
+            Some(m) => {
+                m.replicas.extend(o.replicas);
+                m.faults.extend(o.faults);
+                m.queues.extend(o.queues);
+                m.breakers.extend(o.breakers);
+                m.has_breakers |= o.has_breakers;
+                m.outside.extend(o.outside);
+                if m.broker.is_none() {
+                    m.broker = o.broker.map(|b| q(&b));
+                }
+            }
+        }
+    }
+    merged
+}
+
 /// Looks at the system every second until dropped or stopped; [`Observer::latest`] is
 /// the last look (a broker that did not answer keeps its last figures).
 pub struct Observer {
@@ -179,7 +226,17 @@ impl Observer {
     pub fn spawn(client: Option<AgentClient>, http: reqwest::Client) -> Observer {
         let latest = Arc::new(Mutex::new(Observed::default()));
         let stop = CancellationToken::new();
-        let task = client.map(|c| tokio::spawn(watch(c, http, latest.clone(), stop.clone())));
+        let task =
+            client.map(|c| tokio::spawn(watch(Fleet::one(c), http, latest.clone(), stop.clone())));
+        Observer { latest, stop, task }
+    }
+
+    /// An observer of every agent of `fleet` (of nothing when it is empty).
+    pub fn spawn_fleet(fleet: Fleet, http: reqwest::Client) -> Observer {
+        let latest = Arc::new(Mutex::new(Observed::default()));
+        let stop = CancellationToken::new();
+        let task = (!fleet.is_empty())
+            .then(|| tokio::spawn(watch(fleet, http, latest.clone(), stop.clone())));
         Observer { latest, stop, task }
     }
 
@@ -203,7 +260,7 @@ impl Drop for Observer {
 }
 
 async fn watch(
-    client: AgentClient,
+    fleet: Fleet,
     http: reqwest::Client,
     into: Arc<Mutex<Observed>>,
     stop: CancellationToken,
@@ -211,7 +268,7 @@ async fn watch(
     loop {
         let look = tokio::select! {
             _ = stop.cancelled() => return,
-            o = observe_once(&client, &http) => o,
+            o = observe_fleet(&fleet, &http) => o,
         };
         if let Some(o) = look {
             let mut into = into.lock().unwrap();

@@ -45,6 +45,9 @@ pub struct RunState {
     pub target: String,
     /// The agent's API, when there is one (the TUI's controls use it).
     pub agent_url: Option<String>,
+    /// Every agent of a run across several hosts (else empty): the TUI's controls act
+    /// through the one that owns the selection.
+    pub agents: Vec<crate::fleet::AgentRef>,
     pub stage: Stage,
     pub elapsed_s: f64,
     pub duration_s: f64,

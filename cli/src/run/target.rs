@@ -1,6 +1,7 @@
 //! The target of a run: brought up with an embedded agent (a topology, the bundled shop
-//! by default) or found running (a URL, an agent). Either way the runner gets the base
-//! URL the load goes to and, when there is one, a client of the agent.
+//! by default) or found running (a URL, one agent or several). Either way the runner
+//! gets the base URL the load goes to and the agents, each fault of the timeline routed
+//! to the agent that owns its target ([`Target::plan`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,8 @@ use faultline_agent::topology::Topology;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{Options, RunError};
-use crate::experiment::{Experiment, LoadModel, TargetSpec};
+use crate::experiment::{AgentRef, Experiment, LoadModel, Planned, TargetSpec};
+use crate::fleet::{self, Fleet, Part};
 use crate::load::client::Endpoint;
 use crate::load::{LoadSpec, Model, Work};
 use crate::metrics::Metrics;
@@ -23,7 +25,11 @@ use crate::metrics::Metrics;
 pub struct Target {
     /// `http://host:port` the load goes to.
     pub base: String,
+    /// The first agent (the only one, but in a run across several hosts): the one the
+    /// checks ask for the topology's queues, audit endpoints and services.
     pub agent: Option<AgentClient>,
+    /// Every agent of the run, by name.
+    pub fleet: Fleet,
     /// The agent this run started, shut down (healing everything) at the end.
     pub embedded: Option<Agent>,
     /// The target in words, for the report.
@@ -38,11 +44,66 @@ impl Target {
             // run's own, with no topology, holds them.
             TargetSpec::Running {
                 url: Some(url),
-                agent: None,
-            } if !exp.proxies.is_empty() => start_bare(url, opts).await,
-            TargetSpec::Running { url, agent } => {
-                running(url.as_deref(), agent.as_deref(), opts).await
+                agents,
+            } if agents.is_empty() && !exp.proxies.is_empty() => start_bare(url, opts).await,
+            TargetSpec::Running { url, agents } => running(url.as_deref(), agents, opts).await,
+        }
+    }
+
+    /// Each fault of the timeline with the agents' parts of it: with several agents, each
+    /// target is found on the agent that owns it (asked now, after the run's proxies are
+    /// made); a target no agent or two agents own is a bad input at its place in the file.
+    pub async fn plan(&self, exp: &Experiment) -> Result<Vec<(Planned, Vec<Part>)>, RunError> {
+        if !self.fleet.is_several() {
+            return Ok(exp
+                .faults
+                .iter()
+                .map(|p| {
+                    let part = Part {
+                        agent: 0,
+                        request: p.request.clone(),
+                    };
+                    (p.clone(), vec![part])
+                })
+                .collect());
+        }
+        let mut statuses = Vec::new();
+        for (m, s) in self
+            .fleet
+            .members
+            .iter()
+            .zip(self.fleet.statuses(Duration::from_secs(10)).await)
+        {
+            statuses.push(s.map_err(|source| RunError::AgentUnreachable {
+                url: format!("{} ({})", m.client.url(), m.name),
+                source,
+            })?);
+        }
+        let views: Vec<fleet::View<'_>> = self
+            .fleet
+            .members
+            .iter()
+            .zip(&statuses)
+            .map(|(m, status)| fleet::View {
+                name: &m.name,
+                url: m.client.url(),
+                status,
+            })
+            .collect();
+        let (mut out, mut problems) = (Vec::new(), Vec::new());
+        for p in &exp.faults {
+            match fleet::route(&views, &p.request) {
+                Ok(parts) => out.push((p.clone(), parts)),
+                Err(e) => {
+                    let (line, column) = if e.on_with { p.with_at } else { p.target_at };
+                    problems.push(format!("{}:{line}:{column}: {}", exp.file, e.message));
+                }
             }
+        }
+        if problems.is_empty() {
+            Ok(out)
+        } else {
+            Err(RunError::Targets(problems.join("\nerror: ")))
         }
     }
 
@@ -192,9 +253,11 @@ async fn start(topology: &Topology, bundled: bool, opts: &Options) -> Result<Tar
             agent.supervisor.run_dir().join("logs").display()
         );
     }
+    let client = AgentClient::new(&agent.url, None);
     Ok(Target {
         base: format!("http://{entry}"),
-        agent: Some(AgentClient::new(&agent.url, None)),
+        fleet: Fleet::one(client.clone()),
+        agent: Some(client),
         embedded: Some(agent),
         label,
     })
@@ -211,43 +274,63 @@ async fn start_bare(url: &str, opts: &Options) -> Result<Target, RunError> {
     if !opts.quiet {
         eprintln!("agent for the run's proxies: {}", agent.url);
     }
+    let client = AgentClient::new(&agent.url, None);
     Ok(Target {
         base: url.to_owned(),
-        agent: Some(AgentClient::new(&agent.url, None)),
+        fleet: Fleet::one(client.clone()),
+        agent: Some(client),
         embedded: Some(agent),
         label: url.to_owned(),
     })
 }
 
-/// A running system: the load goes to `url`, or to the entrypoint the agent reports.
+/// A running system: the load goes to `url`, or to the entrypoint the (first) agent
+/// reports.
 async fn running(
     url: Option<&str>,
-    agent: Option<&str>,
+    agents: &[AgentRef],
     opts: &Options,
 ) -> Result<Target, RunError> {
-    let client = agent.map(|a| AgentClient::new(a, opts.agent_token.clone()));
-    let unreachable = |c: &AgentClient, source: ClientError| RunError::AgentUnreachable {
-        url: c.url().to_owned(),
+    let agents: Vec<AgentRef> = agents
+        .iter()
+        .map(|a| AgentRef {
+            token: a.token.clone().or_else(|| opts.agent_token.clone()),
+            ..a.clone()
+        })
+        .collect();
+    let fleet = Fleet::new(&agents);
+    let several = fleet.is_several();
+    let unreachable = |m: &fleet::Member, source: ClientError| RunError::AgentUnreachable {
+        url: if several {
+            format!("{} ({})", m.client.url(), m.name)
+        } else {
+            m.client.url().to_owned()
+        },
         source,
     };
-    let base = match (url, &client) {
+    // Every agent reachable before anything starts: a wrong URL is a setup error.
+    let mut first = None;
+    for (m, s) in fleet
+        .members
+        .iter()
+        .zip(fleet.statuses(Duration::from_secs(30)).await)
+    {
+        let s = s.map_err(|e| unreachable(m, e))?;
+        first.get_or_insert(s);
+    }
+    let base = match (url, first) {
         (Some(u), _) => u.to_owned(),
-        (None, Some(c)) => c
-            .status()
-            .await
-            .map_err(|e| unreachable(c, e))?
-            .entrypoint
-            .ok_or(RunError::AgentWithoutEntrypoint)?,
+        (None, Some(s)) => s.entrypoint.ok_or(RunError::AgentWithoutEntrypoint)?,
         (None, None) => return Err(RunError::NoTarget),
     };
-    if let Some(c) = &client {
-        // Reachable before anything starts: a wrong URL is a setup error.
-        c.status().await.map_err(|e| unreachable(c, e))?;
+    if !opts.quiet && several {
+        eprintln!("agents: {}", fleet.names().join(", "));
     }
     Ok(Target {
         label: base.clone(),
         base,
-        agent: client,
+        agent: fleet.first().cloned(),
+        fleet,
         embedded: None,
     })
 }

@@ -1,7 +1,8 @@
 //! The live terminal dashboard. It draws the run state the runner publishes (or, for
-//! `faultline tui`, what a running agent reports) a few times a second, turns keys into
-//! fault actions through the agent, and on quit heals the faults it applied. The
-//! terminal is restored on quit, on panic and on SIGTERM.
+//! `faultline tui`, what the running agents report) a few times a second, turns keys
+//! into fault actions through the agent that owns the selection (with several agents,
+//! every name is qualified, `host-a/web-1`), and on quit heals the faults it applied.
+//! The terminal is restored on quit, on panic and on SIGTERM.
 //!
 //! - [`app`]: the dashboard's state and keys (no I/O, tested without a terminal).
 //! - [`view`]: drawing (tested on ratatui's `TestBackend`).
@@ -27,8 +28,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use self::app::{Action, App};
+use crate::fleet::Fleet;
 use crate::run::events::{Event, EventKind};
-use crate::run::observe::observe_once;
+use crate::run::observe::observe_fleet;
 use crate::run::state::{RunState, Stage};
 
 /// How often the screen is redrawn.
@@ -110,78 +112,30 @@ struct Known {
     broker: Option<String>,
 }
 
-/// Carries out one action through the agent; returns what to log and the faults applied.
-async fn perform(client: &AgentClient, action: Action, known: &Known) -> (String, Vec<String>) {
-    let edges = &known.edges;
-    let inject = |spec: FaultSpec, target: String| FaultRequest {
+/// The agent of a name the dashboard shows (`host-a/web-1` with several agents) and
+/// the name on that agent.
+fn locate<'a>(fleet: &Fleet, name: &'a str) -> (usize, &'a str) {
+    if fleet.is_several() {
+        fleet.split_qualified(name).unwrap_or((0, name))
+    } else {
+        (0, name)
+    }
+}
+
+/// A fault the dashboard applies: leased, renewed while it runs.
+fn leased(spec: FaultSpec, target: String) -> FaultRequest {
+    FaultRequest {
         tree: None,
         spec,
         target,
         ttl_ms: Some(LEASE.as_millis() as u64),
         seed: None,
-    };
-    let requests: Vec<FaultRequest> = match &action {
-        Action::Kill(r) => vec![inject(FaultSpec::Kill { hold: false }, r.clone())],
-        Action::Pause(r) => vec![inject(FaultSpec::Pause, r.clone())],
-        Action::Latency(r) => {
-            let clients: std::collections::BTreeSet<&str> = edges
-                .iter()
-                .filter(|e| e.server == *r)
-                .map(|e| e.client.as_str())
-                .collect();
-            if clients.is_empty() {
-                return (format!("no edge leads into {r}: nothing to slow"), vec![]);
-            }
-            clients
-                .into_iter()
-                .map(|c| {
-                    inject(
-                        FaultSpec::Latency {
-                            delay_ms: 200,
-                            jitter_ms: 0,
-                            direction: Default::default(),
-                            toxicity: 1.0,
-                        },
-                        format!("{c}->{r}"),
-                    )
-                })
-                .collect()
-        }
-        Action::PartitionFromBroker(s) => match &known.broker {
-            Some(broker) => vec![inject(
-                FaultSpec::Partition {
-                    with: broker.clone(),
-                },
-                s.clone(),
-            )],
-            None => {
-                let m = "the topology names no broker ([messaging]): nothing to partition from";
-                return (m.to_owned(), vec![]);
-            }
-        },
-        Action::Resume { replica, fault } => {
-            return match client.heal(fault).await {
-                Ok(_) => (format!("resumed {replica} (healed {fault})"), vec![]),
-                Err(e) => (format!("cannot resume {replica}: {e}"), vec![]),
-            };
-        }
-        Action::Heal(ids) => {
-            let mut done = Vec::new();
-            for id in ids {
-                match client.heal(id).await {
-                    Ok(_) => done.push(id.clone()),
-                    Err(e) => return (format!("cannot heal {id}: {e}"), vec![]),
-                }
-            }
-            return (format!("healed {}", done.join(", ")), vec![]);
-        }
-        Action::HealAll => {
-            return match client.heal_all().await {
-                Ok(h) => (format!("healed every fault ({})", h.len()), vec![]),
-                Err(e) => (format!("cannot heal: {e}"), vec![]),
-            };
-        }
-    };
+    }
+}
+
+/// Applies `requests` on agent `agent`: what to log and the faults applied.
+async fn inject_all(fleet: &Fleet, agent: usize, requests: Vec<FaultRequest>) -> Done {
+    let client = &fleet.members[agent].client;
     let mut ids = Vec::new();
     let mut said = Vec::new();
     for r in requests {
@@ -189,7 +143,7 @@ async fn perform(client: &AgentClient, action: Action, known: &Known) -> (String
         match client.inject(&r).await {
             Ok(info) => {
                 said.push(format!("{label} ({})", info.id));
-                ids.push(info.id);
+                ids.push(fleet.qualify(agent, &info.id));
             }
             Err(e) => said.push(format!("cannot {label}: {e}")),
         }
@@ -197,9 +151,105 @@ async fn perform(client: &AgentClient, action: Action, known: &Known) -> (String
     (said.join("; "), ids)
 }
 
+/// Heals every fault on every agent.
+async fn heal_everything(fleet: &Fleet) -> Done {
+    let mut healed = 0;
+    for m in &fleet.members {
+        match m.client.heal_all().await {
+            Ok(h) => healed += h.len(),
+            Err(e) if fleet.is_several() => {
+                return (format!("cannot heal on {}: {e}", m.name), vec![]);
+            }
+            Err(e) => return (format!("cannot heal: {e}"), vec![]),
+        }
+    }
+    (format!("healed every fault ({healed})"), vec![])
+}
+
+/// Heals faults by the ids the dashboard shows.
+async fn heal_ids(fleet: &Fleet, ids: &[String]) -> Done {
+    let mut done = Vec::new();
+    for id in ids {
+        let (i, bare) = locate(fleet, id);
+        match fleet.members[i].client.heal(bare).await {
+            Ok(_) => done.push(id.clone()),
+            Err(e) => return (format!("cannot heal {id}: {e}"), vec![]),
+        }
+    }
+    (format!("healed {}", done.join(", ")), vec![])
+}
+
+/// Carries out one action through the agent that owns its selection; returns what to
+/// log and the faults applied (qualified with their agent's name when there are
+/// several).
+async fn perform(fleet: &Fleet, action: Action, known: &Known) -> Done {
+    let (agent, requests) = match &action {
+        Action::Kill(r) => {
+            let (i, bare) = locate(fleet, r);
+            let kill = FaultSpec::Kill { hold: false };
+            (i, vec![leased(kill, bare.to_owned())])
+        }
+        Action::Pause(r) => {
+            let (i, bare) = locate(fleet, r);
+            (i, vec![leased(FaultSpec::Pause, bare.to_owned())])
+        }
+        Action::Latency(r) => {
+            // Every edge into the replica, on the agent of the replica (edges are the
+            // clients' and the server's alike there).
+            let clients: std::collections::BTreeSet<&str> = known
+                .edges
+                .iter()
+                .filter(|e| e.server == *r)
+                .map(|e| locate(fleet, &e.client).1)
+                .collect();
+            if clients.is_empty() {
+                return (format!("no edge leads into {r}: nothing to slow"), vec![]);
+            }
+            let (i, bare) = locate(fleet, r);
+            let latency = || FaultSpec::Latency {
+                delay_ms: 200,
+                jitter_ms: 0,
+                direction: Default::default(),
+                toxicity: 1.0,
+            };
+            let requests = clients
+                .into_iter()
+                .map(|c| leased(latency(), format!("{c}->{bare}")))
+                .collect();
+            (i, requests)
+        }
+        Action::PartitionFromBroker(r) => {
+            let (i, bare) = locate(fleet, r);
+            let Some(broker) = &known.broker else {
+                let m = "the topology names no broker ([messaging]): nothing to partition from";
+                return (m.to_owned(), vec![]);
+            };
+            let (j, broker) = locate(fleet, broker);
+            if j != i {
+                return (format!("the broker is on another agent than {r}"), vec![]);
+            }
+            let with = broker.to_owned();
+            (
+                i,
+                vec![leased(FaultSpec::Partition { with }, bare.to_owned())],
+            )
+        }
+        Action::Resume { replica, fault } => {
+            let (i, bare) = locate(fleet, fault);
+            return match fleet.members[i].client.heal(bare).await {
+                Ok(_) => (format!("resumed {replica} (healed {fault})"), vec![]),
+                Err(e) => (format!("cannot resume {replica}: {e}"), vec![]),
+            };
+        }
+        Action::Heal(ids) => return heal_ids(fleet, ids).await,
+        Action::HealAll => return heal_everything(fleet).await,
+    };
+    inject_all(fleet, agent, requests).await
+}
+
 /// Hands the actions the keys asked for to the agent, each on a task of its own that
 /// reports on `done` what it did and which faults it applied.
-fn dispatch(app: &mut App, agent: Option<&AgentClient>, done: &mpsc::UnboundedSender<Done>) {
+fn dispatch(app: &mut App, agent: Option<&Fleet>, done: &mpsc::UnboundedSender<Done>) {
     for action in std::mem::take(&mut app.pending) {
         let Some(client) = agent else {
             app.note("no agent: faults cannot be applied from here");
@@ -221,7 +271,7 @@ type Done = (String, Vec<String>);
 /// `interrupt` is cancelled when the user quits: a run then stops and heals.
 pub async fn run(
     mut state: watch::Receiver<RunState>,
-    mut agent: Option<AgentClient>,
+    mut agent: Option<Fleet>,
     token: Option<String>,
     interrupt: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -256,16 +306,13 @@ pub async fn run(
                     continue;
                 }
                 app.set_state(state.borrow_and_update().clone());
-                if agent.is_none()
-                    && let Some(url) = &app.state.agent_url
-                {
-                    agent = Some(AgentClient::new(url, token.clone()));
+                if agent.is_none() {
+                    agent = fleet_of(&app.state, token.as_deref());
                 }
-                if let Some(client) = &agent
+                if let Some(fleet) = &agent
                     && (app.edges.is_empty() || edges_at.elapsed() > Duration::from_secs(10))
-                    && let Ok(s) = client.status().await
                 {
-                    app.edges = s.edges;
+                    app.edges = edges_of(fleet).await;
                     edges_at = tokio::time::Instant::now();
                 }
             }
@@ -278,10 +325,8 @@ pub async fn run(
                     Some(_) => {}
                     None => app.quit = true,
                 }
-                if agent.is_none()
-                    && let Some(url) = &app.state.agent_url
-                {
-                    agent = Some(AgentClient::new(url, token.clone()));
+                if agent.is_none() {
+                    agent = fleet_of(&app.state, token.as_deref());
                 }
                 dispatch(&mut app, agent.as_ref(), &done_tx);
                 if app.quit {
@@ -294,11 +339,12 @@ pub async fn run(
                 app.applied.extend(ids);
             }
             _ = renew.tick() => {
-                if let Some(client) = &agent {
+                if let Some(fleet) = &agent {
                     let live: Vec<String> = app.state.faults.iter().map(|f| f.id.clone()).collect();
                     app.applied.retain(|id| live.contains(id) || app.state.faults.is_empty());
                     for id in &app.applied {
-                        let _ = client.renew(id, Some(LEASE)).await;
+                        let (i, bare) = locate(fleet, id);
+                        let _ = fleet.members[i].client.renew(bare, Some(LEASE)).await;
                     }
                 }
             }
@@ -310,9 +356,11 @@ pub async fn run(
     }
     Ok(()) }.await;
     // Leave no fault of ours behind, then hand the terminal back.
-    if let Some(client) = &agent {
+    if let Some(fleet) = &agent {
         for id in std::mem::take(&mut app.applied) {
-            let _ = tokio::time::timeout(Duration::from_secs(5), client.heal(&id)).await;
+            let (i, bare) = locate(fleet, &id);
+            let heal = fleet.members[i].client.heal(bare);
+            let _ = tokio::time::timeout(Duration::from_secs(5), heal).await;
         }
     }
     interrupt.cancel();
@@ -322,9 +370,35 @@ pub async fn run(
     ended
 }
 
-/// `faultline tui`: the state of a running `faultline up` (or agent), once a second:
-/// replicas, faults, queues, and an event for every change of a replica's state.
-pub async fn attach(client: AgentClient, tx: watch::Sender<RunState>, stop: CancellationToken) {
+/// The agents of a run's state: its several agents, or the one at `agent_url`.
+fn fleet_of(state: &RunState, token: Option<&str>) -> Option<Fleet> {
+    if !state.agents.is_empty() {
+        return Some(Fleet::new(&state.agents));
+    }
+    let url = state.agent_url.as_ref()?;
+    Some(Fleet::one(AgentClient::new(url, token.map(str::to_owned))))
+}
+
+/// Every agent's edges, their names qualified as the dashboard shows replicas.
+async fn edges_of(fleet: &Fleet) -> Vec<EdgeView> {
+    let mut out = Vec::new();
+    for (i, m) in fleet.members.iter().enumerate() {
+        if let Ok(s) = m.client.status().await {
+            out.extend(s.edges.into_iter().map(|mut e| {
+                e.name = fleet.qualify(i, &e.name);
+                e.client = fleet.qualify(i, &e.client);
+                e.server = fleet.qualify(i, &e.server);
+                e
+            }));
+        }
+    }
+    out
+}
+
+/// `faultline tui`: the state of a running `faultline up` (or of agents), once a
+/// second: replicas, faults, queues, and an event for every change of a replica's
+/// state; every host's, qualified, with several agents.
+pub async fn attach(client: Fleet, tx: watch::Sender<RunState>, stop: CancellationToken) {
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(2))
@@ -333,7 +407,12 @@ pub async fn attach(client: AgentClient, tx: watch::Sender<RunState>, stop: Canc
     let start = tokio::time::Instant::now();
     let mut state = RunState {
         experiment: "attached".into(),
-        target: client.url().to_owned(),
+        target: client
+            .members
+            .iter()
+            .map(|m| m.client.url())
+            .collect::<Vec<_>>()
+            .join(", "),
         stage: Stage::Running,
         phase: "attached".into(),
         ..RunState::default()
@@ -342,7 +421,7 @@ pub async fn attach(client: AgentClient, tx: watch::Sender<RunState>, stop: Canc
     loop {
         let t = start.elapsed().as_secs_f64();
         state.elapsed_s = t;
-        if let Some(o) = observe_once(&client, &http).await {
+        if let Some(o) = observe_fleet(&client, &http).await {
             for r in &o.replicas {
                 let word = format!("{:?}", r.state).to_lowercase();
                 let before = seen.insert(r.name.clone(), (word.clone(), r.restarts));

@@ -514,6 +514,7 @@ mod tests {
             seed: 42,
             target: "the bundled shop".into(),
             agent_url: None,
+            agents: Vec::new(),
             stage: Stage::Running,
             elapsed_s: 23.0,
             duration_s: 60.0,
