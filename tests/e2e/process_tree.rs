@@ -331,3 +331,51 @@ fn without_the_reaper_a_sigkill_leaves_the_tree_behind() {
         "the daemon's sleep was expected to survive without a reaper"
     );
 }
+
+/// Where cgroups cannot be used (`FAULTLINE_NO_CGROUPS=1`, or a namespace that hides
+/// them), a replica is a process group. Killing it again and again must kill only the
+/// replica: once its first process was reaped, a group id taken from it would be 0,
+/// and `killpg(0)` is the agent's own group (seen: the agent, and the shell that
+/// started it, killed by a replica's kill).
+#[test]
+fn without_cgroups_a_replicas_kill_leaves_the_agent_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let topology = faultline_tests::one_cache_topology(dir.path());
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let (mut agent, ready) = faultline_tests::start_agent_env(
+        &run_dir,
+        &["--topology", topology.to_str().unwrap()],
+        &[("FAULTLINE_NO_CGROUPS", "1")],
+    );
+    let url = faultline_tests::ready_field(&ready, "agent");
+    let restarts = |url: &str| {
+        faultline_tests::replica_json(url, "cache-1")["restarts"]
+            .as_u64()
+            .unwrap()
+    };
+    let client = reqwest::blocking::Client::new();
+    for round in 1..=3u64 {
+        let r = client
+            .post(format!("{url}/v1/faults"))
+            .json(&serde_json::json!({ "kind": "kill", "target": "cache-1" }))
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{:?}", r.text());
+        assert!(
+            wait_until(Duration::from_secs(20), || {
+                agent.try_wait().unwrap().is_none()
+                    && faultline_tests::replica_json(&url, "cache-1")["state"] == "healthy"
+                    && restarts(&url) >= round
+            }),
+            "round {round}: the agent {} and cache-1 is {}",
+            match agent.try_wait().unwrap() {
+                Some(s) => format!("died ({s})"),
+                None => "runs".into(),
+            },
+            faultline_tests::replica_json(&url, "cache-1")
+        );
+    }
+    assert!(agent.try_wait().unwrap().is_none(), "the agent died");
+    assert!(alive(agent.id()));
+}

@@ -474,6 +474,11 @@ impl Drop for Killed {
 /// A standalone `faultline-agent` with `args` and run directory `run_dir`: its process
 /// and its ready line. What it writes to stderr is appended to `<run_dir>.stderr`.
 pub fn start_agent_with(run_dir: &Path, args: &[&str]) -> (Killed, String) {
+    start_agent_env(run_dir, args, &[])
+}
+
+/// [`start_agent_with`], with `env` set for the agent.
+pub fn start_agent_env(run_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Killed, String) {
     let stderr = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -484,6 +489,7 @@ pub fn start_agent_with(run_dir: &Path, args: &[&str]) -> (Killed, String) {
         .arg("--run-dir")
         .arg(run_dir)
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()

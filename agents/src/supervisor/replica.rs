@@ -82,14 +82,17 @@ type Probing = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// What runs a replica now: a process of this machine, or a container.
 enum Instance {
-    Process(Child),
+    /// The child and its pid, kept from the start: once the child is reaped, tokio's
+    /// `id()` is `None`, and the group of what it left is still to be killed (a pid of
+    /// 0 there would be the agent's own group).
+    Process(Child, u32),
     Container(Running),
 }
 
 impl Instance {
     fn pid(&self) -> u32 {
         match self {
-            Instance::Process(c) => c.id().unwrap_or(0),
+            Instance::Process(_, pid) => *pid,
             Instance::Container(r) => r.pid,
         }
     }
@@ -97,7 +100,7 @@ impl Instance {
     /// How it ended, once it has.
     async fn wait(&mut self) -> String {
         match self {
-            Instance::Process(c) => c
+            Instance::Process(c, _) => c
                 .wait()
                 .await
                 .ok()
@@ -317,10 +320,10 @@ impl Runner {
             let join = self.tree.join_file()?;
             let child = spawn(program, &args, &env, &cwd, &log, join.as_ref())?;
             drop(join);
-            if let Some(pid) = child.id() {
-                self.shared.trees.record_group(pid, true);
-            }
-            Instance::Process(child)
+            // Not yet waited for, so it has its id.
+            let pid = child.id().unwrap_or(0);
+            self.shared.trees.record_group(pid, true);
+            Instance::Process(child, pid)
         };
         if self.starts > 0 {
             self.update(|s| s.restarts += 1);
@@ -329,7 +332,7 @@ impl Runner {
         let pid = Some(inst.pid()).filter(|p| *p > 0);
         let container = match &inst {
             Instance::Container(r) => Some(r.name.clone()),
-            Instance::Process(_) => None,
+            Instance::Process(..) => None,
         };
         tracing::info!(replica = self.name(), pid, container, "replica started");
         self.update(|s| {
@@ -361,7 +364,7 @@ impl Runner {
         paused: bool,
     ) -> std::io::Result<()> {
         match inst {
-            Instance::Process(_) => {
+            Instance::Process(..) => {
                 let pid = inst.pid();
                 if signal == Signal::SIGKILL {
                     self.tree.kill(pid).await?;
@@ -381,8 +384,8 @@ impl Runner {
 
     async fn freeze(&self, inst: &Instance, frozen: bool) -> std::io::Result<()> {
         match inst {
-            Instance::Process(_) if frozen => self.tree.freeze(inst.pid()).await,
-            Instance::Process(_) => self.tree.thaw(inst.pid()),
+            Instance::Process(..) if frozen => self.tree.freeze(inst.pid()).await,
+            Instance::Process(..) => self.tree.thaw(inst.pid()),
             Instance::Container(r) => self.docker().freeze(&r.name, frozen).await,
         }
     }
@@ -595,7 +598,7 @@ impl Runner {
     async fn exited(&self, inst: &Instance, how: String, expected: bool) {
         let pid = inst.pid();
         match inst {
-            Instance::Process(_) => {
+            Instance::Process(..) => {
                 // Whatever the replica started goes with it, before anything starts
                 // again.
                 if let Err(e) = self.tree.kill(pid).await {

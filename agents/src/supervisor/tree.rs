@@ -263,8 +263,15 @@ impl Tree {
 }
 
 /// Sends `signal` to the process group led by `pid`. A group that is already gone is
-/// not an error.
+/// not an error. Groups 0 (the caller's own: the agent's) and 1 are refused, whatever
+/// bug would ask for them.
 pub(crate) fn signal_group(pid: u32, signal: Signal) -> io::Result<()> {
+    if pid <= 1 || pid > i32::MAX as u32 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("no process group {pid} to signal"),
+        ));
+    }
     match killpg(Pid::from_raw(pid as i32), signal) {
         Ok(()) | Err(Errno::ESRCH) => Ok(()),
         Err(e) => Err(io::Error::from(e)),
