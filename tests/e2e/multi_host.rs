@@ -2,7 +2,7 @@
 //! ([`faultline_tests::hosts`]) with its own address, an agent and part of the system.
 //! Host a runs `web`, which calls host b's `api` through `[external.b-api]`; one
 //! `faultline run` with two `[[target.agents]]` kills and pauses replicas on both hosts
-//! and partitions the hosts; an agent SIGKILLed mid-run ends the run; bad agent names
+//! and partitions the hosts, while a load worker on each host makes the load; an agent SIGKILLed mid-run ends the run; bad agent names
 //! and a replica two agents own are refused at their place in the file.
 
 use std::path::{Path, PathBuf};
@@ -213,12 +213,18 @@ impl Two {
     }
 
     fn run(&self, file: &Path, report: &Path) -> Output {
+        self.run_with(file, report, &[])
+    }
+
+    fn run_with(&self, file: &Path, report: &Path, extra: &[&str]) -> Output {
         self.faultline()
             .arg("run")
             .arg(file)
             .arg("--report")
             .arg(report)
             .arg("--no-tui")
+            .args(extra)
+            .env("FAULTLINE_WORKER_TOKEN", TOKEN)
             .output()
             .unwrap()
     }
@@ -255,12 +261,28 @@ fn one_run_faults_replicas_on_two_hosts_and_partitions_them() {
             two.agents()
         ),
     );
+    // Two load workers, one on each host, make the load.
+    let (ha, hb) = &two._hosts;
+    let ((_wa, wa), (_wb, wb)) = (ha.start_worker(TOKEN), hb.start_worker(TOKEN));
     let out_dir = two.dir.path().join("out");
-    let out = two.run(&file, &out_dir);
+    let out = two.run_with(&file, &out_dir, &["--workers", &format!("{wa},{wb}")]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     let r = report(&out_dir);
     assert_eq!(r.status, RunStatus::Completed);
+    // The load came from both hosts, and its totals are theirs.
+    let urls: Vec<&str> = r.load.workers.iter().map(|w| w.url.as_str()).collect();
+    assert_eq!(urls, [wa.as_str(), wb.as_str()]);
+    assert!(wa.contains(&ha.addr().to_string()) && wb.contains(&hb.addr().to_string()));
+    assert_eq!(
+        r.load.workers.iter().map(|w| w.requests).sum::<u64>(),
+        r.load.requests
+    );
+    assert!(
+        r.load.workers.iter().all(|w| w.requests >= 70),
+        "{:?}",
+        r.load.workers
+    );
 
     // Three faults, one entry each: the partition between hosts too.
     let labels: Vec<&str> = r.faults.iter().map(|f| f.label.as_str()).collect();

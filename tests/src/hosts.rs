@@ -265,6 +265,25 @@ impl Host {
         (child, crate::ready_field(&ready, "agent"))
     }
 
+    /// A load worker (`faultline worker --listen ADDR:0 --token TOKEN`) on this host, once
+    /// it has printed its ready line: the guard and its URL.
+    pub fn start_worker(&self, token: &str) -> (Killed, String) {
+        use std::io::{BufRead, BufReader};
+        let listen = format!("{}:0", self.addr);
+        let mut child = self.spawn(
+            Command::new(crate::bin("faultline"))
+                .args(["worker", "--listen", &listen, "--token", token])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        );
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let Some(Ok(ready)) = lines.next() else {
+            panic!("faultline worker on {} printed no ready line", self.name);
+        };
+        std::thread::spawn(move || for _ in lines {});
+        (child, crate::ready_field(&ready, "worker"))
+    }
+
     /// Starts `cmd` inside this host; the child is killed when the guard drops (and
     /// with the network in any case).
     pub fn spawn(&self, cmd: &mut Command) -> Killed {
