@@ -36,31 +36,7 @@ class Handler(BaseHTTPRequestHandler):
 ThreadingHTTPServer((host, int(port)), Handler).serve_forever()
 "#;
 
-/// Each request fetches `/` from argv[2] (2 s timeout) and answers its body, or 502.
-const WEB: &str = r#"
-import sys, urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-host, port = sys.argv[1].rsplit(":", 1)
-upstream = sys.argv[2]
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        try:
-            with urllib.request.urlopen("http://" + upstream + "/", timeout=2) as r:
-                body, code = r.read(), 200
-        except Exception as e:
-            body, code = str(e).encode(), 502
-        self.send_response(code)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-ThreadingHTTPServer((host, int(port)), Handler).serve_forever()
-"#;
+use faultline_tests::PY_WEB as WEB;
 
 fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
