@@ -35,6 +35,15 @@ struct Slot {
     given: tokio::time::Instant,
     /// Past its barrier: its load runs.
     running: Arc<std::sync::atomic::AtomicBool>,
+    /// Why `stop` fired, once it has.
+    why: Arc<Mutex<&'static str>>,
+}
+
+impl Slot {
+    fn stop(&self, why: &'static str) {
+        *self.why.lock().unwrap() = why;
+        self.stop.cancel();
+    }
 }
 
 #[derive(Clone)]
@@ -113,8 +122,11 @@ fn check(job: &Job) -> Result<(), String> {
         Model::Open { .. } => job.connections,
         Model::Closed { users, .. } => *users,
     };
-    if job.segment.share(users as u64) == 0 {
-        return Err(format!("segment {} of {users} users has none", job.segment));
+    if job.segment.of > users as u64 {
+        return Err(format!(
+            "segment {} has more parts than the {users} users",
+            job.segment
+        ));
     }
     Ok(())
 }
@@ -174,6 +186,23 @@ async fn create(State(w): State<Worker>, axum::Json(job): axum::Json<Job>) -> Re
         stop: CancellationToken::new(),
         given: tokio::time::Instant::now(),
         running: Arc::default(),
+        why: Arc::new(Mutex::new("stopped")),
+    });
+    // A job nobody starts does not hold the worker for longer than its TTL.
+    let (slot_ref, expired) = (w.slot.clone(), id.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(UNSTARTED_TTL).await;
+        let mut slot = slot_ref.lock().unwrap();
+        if slot
+            .as_ref()
+            .is_some_and(|s| s.id == expired && s.spec.is_some())
+        {
+            eprintln!(
+                "job {expired}: not started within {}s, dropped",
+                UNSTARTED_TTL.as_secs()
+            );
+            *slot = None;
+        }
     });
     (
         StatusCode::CREATED,
@@ -198,7 +227,7 @@ async fn start(
     Path(id): Path<String>,
     axum::Json(at): axum::Json<Start>,
 ) -> Response {
-    let (spec, tick, stop, running) = {
+    let (spec, tick, stop, running, why) = {
         let mut slot = w.slot.lock().unwrap();
         let Some(s) = slot.as_mut().filter(|s| s.id == id) else {
             return error(StatusCode::NOT_FOUND, format!("no job {id}"));
@@ -209,7 +238,13 @@ async fn start(
                 format!("job {id} has started already"),
             );
         };
-        (spec, s.tick, s.stop.clone(), s.running.clone())
+        (
+            spec,
+            s.tick,
+            s.stop.clone(),
+            s.running.clone(),
+            s.why.clone(),
+        )
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
     let (slot, finished) = (w.slot.clone(), w.finished.clone());
@@ -227,24 +262,38 @@ async fn start(
         running.store(true, std::sync::atomic::Ordering::Relaxed);
         let (ticks_tx, mut ticks) = tokio::sync::mpsc::channel(64);
         let run = tokio::spawn(load::run(spec, tick, Some(ticks_tx), stop.clone()));
+        // A controller that stops reading (its host gone without a reset) is gone too.
+        let bound = crate::load::distributed::silence(tick);
         while let Some(s) = ticks.recv().await {
             // The controller is gone: no load without it.
-            if tx.send(line(&Message::Tick(s))).await.is_err() {
+            let sent = tokio::time::timeout(bound, tx.send(line(&Message::Tick(s)))).await;
+            if !matches!(sent, Ok(Ok(()))) && !stop.is_cancelled() {
+                *why.lock().unwrap() = "lost its controller";
                 stop.cancel();
             }
         }
         let message = match run.await {
             Ok(summary) => {
                 eprintln!(
-                    "job {id}: done, {} requests in {:.1} s",
+                    "job {id}: {}, {} requests in {:.1} s",
+                    if stop.is_cancelled() {
+                        *why.lock().unwrap()
+                    } else {
+                        "done"
+                    },
                     summary.stats.requests(),
                     summary.elapsed.as_secs_f64()
                 );
-                Message::Done(summary)
+                if stop.is_cancelled() {
+                    let why = format!("the worker {}", *why.lock().unwrap());
+                    Message::Stopped { summary, why }
+                } else {
+                    Message::Done(summary)
+                }
             }
             Err(e) => Message::Failed(format!("the load engine failed: {e}")),
         };
-        let _ = tx.send(line(&message)).await;
+        let _ = tokio::time::timeout(bound, tx.send(line(&message))).await;
         drop(tx);
         {
             let mut slot = slot.lock().unwrap();
@@ -269,7 +318,7 @@ async fn stop(State(w): State<Worker>, Path(id): Path<String>) -> Response {
     let mut slot = w.slot.lock().unwrap();
     match slot.as_ref() {
         Some(s) if s.id == id => {
-            s.stop.cancel();
+            s.stop("was stopped by a DELETE of its job");
             // Given but never started: nothing will clear it but this.
             if s.spec.is_some() {
                 *slot = None;
@@ -337,7 +386,7 @@ pub fn serve(
         tokio::spawn(async move {
             stopping.cancelled().await;
             if let Some(s) = slot.lock().unwrap().as_ref() {
-                s.stop.cancel();
+                s.stop("is shutting down (SIGINT or SIGTERM)");
             }
         });
         faultline_agent::http_server::serve(listener, app, limits, stats, shutdown).await

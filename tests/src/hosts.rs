@@ -125,7 +125,10 @@ impl Network {
 
     /// A new host on the bridge: a namespace with loopback and one address.
     pub fn host(&self) -> Host {
-        let mut hosts = self.hosts.lock().unwrap();
+        let mut hosts = self
+            .hosts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let i = hosts.len() + 2;
         assert!(i < 250, "at most 248 hosts on a test network");
         let name = format!("faultline-{:04x}-{i}", self.id);
@@ -159,7 +162,12 @@ impl Default for Network {
 
 impl Drop for Network {
     fn drop(&mut self) {
-        for name in self.hosts.lock().unwrap().drain(..) {
+        for name in self
+            .hosts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain(..)
+        {
             kill_everything_in(&name);
             quietly("ip", &["netns", "del", &name]);
         }

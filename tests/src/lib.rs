@@ -18,6 +18,7 @@ pub mod invariants;
 pub mod metrics;
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -490,6 +491,9 @@ pub fn start_agent_env(run_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (
         .arg(run_dir)
         .args(args)
         .envs(env.iter().copied())
+        // A group of its own: a bug that signals the agent's own group (killpg(0), seen)
+        // then fails its test instead of killing the test runner.
+        .process_group(0)
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()

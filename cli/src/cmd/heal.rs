@@ -21,23 +21,23 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let fleet = args.agent.fleet()?;
     let runtime = tokio::runtime::Runtime::new()?;
     if args.all {
-        let mut healed = 0;
+        // Every agent is asked, whichever fails: one that cannot heal must not keep the
+        // others' faults in effect.
+        let (mut healed, mut failed) = (0, Vec::new());
         for m in &fleet.members {
-            healed += runtime
-                .block_on(m.client.heal_all())
-                .map_err(|e| {
-                    if fleet.is_several() {
-                        anyhow::anyhow!("agent {}: {e}", m.name)
-                    } else {
-                        e.into()
-                    }
-                })?
-                .len();
+            match runtime.block_on(m.client.heal_all()) {
+                Ok(h) => healed += h.len(),
+                Err(e) if fleet.is_several() => failed.push(format!("agent {}: {e}", m.name)),
+                Err(e) => return Err(e.into()),
+            }
         }
         println!(
             "healed {healed} fault{}",
             if healed == 1 { "" } else { "s" }
         );
+        if !failed.is_empty() {
+            anyhow::bail!("{}", failed.join("; "));
+        }
     } else {
         let id = args.id.expect("clap requires an id without --all");
         let (i, bare) = runtime.block_on(fleet.owner_of_fault(&id))?;

@@ -60,6 +60,13 @@ pub struct Job {
 pub enum Message {
     Tick(Snapshot),
     Done(Summary),
+    /// The job was stopped before its end, and why: by its controller (then it is the
+    /// end the controller asked for), or not (the worker shutting down, a stop from
+    /// someone else): then the run did not get its load.
+    Stopped {
+        summary: Summary,
+        why: String,
+    },
     /// The job could not run (the target vanished from DNS, say).
     Failed(String),
 }
@@ -332,7 +339,13 @@ async fn run(
         match message {
             Ok(Message::Tick(s)) => merge.tick(i, s),
             Ok(Message::Done(s)) => merge.done(i, s),
-            Ok(Message::Failed(reason)) | Err(reason) => {
+            Ok(Message::Stopped { summary, .. }) if stopping => merge.done(i, summary),
+            // Once the run stops, a worker that misses its start (the stop came first)
+            // or its end takes nothing from it.
+            Ok(Message::Failed(_)) | Err(_) if stopping => merge.gone(i),
+            Ok(Message::Stopped { why: reason, .. })
+            | Ok(Message::Failed(reason))
+            | Err(reason) => {
                 merge.gone(i);
                 if lost.is_none() {
                     lost = Some(WorkerError::Lost {
@@ -441,7 +454,10 @@ async fn forward(
             let line: Vec<u8> = buf.drain(..=end).collect();
             let message = serde_json::from_slice::<Message>(&line)
                 .map_err(|e| format!("it sent a line that is not a message: {e}"))?;
-            let done = matches!(message, Message::Done(_) | Message::Failed(_));
+            let done = matches!(
+                message,
+                Message::Done(_) | Message::Stopped { .. } | Message::Failed(_)
+            );
             if tx.send((i, Ok(message))).await.is_err() || done {
                 return Ok(());
             }

@@ -11,10 +11,30 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Read from the wire only through [`Segment::new`]: `of` at least 1, `index` below it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawSegment")]
 pub struct Segment {
     pub index: u64,
     pub of: u64,
+}
+
+#[derive(Deserialize)]
+struct RawSegment {
+    index: u64,
+    of: u64,
+}
+
+impl TryFrom<RawSegment> for Segment {
+    type Error = String;
+    fn try_from(r: RawSegment) -> Result<Self, String> {
+        Segment::new(r.index, r.of).ok_or_else(|| {
+            format!(
+                "segment {}/{} is not a part of a run (index below of, of at least 1)",
+                r.index, r.of
+            )
+        })
+    }
 }
 
 impl Default for Segment {
@@ -79,5 +99,11 @@ mod tests {
         }
         assert_eq!(Segment::new(2, 2), None);
         assert_eq!(Segment::new(0, 0), None);
+        assert!(serde_json::from_str::<Segment>(r#"{"index":0,"of":0}"#).is_err());
+        assert!(serde_json::from_str::<Segment>(r#"{"index":3,"of":2}"#).is_err());
+        assert_eq!(
+            serde_json::from_str::<Segment>(r#"{"index":1,"of":2}"#).unwrap(),
+            Segment::new(1, 2).unwrap()
+        );
     }
 }

@@ -310,7 +310,8 @@ impl<'a> Run<'a> {
                 self.events
                     .push(at, EventKind::WorkerLost { worker }, m.clone());
                 failures.push(m);
-                RunStatus::Error
+                // As a lost agent: the run ended before its time, a verdict (exit 1).
+                RunStatus::Aborted
             }
             None => status,
         };

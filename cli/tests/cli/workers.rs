@@ -529,3 +529,40 @@ fn a_worker_that_hangs_is_lost_once_it_has_been_silent() {
         "worker a still runs"
     );
 }
+
+#[test]
+fn a_worker_stopped_by_sigterm_is_a_lost_worker_not_a_short_run() {
+    // An evicted pod gets SIGTERM: its worker ends its job early and says so, and the
+    // controller must not take the shortened load for the whole.
+    let (addr, _rt) = server(false);
+    let (a, b) = (Worker::start(None), Worker::start(None));
+    let target = format!("http://{addr}/");
+    let controller = spawn_load(&[
+        &target,
+        "-r",
+        "50",
+        "-d",
+        "60s",
+        "--workers",
+        &urls(&[&a, &b]),
+    ]);
+    assert!(
+        b.wait_running(Duration::from_secs(20)),
+        "the load never started"
+    );
+    let pid = nix::unistd::Pid::from_raw(b.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let (code, err) = exit_of(controller, Duration::from_secs(30));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "load worker {} was lost mid-run: the worker is shutting down",
+            b.url
+        )),
+        "{err}"
+    );
+    assert!(
+        a.wait_job(false, Duration::from_secs(10)),
+        "worker a still runs"
+    );
+}
