@@ -36,41 +36,39 @@ impl Worker {
         Worker { child, url }
     }
 
-    /// The job it runs now, from its health endpoint.
-    fn job(&self) -> Option<String> {
-        let body: serde_json::Value = reqwest::blocking::get(format!("{}/v1/health", self.url))
+    /// What its health endpoint says now.
+    fn health(&self) -> serde_json::Value {
+        reqwest::blocking::get(format!("{}/v1/health", self.url))
             .unwrap()
             .json()
-            .unwrap();
-        body["job"].as_str().map(str::to_owned)
+            .unwrap()
     }
 
-    /// Waits until its job's load runs; false on a timeout.
+    /// The job it runs now.
+    fn job(&self) -> Option<String> {
+        self.health()["job"].as_str().map(str::to_owned)
+    }
+
+    /// Waits until its health says `ok` of it; false on a timeout.
+    fn wait(&self, within: Duration, ok: impl Fn(&serde_json::Value) -> bool) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if ok(&self.health()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Waits until its job's load runs (past the barrier).
     fn wait_running(&self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            let body: serde_json::Value = reqwest::blocking::get(format!("{}/v1/health", self.url))
-                .unwrap()
-                .json()
-                .unwrap();
-            if body["running"] == true {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
+        self.wait(within, |h| h["running"] == true)
     }
 
-    /// Waits until its job is `busy` (or until it has none); false on a timeout.
+    /// Waits until it has a job (`busy`) or none.
     fn wait_job(&self, busy: bool, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if self.job().is_some() == busy {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
+        self.wait(within, |h| h["job"].is_string() == busy)
     }
 }
 
@@ -287,43 +285,6 @@ fn two_workers_measure_a_stalling_server_as_one_process_does() {
 }
 
 #[test]
-fn a_worker_lost_mid_run_is_named_and_the_run_fails() {
-    let (addr, _rt) = server(false);
-    let (a, mut b) = (Worker::start(None), Worker::start(None));
-    let b_url = b.url.clone();
-    let target = format!("http://{addr}/");
-    let workers = urls(&[&a, &b]);
-    let controller = spawn_load(&[
-        &target,
-        "-r",
-        "100",
-        "-d",
-        "60s",
-        "-c",
-        "4",
-        "--workers",
-        &workers,
-    ]);
-    assert!(
-        b.wait_running(Duration::from_secs(20)),
-        "the load never started"
-    );
-    b.child.kill().unwrap();
-    b.child.wait().unwrap();
-    let (code, err) = exit_of(controller, Duration::from_secs(40));
-    assert_eq!(code, Some(1), "{err}");
-    assert!(
-        err.contains(&format!("load worker {b_url} was lost mid-run")),
-        "{err}"
-    );
-    // The other worker stopped its part: no load outlives the run.
-    assert!(
-        a.wait_job(false, Duration::from_secs(10)),
-        "worker a still runs"
-    );
-}
-
-#[test]
 fn a_worker_whose_controller_dies_stops_its_load() {
     let (addr, _rt) = server(false);
     let w = Worker::start(None);
@@ -493,37 +454,39 @@ objective = "availability>=99"
     assert!(err.contains("a worker's URL is http://HOST:PORT"), "{err}");
 }
 
-#[test]
-fn a_worker_that_hangs_is_lost_once_it_has_been_silent() {
+/// Two workers make a minute of load; once it runs, `signal` goes to the second. The
+/// controller must end the run by naming it, with exit 1, and the first must have
+/// stopped its part (no load outlives the run).
+fn lose_the_second_worker(signal: nix::sys::signal::Signal, why: &str) {
+    use nix::sys::signal::{Signal, kill};
     let (addr, _rt) = server(false);
     let (a, b) = (Worker::start(None), Worker::start(None));
     let target = format!("http://{addr}/");
+    let workers = urls(&[&a, &b]);
     let controller = spawn_load(&[
         &target,
         "-r",
-        "50",
+        "100",
         "-d",
-        "2m",
+        "60s",
+        "-c",
+        "4",
         "--workers",
-        &urls(&[&a, &b]),
+        &workers,
     ]);
     assert!(
         b.wait_running(Duration::from_secs(20)),
         "the load never started"
     );
-    // Stopped, not dead: its connections stay open and say nothing.
     let pid = nix::unistd::Pid::from_raw(b.child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    kill(pid, signal).unwrap();
     let (code, err) = exit_of(controller, Duration::from_secs(60));
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    if signal == Signal::SIGSTOP {
+        kill(pid, Signal::SIGCONT).unwrap();
+    }
     assert_eq!(code, Some(1), "{err}");
-    assert!(
-        err.contains(&format!(
-            "load worker {} was lost mid-run: it sent nothing for 10s",
-            b.url
-        )),
-        "{err}"
-    );
+    let expected = format!("load worker {} was lost mid-run: {why}", b.url);
+    assert!(err.contains(&expected), "{err}");
     assert!(
         a.wait_job(false, Duration::from_secs(10)),
         "worker a still runs"
@@ -531,38 +494,22 @@ fn a_worker_that_hangs_is_lost_once_it_has_been_silent() {
 }
 
 #[test]
+fn a_worker_lost_mid_run_is_named_and_the_run_fails() {
+    lose_the_second_worker(nix::sys::signal::Signal::SIGKILL, "");
+}
+
+#[test]
+fn a_worker_that_hangs_is_lost_once_it_has_been_silent() {
+    // Stopped, not dead: its connections stay open and say nothing.
+    lose_the_second_worker(nix::sys::signal::Signal::SIGSTOP, "it sent nothing for 10s");
+}
+
+#[test]
 fn a_worker_stopped_by_sigterm_is_a_lost_worker_not_a_short_run() {
     // An evicted pod gets SIGTERM: its worker ends its job early and says so, and the
     // controller must not take the shortened load for the whole.
-    let (addr, _rt) = server(false);
-    let (a, b) = (Worker::start(None), Worker::start(None));
-    let target = format!("http://{addr}/");
-    let controller = spawn_load(&[
-        &target,
-        "-r",
-        "50",
-        "-d",
-        "60s",
-        "--workers",
-        &urls(&[&a, &b]),
-    ]);
-    assert!(
-        b.wait_running(Duration::from_secs(20)),
-        "the load never started"
-    );
-    let pid = nix::unistd::Pid::from_raw(b.child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let (code, err) = exit_of(controller, Duration::from_secs(30));
-    assert_eq!(code, Some(1), "{err}");
-    assert!(
-        err.contains(&format!(
-            "load worker {} was lost mid-run: the worker is shutting down",
-            b.url
-        )),
-        "{err}"
-    );
-    assert!(
-        a.wait_job(false, Duration::from_secs(10)),
-        "worker a still runs"
+    lose_the_second_worker(
+        nix::sys::signal::Signal::SIGTERM,
+        "the worker is shutting down",
     );
 }
