@@ -137,8 +137,23 @@ impl Collector for Live {
             None,
             prometheus_client::metrics::MetricType::Counter,
         )?;
-        for r in faults.supervisor().status() {
+        let replicas = faults.supervisor().status();
+        for r in &replicas {
             ConstCounter::new(u64::from(r.restarts)).encode(m.encode_family(
+                &ReplicaLabels {
+                    service: r.service.clone(),
+                    replica: r.name.clone(),
+                },
+            )?)?;
+        }
+        let mut m = encoder.encode_descriptor(
+            "replica_liveness_restarts",
+            "Times the supervisor killed a replica that failed its liveness probe (counted in replica_restarts too)",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for r in replicas {
+            ConstCounter::new(u64::from(r.liveness_restarts)).encode(m.encode_family(
                 &ReplicaLabels {
                     service: r.service,
                     replica: r.name,

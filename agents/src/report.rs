@@ -25,6 +25,16 @@ pub fn ready_key(name: &str) -> &str {
     if name == "agent" { "entrypoint" } else { name }
 }
 
+/// A replica's restarts, with those after a failed liveness probe said apart: `3 (1
+/// hung)`.
+fn restarts(r: &ReplicaStatus) -> String {
+    if r.liveness_restarts == 0 {
+        r.restarts.to_string()
+    } else {
+        format!("{} ({} hung)", r.restarts, r.liveness_restarts)
+    }
+}
+
 /// One row per replica: service, replica, zone, address, state, pid, restarts, and
 /// the container when any replica runs in one.
 pub fn table(replicas: &[ReplicaStatus]) -> String {
@@ -44,7 +54,7 @@ pub fn table(replicas: &[ReplicaStatus]) -> String {
                 r.addr.to_string(),
                 r.state.as_str().to_owned(),
                 r.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
-                r.restarts.to_string(),
+                restarts(r),
             ]
         })
         .collect();

@@ -107,6 +107,7 @@ struct RawService {
     /// value, since span-carrying types cannot sit in an untagged enum.
     health: Option<Spanned<toml::Value>>,
     startup_timeout: Option<Spanned<String>>,
+    liveness: Option<Spanned<RawLiveness>>,
     metrics: Option<Spanned<String>>,
     cwd: Option<Spanned<String>>,
     #[serde(default)]
@@ -115,6 +116,27 @@ struct RawService {
     env: BTreeMap<Spanned<String>, Spanned<String>>,
     runtime: Option<Spanned<String>>,
     image: Option<Spanned<String>>,
+}
+
+/// `liveness = { failures = 3, period = "1s", timeout = "1s" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLiveness {
+    failures: Spanned<i64>,
+    period: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+}
+
+/// When a replica that stopped answering its health probe is killed and started again
+/// (Kubernetes' liveness probe): after `failures` failed probes in a row, one every
+/// `period`, each given `timeout` to answer. Not while a pause fault holds it (a paused
+/// replica is not probed at all), and only once it has been healthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    pub failures: u32,
+    /// None: the supervisor's health interval.
+    pub period: Option<Duration>,
+    pub timeout: Duration,
 }
 
 /// How a service's replicas run.
@@ -382,6 +404,8 @@ pub struct Service {
     pub externals: Vec<String>,
     pub health: Health,
     pub startup_timeout: Duration,
+    /// Restart a replica that fails its probe this many periods in a row; None: never.
+    pub liveness: Option<Liveness>,
     /// The path of its Prometheus metrics (`metrics = "/metrics"`); None: not scraped.
     pub metrics: Option<String>,
     /// The working directory of its replicas (absolute when the topology was loaded
@@ -906,6 +930,7 @@ fn validate_service(
     let files = files_of(raw, base_dir, err)?;
     let health = health_of(raw, err)?;
     let startup_timeout = startup_timeout_of(raw, err)?;
+    let liveness = liveness_of(raw, err)?;
     let env = parse_env(&raw.env, err)?;
     let metrics = metrics_of(raw, err)?;
     let cwd = cwd_of(raw, err)?;
@@ -933,6 +958,7 @@ fn validate_service(
         externals,
         health,
         startup_timeout,
+        liveness,
         metrics,
         cwd,
         files,
@@ -1248,6 +1274,62 @@ fn health_of(raw: &RawService, err: &ErrFn<'_>) -> Result<Health, SourceError> {
         }
         other => Err(bad(format!("{expected}, not {other}"))),
     }
+}
+
+/// The most failed probes `liveness` may wait for.
+pub const MAX_LIVENESS_FAILURES: i64 = 1000;
+/// The longest `liveness` period.
+pub const MAX_LIVENESS_PERIOD: Duration = Duration::from_secs(600);
+/// A liveness probe's timeout when the file gives none (Kubernetes' default).
+const LIVENESS_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn liveness_of(raw: &RawService, err: &ErrFn<'_>) -> Result<Option<Liveness>, SourceError> {
+    let Some(l) = &raw.liveness else {
+        return Ok(None);
+    };
+    let l = l.get_ref();
+    let failures = *l.failures.get_ref();
+    if !(1..=MAX_LIVENESS_FAILURES).contains(&failures) {
+        return Err(err(
+            l.failures.span(),
+            format!("liveness failures must be from 1 to {MAX_LIVENESS_FAILURES}, not {failures}"),
+        ));
+    }
+    let duration = |d: &Spanned<String>, what: &str, max: Duration| {
+        let text = d.get_ref();
+        let v = humantime::parse_duration(text).map_err(|e| {
+            err(
+                d.span(),
+                format!("liveness {what}: {e} (write durations like 500ms, 2s)"),
+            )
+        })?;
+        if v < Duration::from_millis(10) || v > max {
+            return Err(err(
+                d.span(),
+                format!(
+                    "liveness {what} must be from 10ms to {}, not `{text}`",
+                    humantime::format_duration(max)
+                ),
+            ));
+        }
+        Ok(v)
+    };
+    let period = l
+        .period
+        .as_ref()
+        .map(|p| duration(p, "period", MAX_LIVENESS_PERIOD))
+        .transpose()?;
+    let timeout = l
+        .timeout
+        .as_ref()
+        .map(|t| duration(t, "timeout", MAX_PROBE_TIMEOUT))
+        .transpose()?
+        .unwrap_or(LIVENESS_TIMEOUT);
+    Ok(Some(Liveness {
+        failures: u32::try_from(failures).expect("bounded above"),
+        period,
+        timeout,
+    }))
 }
 
 /// The largest file template a service may declare.
@@ -1640,6 +1722,41 @@ calls = ["payments-api", "db", "audit"]
         let e = parse("[external.pay]\n[services.a]\ncommand = [\"x\"]\n").unwrap_err();
         assert!(e.message.contains("missing field `address`"), "{e}");
         assert_eq!(e.line, 1, "{e}");
+    }
+
+    #[test]
+    fn liveness_is_read_with_defaults_and_bounds() {
+        let t = parse(
+            "[services.a]\ncommand = [\"x\"]\nliveness = { failures = 3 }\n[services.b]\ncommand = [\"x\"]\nliveness = { failures = 5, period = \"2s\", timeout = \"250ms\" }\n[services.c]\ncommand = [\"x\"]\n",
+        )
+        .unwrap();
+        let a = t.service("a").unwrap().liveness.unwrap();
+        assert_eq!(
+            (a.failures, a.period, a.timeout),
+            (3, None, Duration::from_secs(1))
+        );
+        let b = t.service("b").unwrap().liveness.unwrap();
+        assert_eq!(
+            (b.failures, b.period, b.timeout),
+            (5, Some(Duration::from_secs(2)), Duration::from_millis(250))
+        );
+        assert_eq!(t.service("c").unwrap().liveness, None);
+        let service = "[services.a]\ncommand = [\"x\"]\n";
+        check_err(
+            &format!("{service}liveness = {{ failures = 0 }}\n"),
+            "t.toml:3:25: liveness failures must be from 1 to 1000, not 0",
+        );
+        check_err(
+            &format!("{service}liveness = {{ failures = 2, period = \"soon\" }}\n"),
+            "t.toml:3:37: liveness period: expected number at 0 (write durations like 500ms, 2s)",
+        );
+        check_err(
+            &format!("{service}liveness = {{ failures = 2, timeout = \"2m\" }}\n"),
+            "t.toml:3:38: liveness timeout must be from 10ms to 1m, not `2m`",
+        );
+        let e = parse(&format!("{service}liveness = {{ after = 2 }}\n")).unwrap_err();
+        assert!(e.message.contains("unknown field `after`"), "{e}");
+        assert_eq!(e.line, 3, "{e}");
     }
 
     #[test]

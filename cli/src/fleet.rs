@@ -633,6 +633,7 @@ mod tests {
             state: ReplicaState::Healthy,
             pid: None,
             restarts: 0,
+            liveness_restarts: 0,
             last_exit: None,
             probe_error: None,
             log: "x".into(),

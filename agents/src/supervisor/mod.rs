@@ -107,6 +107,10 @@ pub struct ReplicaStatus {
     pub pid: Option<u32>,
     /// Times the replica was started again after its first start.
     pub restarts: u32,
+    /// Of `restarts`, those after it failed its liveness probe (killed as hung, not
+    /// crashed).
+    #[serde(default)]
+    pub liveness_restarts: u32,
     pub last_exit: Option<String>,
     /// Why its last health probe failed (None once it passes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -833,6 +837,7 @@ fn make_replicas(
                 state: ReplicaState::Stopped,
                 pid: None,
                 restarts: 0,
+                liveness_restarts: 0,
                 last_exit: None,
                 probe_error: None,
                 container: None,

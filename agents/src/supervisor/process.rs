@@ -95,14 +95,9 @@ pub(crate) fn signal_name(sig: i32) -> String {
 pub(crate) async fn wait_stopped(pid: u32, timeout: std::time::Duration) -> bool {
     let end = tokio::time::Instant::now() + timeout;
     loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit(')')
-            .next()
-            .and_then(|s| s.split_whitespace().next());
-        match state {
-            Some("T") | Some("t") => return true,
-            None | Some("Z") | Some("X") => return false,
+        match run_state(pid) {
+            Some('T' | 't') => return true,
+            None | Some('Z' | 'X') => return false,
             _ => {}
         }
         if tokio::time::Instant::now() >= end {
@@ -110,6 +105,24 @@ pub(crate) async fn wait_stopped(pid: u32, timeout: std::time::Duration) -> bool
         }
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
+}
+
+/// The state letter of `pid` in `/proc/PID/stat` (R, S, D, T, Z...); None when it is
+/// gone.
+fn run_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
+/// Whether `pid` is stopped by a signal (SIGSTOP, or a tracer): paused on purpose by
+/// someone, not hung.
+pub(crate) fn is_stopped(pid: u32) -> bool {
+    matches!(run_state(pid), Some('T' | 't'))
 }
 
 /// True when one of `pids` (a replica's tree: a wrapper script's child counts) holds

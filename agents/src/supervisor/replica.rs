@@ -16,10 +16,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::docker::{ContainerStart, DockerRun, Running};
-use super::process::{describe_exit, owns_listener, spawn};
+use super::process::{describe_exit, is_stopped, owns_listener, spawn};
 use super::tree::Tree;
 use super::{Action, Command, ControlError, ReplicaState, ReplicaStatus, Shared, ports};
-use crate::topology::Runtime;
+use crate::topology::{Liveness, Runtime};
 
 /// A replica that stayed up this long is considered stable: its next crash restarts
 /// after the base backoff again.
@@ -401,6 +401,8 @@ impl Runner {
             expected_exit: false,
             kill_at: None,
             failures: 0,
+            unanswered: 0,
+            probe_saw_stopped: false,
             next_probe: Instant::now(),
             probe: None,
         };
@@ -447,8 +449,12 @@ impl Runner {
                     // A container's address is its own: nothing else can hold it.
                     let check_owner = !live.ready && !in_container && health.reaches_the_address();
                     let pids = if check_owner { self.tree.pids(pid) } else { Vec::new() };
+                    let timeout = self.liveness().map_or(PROBE_TIMEOUT, |l| l.timeout);
+                    live.probe_saw_stopped = live.ready
+                        && self.liveness().is_some()
+                        && self.stopped_by_someone(&inst);
                     live.probe = Some(Box::pin(async move {
-                        health.check(addr, PROBE_TIMEOUT).await?;
+                        health.check(addr, timeout).await?;
                         // Until the first healthy answer, make sure it came from this
                         // replica and not from whatever else holds the port.
                         if check_owner && !owns_listener(&pids, addr.port()) {
@@ -460,7 +466,14 @@ impl Runner {
                     }));
                 }
                 passed = async { live.probe.as_mut().expect("guarded by is_some").await }, if live.probe.is_some() => {
-                    self.probed(&mut live, passed);
+                    // A probe that met the process stopped by someone says it is paused,
+                    // not hung, however it ends.
+                    let stopped = passed.is_err()
+                        && self.liveness().is_some()
+                        && (live.probe_saw_stopped || self.stopped_by_someone(&inst));
+                    if self.probed(&mut live, passed, stopped) {
+                        return self.hung(&mut inst, live.unanswered, live.started).await;
+                    }
                 }
             }
         }
@@ -522,6 +535,9 @@ impl Runner {
                 if live.paused && self.pauses.is_empty() {
                     self.freeze(inst, false).await.map(|()| {
                         live.paused = false;
+                        // Probes failed before the pause say nothing of it now.
+                        live.failures = 0;
+                        live.unanswered = 0;
                         live.next_probe = Instant::now();
                         self.set_state(if live.ready {
                             ReplicaState::Healthy
@@ -557,12 +573,61 @@ impl Runner {
         Ok(())
     }
 
-    fn probed(&mut self, live: &mut Live, result: Result<(), String>) {
+    /// The service's liveness setting, if it has one.
+    fn liveness(&self) -> Option<Liveness> {
+        self.shared.topology.services[self.shared.replicas[self.idx].service].liveness
+    }
+
+    /// Whether a process of the replica is stopped by a signal that was not the
+    /// supervisor's (a `pause` of `pid:N`, a debugger): a pause, which liveness leaves
+    /// alone, not a hang. (The supervisor's own pauses stop its probes instead.)
+    fn stopped_by_someone(&self, inst: &Instance) -> bool {
+        let pid = inst.pid();
+        let pids = match inst {
+            Instance::Process(..) => self.tree.pids(pid),
+            Instance::Container(_) => vec![pid],
+        };
+        pids.into_iter().any(is_stopped)
+    }
+
+    /// Kills a replica that failed its liveness probe; the run loop starts it again
+    /// after the crash backoff (as Kubernetes does), and it counts apart from crashes.
+    async fn hung(&mut self, inst: &mut Instance, failures: u32, started: Instant) -> Ended {
+        let probe_error = self.status().probe_error.unwrap_or_default();
+        tracing::warn!(
+            replica = self.name(),
+            failures,
+            error = %probe_error,
+            "replica failed its liveness probe; killing it"
+        );
+        if let Err(e) = self.kill_all(inst, false).await {
+            tracing::warn!(replica = self.name(), error = %e, "cannot kill the replica");
+        }
+        let how = inst.wait().await;
+        // Expected: faultline stopped it, so an adopted container is started again.
+        self.exited(inst, how, true).await;
+        let why =
+            format!("killed after failing its liveness probe {failures} times ({probe_error})");
+        self.update(|s| {
+            s.liveness_restarts += 1;
+            s.last_exit = Some(why);
+        });
+        Ended::Exited {
+            uptime: started.elapsed(),
+            restart_now: false,
+            expected: true,
+        }
+    }
+
+    /// Takes a probe's result; true when the replica failed its liveness probe and is
+    /// to be killed. `stopped`: a process of it was stopped by a signal meanwhile.
+    fn probed(&mut self, live: &mut Live, result: Result<(), String>, stopped: bool) -> bool {
         live.probe = None;
         let passed = result.is_ok();
         self.update(|s| s.probe_error = result.err());
         if passed {
             live.failures = 0;
+            live.unanswered = 0;
             if !live.ready {
                 live.ready = true;
                 self.ever_ready = true;
@@ -577,6 +642,7 @@ impl Runner {
             }
         } else {
             live.failures += 1;
+            live.unanswered = if stopped { 0 } else { live.unanswered + 1 };
             if live.ready
                 && live.failures >= UNHEALTHY_AFTER
                 && self.status().state == ReplicaState::Healthy
@@ -585,12 +651,18 @@ impl Runner {
                 self.set_state(ReplicaState::Unhealthy);
             }
         }
+        let liveness = self.liveness();
         live.next_probe = Instant::now()
             + if live.ready {
-                self.shared.config.health_interval
+                liveness
+                    .and_then(|l| l.period)
+                    .unwrap_or(self.shared.config.health_interval)
             } else {
                 STARTUP_PROBE
             };
+        // Only a replica that was healthy can be hung; one still starting has its
+        // startup timeout.
+        live.ready && liveness.is_some_and(|l| live.unanswered >= l.failures)
     }
 
     /// The replica's first process (or its container) ended, as `how` says;
@@ -745,7 +817,12 @@ struct Live {
     expected_exit: bool,
     /// Terminated: when what is left of the tree gets SIGKILL.
     kill_at: Option<Instant>,
+    /// Failed probes in a row.
     failures: u32,
+    /// Failed probes in a row while no process of it was stopped: what liveness counts.
+    unanswered: u32,
+    /// The probe under way began while a process of it was stopped.
+    probe_saw_stopped: bool,
     next_probe: Instant,
     probe: Option<Probing>,
 }

@@ -258,6 +258,7 @@ mod tests {
             state: ReplicaState::Healthy,
             pid: Some(100 + index),
             restarts: 0,
+            liveness_restarts: 0,
             last_exit: None,
             probe_error: None,
             log: "x.log".into(),

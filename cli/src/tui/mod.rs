@@ -417,15 +417,16 @@ pub async fn attach(client: Fleet, tx: watch::Sender<RunState>, stop: Cancellati
         phase: "attached".into(),
         ..RunState::default()
     };
-    let mut seen: std::collections::BTreeMap<String, (String, u32)> = Default::default();
+    // Per replica: its state's word, its restarts, and those of them for liveness.
+    let mut seen: std::collections::BTreeMap<String, (String, u32, u32)> = Default::default();
     loop {
         let t = start.elapsed().as_secs_f64();
         state.elapsed_s = t;
         if let Some(o) = observe_fleet(&client, &http).await {
             for r in &o.replicas {
                 let word = format!("{:?}", r.state).to_lowercase();
-                let before = seen.insert(r.name.clone(), (word.clone(), r.restarts));
-                let Some((was, restarts)) = before else {
+                let now = (word.clone(), r.restarts, r.liveness_restarts);
+                let Some((was, restarts, hung)) = seen.insert(r.name.clone(), now) else {
                     continue;
                 };
                 let replica = r.name.clone();
@@ -442,7 +443,14 @@ pub async fn attach(client: Fleet, tx: watch::Sender<RunState>, stop: Cancellati
                     state.events.push(Event {
                         t_s: t,
                         kind: EventKind::Restart { replica },
-                        message: format!("{} restarted ({} restarts)", r.name, r.restarts),
+                        message: if r.liveness_restarts > hung {
+                            format!(
+                                "{} failed its liveness probe and was restarted ({} restarts)",
+                                r.name, r.restarts
+                            )
+                        } else {
+                            format!("{} restarted ({} restarts)", r.name, r.restarts)
+                        },
                     });
                 }
             }

@@ -501,6 +501,7 @@ mod tests {
             state,
             pid: Some(10),
             restarts: if state == ReplicaState::Held { 1 } else { 0 },
+            liveness_restarts: 0,
             last_exit: None,
             probe_error: None,
             log: "x".into(),
