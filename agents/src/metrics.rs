@@ -2,6 +2,7 @@
 //! faults by kind and target, connections and bytes of every edge's proxy, restarts of
 //! every replica. Live values are read at scrape time by a collector.
 
+use crate::supervisor::ReplicaStatus;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -131,37 +132,43 @@ impl Collector for Live {
                 )?)?;
             }
         }
-        let mut m = encoder.encode_descriptor(
+        encode_restarts(&mut encoder, &faults.supervisor().status())
+    }
+}
+
+/// Every replica's restarts, and those of them after a failed liveness probe.
+fn encode_restarts(
+    encoder: &mut DescriptorEncoder,
+    replicas: &[ReplicaStatus],
+) -> Result<(), std::fmt::Error> {
+    type Count = fn(&ReplicaStatus) -> u32;
+    let families: [(&str, &str, Count); 2] = [
+        (
             "replica_restarts",
             "Times the supervisor started a replica again",
-            None,
-            prometheus_client::metrics::MetricType::Counter,
-        )?;
-        let replicas = faults.supervisor().status();
-        for r in &replicas {
-            ConstCounter::new(u64::from(r.restarts)).encode(m.encode_family(
-                &ReplicaLabels {
-                    service: r.service.clone(),
-                    replica: r.name.clone(),
-                },
-            )?)?;
-        }
-        let mut m = encoder.encode_descriptor(
+            |r| r.restarts,
+        ),
+        (
             "replica_liveness_restarts",
             "Times the supervisor killed a replica that failed its liveness probe (counted in replica_restarts too)",
+            |r| r.liveness_restarts,
+        ),
+    ];
+    for (name, help, count) in families {
+        let mut m = encoder.encode_descriptor(
+            name,
+            help,
             None,
             prometheus_client::metrics::MetricType::Counter,
         )?;
         for r in replicas {
-            ConstCounter::new(u64::from(r.liveness_restarts)).encode(m.encode_family(
-                &ReplicaLabels {
-                    service: r.service,
-                    replica: r.name,
-                },
-            )?)?;
+            ConstCounter::new(u64::from(count(r))).encode(m.encode_family(&ReplicaLabels {
+                service: r.service.clone(),
+                replica: r.name.clone(),
+            })?)?;
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// The registry served on the agent's `/metrics`.
