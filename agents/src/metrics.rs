@@ -2,7 +2,6 @@
 //! faults by kind and target, connections and bytes of every edge's proxy, restarts of
 //! every replica. Live values are read at scrape time by a collector.
 
-use crate::supervisor::ReplicaStatus;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -14,6 +13,7 @@ use prometheus_client::registry::Registry;
 
 use crate::faults::Faults;
 use crate::http_server::ConnStats;
+use crate::supervisor::ReplicaStatus;
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
