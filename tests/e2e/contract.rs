@@ -110,7 +110,7 @@ async fn schemathesis(shop: &Shop, doc: &Path, token: &str, extra: &[&str]) -> (
             "--generation-database",
             "none",
             "--max-examples",
-            "100",
+            "60",
             "--workers",
             "1",
             "--request-timeout",
