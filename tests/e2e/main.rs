@@ -3,6 +3,7 @@
 mod checks;
 mod compose;
 mod containers;
+mod contract;
 mod docker_runtime;
 mod external;
 mod faults;

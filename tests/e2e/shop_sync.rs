@@ -142,7 +142,7 @@ async fn login_products_cache_and_tokens() {
         sum(
             &gw,
             "shop_http_requests_total",
-            &[("route", "/api/v1/products/{*rest}"), ("status", "200")]
+            &[("route", "/api/v1/products/{id}"), ("status", "200")]
         ) >= 2.0,
         "requests by route and status:\n{gw}"
     );

@@ -1,6 +1,7 @@
 //! `shop gateway`: the single public entry point.
 //!
-//! Per request, in order: route by path prefix; verify the bearer token (required on
+//! Per request, in order: route by exact path and method ([`ROUTES`], the public API's
+//! contract with `target-system/openapi.json`); verify the bearer token (required on
 //! protected routes, and naming the client elsewhere when valid); apply the client's
 //! token-bucket rate limit (the user when the token is valid, else the peer address);
 //! bound the body; forward through the route's [`Upstream`] with its balancing, health
@@ -14,9 +15,9 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
-use axum::routing::any;
+use axum::routing::{MethodFilter, MethodRouter};
 use http_body_util::{BodyExt, Limited};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -62,36 +63,61 @@ pub struct Args {
     pub max_body_bytes: usize,
 }
 
-/// The public routes: path patterns, the upstream that serves them, and whether they
-/// need a valid token.
-struct Route {
-    patterns: &'static [&'static str],
+/// One public operation set: a path, the methods it serves, the upstream that serves
+/// them, and whether they need a valid token. The path is written as the OpenAPI
+/// document (`target-system/openapi.json`) writes it; axum's `{param}` syntax is the
+/// same, so one table builds the router and is compared with the document by a test.
+pub struct Route {
+    pub path: &'static str,
+    pub methods: &'static [Method],
     upstream: &'static str,
-    protected: bool,
+    pub protected: bool,
 }
 
-const ROUTES: &[Route] = &[
+/// Every public route. Exact paths and methods, not prefixes: an operation that is not
+/// here (and so not in the contract) is 404 or 405 at the gateway, never forwarded.
+pub const ROUTES: &[Route] = &[
     Route {
-        patterns: &["/api/v1/auth/{*rest}"],
+        path: "/api/v1/auth/login",
+        methods: &[Method::POST],
         upstream: "auth",
         protected: false,
     },
     Route {
-        patterns: &["/api/v1/products", "/api/v1/products/{*rest}"],
+        path: "/api/v1/products",
+        methods: &[Method::GET],
         upstream: "cdn",
         protected: false,
     },
     Route {
-        patterns: &["/api/v1/home"],
+        path: "/api/v1/products/{id}",
+        methods: &[Method::GET],
+        upstream: "cdn",
+        protected: false,
+    },
+    Route {
+        path: "/api/v1/home",
+        methods: &[Method::GET],
         upstream: "api",
         protected: true,
     },
     Route {
-        patterns: &["/api/v1/orders", "/api/v1/orders/{*rest}"],
+        path: "/api/v1/orders",
+        methods: &[Method::GET, Method::POST],
+        upstream: "orders",
+        protected: true,
+    },
+    Route {
+        path: "/api/v1/orders/{id}",
+        methods: &[Method::GET],
         upstream: "orders",
         protected: true,
     },
 ];
+
+/// The routes the service shell ([`crate::server`]) adds to the gateway, as to every
+/// service; documented too.
+pub const SHELL_ROUTES: &[(&str, Method)] = &[("/health", Method::GET), ("/metrics", Method::GET)];
 
 /// Per-client token buckets, sharded so that concurrent clients rarely share a lock.
 struct RateLimiter {
@@ -210,9 +236,7 @@ async fn proxy(
     };
     if let Err(wait) = gw.limiter.check(&client, Instant::now()) {
         gw.rate_limited
-            .get_or_create(&RouteLabels {
-                route: route.patterns[0],
-            })
+            .get_or_create(&RouteLabels { route: route.path })
             .inc();
         let mut resp = error(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
@@ -347,19 +371,18 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     });
     let mut router = Router::new();
     for route in ROUTES {
-        for pattern in route.patterns {
-            let gw = gw.clone();
-            router = router.route(
-                pattern,
-                any(
-                    move |ConnectInfo(peer): ConnectInfo<SocketAddr>,
-                          deadline: Deadline,
-                          req: Request| {
-                        proxy(gw, route, peer.ip(), deadline, req)
-                    },
-                ),
-            );
+        let gw = gw.clone();
+        let handler =
+            move |ConnectInfo(peer): ConnectInfo<SocketAddr>, deadline: Deadline, req: Request| {
+                proxy(gw, route, peer.ip(), deadline, req)
+            };
+        // Other methods are 405 with an `Allow` header (axum's, made JSON by the shell).
+        let mut methods = MethodRouter::new();
+        for method in route.methods {
+            let filter = MethodFilter::try_from(method.clone()).expect("a routable method");
+            methods = methods.on(filter, handler.clone());
         }
+        router = router.route(route.path, methods);
     }
     let router = router.fallback(server::not_found);
     let service = Service {
@@ -380,6 +403,70 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// The OpenAPI document, the public API's contract.
+    const OPENAPI: &str = include_str!("../../openapi.json");
+
+    /// The operations of the document: (path, method) with whether it requires a token.
+    fn documented() -> std::collections::BTreeMap<(String, String), bool> {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json parses");
+        assert_eq!(doc["openapi"], "3.1.0");
+        let global = doc["security"].as_array().is_some_and(|s| !s.is_empty());
+        let mut ops = std::collections::BTreeMap::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("a path item") {
+                // A path item also holds non-operation keys (parameters, summary...).
+                let known = [
+                    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+                ];
+                if !known.contains(&method.as_str()) {
+                    continue;
+                }
+                let protected = op["security"].as_array().map_or(global, |s| {
+                    s.iter()
+                        .any(|r| r.as_object().is_some_and(|o| !o.is_empty()))
+                });
+                ops.insert((path.clone(), method.to_uppercase()), protected);
+            }
+        }
+        ops
+    }
+
+    #[test]
+    fn the_routes_are_the_documented_operations() {
+        let mut served = std::collections::BTreeMap::new();
+        for route in ROUTES {
+            for method in route.methods {
+                let prev = served.insert(
+                    (route.path.to_owned(), method.as_str().to_owned()),
+                    route.protected,
+                );
+                assert!(prev.is_none(), "{method} {} routed twice", route.path);
+            }
+        }
+        for (path, method) in SHELL_ROUTES {
+            served.insert(((*path).to_owned(), method.as_str().to_owned()), false);
+        }
+        let documented = documented();
+        for (op, protected) in &served {
+            match documented.get(op) {
+                None => panic!("{} {} is served but not in openapi.json", op.1, op.0),
+                Some(p) => assert_eq!(
+                    p, protected,
+                    "{} {}: a token is required by the gateway: {protected}, by the document: {p}",
+                    op.1, op.0
+                ),
+            }
+        }
+        for op in documented.keys() {
+            assert!(
+                served.contains_key(op),
+                "{} {} is in openapi.json but the gateway does not serve it",
+                op.1,
+                op.0
+            );
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn each_client_has_its_own_bucket() {

@@ -99,8 +99,29 @@ pub struct Args {
 #[derive(Debug, Serialize, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 struct ItemRequest {
+    #[serde(deserialize_with = "integral_u32")]
     product_id: u32,
+    #[serde(deserialize_with = "integral_u32")]
     quantity: u32,
+}
+
+/// A JSON integer as the contract (JSON Schema's `"type": "integer"`) counts them: `82`
+/// and `82.0` alike. serde's `u32` alone refuses `82.0` (found by schemathesis).
+fn integral_u32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    n.as_u64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(f))
+                .map(|f| f as u64)
+        })
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "expected an integer from 0 to {}, got {n}",
+                u32::MAX
+            ))
+        })
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -173,6 +194,13 @@ fn is_order_id(id: &str) -> bool {
     id.strip_prefix("ord_").is_some_and(|hex| {
         hex.len() == 20 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     })
+}
+
+/// Whether `k` is an Idempotency-Key the contract accepts: 1 to 255 printable ASCII
+/// characters (spaces inside). `to_str` alone also lets a tab through, which the
+/// contract (openapi.json) does not.
+fn is_idempotency_key(k: &str) -> bool {
+    (1..=255).contains(&k.len()) && k.bytes().all(|b| (b' '..=b'~').contains(&b))
 }
 
 fn order_key(user: &str, id: &str) -> String {
@@ -300,11 +328,12 @@ fn checked_create(
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
-        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .filter(|k| is_idempotency_key(k))
         .ok_or_else(|| {
             refuse(
                 StatusCode::BAD_REQUEST,
-                "an Idempotency-Key header (1 to 255 characters) is required".into(),
+                "an Idempotency-Key header (1 to 255 printable ASCII characters) is required"
+                    .into(),
             )
         })?
         .to_owned();
@@ -538,6 +567,9 @@ async fn get_order(
     }
 }
 
+/// The most orders one list answers.
+const MAX_LIST_LIMIT: usize = 100;
+
 #[derive(Deserialize)]
 struct ListParams {
     limit: Option<usize>,
@@ -553,7 +585,15 @@ async fn list(
         Ok(u) => u,
         Err(e) => return unauthorized(e),
     };
-    let limit = p.limit.unwrap_or(10).clamp(1, 100);
+    // Out of range is refused, not clamped: the contract (openapi.json) says 1 to 100,
+    // and a caller asking for 1000 should learn it gets at most 100.
+    let limit = p.limit.unwrap_or(10);
+    if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be 1 to {MAX_LIST_LIMIT}"),
+        );
+    }
     let shard = s.store.shard(&user);
     match s
         .store
@@ -885,6 +925,38 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integers_are_json_schemas_integers() {
+        let parse =
+            |s: &str| serde_json::from_str::<ItemRequest>(s).map(|i| (i.product_id, i.quantity));
+        assert_eq!(
+            parse(r#"{"product_id":7,"quantity":82.0}"#).unwrap(),
+            (7, 82)
+        );
+        assert_eq!(parse(r#"{"product_id":7e0,"quantity":1}"#).unwrap(), (7, 1));
+        for bad in [
+            "1.5",
+            "-1",
+            "-1.0",
+            "4294967296",
+            "4294967296.0",
+            "\"1\"",
+            "null",
+        ] {
+            let body = format!(r#"{{"product_id":1,"quantity":{bad}}}"#);
+            assert!(parse(&body).is_err(), "{body}");
+        }
+    }
+
+    #[test]
+    fn idempotency_keys_are_printable_ascii_up_to_255() {
+        assert!(is_idempotency_key("order 1"));
+        assert!(is_idempotency_key(&"k".repeat(255)));
+        for bad in ["", "a\tb", "é", &"k".repeat(256)] {
+            assert!(!is_idempotency_key(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn order_ids_are_recognised_and_nothing_else_is() {
