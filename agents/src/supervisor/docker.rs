@@ -544,6 +544,7 @@ fn adopted_service(name: &str, containers: Vec<AdoptedContainer>) -> Service {
         externals: Vec::new(),
         health: Health::None,
         startup_timeout: Duration::from_secs(20),
+        autoscale: None,
         metrics: None,
         cwd: Template(vec![Piece::TopologyDir]),
         files: Vec::new(),
