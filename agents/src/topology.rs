@@ -1676,6 +1676,69 @@ calls = ["db"]
     }
 
     #[test]
+    fn autoscale_groups_are_validated_where_they_are_written() {
+        let base = "[services.web]\ncommand = [\"x\", \"@{upstream-file:api}\"]\ncalls = [\"api\"]\n[services.api]\ncommand = [\"y\"]\n";
+        let t = parse(&format!(
+            "{base}autoscale = {{ min = 2, max = 5, target = 50 }}\n"
+        ))
+        .unwrap();
+        let api = t.service("api").unwrap();
+        assert_eq!(api.replicas, 2, "a group starts at its minimum");
+        let a = api.autoscale.as_ref().unwrap();
+        assert_eq!((a.min, a.max, a.target), (2, 5, 50.0));
+        assert_eq!(a.scale_in_window, Duration::from_secs(30));
+        assert_eq!(a.scale_out_cooldown, Duration::from_secs(3));
+        for (autoscale, expected) in [
+            (
+                "{ min = 3, max = 2, target = 5 }",
+                "t.toml:6:13: autoscale min (3) is above its max (2)",
+            ),
+            (
+                "{ min = 0, max = 2, target = 5 }",
+                "t.toml:6:13: autoscale min must be from 1 to 64, not 0",
+            ),
+            (
+                "{ min = 1, max = 65, target = 5 }",
+                "t.toml:6:13: autoscale max must be from 1 to 64, not 65",
+            ),
+            (
+                "{ min = 1, max = 2, target = 0 }",
+                "t.toml:6:13: autoscale target (requests a second per replica) must be from 0.001 to 1000000, not 0",
+            ),
+            (
+                "{ min = 1, max = 2 }",
+                "t.toml:6:13: autoscale needs target (requests a second per replica)",
+            ),
+            (
+                "{ min = 1, max = 2, target = 5, cooldown = \"1s\" }",
+                "t.toml:6:13: unknown autoscale key `cooldown`; expected one of min, max, target, scale_in_window, scale_out_cooldown",
+            ),
+            (
+                "{ min = 1, max = 2, target = 5, scale_in_window = \"soon\" }",
+                "t.toml:6:13: autoscale scale_in_window must be a duration of at most 1h such as \"30s\", not `soon`",
+            ),
+            (
+                "3",
+                "t.toml:6:13: autoscale must be a table: { min = 1, max = 4, target = 50 }",
+            ),
+        ] {
+            check_err(&format!("{base}autoscale = {autoscale}\n"), expected);
+        }
+        check_err(
+            &format!("{base}replicas = 9\nautoscale = {{ min = 1, max = 4, target = 5 }}\n"),
+            "t.toml:7:13: service `api` starts with 9 replicas, outside its autoscale range 1..=4",
+        );
+        check_err(
+            "[services.a]\ncommand = [\"x\"]\nautoscale = { min = 1, max = 2, target = 5 }\n",
+            "t.toml:3:13: service `a` is called by no service, so its load cannot be measured: autoscale counts the requests of its callers through their edge proxies",
+        );
+        check_err(
+            "[services.a]\ncommand = [\"x\", \"{upstream-file:b}\"]\n",
+            "t.toml:2:17: `{upstream:b}` needs `b` in the calls of `a` (calls = [])",
+        );
+    }
+
+    #[test]
     fn errors_point_at_the_problem() {
         check_err(
             "[services.a]\ncommand = []\n",
