@@ -383,8 +383,9 @@ fn run_autoscale_gameday(
 ) -> (i32, faultline::run::report::Report, String) {
     let d = tempfile::tempdir().unwrap();
     let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target-system/experiments");
-    let topology = std::fs::read_to_string(lib.join("autoscale-topology.toml")).unwrap();
-    std::fs::write(d.path().join("autoscale-topology.toml"), edit(&topology)).unwrap();
+    let topology = std::fs::read_to_string(lib.join("topologies/autoscale.toml")).unwrap();
+    std::fs::create_dir_all(d.path().join("topologies")).unwrap();
+    std::fs::write(d.path().join("topologies/autoscale.toml"), edit(&topology)).unwrap();
     std::fs::copy(lib.join("autoscale.toml"), d.path().join("autoscale.toml")).unwrap();
     let out_dir = d.path().join("out");
     let out = std::process::Command::new(faultline_tests::bin("faultline"))
