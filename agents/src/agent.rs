@@ -187,6 +187,7 @@ impl Agent {
         config.bin_path = opts.bin_path;
         config.proxies = opts.proxies;
         let supervisor = Arc::new(Supervisor::start(opts.topology, config).await?);
+        supervisor.start_autoscaler();
         let faults = Faults::new(supervisor.clone(), journal, opts.max_faults);
         // Found once, so the status says what network faults on containers can use and
         // a fault missing one is refused by name.

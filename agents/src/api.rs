@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::faults::{FaultError, FaultInfo, FaultRequest, Faults};
 use crate::http_server::{ConnStats, Limits};
 use crate::proxy::runtime::{ProxyChange, ProxyError, ProxyView};
-use crate::supervisor::ReplicaStatus;
+use crate::supervisor::{ReplicaStatus, ScaleError, Scaled};
 use crate::topology::Messaging;
 
 /// What `GET /v1/status` answers.
@@ -56,6 +56,17 @@ pub struct Status {
     /// with), when the topology runs containers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker: Option<DockerView>,
+    /// Every scaling of the run so far (`faultline scale`, the autoscaler), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scalings: Vec<Scaled>,
+}
+
+/// A scaling to make, as `POST /v1/scale` reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleRequest {
+    pub service: String,
+    pub replicas: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -189,8 +200,39 @@ async fn status(State(s): State<AppState>) -> Response {
                 network: network.to_owned(),
                 run_id: run_id.to_owned(),
             }),
+        scalings: sup.scalings(),
     })
     .into_response()
+}
+
+async fn scale(State(s): State<AppState>, body: Bytes) -> Response {
+    let req: ScaleRequest = match parse_body(&body, r#"{"service", "replicas"}"#) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    // In a task of its own: a scaling half done when the caller goes away would leave
+    // replicas out of their callers' lists, so it always runs to its end.
+    let sup = s.faults.supervisor().clone();
+    let task = tokio::spawn(async move { sup.scale(&req.service, req.replicas, "api").await });
+    match task.await {
+        Ok(Ok(scaled)) => axum::Json(scaled).into_response(),
+        Ok(Err(e)) => {
+            let status = match e {
+                ScaleError::UnknownService(..) => StatusCode::NOT_FOUND,
+                ScaleError::BadCount(_)
+                | ScaleError::NotProcess(..)
+                | ScaleError::FixedPort(..) => StatusCode::BAD_REQUEST,
+                ScaleError::Exhausted => StatusCode::TOO_MANY_REQUESTS,
+                ScaleError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+                ScaleError::Start(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            json_error(status, e.to_string())
+        }
+        Err(e) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the scaling failed: {e}"),
+        ),
+    }
 }
 
 fn proxy_error(e: ProxyError) -> Response {
@@ -420,6 +462,7 @@ pub async fn serve(
         .route("/v1/faults", get(list).post(inject).delete(heal_all))
         .route("/v1/faults/{id}", axum::routing::delete(heal))
         .route("/v1/faults/{id}/renew", post(renew))
+        .route("/v1/scale", post(scale))
         .route("/v1/proxies", get(proxies_list).post(proxy_create))
         .route(
             "/v1/proxies/{name}",
@@ -429,7 +472,7 @@ pub async fn serve(
         .fallback(|| async {
             json_error(
                 StatusCode::NOT_FOUND,
-                "no such route; see /v1/status, /v1/faults, /v1/proxies",
+                "no such route; see /v1/status, /v1/faults, /v1/proxies, /v1/scale",
             )
         })
         // The token is checked before the handler reads a byte of the body.

@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::api::{NewProxy, ProxyUpdate, Status};
+use crate::api::{NewProxy, ProxyUpdate, ScaleRequest, Status};
 use crate::faults::{FaultInfo, FaultRequest};
 use crate::proxy::runtime::ProxyView;
+use crate::supervisor::Scaled;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -110,6 +111,18 @@ impl AgentClient {
 
     pub async fn heal(&self, id: &str) -> Result<FaultInfo, ClientError> {
         self.call(reqwest::Method::DELETE, &format!("/v1/faults/{id}"), None)
+            .await
+    }
+
+    /// Sets `service` to `replicas` replicas; answers once they are started and
+    /// listed, or drained and stopped.
+    pub async fn scale(&self, service: &str, replicas: u64) -> Result<Scaled, ClientError> {
+        let body = serde_json::to_value(ScaleRequest {
+            service: service.to_owned(),
+            replicas,
+        })
+        .expect("scale requests serialise");
+        self.call(reqwest::Method::POST, "/v1/scale", Some(body))
             .await
     }
 

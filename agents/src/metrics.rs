@@ -1,6 +1,8 @@
 //! The agent's `/metrics` (`faultline_agent_*`): faults injected and healed, active
 //! faults by kind and target, connections and bytes of every edge's proxy, restarts of
-//! every replica. Live values are read at scrape time by a collector.
+//! every replica, replicas per service and scalings (`faultline scale`, the
+//! autoscaler) with what the autoscaler measures. Live values are read at scrape time
+//! by a collector.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -38,6 +40,17 @@ struct EdgeDirLabels {
 struct ReplicaLabels {
     service: String,
     replica: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct ServiceLabels {
+    service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct ScalingLabels {
+    service: String,
+    direction: &'static str,
 }
 
 struct Live(Arc<Faults>, Arc<ConnStats>);
@@ -132,7 +145,8 @@ impl Collector for Live {
                 )?)?;
             }
         }
-        encode_restarts(&mut encoder, &faults.supervisor().status())
+        encode_restarts(&mut encoder, &faults.supervisor().status())?;
+        encode_scaling(faults, &mut encoder)
     }
 }
 
@@ -165,6 +179,123 @@ fn encode_restarts(
             ConstCounter::new(u64::from(count(r))).encode(m.encode_family(&ReplicaLabels {
                 service: r.service.clone(),
                 replica: r.name.clone(),
+            })?)?;
+        }
+    }
+    Ok(())
+}
+
+/// Replicas per service, scalings, requests through each edge, and the autoscaler's
+/// measurements.
+fn encode_scaling(faults: &Faults, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    use prometheus_client::metrics::MetricType::{Counter, Gauge};
+    let sup = faults.supervisor();
+    let mut per_service: std::collections::BTreeMap<ServiceLabels, i64> = sup
+        .topology()
+        .services
+        .iter()
+        .map(|s| {
+            (
+                ServiceLabels {
+                    service: s.name.clone(),
+                },
+                0,
+            )
+        })
+        .collect();
+    for r in sup.status() {
+        *per_service
+            .entry(ServiceLabels { service: r.service })
+            .or_default() += 1;
+    }
+    let mut m = encoder.encode_descriptor(
+        "service_replicas",
+        "Replicas a service has now",
+        None,
+        Gauge,
+    )?;
+    for (labels, n) in &per_service {
+        ConstGauge::new(*n).encode(m.encode_family(labels)?)?;
+    }
+    // Every service has both series from the start, so a query over them has data
+    // before the first scaling.
+    let mut scalings: std::collections::BTreeMap<ScalingLabels, u64> = per_service
+        .keys()
+        .flat_map(|l| {
+            ["out", "in"].map(|direction| {
+                (
+                    ScalingLabels {
+                        service: l.service.clone(),
+                        direction,
+                    },
+                    0,
+                )
+            })
+        })
+        .collect();
+    for s in sup.scalings() {
+        let direction = if s.to > s.from { "out" } else { "in" };
+        *scalings
+            .entry(ScalingLabels {
+                service: s.service,
+                direction,
+            })
+            .or_default() += 1;
+    }
+    let mut m = encoder.encode_descriptor(
+        "scalings",
+        "Scalings of a service, by direction (out, in), by `faultline scale` or the autoscaler",
+        None,
+        Counter,
+    )?;
+    for (labels, n) in &scalings {
+        ConstCounter::new(*n).encode(m.encode_family(labels)?)?;
+    }
+    let mut m = encoder.encode_descriptor(
+        "proxy_requests",
+        "HTTP requests seen going through an edge's fault proxy",
+        None,
+        Counter,
+    )?;
+    for e in faults.edges() {
+        ConstCounter::new(e.stats.requests.load(Ordering::Relaxed)).encode(m.encode_family(
+            &EdgeLabels {
+                edge: e.name.clone(),
+            },
+        )?)?;
+    }
+    encode_autoscale(&sup.autoscale_views(), encoder)
+}
+
+/// What the autoscaler measured and wants, per autoscaled service.
+fn encode_autoscale(
+    views: &[crate::supervisor::AutoscaleView],
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    use prometheus_client::metrics::MetricType::Gauge;
+    type Field = fn(&crate::supervisor::AutoscaleView) -> f64;
+    let gauges: [(&str, &str, Field); 3] = [
+        (
+            "autoscale_load",
+            "Requests a second per replica the autoscaler measured",
+            |v| v.load,
+        ),
+        (
+            "autoscale_target",
+            "Requests a second per replica the autoscaler aims at",
+            |v| v.target,
+        ),
+        (
+            "autoscale_desired_replicas",
+            "Replicas the measured load asks for",
+            |v| f64::from(v.desired),
+        ),
+    ];
+    for (name, help, field) in gauges {
+        let mut m = encoder.encode_descriptor(name, help, None, Gauge)?;
+        for v in views {
+            ConstGauge::new(field(v)).encode(m.encode_family(&ServiceLabels {
+                service: v.service.clone(),
             })?)?;
         }
     }

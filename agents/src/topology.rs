@@ -116,6 +116,25 @@ struct RawService {
     env: BTreeMap<Spanned<String>, Spanned<String>>,
     runtime: Option<Spanned<String>>,
     image: Option<Spanned<String>>,
+    /// `{ min, max, target }`: read as a value, checked by `autoscale_of`.
+    autoscale: Option<Spanned<toml::Value>>,
+}
+
+/// An auto-scaling group: the supervisor keeps a service between `min` and `max`
+/// replicas, aiming at `target` requests a second per replica, as counted by the edge
+/// proxies into its replicas (so it works on any system whose service has callers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Autoscale {
+    pub min: u32,
+    pub max: u32,
+    /// Requests a second per replica.
+    pub target: f64,
+    /// How long the load must stay low before replicas are removed: the largest
+    /// replica count wanted during this window is kept (default 30 s).
+    pub scale_in_window: Duration,
+    /// The least time between two scale-outs (default 3 s), so a scale-out is
+    /// measured before the next.
+    pub scale_out_cooldown: Duration,
 }
 
 /// `liveness = { failures = 3, period = "1s", timeout = "1s" }`.
@@ -227,6 +246,9 @@ pub enum Piece {
     Upstream(String),
     /// `{upstream:NAME:N}`: the `host:port` of the N-th (from 1) of those.
     UpstreamAt(String, u32),
+    /// `{upstream-file:NAME}`: the path of a file listing those addresses, one a line,
+    /// rewritten (atomically) whenever NAME is scaled; callers re-read it.
+    UpstreamFile(String),
     /// `{file:NAME}`: the path of this replica's copy of the service's file NAME,
     /// rendered from its template (`files`).
     File(String),
@@ -238,7 +260,7 @@ pub enum Piece {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template(pub Vec<Piece>);
 
-pub const PLACEHOLDERS: &str = "{listen}, {host}, {port}, {service}, {replica}, {index}, {zone}, {run_dir}, {topology_dir}, {upstream:NAME}, {upstream:NAME:N}, {file:NAME}, {secret:NAME}";
+pub const PLACEHOLDERS: &str = "{listen}, {host}, {port}, {service}, {replica}, {index}, {zone}, {run_dir}, {topology_dir}, {upstream:NAME}, {upstream:NAME:N}, {upstream-file:NAME}, {file:NAME}, {secret:NAME}";
 
 impl Piece {
     /// The placeholder's name as written between braces (`upstream:db`).
@@ -256,6 +278,7 @@ impl Piece {
             Piece::TopologyDir => "topology_dir".into(),
             Piece::Upstream(s) => format!("upstream:{s}"),
             Piece::UpstreamAt(s, n) => format!("upstream:{s}:{n}"),
+            Piece::UpstreamFile(s) => format!("upstream-file:{s}"),
             Piece::File(s) => format!("file:{s}"),
             Piece::Secret(s) => format!("secret:{s}"),
         }
@@ -283,6 +306,9 @@ impl Piece {
                 }
                 _ => return None,
             },
+            Some(("upstream-file", s)) if !s.is_empty() && !s.contains(':') => {
+                Piece::UpstreamFile(s.to_owned())
+            }
             Some(("file", f)) if !f.is_empty() => Piece::File(f.to_owned()),
             Some(("secret", key)) if !key.is_empty() => Piece::Secret(key.to_owned()),
             _ => return None,
@@ -374,7 +400,9 @@ impl Template {
 
     fn upstreams(&self) -> impl Iterator<Item = &str> {
         self.0.iter().filter_map(|p| match p {
-            Piece::Upstream(s) | Piece::UpstreamAt(s, _) => Some(s.as_str()),
+            Piece::Upstream(s) | Piece::UpstreamAt(s, _) | Piece::UpstreamFile(s) => {
+                Some(s.as_str())
+            }
             _ => None,
         })
     }
@@ -406,6 +434,8 @@ pub struct Service {
     pub startup_timeout: Duration,
     /// Restart a replica that fails its probe this many periods in a row; None: never.
     pub liveness: Option<Liveness>,
+    /// Its auto-scaling group (`autoscale = { min, max, target }`), if it has one.
+    pub autoscale: Option<Autoscale>,
     /// The path of its Prometheus metrics (`metrics = "/metrics"`); None: not scraped.
     pub metrics: Option<String>,
     /// The working directory of its replicas (absolute when the topology was loaded
@@ -462,7 +492,7 @@ pub struct Topology {
     pub pass_env: Vec<String>,
 }
 
-const MAX_REPLICAS: i64 = 64;
+pub(crate) const MAX_REPLICAS: i64 = 64;
 
 impl Topology {
     pub fn load(path: &Path) -> Result<Self, SourceError> {
@@ -533,7 +563,7 @@ impl Topology {
             Some(e) => Some(e.get_ref().clone()),
             None => None,
         };
-        let services = start_order(services, &raw, &err)?;
+        let services = check_autoscaled(start_order(services, &raw, &err)?, &raw, &err)?;
         let messaging = match &raw.messaging {
             None => None,
             Some(m) => {
@@ -934,6 +964,12 @@ fn validate_service(
     let env = parse_env(&raw.env, err)?;
     let metrics = metrics_of(raw, err)?;
     let cwd = cwd_of(raw, err)?;
+    let autoscale = autoscale_of(raw, n, replicas, port, err)?;
+    // Without `replicas`, an auto-scaling group starts at its minimum.
+    let replicas = match (&raw.replicas, &autoscale) {
+        (None, Some(a)) => a.min,
+        _ => replicas,
+    };
     check_references(
         &Declared {
             name,
@@ -959,12 +995,143 @@ fn validate_service(
         health,
         startup_timeout,
         liveness,
+        autoscale,
         metrics,
         cwd,
         files,
         env,
         runtime: Runtime::Process,
     })
+}
+
+/// An autoscaled service is measured through the edge proxies of its callers, so it
+/// needs some, and its replicas run as processes.
+fn check_autoscaled(
+    services: Vec<Service>,
+    raw: &RawTopology,
+    err: &ErrFn<'_>,
+) -> Result<Vec<Service>, SourceError> {
+    for svc in services.iter().filter(|s| s.autoscale.is_some()) {
+        let span = raw
+            .services
+            .get_key_value(svc.name.as_str())
+            .and_then(|(_, r)| r.autoscale.as_ref())
+            .map(Spanned::span)
+            .unwrap_or_default();
+        if !services.iter().any(|c| c.calls.contains(&svc.name)) {
+            return Err(err(
+                span,
+                format!(
+                    "service `{}` is called by no service, so its load cannot be measured: autoscale counts the requests of its callers through their edge proxies",
+                    svc.name
+                ),
+            ));
+        }
+        if !matches!(svc.runtime, Runtime::Process) {
+            return Err(err(
+                span,
+                format!(
+                    "service `{}` runs in containers; only services run as processes can be autoscaled",
+                    svc.name
+                ),
+            ));
+        }
+    }
+    Ok(services)
+}
+
+/// `autoscale = { min = 1, max = 6, target = 50 }`, and the optional
+/// `scale_in_window` and `scale_out_cooldown` durations.
+fn autoscale_of(
+    raw: &RawService,
+    n: &str,
+    replicas: u32,
+    port: u16,
+    err: &ErrFn<'_>,
+) -> Result<Option<Autoscale>, SourceError> {
+    let Some(v) = &raw.autoscale else {
+        return Ok(None);
+    };
+    let span = v.span();
+    let bad = |m: String| err(span.clone(), m);
+    let table = v.get_ref().as_table().ok_or_else(|| {
+        bad("autoscale must be a table: { min = 1, max = 4, target = 50 }".into())
+    })?;
+    const KEYS: [&str; 5] = [
+        "min",
+        "max",
+        "target",
+        "scale_in_window",
+        "scale_out_cooldown",
+    ];
+    if let Some(k) = table.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        return Err(bad(format!(
+            "unknown autoscale key `{k}`; expected one of {}",
+            KEYS.join(", ")
+        )));
+    }
+    let count = |key: &str| -> Result<u32, SourceError> {
+        match table.get(key) {
+            Some(toml::Value::Integer(i)) if (1..=MAX_REPLICAS).contains(i) => Ok(*i as u32),
+            Some(other) => Err(bad(format!(
+                "autoscale {key} must be from 1 to {MAX_REPLICAS}, not {other}"
+            ))),
+            None => Err(bad(format!("autoscale needs {key}"))),
+        }
+    };
+    let (min, max) = (count("min")?, count("max")?);
+    if min > max {
+        return Err(bad(format!(
+            "autoscale min ({min}) is above its max ({max})"
+        )));
+    }
+    let target = match table.get("target") {
+        Some(toml::Value::Integer(i)) if (1..=1_000_000).contains(i) => *i as f64,
+        Some(toml::Value::Float(f)) if (0.001..=1e6).contains(f) => *f,
+        Some(other) => {
+            return Err(bad(format!(
+                "autoscale target (requests a second per replica) must be from 0.001 to 1000000, not {other}"
+            )));
+        }
+        None => {
+            return Err(bad(
+                "autoscale needs target (requests a second per replica)".into(),
+            ));
+        }
+    };
+    let duration = |key: &str, default: u64| -> Result<Duration, SourceError> {
+        match table.get(key) {
+            None => Ok(Duration::from_secs(default)),
+            Some(toml::Value::String(s)) => humantime::parse_duration(s)
+                .ok()
+                .filter(|d| *d <= Duration::from_secs(3600))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "autoscale {key} must be a duration of at most 1h such as \"30s\", not `{s}`"
+                    ))
+                }),
+            Some(other) => Err(bad(format!(
+                "autoscale {key} must be a duration such as \"30s\", not {other}"
+            ))),
+        }
+    };
+    if raw.replicas.is_some() && !(min..=max).contains(&replicas) {
+        return Err(bad(format!(
+            "service `{n}` starts with {replicas} replicas, outside its autoscale range {min}..={max}"
+        )));
+    }
+    if port != 0 && max > 1 {
+        return Err(bad(format!(
+            "service `{n}` listens on the fixed port {port}, which several replicas cannot share; use port = 0 to autoscale it"
+        )));
+    }
+    Ok(Some(Autoscale {
+        min,
+        max,
+        target,
+        scale_in_window: duration("scale_in_window", 30)?,
+        scale_out_cooldown: duration("scale_out_cooldown", 3)?,
+    }))
 }
 
 /// `pass_env`: names, or prefixes ending in `*`.
@@ -1588,6 +1755,69 @@ calls = ["db"]
         );
         assert!(Template::parse("{listen").unwrap_err().contains("unclosed"));
         assert!(Template::parse("a}b").unwrap_err().contains("unmatched"));
+    }
+
+    #[test]
+    fn autoscale_groups_are_validated_where_they_are_written() {
+        let base = "[services.web]\ncommand = [\"x\", \"@{upstream-file:api}\"]\ncalls = [\"api\"]\n[services.api]\ncommand = [\"y\"]\n";
+        let t = parse(&format!(
+            "{base}autoscale = {{ min = 2, max = 5, target = 50 }}\n"
+        ))
+        .unwrap();
+        let api = t.service("api").unwrap();
+        assert_eq!(api.replicas, 2, "a group starts at its minimum");
+        let a = api.autoscale.as_ref().unwrap();
+        assert_eq!((a.min, a.max, a.target), (2, 5, 50.0));
+        assert_eq!(a.scale_in_window, Duration::from_secs(30));
+        assert_eq!(a.scale_out_cooldown, Duration::from_secs(3));
+        for (autoscale, expected) in [
+            (
+                "{ min = 3, max = 2, target = 5 }",
+                "t.toml:6:13: autoscale min (3) is above its max (2)",
+            ),
+            (
+                "{ min = 0, max = 2, target = 5 }",
+                "t.toml:6:13: autoscale min must be from 1 to 64, not 0",
+            ),
+            (
+                "{ min = 1, max = 65, target = 5 }",
+                "t.toml:6:13: autoscale max must be from 1 to 64, not 65",
+            ),
+            (
+                "{ min = 1, max = 2, target = 0 }",
+                "t.toml:6:13: autoscale target (requests a second per replica) must be from 0.001 to 1000000, not 0",
+            ),
+            (
+                "{ min = 1, max = 2 }",
+                "t.toml:6:13: autoscale needs target (requests a second per replica)",
+            ),
+            (
+                "{ min = 1, max = 2, target = 5, cooldown = \"1s\" }",
+                "t.toml:6:13: unknown autoscale key `cooldown`; expected one of min, max, target, scale_in_window, scale_out_cooldown",
+            ),
+            (
+                "{ min = 1, max = 2, target = 5, scale_in_window = \"soon\" }",
+                "t.toml:6:13: autoscale scale_in_window must be a duration of at most 1h such as \"30s\", not `soon`",
+            ),
+            (
+                "3",
+                "t.toml:6:13: autoscale must be a table: { min = 1, max = 4, target = 50 }",
+            ),
+        ] {
+            check_err(&format!("{base}autoscale = {autoscale}\n"), expected);
+        }
+        check_err(
+            &format!("{base}replicas = 9\nautoscale = {{ min = 1, max = 4, target = 5 }}\n"),
+            "t.toml:7:13: service `api` starts with 9 replicas, outside its autoscale range 1..=4",
+        );
+        check_err(
+            "[services.a]\ncommand = [\"x\"]\nautoscale = { min = 1, max = 2, target = 5 }\n",
+            "t.toml:3:13: service `a` is called by no service, so its load cannot be measured: autoscale counts the requests of its callers through their edge proxies",
+        );
+        check_err(
+            "[services.a]\ncommand = [\"x\", \"{upstream-file:b}\"]\n",
+            "t.toml:2:17: `{upstream:b}` needs `b` in the calls of `a` (calls = [])",
+        );
     }
 
     #[test]

@@ -262,8 +262,47 @@ fn overview() -> Value {
                     ),
                 ],
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(scaling_panels())
+        .collect(),
     )
+}
+
+/// The overview's panels of scaling: replicas, scalings, the load the autoscaler sees.
+fn scaling_panels() -> Vec<Panel> {
+    vec![
+        p(
+            "Replicas per service",
+            "Replicas each service has, as `faultline scale` and the autoscaler set them.",
+            "timeseries",
+            "short",
+            vec![q(
+                "sum by (service) (faultline_agent_service_replicas)",
+                "{{service}}",
+            )],
+        ),
+        p(
+            "Scalings",
+            "Scalings of each service in the interval, out and in, by `faultline scale`, the dashboard or the autoscaler.",
+            "timeseries",
+            "short",
+            vec![q(
+                "sum by (service, direction) (increase(faultline_agent_scalings_total[$__rate_interval]))",
+                "{{service}} {{direction}}",
+            )],
+        ),
+        p(
+            "Requests per replica through the edges",
+            "HTTP requests a second into each service through its callers' edge proxies, per replica: the load the autoscaler measures.",
+            "timeseries",
+            "reqps",
+            vec![q(
+                "sum by (service) (label_replace(rate(faultline_agent_proxy_requests_total[$__rate_interval]), \"service\", \"$1\", \"edge\", \".*->(.*)-[0-9]+\")) / on (service) sum by (service) (faultline_agent_service_replicas)",
+                "{{service}}",
+            )],
+        ),
+    ]
 }
 
 /// Every dashboard, by file name.

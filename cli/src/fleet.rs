@@ -224,6 +224,39 @@ impl Fleet {
         }
     }
 
+    /// The agent that runs service `service` (`NAME/service`, or a bare name found on
+    /// exactly one agent), and the bare name.
+    pub async fn owner_of_service(&self, service: &str) -> anyhow::Result<(usize, String)> {
+        if let Some((i, bare)) = self.split_qualified(service) {
+            return Ok((i, bare.to_owned()));
+        }
+        if !self.is_several() {
+            return Ok((0, service.to_owned()));
+        }
+        let mut on = Vec::new();
+        for ((i, m), s) in self
+            .members
+            .iter()
+            .enumerate()
+            .zip(self.statuses(Duration::from_secs(10)).await)
+        {
+            let s = s.map_err(|e| anyhow::anyhow!("agent {}: {e}", m.name))?;
+            if s.replicas.iter().any(|r| r.service == service) {
+                on.push(i);
+            }
+        }
+        match on.as_slice() {
+            [i] => Ok((*i, service.to_owned())),
+            [] => anyhow::bail!(
+                "no service `{service}` on any agent ({}); `faultline status` lists them",
+                self.names().join(", ")
+            ),
+            _ => anyhow::bail!(
+                "service `{service}` runs on several agents: qualify it, like NAME/{service}"
+            ),
+        }
+    }
+
     /// Routes `req` over every agent's status now (see [`route`]).
     pub async fn route_now(&self, req: &FaultRequest) -> anyhow::Result<Vec<Part>> {
         if !self.is_several() {
@@ -654,6 +687,7 @@ mod tests {
             proxies: Vec::new(),
             mechanisms: None,
             docker: None,
+            scalings: Vec::new(),
         }
     }
 

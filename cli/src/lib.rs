@@ -44,7 +44,7 @@ use crate::exit::Exit;
 #[derive(Parser)]
 #[command(name = "faultline", version, propagate_version = true)]
 pub struct Cli {
-    /// The agent's URL, for fault, heal, status, proxy, tui, run and demo; before or after the
+    /// The agent's URL, for fault, heal, scale, status, proxy, tui, run and demo; before or after the
     /// command's name. Repeat it for several agents (not for proxy), each `URL` (named by
     /// its host:port) or `NAME=URL`; a target two agents own is qualified, `NAME/orders-2`
     /// [default: $FAULTLINE_AGENT, else the agent of the most recent `faultline up` or
@@ -63,6 +63,8 @@ pub enum Command {
     Fault(Box<cmd::fault::Args>),
     /// Heal a fault, or all of them.
     Heal(cmd::heal::Args),
+    /// Set a running service to N replicas (`scale orders 5`).
+    Scale(cmd::scale::Args),
     /// Show the replicas and the faults in effect (a section per agent with several).
     Status(cmd::status::Args),
     /// Make, list and delete fault proxies to any address (`proxy create NAME --upstream HOST:PORT`).
@@ -118,6 +120,7 @@ impl Command {
             Command::Up(_) => "up",
             Command::Fault(_) => "fault",
             Command::Heal(_) => "heal",
+            Command::Scale(_) => "scale",
             Command::Status(_) => "status",
             Command::Proxy(_) => "proxy",
             Command::Load(_) => "load",
@@ -155,6 +158,11 @@ impl Cli {
                 let a = args.agent.clone();
                 cmd::heal::run(args).map_err(|e| a.explain(e))
             }
+            Command::Scale(mut args) => {
+                args.agent = given(args.agent);
+                let a = args.agent.clone();
+                cmd::scale::run(args).map_err(|e| a.explain(e))
+            }
             Command::Status(mut args) => {
                 args.agent = given(args.agent);
                 let a = args.agent.clone();
@@ -179,7 +187,7 @@ impl Cli {
                 cmd::run::demo(*args)
             }
             _ if !agent.is_empty() => Err(anyhow::anyhow!(
-                "--agent applies to fault, heal, status, proxy, tui, run and demo, not to `{}`",
+                "--agent applies to fault, heal, scale, status, proxy, tui, run and demo, not to `{}`",
                 self.command.name()
             )),
             Command::Up(args) => cmd::up::run(args),

@@ -124,6 +124,20 @@ pub struct CommonArgs {
     /// Open connections at most; one more is accepted and closed at once.
     #[arg(long, env = "SHOP_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// Requests a second this replica serves at most (0: no bound); more are answered
+    /// 503 at once, as a saturated replica would. A replica of bounded capacity, so
+    /// that load must be spread over more replicas (the autoscaling gameday).
+    #[arg(long, env = "SHOP_CAPACITY_RPS", default_value_t = 0.0, value_parser = capacity)]
+    pub capacity_rps: f64,
+}
+
+fn capacity(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1e7).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "must be a number of requests a second from 0 to 10000000, not `{s}`"
+        )),
+    }
 }
 
 impl CommonArgs {
@@ -132,18 +146,35 @@ impl CommonArgs {
             header_read_timeout: self.header_read_timeout,
             idle_timeout: self.idle_timeout,
             max_connections: self.max_connections as usize,
+            capacity_rps: self.capacity_rps,
         }
     }
 }
 
-/// A comma-separated list of replica addresses, as the supervisor passes them.
+/// Replica addresses: a comma-separated list, or `@PATH`, a file listing them (one a
+/// line, or comma-separated) that the service follows as it changes; the second field
+/// is that file.
 #[derive(Debug, Clone)]
-pub struct Addrs(pub Vec<std::net::SocketAddr>);
+pub struct Addrs(
+    pub Vec<std::net::SocketAddr>,
+    pub Option<std::path::PathBuf>,
+);
 
 pub fn addrs(s: &str) -> Result<Addrs, String> {
-    let list = crate::upstream::parse_addrs(s)?;
+    let (text, file) = match s.strip_prefix('@') {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the address file {path}: {e}"))?;
+            (
+                text.replace('\n', ","),
+                Some(std::path::PathBuf::from(path)),
+            )
+        }
+        None => (s.to_owned(), None),
+    };
+    let list = crate::upstream::parse_addrs(&text)?;
     if list.is_empty() {
         return Err("no addresses given".into());
     }
-    Ok(Addrs(list))
+    Ok(Addrs(list, file))
 }

@@ -50,6 +50,9 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Open connections at most; one more is accepted and closed at once.
     pub max_connections: usize,
+    /// Requests a second the service serves at most (0: no bound); more are answered
+    /// 503 at once. Enforced by `server`, before the service's routes.
+    pub capacity_rps: f64,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -437,6 +440,7 @@ mod tests {
         header_read_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(60),
         max_connections: 1,
+        capacity_rps: 0.0,
     };
 
     #[tokio::test(start_paused = true)]

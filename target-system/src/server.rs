@@ -99,8 +99,10 @@ pub async fn serve_on(
         http: service.http,
         max_request_time: service.max_request_time,
     };
+    let capacity = Capacity::new(service.connections.capacity_rps);
     let app = service
         .router
+        .layer(middleware::from_fn_with_state(capacity, shed))
         .layer(middleware::from_fn_with_state(track, track_request))
         .route("/health", get(|| async { "ok" }))
         .route(
@@ -122,6 +124,39 @@ pub async fn serve_on(
     )
     .await;
     Ok(())
+}
+
+/// A replica's bounded capacity (`SHOP_CAPACITY_RPS`): a token bucket of one second's
+/// requests; `None` when unbounded.
+#[derive(Clone)]
+struct Capacity(Option<(f64, Arc<std::sync::Mutex<crate::resilience::TokenBucket>>)>);
+
+impl Capacity {
+    fn new(rps: f64) -> Self {
+        Self((rps > 0.0).then(|| {
+            let bucket = crate::resilience::TokenBucket::new(rps, rps, tokio::time::Instant::now());
+            (rps, Arc::new(std::sync::Mutex::new(bucket)))
+        }))
+    }
+}
+
+/// Answers 503 at once past the replica's capacity, as a saturated server sheds load.
+async fn shed(State(capacity): State<Capacity>, req: Request, next: Next) -> Response {
+    if let Some((rps, bucket)) = &capacity.0 {
+        let taken = bucket.lock().unwrap().try_take(tokio::time::Instant::now());
+        if taken.is_err() {
+            let mut resp = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("over capacity: this replica serves at most {rps} requests a second"),
+            );
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+            return resp;
+        }
+    }
+    next.run(req).await
 }
 
 /// Records request metrics and enforces the request's deadline.

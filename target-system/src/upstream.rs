@@ -5,10 +5,16 @@
 //!
 //! One [`Upstream`] per called service. The gateway forwards arbitrary requests through
 //! [`Upstream::send`]; services that only read JSON use [`Upstream::get`].
+//!
+//! An upstream given as a file (`--orders @PATH`, one address a line) follows it: the
+//! file is re-read every second, and when its list changes the endpoint set is
+//! replaced, keeping the health and ejection state of the endpoints that stay (the
+//! way Prometheus' file_sd or Envoy's file-based discovery follow theirs).
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::http::uri::PathAndQuery;
@@ -40,6 +46,9 @@ use crate::resilience::{
 /// idle timeouts should be longer, so that the client, not the server, closes an idle
 /// connection and no request is sent on one the server is closing.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often an upstream given as a file re-reads it.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
@@ -318,11 +327,17 @@ impl Handles {
     }
 }
 
+/// An endpoint set: replaced whole when the upstream's file changes, so a request
+/// works on one snapshot from its first try to its last.
+type Endpoints = Arc<Vec<Arc<Endpoint>>>;
+
 /// One called service: its replicas and the policies guarding calls to it.
 pub struct Upstream {
     name: String,
     handles: Handles,
-    endpoints: Vec<Endpoint>,
+    endpoints: RwLock<Endpoints>,
+    /// The file the endpoints are read from, and its text when last read.
+    source: Mutex<Option<(PathBuf, String)>>,
     client: Client<HttpConnector, Full<Bytes>>,
     policy: Mutex<Policy>,
     config: UpstreamConfig,
@@ -374,27 +389,13 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .pool_max_idle_per_host(256)
             .build(connector);
-        let health = config.health.unwrap_or_default();
         let labels = UpstreamLabels {
             upstream: name.clone(),
         };
         let endpoints = addrs
             .iter()
-            .map(|a| Endpoint {
-                authority: a.to_string(),
-                labels: EndpointLabels {
-                    upstream: name.clone(),
-                    endpoint: a.to_string(),
-                },
-                health: Mutex::new(HealthState::new(&health)),
-                outlier: Mutex::new(Outlier::default()),
-                in_flight: AtomicUsize::new(0),
-            })
+            .map(|a| new_endpoint(&name, *a, &config, &metrics))
             .collect::<Vec<_>>();
-        for e in &endpoints {
-            metrics.endpoint_healthy.get_or_create(&e.labels).set(1);
-            metrics.endpoint_ejected.get_or_create(&e.labels).set(0);
-        }
         let handles = Handles::new(&metrics, &labels);
         handles.breaker_state.set(0);
         let now = Instant::now();
@@ -405,11 +406,78 @@ impl Upstream {
                 budget: RetryBudget::new(config.budget, now),
             }),
             name,
-            endpoints,
+            endpoints: RwLock::new(Arc::new(endpoints)),
+            source: Mutex::new(None),
             client,
             config,
             metrics,
         })
+    }
+
+    /// Follows `file` (when given): its list of addresses, one a line, replaces the
+    /// endpoints whenever it changes ([`Upstream::run_health_checks`] re-reads it).
+    pub fn follow(self: Arc<Self>, file: Option<&Path>) -> Arc<Self> {
+        if let Some(f) = file {
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            *self.source.lock().unwrap() = Some((f.to_owned(), text));
+        }
+        self
+    }
+
+    /// The endpoints now.
+    fn endpoints(&self) -> Endpoints {
+        self.endpoints.read().unwrap().clone()
+    }
+
+    /// Re-reads the followed file; a changed list replaces the endpoint set, keeping
+    /// the state of every endpoint that stays. A list that cannot be read or parsed, or
+    /// is empty, leaves the set as it is: a caller with no endpoint at all helps no one.
+    fn reload(&self) {
+        let mut source = self.source.lock().unwrap();
+        let Some((path, last)) = source.as_mut() else {
+            return;
+        };
+        let text = match std::fs::read_to_string(&*path) {
+            Ok(t) if t != *last => t,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(upstream = %self.name, file = %path.display(), error = %e, "cannot read the upstream file");
+                return;
+            }
+        };
+        *last = text.clone();
+        let addrs = match parse_addrs(&text.replace('\n', ",")) {
+            Ok(a) if !a.is_empty() => a,
+            Ok(_) => {
+                tracing::warn!(upstream = %self.name, file = %path.display(), "the upstream file lists no address; keeping the endpoints");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(upstream = %self.name, file = %path.display(), error = %e, "bad upstream file; keeping the endpoints");
+                return;
+            }
+        };
+        let old = self.endpoints();
+        let next: Vec<Arc<Endpoint>> = addrs
+            .iter()
+            .map(|a| {
+                let authority = a.to_string();
+                old.iter()
+                    .find(|e| e.authority == authority)
+                    .cloned()
+                    .unwrap_or_else(|| new_endpoint(&self.name, *a, &self.config, &self.metrics))
+            })
+            .collect();
+        for gone in old
+            .iter()
+            .filter(|e| !next.iter().any(|n| Arc::ptr_eq(n, e)))
+        {
+            self.metrics.endpoint_healthy.remove(&gone.labels);
+            self.metrics.endpoint_ejected.remove(&gone.labels);
+            self.metrics.ejections.remove(&gone.labels);
+        }
+        tracing::info!(upstream = %self.name, endpoints = next.len(), "endpoints changed");
+        *self.endpoints.write().unwrap() = Arc::new(next);
     }
 
     pub fn name(&self) -> &str {
@@ -430,6 +498,7 @@ impl Upstream {
         // Checked before anything counts the request: a path the caller's input made
         // invalid touches neither the breaker, nor ejection, nor the retry budget.
         let path = self.valid_path(path_and_query)?;
+        let eps = self.endpoints();
         self.policy.lock().unwrap().budget.deposit(Instant::now());
         let mut tried: Vec<usize> = Vec::new();
         let mut attempt = 0u32;
@@ -448,12 +517,12 @@ impl Upstream {
                 self.handles.breaker_rejections.inc();
                 return Err(UpstreamError::CircuitOpen(self.name.clone()));
             };
-            let Some(idx) = self.pick(&tried) else {
+            let Some(idx) = pick(&eps, &tried) else {
                 return Err(UpstreamError::NoEndpoints(self.name.clone()));
             };
             tried.push(idx);
             let outcome = self
-                .try_once(idx, &method, &path, headers, body.clone(), deadline)
+                .try_once(&eps[idx], &method, &path, headers, body.clone(), deadline)
                 .await;
             let (failure, retryable) = match &outcome {
                 TryOutcome::Response {
@@ -468,7 +537,7 @@ impl Upstream {
                     return Err(error.clone());
                 }
             };
-            self.record(idx, permit, !failure);
+            self.record(&eps, idx, permit, !failure);
             let give_up = !failure
                 || !retryable
                 || attempt >= self.config.max_retries
@@ -575,20 +644,25 @@ impl Upstream {
         ok
     }
 
-    fn record(&self, idx: usize, permit: crate::resilience::breaker::Permit, success: bool) {
+    fn record(
+        &self,
+        eps: &[Arc<Endpoint>],
+        idx: usize,
+        permit: crate::resilience::breaker::Permit,
+        success: bool,
+    ) {
         let now = Instant::now();
         {
             let mut policy = self.policy.lock().unwrap();
             policy.breaker.record(permit, success, now);
             self.sync_breaker_metrics(&mut policy.breaker, now);
         }
-        let ejectable = self.endpoints.len() / 2;
-        let ejected_now = self
-            .endpoints
+        let ejectable = eps.len() / 2;
+        let ejected_now = eps
             .iter()
             .filter(|e| e.outlier.lock().unwrap().is_ejected(now))
             .count();
-        let e = &self.endpoints[idx];
+        let e = &eps[idx];
         let ejected = e.outlier.lock().unwrap().observe(
             success,
             &self.config.outlier,
@@ -615,56 +689,15 @@ impl Upstream {
         }
     }
 
-    /// Power of two choices over the endpoints that are healthy and not ejected,
-    /// preferring ones not tried yet for this request. With none available it falls back
-    /// to every endpoint (Envoy's panic routing): a stale view must not turn into a
-    /// total outage.
-    fn pick(&self, tried: &[usize]) -> Option<usize> {
-        if self.endpoints.is_empty() {
-            return None;
-        }
-        let now = Instant::now();
-        let usable = |i: &usize| {
-            let e = &self.endpoints[*i];
-            e.health.lock().unwrap().is_healthy() && !e.outlier.lock().unwrap().is_ejected(now)
-        };
-        let all: Vec<usize> = (0..self.endpoints.len()).collect();
-        let mut candidates: Vec<usize> = all
-            .iter()
-            .copied()
-            .filter(|i| usable(i) && !tried.contains(i))
-            .collect();
-        if candidates.is_empty() {
-            candidates = all.iter().copied().filter(usable).collect();
-        }
-        if candidates.is_empty() {
-            candidates = all.iter().copied().filter(|i| !tried.contains(i)).collect();
-        }
-        if candidates.is_empty() {
-            candidates = all;
-        }
-        if candidates.len() == 1 {
-            return Some(candidates[0]);
-        }
-        let a = candidates[fastrand::usize(..candidates.len())];
-        let mut b = candidates[fastrand::usize(..candidates.len() - 1)];
-        if b == a {
-            b = candidates[candidates.len() - 1];
-        }
-        let load = |i: usize| self.endpoints[i].in_flight.load(Ordering::Relaxed);
-        Some(if load(b) < load(a) { b } else { a })
-    }
-
     async fn try_once(
         &self,
-        idx: usize,
+        e: &Endpoint,
         method: &Method,
         path: &PathAndQuery,
         headers: &HeaderMap,
         body: Bytes,
         deadline: Deadline,
     ) -> TryOutcome {
-        let e = &self.endpoints[idx];
         e.in_flight.fetch_add(1, Ordering::Relaxed);
         let _guard = InFlight(&e.in_flight);
         let start = Instant::now();
@@ -777,22 +810,42 @@ impl Upstream {
         (outcome, label)
     }
 
-    /// Probes every endpoint's health path on the configured interval until `shutdown`.
+    /// Probes every endpoint's health path on the configured interval, and re-reads
+    /// the followed file every [`RELOAD_INTERVAL`], until `shutdown`.
     pub async fn run_health_checks(self: Arc<Self>, shutdown: CancellationToken) {
-        let Some(config) = self.config.health else {
+        let follows = self.source.lock().unwrap().is_some();
+        let health = self.config.health;
+        if health.is_none() && !follows {
             return;
+        }
+        let every = |d| {
+            let mut t = tokio::time::interval(d);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
         };
-        let mut ticker = tokio::time::interval(config.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut checks = every(health.map_or(Duration::from_secs(3600), |c| c.interval));
+        let mut reloads = every(RELOAD_INTERVAL);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = ticker.tick() => {}
+                _ = reloads.tick(), if follows => self.reload(),
+                _ = checks.tick(), if health.is_some() => {
+                    if let Some(config) = health {
+                        self.check_health(config.timeout).await;
+                    }
+                }
             }
-            let probes = self.endpoints.iter().map(|e| self.probe(e, config.timeout));
+        }
+    }
+
+    /// One round of health checks of every endpoint.
+    async fn check_health(&self, timeout: Duration) {
+        {
+            let eps = self.endpoints();
+            let probes = eps.iter().map(|e| self.probe(e, timeout));
             let results = futures::future::join_all(probes).await;
             let now = Instant::now();
-            for (e, passed) in self.endpoints.iter().zip(results) {
+            for (e, passed) in eps.iter().zip(results) {
                 let mut h = e.health.lock().unwrap();
                 if h.observe(passed) {
                     tracing::warn!(upstream = %self.name, endpoint = %e.authority, healthy = h.is_healthy(), "endpoint health changed");
@@ -825,7 +878,7 @@ impl Upstream {
     /// Whether each endpoint is in rotation (healthy and not ejected), by address.
     pub fn endpoint_states(&self) -> Vec<(String, bool)> {
         let now = Instant::now();
-        self.endpoints
+        self.endpoints()
             .iter()
             .map(|e| {
                 (
@@ -836,6 +889,46 @@ impl Upstream {
             })
             .collect()
     }
+}
+
+/// Power of two choices over the endpoints that are healthy and not ejected,
+/// preferring ones not tried yet for this request. With none available it falls back
+/// to every endpoint (Envoy's panic routing): a stale view must not turn into a
+/// total outage.
+fn pick(endpoints: &[Arc<Endpoint>], tried: &[usize]) -> Option<usize> {
+    if endpoints.is_empty() {
+        return None;
+    }
+    let now = Instant::now();
+    let usable = |i: &usize| {
+        let e = &endpoints[*i];
+        e.health.lock().unwrap().is_healthy() && !e.outlier.lock().unwrap().is_ejected(now)
+    };
+    let all: Vec<usize> = (0..endpoints.len()).collect();
+    let mut candidates: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|i| usable(i) && !tried.contains(i))
+        .collect();
+    if candidates.is_empty() {
+        candidates = all.iter().copied().filter(usable).collect();
+    }
+    if candidates.is_empty() {
+        candidates = all.iter().copied().filter(|i| !tried.contains(i)).collect();
+    }
+    if candidates.is_empty() {
+        candidates = all;
+    }
+    if candidates.len() == 1 {
+        return Some(candidates[0]);
+    }
+    let a = candidates[fastrand::usize(..candidates.len())];
+    let mut b = candidates[fastrand::usize(..candidates.len() - 1)];
+    if b == a {
+        b = candidates[candidates.len() - 1];
+    }
+    let load = |i: usize| endpoints[i].in_flight.load(Ordering::Relaxed);
+    Some(if load(b) < load(a) { b } else { a })
 }
 
 /// Whether hyper refused to write the request for what it holds (one of its "user"
@@ -873,6 +966,28 @@ pub fn is_hop_by_hop(name: &header::HeaderName) -> bool {
             | "transfer-encoding"
             | "upgrade"
     )
+}
+
+/// A new endpoint at `addr`, in rotation until checks say otherwise.
+fn new_endpoint(
+    upstream: &str,
+    addr: SocketAddr,
+    config: &UpstreamConfig,
+    metrics: &UpstreamMetrics,
+) -> Arc<Endpoint> {
+    let e = Endpoint {
+        authority: addr.to_string(),
+        labels: EndpointLabels {
+            upstream: upstream.to_owned(),
+            endpoint: addr.to_string(),
+        },
+        health: Mutex::new(HealthState::new(&config.health.unwrap_or_default())),
+        outlier: Mutex::new(Outlier::default()),
+        in_flight: AtomicUsize::new(0),
+    };
+    metrics.endpoint_healthy.get_or_create(&e.labels).set(1);
+    metrics.endpoint_ejected.get_or_create(&e.labels).set(0);
+    Arc::new(e)
 }
 
 /// Parses a comma-separated list of `host:port` addresses, as the supervisor passes them.

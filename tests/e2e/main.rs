@@ -16,6 +16,7 @@ mod process_tree;
 mod procs;
 mod prometheus;
 mod run;
+mod scaling;
 mod shop_data;
 mod shop_hardening;
 mod shop_sync;

@@ -181,7 +181,7 @@ impl Faults {
         enabled: bool,
     ) -> Result<ProxyView, ProxyError> {
         let topology = self.sup.topology();
-        let resolver = Resolver::new(topology, self.sup.proxies());
+        let resolver = Resolver::new(&topology, self.sup.proxies());
         if resolver.service_of(name).is_some() || topology.external(name).is_some() {
             return Err(ProxyError::Invalid(format!(
                 "`{name}` names a service, replica or external of topology `{}`; give the proxy another name",
@@ -602,7 +602,7 @@ impl Faults {
     /// Resolves a request into the actions to take and their undo, without acting
     /// (a container is looked at: its namespace, its networks).
     async fn plan(&self, id: &str, req: &FaultRequest) -> Result<Plan, FaultError> {
-        let resolved = Resolver::new(self.sup.topology(), self.sup.proxies())
+        let resolved = Resolver::new(&self.sup.topology(), self.sup.proxies())
             .with_proxies(self.proxies.names())
             .resolve(req)?;
         match resolved {

@@ -37,6 +37,9 @@ pub struct EdgeStats {
     pub active: AtomicU64,
     pub bytes_upstream: AtomicU64,
     pub bytes_downstream: AtomicU64,
+    /// HTTP requests seen going upstream (writes that start like a request line), for
+    /// the autoscaler: a pipelined request sharing a write with another is not seen.
+    pub requests: AtomicU64,
 }
 
 impl EdgeStats {

@@ -195,6 +195,11 @@ impl Pump<'_> {
         // A change made before these bytes were sent must apply to them, even when the
         // read won the race against the change notification.
         self.refresh_if_changed();
+        // Requests counted for the autoscaler: HTTP clients that do not pipeline start
+        // each request with a write of its own, which starts like a request line.
+        if self.dir == Direction::Upstream && http::starts_like_request(chunk) {
+            self.edge.stats.requests.fetch_add(1, Ordering::Relaxed);
+        }
         if self.active.list.is_empty() && self.framer.is_none() {
             // The common case, no toxic: pass the bytes on as they are.
             if write_all(self.writer, chunk).await.is_err() {

@@ -545,6 +545,7 @@ fn adopted_service(name: &str, containers: Vec<AdoptedContainer>) -> Service {
         health: Health::None,
         startup_timeout: Duration::from_secs(20),
         liveness: None,
+        autoscale: None,
         metrics: None,
         cwd: Template(vec![Piece::TopologyDir]),
         files: Vec::new(),

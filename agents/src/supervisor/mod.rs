@@ -9,20 +9,27 @@
 //! kernel offers one), and no replica outlives the supervisor: see [`process`] and
 //! [`crate::reaper`].
 
+mod autoscale;
 pub mod command;
 pub mod docker;
 mod ports;
 pub mod probe;
 mod process;
 mod replica;
+mod scale;
+mod slots;
 pub(crate) mod tree;
+
+pub use autoscale::AutoscaleView;
+pub use scale::{ScaleError, Scaled};
 
 pub(crate) use process::wait_stopped;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -33,6 +40,9 @@ use tokio_util::sync::CancellationToken;
 use crate::proxy::EdgeProxy;
 use crate::rundir::{RunDir, tail};
 use crate::topology::{Health, Piece, Runtime, Topology};
+
+/// The variable that turns the drain of scaled-away replicas off.
+pub const UNSAFE_NO_DRAIN_ENV: &str = "FAULTLINE_UNSAFE_NO_DRAIN";
 
 #[derive(Debug, Clone)]
 pub struct SupervisorConfig {
@@ -48,6 +58,12 @@ pub struct SupervisorConfig {
     pub backoff_max: Duration,
     /// Route every edge (client service -> server replica) through a fault proxy.
     pub proxies: bool,
+    /// How long a replica being scaled away stays up after it has left its callers'
+    /// upstream files, so that they notice before it stops (they re-read each second).
+    pub drain_grace: Duration,
+    /// `FAULTLINE_UNSAFE_NO_DRAIN=1`: a replica scaled away is SIGKILLed at once, still
+    /// listed, with its requests in flight; only to show the drain tests catching it.
+    pub unsafe_no_drain: bool,
 }
 
 impl SupervisorConfig {
@@ -60,6 +76,8 @@ impl SupervisorConfig {
             backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             proxies: true,
+            drain_grace: Duration::from_secs(3),
+            unsafe_no_drain: std::env::var_os(UNSAFE_NO_DRAIN_ENV).is_some_and(|v| v == "1"),
         }
     }
 }
@@ -195,16 +213,37 @@ pub(crate) struct Replica {
     auto_port: bool,
     status: watch::Sender<ReplicaStatus>,
     commands: mpsc::Sender<Command>,
+    /// Out of every upstream list: a new replica until it is healthy, or one being
+    /// scaled away while it drains.
+    unlisted: AtomicBool,
+    /// Scaled away and stopped: no longer part of the run (its slot is kept).
+    retired: AtomicBool,
+}
+
+impl Replica {
+    fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    fn is_unlisted(&self) -> bool {
+        self.unlisted.load(Ordering::Acquire)
+    }
 }
 
 pub(crate) struct Shared {
+    /// The topology as written; what scaling changes is in `live`.
     topology: Topology,
-    /// The fault proxy of every edge, when proxies are on.
-    edges: Vec<Arc<EdgeProxy>>,
+    /// The topology with each service's replica count as it is now (scaling changes
+    /// it), which faults are resolved against.
+    live: RwLock<Arc<Topology>>,
+    /// The fault proxy of every edge, when proxies are on, with what stops it.
+    edges: RwLock<Vec<(Arc<EdgeProxy>, CancellationToken)>>,
+    /// Where the proxies of new edges listen (the run network's gateway for docker).
+    proxy_ip: Option<std::net::IpAddr>,
     config: SupervisorConfig,
     programs: Vec<PathBuf>,
     secrets: HashMap<String, String>,
-    replicas: Vec<Replica>,
+    replicas: slots::Slots,
     /// The replicas' process trees and the reaper.
     trees: tree::Trees,
     /// Bumped on every status change, for the status file writer and waiters.
@@ -218,6 +257,28 @@ impl Shared {
         self.replicas.iter().find(|r| r.name == name)
     }
 
+    /// Every replica's status, in start order, a service's replicas together by
+    /// number (replicas added by scaling sit with their service's).
+    fn statuses(&self) -> Vec<ReplicaStatus> {
+        let mut all: Vec<(usize, u32, ReplicaStatus)> = self
+            .replicas
+            .iter()
+            .map(|r| (r.service, r.index, r.status.borrow().clone()))
+            .collect();
+        all.sort_by_key(|(s, i, _)| (*s, *i));
+        all.into_iter().map(|(_, _, s)| s).collect()
+    }
+
+    /// Every edge's proxy, now.
+    fn edge_list(&self) -> Vec<Arc<EdgeProxy>> {
+        self.edges
+            .read()
+            .unwrap()
+            .iter()
+            .map(|(e, _)| e.clone())
+            .collect()
+    }
+
     fn notify(&self) {
         self.changed.send_modify(|n| *n += 1);
     }
@@ -227,35 +288,66 @@ impl Shared {
     /// proxies. For an external `server`, the proxy of the edge to it, or without
     /// proxies its address as written (a host name stays one).
     fn upstream_addrs(&self, client: &str, server: &str) -> Vec<String> {
+        let edges = self.edges.read().unwrap();
         if let Some(ext) = self.topology.external(server) {
-            let proxy = self
-                .edges
+            let proxy = edges
                 .iter()
-                .find(|e| e.client == client && e.server == ext.name);
-            return vec![proxy.map_or_else(|| ext.address.clone(), |e| e.listen.to_string())];
+                .find(|(e, _)| e.client == client && e.server == ext.name);
+            return vec![proxy.map_or_else(|| ext.address.clone(), |(e, _)| e.listen.to_string())];
         }
         self.replicas
             .iter()
-            .filter(|r| self.topology.services[r.service].name == server)
+            .filter(|r| self.topology.services[r.service].name == server && !r.is_unlisted())
             .map(|r| {
-                self.edges
+                edges
                     .iter()
-                    .find(|e| e.client == client && e.server == r.name)
-                    .map_or_else(|| r.status.borrow().addr, |e| e.listen)
+                    .find(|(e, _)| e.client == client && e.server == r.name)
+                    .map_or_else(|| r.status.borrow().addr, |(e, _)| e.listen)
                     .to_string()
             })
             .collect()
+    }
+
+    /// Where the addresses of `server` as `client` calls it are kept, one `host:port`
+    /// a line (`{upstream-file:NAME}`): the same file for every replica of `client`,
+    /// rewritten whenever `server` is scaled.
+    fn upstream_file(&self, client: &str, server: &str) -> PathBuf {
+        self.config
+            .run_dir
+            .path()
+            .join("upstreams")
+            .join(client)
+            .join(server)
+    }
+
+    /// Writes the upstream file of every edge of the call graph whose server is
+    /// `server` (every one when `None`), atomically: a reader sees the old list or the
+    /// new one, never part of either.
+    fn write_upstream_files(&self, server: Option<&str>) -> std::io::Result<()> {
+        for svc in &self.topology.services {
+            for callee in svc.calls.iter().chain(&svc.externals) {
+                if server.is_some_and(|s| s != callee) {
+                    continue;
+                }
+                let path = self.upstream_file(&svc.name, callee);
+                let dir = path.parent().expect("an upstream file has a directory");
+                std::fs::create_dir_all(dir)?;
+                let mut text = self.upstream_addrs(&svc.name, callee).join("\n");
+                text.push('\n');
+                let tmp = dir.join(format!(".{callee}.tmp"));
+                std::fs::write(&tmp, text)?;
+                std::fs::rename(&tmp, &path)?;
+            }
+        }
+        Ok(())
     }
 
     /// A replica moved to `addr`: point the proxies of its edges there. The edges to
     /// externals never follow a replica (no external is named like one).
     pub(crate) fn retarget(&self, replica: &str, addr: SocketAddr) {
         let external = |e: &EdgeProxy| self.topology.external(&e.server).is_some();
-        for e in self
-            .edges
-            .iter()
-            .filter(|e| e.server == replica && !external(e))
-        {
+        let edges = self.edge_list();
+        for e in edges.iter().filter(|e| e.server == replica && !external(e)) {
             e.set_target(&addr.to_string());
         }
     }
@@ -284,6 +376,7 @@ impl Shared {
                 .get(*n as usize - 1)
                 .cloned()
                 .unwrap_or_default(),
+            Piece::UpstreamFile(s) => self.upstream_file(&svc.name, s).display().to_string(),
             Piece::File(f) => self.file_path(idx, f).display().to_string(),
             Piece::Secret(k) => self.secrets.get(k).cloned().unwrap_or_default(),
         }
@@ -364,6 +457,15 @@ pub(crate) struct Launch {
 /// stops them gracefully.
 pub struct Supervisor {
     shared: Arc<Shared>,
+    /// Held by one scaling at a time (`faultline scale`, the autoscaler).
+    scaling: tokio::sync::Mutex<()>,
+    /// Every scaling so far, for the metrics and the status.
+    scalings: Mutex<Vec<Scaled>>,
+    /// The autoscaler's last look at each autoscaled service.
+    autoscale_views: Mutex<std::collections::BTreeMap<String, AutoscaleView>>,
+    /// The autoscaler's task, and what stops it (before the replicas stop).
+    autoscaler: Mutex<Option<JoinHandle<()>>>,
+    autoscaler_stop: CancellationToken,
     tasks: Mutex<Vec<Option<JoinHandle<()>>>>,
     proxy_tasks: Mutex<Vec<JoinHandle<()>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -433,16 +535,26 @@ impl Supervisor {
         let trees = tree::Trees::open(&config.bin_path);
         let shared = Arc::new(Shared {
             trees,
+            live: RwLock::new(Arc::new(topology.clone())),
             topology,
-            edges,
+            edges: RwLock::new(edges),
+            proxy_ip,
             config,
             programs,
             secrets,
-            replicas,
+            replicas: slots::Slots::new(replicas),
             changed: watch::Sender::new(0),
             docker,
         });
+        if let Err(e) = shared.write_upstream_files(None) {
+            tracing::warn!(error = %e, "cannot write the upstream files");
+        }
         let sup = Supervisor {
+            scaling: tokio::sync::Mutex::new(()),
+            scalings: Mutex::new(Vec::new()),
+            autoscale_views: Mutex::new(Default::default()),
+            autoscaler: Mutex::new(None),
+            autoscaler_stop: cancel.child_token(),
             proxy_tasks: Mutex::new(proxy_tasks),
             tasks: Mutex::new((0..shared.replicas.len()).map(|_| None).collect()),
             writer: Mutex::new(Some(tokio::spawn(write_status(
@@ -486,7 +598,7 @@ impl Supervisor {
         }
         let max = depth.values().copied().max().unwrap_or(0);
         let mut levels = vec![Vec::new(); max + 1];
-        for (i, r) in self.shared.replicas.iter().enumerate() {
+        for (i, r) in self.shared.replicas.indexed() {
             levels[depth[services[r.service].name.as_str()]].push(i);
         }
         levels
@@ -567,26 +679,23 @@ impl Supervisor {
         self.shared.config.proxies
     }
 
-    /// The fault proxy of every edge (empty without proxies).
-    pub fn edges(&self) -> &[Arc<EdgeProxy>] {
-        &self.shared.edges
+    /// The fault proxy of every edge (empty without proxies), as they are now.
+    pub fn edges(&self) -> Vec<Arc<EdgeProxy>> {
+        self.shared.edge_list()
     }
 
-    pub fn topology(&self) -> &Topology {
-        &self.shared.topology
+    /// The topology with each service's replica count as it is now.
+    pub fn topology(&self) -> Arc<Topology> {
+        self.shared.live.read().unwrap().clone()
     }
 
     pub fn run_dir(&self) -> &Path {
         self.shared.config.run_dir.path()
     }
 
-    /// Every replica's status, in start order.
+    /// Every replica's status, in start order (a replica scaled away is gone).
     pub fn status(&self) -> Vec<ReplicaStatus> {
-        self.shared
-            .replicas
-            .iter()
-            .map(|r| r.status.borrow().clone())
-            .collect()
+        self.shared.statuses()
     }
 
     pub fn replica_status(&self, name: &str) -> Option<ReplicaStatus> {
@@ -695,13 +804,44 @@ impl Supervisor {
         rx.await.map_err(|_| ControlError::ShuttingDown)?
     }
 
+    /// Starts the autoscaler, when a service has `autoscale`: it holds the supervisor
+    /// weakly and ends with [`Supervisor::shutdown`] or the supervisor's drop.
+    pub fn start_autoscaler(self: &Arc<Self>) {
+        if !self
+            .shared
+            .topology
+            .services
+            .iter()
+            .any(|s| s.autoscale.is_some())
+        {
+            return;
+        }
+        let task = autoscale::run(Arc::downgrade(self), self.autoscaler_stop.clone());
+        *self.autoscaler.lock().unwrap() = Some(tokio::spawn(task));
+    }
+
+    /// What the autoscaler last saw of each autoscaled service.
+    pub fn autoscale_views(&self) -> Vec<AutoscaleView> {
+        self.autoscale_views
+            .lock()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// Stops every replica gracefully, callers before the services they call.
     pub async fn shutdown(&self) {
+        self.autoscaler_stop.cancel();
+        let autoscaler = self.autoscaler.lock().unwrap().take();
+        if let Some(a) = autoscaler {
+            let _ = a.await;
+        }
         for level in self.levels().into_iter().rev() {
             let mut handles = Vec::new();
             for i in level {
                 let _ = self.shared.replicas[i].commands.send(Command::Stop).await;
-                if let Some(h) = self.tasks.lock().unwrap()[i].take() {
+                if let Some(h) = self.tasks.lock().unwrap().get_mut(i).and_then(Option::take) {
                     handles.push(h);
                 }
             }
@@ -814,8 +954,6 @@ fn make_replicas(
             vec![svc.port]
         };
         for index in 1..=svc.replicas {
-            let name = svc.replica_name(index);
-            let (tx, rx) = mpsc::channel(16);
             let (host, port) = match (&svc.runtime, docker) {
                 (Runtime::Adopted { containers }, _) => {
                     let a = containers[index as usize - 1].addr;
@@ -827,33 +965,53 @@ fn make_replicas(
                 ),
                 _ => (svc.host, ports[index as usize - 1]),
             };
-            let status = ReplicaStatus {
-                log: config.run_dir.log_path(&name),
-                name: name.clone(),
-                service: svc.name.clone(),
-                index,
-                zone: svc.zone_of(index).to_owned(),
-                addr: SocketAddr::new(host, port),
-                state: ReplicaState::Stopped,
-                pid: None,
-                restarts: 0,
-                liveness_restarts: 0,
-                last_exit: None,
-                probe_error: None,
-                container: None,
-            };
-            replicas.push(Replica {
-                name,
-                service: si,
-                index,
-                auto_port: svc.port == 0 && !in_docker,
-                status: watch::Sender::new(status),
-                commands: tx,
-            });
+            let (replica, rx) =
+                new_replica(topology, si, index, SocketAddr::new(host, port), config);
+            replicas.push(replica);
             receivers.push(Some(rx));
         }
     }
     Ok((replicas, receivers))
+}
+
+/// Replica `index` of service `si` at `addr`, not started, and the receiving end of
+/// its command channel.
+fn new_replica(
+    topology: &Topology,
+    si: usize,
+    index: u32,
+    addr: SocketAddr,
+    config: &SupervisorConfig,
+) -> (Replica, mpsc::Receiver<Command>) {
+    let svc = &topology.services[si];
+    let name = svc.replica_name(index);
+    let (tx, rx) = mpsc::channel(16);
+    let status = ReplicaStatus {
+        log: config.run_dir.log_path(&name),
+        name: name.clone(),
+        service: svc.name.clone(),
+        index,
+        zone: svc.zone_of(index).to_owned(),
+        addr,
+        state: ReplicaState::Stopped,
+        pid: None,
+        restarts: 0,
+        liveness_restarts: 0,
+        last_exit: None,
+        probe_error: None,
+        container: None,
+    };
+    let replica = Replica {
+        name,
+        service: si,
+        index,
+        auto_port: svc.port == 0 && matches!(svc.runtime, Runtime::Process),
+        status: watch::Sender::new(status),
+        commands: tx,
+        unlisted: AtomicBool::new(false),
+        retired: AtomicBool::new(false),
+    };
+    (replica, rx)
 }
 
 /// A fault proxy for every edge (client service -> server replica, and client
@@ -863,7 +1021,13 @@ async fn bind_edges(
     replicas: &[Replica],
     proxy_ip: Option<std::net::IpAddr>,
     cancel: &CancellationToken,
-) -> Result<(Vec<Arc<EdgeProxy>>, Vec<JoinHandle<()>>), StartError> {
+) -> Result<
+    (
+        Vec<(Arc<EdgeProxy>, CancellationToken)>,
+        Vec<JoinHandle<()>>,
+    ),
+    StartError,
+> {
     let mut edges = Vec::new();
     let mut tasks = Vec::new();
     for svc in &topology.services {
@@ -872,13 +1036,9 @@ async fn bind_edges(
                 .iter()
                 .filter(|r| topology.services[r.service].name == *callee)
             {
-                let target = r.status.borrow().addr;
-                let listen = SocketAddr::new(proxy_ip.unwrap_or(target.ip()), 0);
-                let (proxy, listener) = EdgeProxy::bind(&svc.name, &r.name, listen, target)
-                    .await
-                    .map_err(StartError::Ports)?;
-                tasks.push(tokio::spawn(proxy.clone().run(listener, cancel.clone())));
-                edges.push(proxy);
+                let (edge, task) = bind_edge(&svc.name, r, proxy_ip, cancel.child_token()).await?;
+                tasks.push(task);
+                edges.push(edge);
             }
         }
         for name in &svc.externals {
@@ -897,11 +1057,28 @@ async fn bind_edges(
                 listen,
                 &ext.address,
             );
-            tasks.push(tokio::spawn(proxy.clone().run(listener, cancel.clone())));
-            edges.push(proxy);
+            let stop = cancel.child_token();
+            tasks.push(tokio::spawn(proxy.clone().run(listener, stop.clone())));
+            edges.push((proxy, stop));
         }
     }
     Ok((edges, tasks))
+}
+
+/// The proxy of edge `client -> r`, bound and running until `stop`.
+async fn bind_edge(
+    client: &str,
+    r: &Replica,
+    proxy_ip: Option<std::net::IpAddr>,
+    stop: CancellationToken,
+) -> Result<((Arc<EdgeProxy>, CancellationToken), JoinHandle<()>), StartError> {
+    let target = r.status.borrow().addr;
+    let listen = SocketAddr::new(proxy_ip.unwrap_or(target.ip()), 0);
+    let (proxy, listener) = EdgeProxy::bind(client, &r.name, listen, target)
+        .await
+        .map_err(StartError::Ports)?;
+    let task = tokio::spawn(proxy.clone().run(listener, stop.clone()));
+    Ok(((proxy, stop), task))
 }
 
 /// One random value per `{secret:NAME}` used anywhere in the topology.
@@ -942,11 +1119,7 @@ fn random_hex() -> String {
 async fn write_status(shared: Arc<Shared>, cancel: CancellationToken) {
     let mut rx = shared.changed.subscribe();
     loop {
-        let statuses: Vec<ReplicaStatus> = shared
-            .replicas
-            .iter()
-            .map(|r| r.status.borrow().clone())
-            .collect();
+        let statuses = shared.statuses();
         let doc = serde_json::json!({
             "topology": shared.topology.name,
             "pid": std::process::id(),

@@ -9,6 +9,7 @@ pub mod images;
 pub mod load;
 pub mod proxy;
 pub mod run;
+pub mod scale;
 pub mod slo;
 pub mod status;
 pub mod tui;

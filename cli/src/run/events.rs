@@ -42,6 +42,14 @@ pub enum EventKind {
     Replica { replica: String },
     /// A replica restarted (`faultline tui`).
     Restart { replica: String },
+    /// A service was scaled from `from` to `to` replicas, `by` the API (`faultline
+    /// scale`, the dashboard) or the autoscaler.
+    Scaled {
+        service: String,
+        from: u32,
+        to: u32,
+        by: String,
+    },
 }
 
 /// A fault on the time axis: from its apply to its heal (open while it is active).

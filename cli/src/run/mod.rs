@@ -170,6 +170,8 @@ struct Run<'a> {
     state: RunState,
     windows: Windows,
     started_ms: u64,
+    /// The scalings already made events, by service and time.
+    scalings_seen: std::collections::BTreeSet<(String, u64)>,
 }
 
 /// What the load and the timeline left behind.
@@ -221,6 +223,7 @@ impl<'a> Run<'a> {
             state,
             windows: Windows::scaled(exp.duration),
             started_ms,
+            scalings_seen: Default::default(),
         };
         run.publish();
         Ok(run)
@@ -247,10 +250,34 @@ impl<'a> Run<'a> {
             LoadModel::Open { schedule, .. } => Some(schedule.rate_at(t)),
             LoadModel::Closed { .. } => None,
         };
+        let observed = self.observer.latest();
+        self.note_scalings(&observed, t.as_secs_f64());
         self.state.follow_events(self.events.snapshot());
-        self.state.see(self.observer.latest());
+        self.state.see(observed);
         self.metrics.set_faults(&self.state.faults);
         self.publish();
+    }
+
+    /// An event for every scaling the agents made since the run started that no event
+    /// tells of yet (seen within a second of it).
+    fn note_scalings(&mut self, observed: &observe::Observed, t_s: f64) {
+        for s in &observed.scalings {
+            let key = (s.service.clone(), s.at_ms);
+            if s.at_ms < self.started_ms || !self.scalings_seen.insert(key) {
+                continue;
+            }
+            let message = format!(
+                "scaled {} from {} to {} replicas ({})",
+                s.service, s.from, s.to, s.by
+            );
+            let kind = EventKind::Scaled {
+                service: s.service.clone(),
+                from: s.from,
+                to: s.to,
+                by: s.by.clone(),
+            };
+            self.events.push(t_s, kind, message);
+        }
     }
 
     /// Runs the load and the fault timeline until the load ends, a guard trips, a fault

@@ -36,6 +36,8 @@ pub struct Observed {
     pub has_breakers: bool,
     /// Proxies made at run time, then the edges to externals.
     pub outside: Vec<OutsideNow>,
+    /// Every scaling the agents made (`faultline scale`, the autoscaler), oldest first.
+    pub scalings: Vec<faultline_agent::supervisor::Scaled>,
 }
 
 /// The proxies to what the agent does not supervise: run-time proxies, and the edges
@@ -162,6 +164,7 @@ pub async fn observe_once(client: &AgentClient, http: &reqwest::Client) -> Optio
         .collect();
     Some(Observed {
         outside: outside(&status),
+        scalings: status.scalings,
         broker: messaging.map(|m| m.broker.clone()),
         replicas: status.replicas,
         faults: status.faults,
@@ -194,6 +197,9 @@ pub async fn observe_fleet(fleet: &Fleet, http: &reqwest::Client) -> Option<Obse
         for x in &mut o.outside {
             x.name = q(&x.name);
         }
+        for s in &mut o.scalings {
+            s.service = q(&s.service);
+        }
         o.breakers = o.breakers.into_iter().map(|(k, v)| (q(&k), v)).collect();
         match &mut merged {
             None => merged = Some(o),
@@ -204,6 +210,7 @@ pub async fn observe_fleet(fleet: &Fleet, http: &reqwest::Client) -> Option<Obse
                 m.breakers.extend(o.breakers);
                 m.has_breakers |= o.has_breakers;
                 m.outside.extend(o.outside);
+                m.scalings.extend(o.scalings);
                 if m.broker.is_none() {
                     m.broker = o.broker.map(|b| q(&b));
                 }

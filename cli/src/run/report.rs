@@ -427,8 +427,39 @@ impl Report {
         }
         self.markdown_slos(&mut m);
         self.markdown_faults(&mut m);
+        self.markdown_scalings(&mut m);
         self.markdown_checks(&mut m);
         m
+    }
+
+    /// The scalings of the run (`faultline scale`, the autoscaler), from its events.
+    fn markdown_scalings(&self, m: &mut String) {
+        let scalings: Vec<_> = self
+            .events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                super::events::EventKind::Scaled {
+                    service,
+                    from,
+                    to,
+                    by,
+                } => Some((e.t_s, service, from, to, by)),
+                _ => None,
+            })
+            .collect();
+        if scalings.is_empty() {
+            return;
+        }
+        m.push_str("### Scalings\n\n| at | service | from | to | by |\n|---|---|---|---|---|\n");
+        for (t, service, from, to, by) in scalings {
+            let _ = writeln!(
+                m,
+                "| {t:.1} s | {} | {from} | {to} | {} |",
+                cell(service),
+                cell(by)
+            );
+        }
+        m.push('\n');
     }
 
     fn markdown_slos(&self, m: &mut String) {

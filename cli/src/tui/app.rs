@@ -31,6 +31,12 @@ pub enum Action {
     /// Heal these faults.
     Heal(Vec<String>),
     HealAll,
+    /// Set the service of replica `replica` (on that replica's agent) to `to` replicas.
+    Scale {
+        replica: String,
+        service: String,
+        to: u64,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -200,8 +206,34 @@ impl App {
                 }
             }
             KeyCode::Char('U') => self.pending.push(Action::HealAll),
+            KeyCode::Char(c @ ('+' | '-')) => self.scale(c == '+'),
             _ => {}
         }
+    }
+
+    /// One replica more or fewer of the selected replica's service (on its agent).
+    fn scale(&mut self, up: bool) {
+        let Some(r) = self.selected_replica().cloned() else {
+            return;
+        };
+        let agent = |name: &str| name.rsplit_once('/').map(|(a, _)| a.to_owned());
+        let now = self
+            .state
+            .replicas
+            .iter()
+            .filter(|x| x.service == r.service && agent(&x.name) == agent(&r.name))
+            .count() as u64;
+        let to = if up { now + 1 } else { now.saturating_sub(1) };
+        if !(1..=64).contains(&to) {
+            let m = format!("{} stays at {now} replicas (1 to 64)", r.service);
+            self.note(m);
+            return;
+        }
+        self.pending.push(Action::Scale {
+            replica: r.name.clone(),
+            service: r.service.clone(),
+            to,
+        });
     }
 }
 
@@ -236,6 +268,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("b", "partition the replica's service from the broker"),
     ("u", "heal the faults on the selection"),
     ("U", "heal every fault"),
+    ("+ -", "one replica more / fewer of the service (scale)"),
     ("?", "this help"),
     (
         "q, Ctrl-C",

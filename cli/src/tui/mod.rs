@@ -243,6 +243,20 @@ async fn perform(fleet: &Fleet, action: Action, known: &Known) -> Done {
         }
         Action::Heal(ids) => return heal_ids(fleet, ids).await,
         Action::HealAll => return heal_everything(fleet).await,
+        Action::Scale {
+            replica,
+            service,
+            to,
+        } => {
+            let (i, _) = locate(fleet, replica);
+            return match fleet.members[i].client.scale(service, *to).await {
+                Ok(s) => (
+                    format!("scaled {service} from {} to {}", s.from, s.to),
+                    vec![],
+                ),
+                Err(e) => (format!("cannot scale {service}: {e}"), vec![]),
+            };
+        }
     };
     inject_all(fleet, agent, requests).await
 }

@@ -51,7 +51,7 @@ fn agent_is_taken_before_and_after_the_command() {
     assert_eq!(code, Some(2));
     assert!(
         err.contains(
-            "--agent applies to fault, heal, status, proxy, tui, run and demo, not to `check`"
+            "--agent applies to fault, heal, scale, status, proxy, tui, run and demo, not to `check`"
         ),
         "{err}"
     );

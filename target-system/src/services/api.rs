@@ -178,13 +178,15 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         &args.cdn.0,
         args.upstream.config(),
         upstream_metrics.clone(),
-    );
+    )
+    .follow(args.cdn.1.as_deref());
     let orders = Upstream::new(
         "orders",
         &args.orders.0,
         args.upstream.config(),
         upstream_metrics,
-    );
+    )
+    .follow(args.orders.1.as_deref());
     let state = Arc::new(AppState {
         verifier: Verifier::new(&secret),
         cdn: cdn.clone(),
@@ -207,8 +209,11 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         max_request_time: args.common.max_request_time,
         connections: args.common.connection_limits(),
     };
-    server::serve_with(args.common.listen, service, shutdown, |t| {
-        cdn.run_health_checks(t)
+    server::serve_with(args.common.listen, service, shutdown, |t| async move {
+        tokio::join!(
+            cdn.run_health_checks(t.clone()),
+            orders.run_health_checks(t)
+        );
     })
     .await
 }

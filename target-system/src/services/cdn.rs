@@ -416,7 +416,8 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         &args.origin.0,
         args.upstream.config(),
         upstream_metrics,
-    );
+    )
+    .follow(args.origin.1.as_deref());
     let cdn = Arc::new(Cdn {
         origin: origin.clone(),
         store: Mutex::new(Store {

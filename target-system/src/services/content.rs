@@ -201,7 +201,8 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     let mut cache_config = args.upstream.config();
     cache_config.max_retries = 0;
     cache_config.per_try_timeout = args.cache_timeout;
-    let cache = Upstream::new("cache", &args.cache.0, cache_config, upstream_metrics);
+    let cache = Upstream::new("cache", &args.cache.0, cache_config, upstream_metrics)
+        .follow(args.cache.1.as_deref());
     let state = Arc::new(AppState {
         catalog: Catalog::generate(args.seed, args.products),
         cache: cache.clone(),

@@ -342,14 +342,15 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     let config = args.upstream.config();
     let mut upstreams = HashMap::new();
     for (name, list) in [
-        ("auth", &args.auth.0),
-        ("cdn", &args.cdn.0),
-        ("api", &args.api.0),
-        ("orders", &args.orders.0),
+        ("auth", &args.auth),
+        ("cdn", &args.cdn),
+        ("api", &args.api),
+        ("orders", &args.orders),
     ] {
         upstreams.insert(
             name,
-            Upstream::new(name, list, config.clone(), upstream_metrics.clone()),
+            Upstream::new(name, &list.0, config.clone(), upstream_metrics.clone())
+                .follow(list.1.as_deref()),
         );
     }
     for route in ROUTES {

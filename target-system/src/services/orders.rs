@@ -858,7 +858,8 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         upstream_metrics.clone(),
     );
     let broker_up = broker.upstream().clone();
-    let cdn = Upstream::new("cdn", &args.cdn.0, args.upstream.config(), upstream_metrics);
+    let cdn = Upstream::new("cdn", &args.cdn.0, args.upstream.config(), upstream_metrics)
+        .follow(args.cdn.1.as_deref());
     if args.unsafe_no_outbox {
         tracing::warn!("UNSAFE: publishing order events without the outbox");
     }
