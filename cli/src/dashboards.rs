@@ -269,18 +269,24 @@ fn overview() -> Value {
     )
 }
 
+/// `expr` with the agent's own `service` label back where its series are queried: the
+/// agent's scrape target carries `service="faultline-agent"`, so Prometheus keeps the
+/// series' own `service` as `exported_service` (with `honor_labels` there is none, and
+/// `expr` stays as it is).
+fn agent_service(expr: &str) -> String {
+    format!(r#"label_replace({expr}, "service", "$1", "exported_service", "(.+)")"#)
+}
+
 /// The overview's panels of scaling: replicas, scalings, the load the autoscaler sees.
 fn scaling_panels() -> Vec<Panel> {
+    let replicas = agent_service("faultline_agent_service_replicas");
     vec![
         p(
             "Replicas per service",
             "Replicas each service has, as `faultline scale` and the autoscaler set them.",
             "timeseries",
             "short",
-            vec![q(
-                "sum by (service) (faultline_agent_service_replicas)",
-                "{{service}}",
-            )],
+            vec![q(&format!("sum by (service) ({replicas})"), "{{service}}")],
         ),
         p(
             "Scalings",
@@ -288,7 +294,10 @@ fn scaling_panels() -> Vec<Panel> {
             "timeseries",
             "short",
             vec![q(
-                "sum by (service, direction) (increase(faultline_agent_scalings_total[$__rate_interval]))",
+                &format!(
+                    "sum by (service, direction) ({})",
+                    agent_service("increase(faultline_agent_scalings_total[$__rate_interval])")
+                ),
                 "{{service}} {{direction}}",
             )],
         ),
@@ -298,7 +307,9 @@ fn scaling_panels() -> Vec<Panel> {
             "timeseries",
             "reqps",
             vec![q(
-                "sum by (service) (label_replace(rate(faultline_agent_proxy_requests_total[$__rate_interval]), \"service\", \"$1\", \"edge\", \".*->(.*)-[0-9]+\")) / on (service) sum by (service) (faultline_agent_service_replicas)",
+                &format!(
+                    "sum by (service) (label_replace(rate(faultline_agent_proxy_requests_total[$__rate_interval]), \"service\", \"$1\", \"edge\", \".*->(.*)-[0-9]+\")) / on (service) sum by (service) ({replicas})"
+                ),
                 "{{service}}",
             )],
         ),
