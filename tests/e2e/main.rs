@@ -17,6 +17,7 @@ mod prometheus;
 mod run;
 mod shop_data;
 mod shop_hardening;
+mod shop_logs;
 mod shop_sync;
 mod supervisor;
 mod toxiproxy;
