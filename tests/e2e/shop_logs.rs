@@ -83,6 +83,15 @@ async fn peek(shop: &Shop, q: &str) -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// Runs `calls`, sixteen at a time.
+async fn sixteen_at_once<T>(calls: impl Iterator<Item = impl std::future::Future<Output = T>>) {
+    use futures::StreamExt;
+    futures::stream::iter(calls)
+        .buffer_unordered(16)
+        .collect::<Vec<T>>()
+        .await;
+}
+
 const BROKER: &str = r#"
 entrypoint = "broker"
 [services.broker]
@@ -109,9 +118,7 @@ async fn shape_the_queue(shop: &Shop) {
             json!({"body": format!("job {i}")}),
         )
     });
-    for chunk in sends.collect::<Vec<_>>().chunks_mut(16) {
-        futures::future::join_all(chunk.iter_mut()).await;
-    }
+    sixteen_at_once(sends).await;
     let mut deleted = 0;
     while deleted < 1_900 {
         let got = post(
@@ -193,9 +200,7 @@ async fn compacted_logs_stay_small_and_restore_exact_state() {
             assert_eq!(resp.status(), 200);
         }
     });
-    for chunk in charges.collect::<Vec<_>>().chunks_mut(16) {
-        futures::future::join_all(chunk.iter_mut()).await;
-    }
+    sixteen_at_once(charges).await;
     let ledger = get(&shop, "bank-1", "/v1/ledger").await;
     assert_eq!(ledger["charges"].as_array().unwrap().len(), 300);
     assert!(checkpoints(&shop, "bank-1", "bank").await >= 2.0);
