@@ -28,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
         "write" => {
             let mut registry = prometheus_client::registry::Registry::default();
             let m = WalMetrics::register(&mut registry);
-            let c = 256;
+            let c = 2048;
             match service.as_str() {
                 "broker" => broker::soak(&dir, checkpoint, orders, c, m).await?,
                 "bank" => bank::soak(&dir, checkpoint, orders, c, m).await?,

@@ -63,7 +63,10 @@ pub struct CheckpointConfig {
 }
 
 /// A copy of a machine's state, serialised later off the committer's task.
-pub struct Snapshot(Box<dyn FnOnce(&mut dyn Write) -> io::Result<()> + Send>);
+pub struct Snapshot(Box<WriteSnapshot>);
+
+/// Serialises a snapshot's state into the writer it is given.
+type WriteSnapshot = dyn FnOnce(&mut dyn Write) -> io::Result<()> + Send;
 
 impl Snapshot {
     /// `value` should be cheap to build (clones of `Arc`s, small maps): the committer
@@ -195,7 +198,7 @@ fn read_segment<T: DeserializeOwned>(file: &mut File, path: &Path) -> io::Result
 fn read_snapshot<S: DeserializeOwned>(base: &Path, generation: u64) -> io::Result<(S, u64)> {
     let path = snapshot_path(base, generation);
     let data = std::fs::read(&path)?;
-    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{what}"));
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
     if data.len() < SNAPSHOT_HEADER || &data[..8] != SNAPSHOT_MAGIC {
         return Err(bad("not a snapshot (bad header)"));
     }

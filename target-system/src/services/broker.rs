@@ -1433,10 +1433,9 @@ async fn soak_order(c: &Committer<Broker>, i: u64) -> anyhow::Result<()> {
                 visibility: None,
             })
             .await?
+                && let Some(m) = messages.into_iter().next()
             {
-                if let Some(m) = messages.into_iter().next() {
-                    return Ok(m.receipt_handle);
-                }
+                return Ok(m.receipt_handle);
             }
             tokio::task::yield_now().await;
         }
