@@ -19,6 +19,7 @@ mod run;
 mod scaling;
 mod shop_data;
 mod shop_hardening;
+mod shop_logs;
 mod shop_sync;
 mod supervisor;
 mod toxiproxy;

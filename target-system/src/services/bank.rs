@@ -30,7 +30,10 @@ use crate::args::{CommonArgs, duration};
 use crate::error::error;
 use crate::metrics::{HttpMetrics, new_registry};
 use crate::server::{self, Service};
-use crate::wal::{Committer, Durability, Machine, Wal, WalMetrics, spawn_committer};
+use crate::wal::{
+    CheckpointArgs, CheckpointConfig, Committer, Durability, Machine, Snapshot, Wal, WalMetrics,
+    spawn_committer,
+};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -39,6 +42,8 @@ pub struct Args {
     /// Where the bank keeps its ledger.
     #[arg(long)]
     pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub checkpoint: CheckpointArgs,
     /// Time to process a charge.
     #[arg(long, env = "SHOP_BANK_LATENCY", default_value = "20ms", value_parser = duration)]
     pub latency: Duration,
@@ -79,13 +84,24 @@ enum Op {
 enum Reply {
     Charge { charge: Charge, replayed: bool },
     Mismatch,
-    Ledger(Vec<Charge>),
+    Ledger(Vec<Arc<Charge>>),
 }
 
+/// Every charge ever made, with its idempotency key: the ledger is the audit trail, so a
+/// checkpoint keeps all of it (it is the state, not history) and only the log of how it
+/// grew is cut. Charges are shared so that a checkpoint's copy costs pointers.
 struct Ledger {
     by_key: HashMap<String, usize>,
-    charges: Vec<Charge>,
+    charges: Vec<Arc<Charge>>,
     limit_cents: u64,
+}
+
+impl Ledger {
+    fn push(&mut self, c: Arc<Charge>) {
+        self.by_key
+            .insert(c.idempotency_key.clone(), self.charges.len());
+        self.charges.push(c);
+    }
 }
 
 impl Machine for Ledger {
@@ -107,7 +123,7 @@ impl Machine for Ledger {
                         return Reply::Mismatch;
                     }
                     return Reply::Charge {
-                        charge: c.clone(),
+                        charge: Charge::clone(c),
                         replayed: true,
                     };
                 }
@@ -127,8 +143,7 @@ impl Machine for Ledger {
                         .unwrap_or_default()
                         .as_millis() as u64,
                 };
-                self.by_key.insert(key, self.charges.len());
-                self.charges.push(charge.clone());
+                self.push(Arc::new(charge.clone()));
                 records.push(charge.clone());
                 Reply::Charge {
                     charge,
@@ -136,6 +151,10 @@ impl Machine for Ledger {
                 }
             }
         }
+    }
+
+    fn snapshot(&self) -> Option<Snapshot> {
+        Some(Snapshot::of(self.charges.clone()))
     }
 }
 
@@ -246,6 +265,75 @@ async fn ledger(State(s): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// The ledger from the data directory: the newest snapshot, then the log.
+fn recover(
+    data_dir: &std::path::Path,
+    checkpoint: CheckpointConfig,
+    limit_cents: u64,
+) -> anyhow::Result<(Ledger, Wal)> {
+    let recovered =
+        Wal::recover::<Vec<Arc<Charge>>, Arc<Charge>>(&data_dir.join("ledger.log"), checkpoint)?;
+    let mut machine = Ledger {
+        by_key: HashMap::new(),
+        charges: Vec::new(),
+        limit_cents,
+    };
+    for c in recovered
+        .snapshot
+        .into_iter()
+        .flatten()
+        .chain(recovered.records)
+    {
+        machine.push(c);
+    }
+    Ok((machine, recovered.wal))
+}
+
+/// Recovers the ledger from `data_dir` (what a restart does before it serves); returns
+/// the charges held. For `bench/logs.sh`.
+#[doc(hidden)]
+pub fn soak_recover(
+    data_dir: &std::path::Path,
+    checkpoint: CheckpointConfig,
+) -> anyhow::Result<usize> {
+    Ok(recover(data_dir, checkpoint, 1_000_000)?.0.charges.len())
+}
+
+/// Drives the ledger's own state machine and log, in process, with one charge per order
+/// (the record the shop's payments service makes the bank write). For `bench/logs.sh`.
+#[doc(hidden)]
+pub async fn soak(
+    data_dir: &std::path::Path,
+    checkpoint: CheckpointConfig,
+    orders: u64,
+    concurrency: u64,
+    wal_metrics: WalMetrics,
+) -> anyhow::Result<()> {
+    let (machine, wal) = recover(data_dir, checkpoint, 1_000_000)?;
+    let (committer, writer) = spawn_committer(machine, wal, Durability::Fsync, wal_metrics);
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..concurrency {
+        let c = committer.clone();
+        workers.spawn(async move {
+            for i in (w..orders).step_by(concurrency as usize) {
+                let op = Op::Charge {
+                    key: format!("{i:032x}"),
+                    amount_cents: 1999 + i % 5000,
+                    reference: format!("{i:032x}"),
+                };
+                c.call(op).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    drop(committer);
+    while let Some(r) = workers.join_next().await {
+        r??;
+    }
+    writer.await?;
+    Ok(())
+}
+
 pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
     anyhow::ensure!(
         (0.0..=1.0).contains(&args.failure_rate),
@@ -261,18 +349,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         charges.clone(),
     );
     let wal_metrics = WalMetrics::register(r);
-    let (wal, records) = Wal::open::<Charge>(&args.data_dir.join("ledger.log"))?;
-    let mut machine = Ledger {
-        by_key: HashMap::new(),
-        charges: Vec::new(),
-        limit_cents: args.limit_cents,
-    };
-    for c in records {
-        machine
-            .by_key
-            .insert(c.idempotency_key.clone(), machine.charges.len());
-        machine.charges.push(c);
-    }
+    let (machine, wal) = recover(&args.data_dir, args.checkpoint.config(), args.limit_cents)?;
     let (ledger_c, writer) = spawn_committer(machine, wal, Durability::Fsync, wal_metrics);
     let tasks = tokio_util::task::TaskTracker::new();
     let state = Arc::new(AppState {

@@ -43,7 +43,10 @@ use crate::deadline::Deadline;
 use crate::error::error;
 use crate::metrics::{HttpMetrics, new_registry};
 use crate::server::{self, Service};
-use crate::wal::{Committer, Durability, Machine, Wal, WalMetrics, spawn_committer};
+use crate::wal::{
+    CheckpointArgs, CheckpointConfig, Committer, Durability, Machine, Snapshot, Wal, WalMetrics,
+    spawn_committer,
+};
 
 /// The attribute that marks a message injected as poison through the admin API.
 pub const POISON_ATTRIBUTE: &str = "poison";
@@ -55,6 +58,8 @@ pub struct Args {
     /// Where the broker keeps its log.
     #[arg(long)]
     pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub checkpoint: CheckpointArgs,
     /// A queue: `NAME[:visibility=30s,max_receives=5,dlq=NAME,delay=0s]`. Repeatable.
     #[arg(long = "queue", value_parser = parse_queue)]
     pub queues: Vec<QueueConfig>,
@@ -174,7 +179,7 @@ enum Rec {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Msg {
     id: String,
     seq: u64,
@@ -337,7 +342,28 @@ fn new_id() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
 }
 
+/// The broker's state in a checkpoint: every message of every queue, as it stands
+/// (receipt, receive count, visibility, dead-letter source), and the next sequence number.
+#[derive(Serialize, Deserialize)]
+struct BrokerSnapshot {
+    next_seq: u64,
+    queues: BTreeMap<String, Vec<Msg>>,
+}
+
 impl Broker {
+    /// Restores the state of a checkpoint; queues no longer configured are dropped, as
+    /// their records would be on replay.
+    fn restore(&mut self, snapshot: BrokerSnapshot) {
+        self.next_seq = self.next_seq.max(snapshot.next_seq);
+        for (name, msgs) in snapshot.queues {
+            if let Some(queue) = self.queues.get_mut(&name) {
+                for m in msgs {
+                    queue.insert(m);
+                }
+            }
+        }
+    }
+
     /// Replays one log record; the same code path as live operation.
     fn replay(&mut self, rec: Rec) {
         match rec {
@@ -747,6 +773,18 @@ impl Machine for Broker {
             Op::Stats => Reply::Stats(self.stats()),
             Op::Peek { q } => self.peek(&q),
         }
+    }
+
+    fn snapshot(&self) -> Option<Snapshot> {
+        let queues = self
+            .queues
+            .iter()
+            .map(|(name, q)| (name.clone(), q.msgs.values().cloned().collect()))
+            .collect();
+        Some(Snapshot::of(BrokerSnapshot {
+            next_seq: self.next_seq,
+            queues,
+        }))
     }
 
     fn committed(&mut self) {
@@ -1175,6 +1213,44 @@ impl BrokerMetrics {
     }
 }
 
+/// The broker's state from its data directory: the newest snapshot, then the log.
+fn recover(
+    configs: BTreeMap<String, QueueConfig>,
+    topics: Topics,
+    notify: HashMap<String, Arc<Notify>>,
+    metrics: BrokerMetrics,
+    data_dir: &std::path::Path,
+    checkpoint: CheckpointConfig,
+) -> anyhow::Result<(Broker, Wal)> {
+    let mut broker = Broker {
+        queues: configs
+            .keys()
+            .map(|q| (q.clone(), Queue::default()))
+            .collect(),
+        configs,
+        topics,
+        next_seq: 1,
+        notify,
+        touched: HashSet::new(),
+        metrics,
+    };
+    let recovered = Wal::recover::<BrokerSnapshot, Rec>(&data_dir.join("broker.log"), checkpoint)?;
+    if let Some(snapshot) = recovered.snapshot {
+        broker.restore(snapshot);
+    }
+    let replayed = recovered.records.len();
+    for r in recovered.records {
+        broker.replay(r);
+    }
+    let wal = recovered.wal;
+    tracing::info!(
+        generation = wal.generation(),
+        records = replayed,
+        "recovered from the snapshot and the log"
+    );
+    Ok((broker, wal))
+}
+
 pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (configs, topics) = configured(&args)?;
     let mut registry = new_registry();
@@ -1187,24 +1263,14 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         .keys()
         .map(|q| (q.clone(), Arc::new(Notify::new())))
         .collect();
-    let mut broker = Broker {
-        queues: configs
-            .keys()
-            .map(|q| (q.clone(), Queue::default()))
-            .collect(),
+    let (broker, wal) = recover(
         configs,
         topics,
-        next_seq: 1,
-        notify: notify.clone(),
-        touched: HashSet::new(),
-        metrics: metrics.clone(),
-    };
-    let (wal, records) = Wal::open::<Rec>(&args.data_dir.join("broker.log"))?;
-    let replayed = records.len();
-    for r in records {
-        broker.replay(r);
-    }
-    tracing::info!(records = replayed, "recovered from the log");
+        notify.clone(),
+        metrics.clone(),
+        &args.data_dir,
+        args.checkpoint.config(),
+    )?;
     let (committer, writer) = spawn_committer(broker, wal, Durability::Fsync, wal_metrics);
     let state = Arc::new(AppState {
         committer: committer.clone(),
@@ -1256,6 +1322,147 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     let result = server::serve_with(args.common.listen, service, shutdown, gauges).await;
     let _ = writer.await;
     result
+}
+
+/// The bundled topology's queues and topics, for [`soak`].
+fn shop_queues() -> (BTreeMap<String, QueueConfig>, Topics) {
+    let specs = [
+        "payments:max_receives=10,dlq=payments-dlq",
+        "payments-dlq",
+        "order-events:max_receives=10,dlq=order-events-dlq",
+        "order-events-dlq",
+        "notifications:max_receives=10,dlq=notifications-dlq",
+        "notifications-dlq",
+    ];
+    let configs = specs
+        .iter()
+        .map(|s| {
+            let mut q = parse_queue(s).expect("valid queue spec");
+            q.visibility = Some(Duration::from_secs(30));
+            (q.name.clone(), q)
+        })
+        .collect();
+    let topics = [
+        ("orders", vec!["payments"]),
+        ("payment-events", vec!["order-events", "notifications"]),
+    ]
+    .into_iter()
+    .map(|(t, qs)| (t.to_owned(), qs.into_iter().map(str::to_owned).collect()))
+    .collect();
+    (configs, topics)
+}
+
+/// Recovers a broker with the bundled topology's queues from `data_dir` (what a restart
+/// does before it serves); returns the messages held. For `bench/logs.sh`.
+#[doc(hidden)]
+pub fn soak_recover(
+    data_dir: &std::path::Path,
+    checkpoint: CheckpointConfig,
+) -> anyhow::Result<usize> {
+    let (configs, topics) = shop_queues();
+    let mut registry = new_registry();
+    let metrics = BrokerMetrics::register(&mut registry);
+    let (broker, _wal) = recover(
+        configs,
+        topics,
+        HashMap::new(),
+        metrics,
+        data_dir,
+        checkpoint,
+    )?;
+    Ok(broker.queues.values().map(|q| q.msgs.len()).sum())
+}
+
+/// Drives the broker's own state machine and log, in process, with the operations the
+/// shop makes for each of `orders` orders: the order published to `orders`, received
+/// from `payments`, the outcome published to `payment-events`, the payment deleted, and
+/// the outcome received and deleted from `order-events` and from `notifications` (nine
+/// log records). For `bench/logs.sh`; HTTP is left out so that a million orders fit.
+#[doc(hidden)]
+pub async fn soak(
+    data_dir: &std::path::Path,
+    checkpoint: CheckpointConfig,
+    orders: u64,
+    concurrency: u64,
+    wal_metrics: WalMetrics,
+) -> anyhow::Result<()> {
+    let (configs, topics) = shop_queues();
+    let mut registry = new_registry();
+    let metrics = BrokerMetrics::register(&mut registry);
+    let (broker, wal) = recover(
+        configs,
+        topics,
+        HashMap::new(),
+        metrics,
+        data_dir,
+        checkpoint,
+    )?;
+    let (committer, writer) = spawn_committer(broker, wal, Durability::Fsync, wal_metrics);
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..concurrency {
+        let c = committer.clone();
+        workers.spawn(async move {
+            for i in (w..orders).step_by(concurrency as usize) {
+                soak_order(&c, i).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    drop(committer);
+    while let Some(r) = workers.join_next().await {
+        r??;
+    }
+    writer.await?;
+    Ok(())
+}
+
+async fn soak_order(c: &Committer<Broker>, i: u64) -> anyhow::Result<()> {
+    let call = |op| async { c.call(op).await.map_err(anyhow::Error::from) };
+    let order = serde_json::json!({"order_id": format!("{i:032x}"), "user": format!("user{}", i % 1000), "amount_cents": 1999 + i % 5000});
+    call(Op::Publish {
+        topic: "orders".into(),
+        body: order.to_string(),
+        attributes: BTreeMap::new(),
+    })
+    .await?;
+    let take = |q: &'static str| async move {
+        for _ in 0..1_000_000 {
+            if let Reply::Messages { messages, .. } = call(Op::Receive {
+                q: q.into(),
+                max: 1,
+                visibility: None,
+            })
+            .await?
+                && let Some(m) = messages.into_iter().next()
+            {
+                return Ok(m.receipt_handle);
+            }
+            tokio::task::yield_now().await;
+        }
+        anyhow::bail!("nothing to receive from {q}")
+    };
+    let receipt = take("payments").await?;
+    let outcome = serde_json::json!({"order_id": format!("{i:032x}"), "user": format!("user{}", i % 1000), "outcome": "paid", "charge_id": format!("ch_{i:016x}")});
+    call(Op::Publish {
+        topic: "payment-events".into(),
+        body: outcome.to_string(),
+        attributes: BTreeMap::new(),
+    })
+    .await?;
+    call(Op::Delete {
+        q: "payments".into(),
+        receipt,
+    })
+    .await?;
+    for q in ["order-events", "notifications"] {
+        let receipt = take(q).await?;
+        call(Op::Delete {
+            q: q.into(),
+            receipt,
+        })
+        .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -24,7 +24,10 @@ use crate::error::error;
 use crate::metrics::{HttpMetrics, new_registry};
 use crate::server::{self, Service};
 use crate::upstream::UpstreamMetrics;
-use crate::wal::{Committer, Durability, Machine, Wal, WalMetrics, spawn_committer};
+use crate::wal::{
+    CheckpointArgs, CheckpointConfig, Committer, Durability, Machine, Snapshot, Wal, WalMetrics,
+    spawn_committer,
+};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -36,6 +39,8 @@ pub struct Args {
     pub broker: Addrs,
     #[arg(long)]
     pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub checkpoint: CheckpointArgs,
     #[arg(long, default_value = "notifications")]
     pub queue: String,
     /// How long a message that cannot be processed waits before its next delivery.
@@ -59,31 +64,40 @@ enum Op {
 
 enum Reply {
     Recorded { duplicate: bool },
-    List(Vec<Sent>),
+    List(Vec<Arc<Sent>>),
 }
 
+/// Every notification sent, and their message ids for deduplication. Both are kept whole
+/// across checkpoints: the list is the audit that proves at-most-once, and a message id
+/// forgotten could be notified twice if the broker redelivered it (a message stays in a
+/// queue, or its dead-letter queue, until deleted, so no age bounds a redelivery).
 struct Outbox {
     seen: HashSet<String>,
-    sent: Vec<Sent>,
+    sent: Vec<Arc<Sent>>,
 }
 
 impl Machine for Outbox {
     type Op = Op;
     type Reply = Reply;
-    type Record = Sent;
+    type Record = Arc<Sent>;
 
-    fn apply(&mut self, op: Op, records: &mut Vec<Sent>) -> Reply {
+    fn apply(&mut self, op: Op, records: &mut Vec<Arc<Sent>>) -> Reply {
         match op {
             Op::List => Reply::List(self.sent.clone()),
             Op::Record(s) => {
                 if !self.seen.insert(s.message_id.clone()) {
                     return Reply::Recorded { duplicate: true };
                 }
+                let s = Arc::new(s);
                 self.sent.push(s.clone());
                 records.push(s);
                 Reply::Recorded { duplicate: false }
             }
         }
+    }
+
+    fn snapshot(&self) -> Option<Snapshot> {
+        Some(Snapshot::of(self.sent.clone()))
     }
 }
 
@@ -108,6 +122,69 @@ async fn sent(State(s): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// The record of notifications sent, from the data directory: snapshot, then log.
+fn recover(
+    data_dir: &std::path::Path,
+    checkpoint: CheckpointConfig,
+) -> anyhow::Result<(Outbox, Wal)> {
+    let recovered =
+        Wal::recover::<Vec<Arc<Sent>>, Arc<Sent>>(&data_dir.join("sent.log"), checkpoint)?;
+    let mut sent = recovered.snapshot.unwrap_or_default();
+    sent.extend(recovered.records);
+    let machine = Outbox {
+        seen: sent.iter().map(|s| s.message_id.clone()).collect(),
+        sent,
+    };
+    Ok((machine, recovered.wal))
+}
+
+/// Recovers the record of notifications from `data_dir` (what a restart does before it
+/// serves); returns the notifications held. For `bench/logs.sh`.
+#[doc(hidden)]
+pub fn soak_recover(
+    data_dir: &std::path::Path,
+    checkpoint: CheckpointConfig,
+) -> anyhow::Result<usize> {
+    Ok(recover(data_dir, checkpoint)?.0.sent.len())
+}
+
+/// Drives the notifications' own state machine and log, in process, with one
+/// notification per order (the record the shop writes). For `bench/logs.sh`.
+#[doc(hidden)]
+pub async fn soak(
+    data_dir: &std::path::Path,
+    checkpoint: CheckpointConfig,
+    orders: u64,
+    concurrency: u64,
+    wal_metrics: WalMetrics,
+) -> anyhow::Result<()> {
+    let (machine, wal) = recover(data_dir, checkpoint)?;
+    let (committer, writer) = spawn_committer(machine, wal, Durability::Fsync, wal_metrics);
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..concurrency {
+        let c = committer.clone();
+        workers.spawn(async move {
+            for i in (w..orders).step_by(concurrency as usize) {
+                let sent = Sent {
+                    message_id: format!("{:032x}", u128::from(i) << 64 | u128::from(i)),
+                    order_id: format!("{i:032x}"),
+                    user: format!("user{}", i % 1000),
+                    outcome: "paid".into(),
+                    sent_ms: 1_700_000_000_000 + i,
+                };
+                c.call(Op::Record(sent)).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    drop(committer);
+    while let Some(r) = workers.join_next().await {
+        r??;
+    }
+    writer.await?;
+    Ok(())
+}
+
 pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut registry = new_registry();
     let http = HttpMetrics::register(&mut registry);
@@ -122,11 +199,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         duplicates.clone(),
     );
     let wal_metrics = WalMetrics::register(r);
-    let (wal, records) = Wal::open::<Sent>(&args.data_dir.join("sent.log"))?;
-    let machine = Outbox {
-        seen: records.iter().map(|s| s.message_id.clone()).collect(),
-        sent: records,
-    };
+    let (machine, wal) = recover(&args.data_dir, args.checkpoint.config())?;
     let (outbox, writer) = spawn_committer(machine, wal, Durability::Fsync, wal_metrics);
     let broker = clients::Broker::new(&args.broker.0, &args.upstream.config(), upstream_metrics);
     let broker_up = broker.upstream().clone();
