@@ -18,6 +18,7 @@ mod run;
 mod shop_data;
 mod shop_hardening;
 mod shop_sync;
+mod store_failover;
 mod supervisor;
 mod toxiproxy;
 mod tui;
