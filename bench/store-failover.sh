@@ -9,7 +9,8 @@
 #   replication (SHOP_STORE_REPLICATION=async: answered once the leader alone has it,
 #   the store before failover), and their ratio.
 #
-# Needs: a release build (cargo build --release --workspace), wrk, python3, curl.
+# Needs: a release build (cargo build --release --workspace; BIN=target/debug to use a
+# debug build instead), wrk, python3, curl.
 # Everything runs on 127.0.0.1 ports picked at run time and stops when the script ends.
 #
 # Usage: bench/store-failover.sh [trials=20] [duration=15s]
@@ -17,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TRIALS=${1:-20}
 DURATION=${2:-15s}
-BIN=target/release
+BIN=${BIN:-target/release}
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
