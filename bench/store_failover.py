@@ -36,7 +36,7 @@ def writer():
         n += 1
         try:
             status, data = post(leader, n)
-        except OSError:
+        except (OSError, http.client.HTTPException):
             leader = 1 - leader
             continue
         if status == 200:

@@ -291,6 +291,9 @@ impl Node {
         // the snapshot that replaces a divergent log.
         core.state = State::Follower;
         core.leader = leader;
+        // A fresh replica's first timeout is long (see `open`); once the group runs
+        // it is the usual one.
+        core.timeout = random_timeout(self.base_timeout);
         self.metrics.leader.set(0);
     }
 
