@@ -2,6 +2,7 @@
 //! topics) and the sharded store. Services that consume queues share [`consume`].
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
@@ -297,19 +298,28 @@ pub enum StoreError {
 /// Where a read may be served from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadFrom {
+    /// The shard's leader.
     Primary,
-    /// The shard's replica when it answers and is caught up, else the primary.
+    /// The shard's other member when it answers and is caught up, else the leader.
     Replica,
 }
 
 /// Why a replica read went to the primary instead (a metrics label).
 pub type FallbackHook = Arc<dyn Fn(&'static str) + Send + Sync>;
 
-/// The sharded store: shard `i` is `primaries[i]` and `replicas[i]`.
+/// One shard: the two members that can lead it (its primary and its replica; the
+/// witness never leads) and the one believed to lead now.
+struct Shard {
+    members: [Arc<Upstream>; 2],
+    leader: AtomicUsize,
+}
+
+/// The sharded store. Each shard's leader is found by asking: a member that does not
+/// lead answers 421 with the leader's seat, and a member that cannot be reached sends
+/// the next call to the other one; no restart is needed after a failover.
 #[derive(Clone)]
 pub struct Store {
-    primaries: Vec<Arc<Upstream>>,
-    replicas: Vec<Arc<Upstream>>,
+    shards: Arc<Vec<Shard>>,
     on_fallback: FallbackHook,
     /// How long a replica read may take before the primary is asked instead.
     pub replica_timeout: Duration,
@@ -323,49 +333,126 @@ pub fn shard_of(key: &str, shards: usize) -> usize {
     (h % shards.max(1) as u64) as usize
 }
 
+/// Nothing reached the member: the call can go to another one.
+fn not_sent(e: &UpstreamError) -> bool {
+    matches!(
+        e,
+        UpstreamError::CircuitOpen(_) | UpstreamError::NoEndpoints(_) | UpstreamError::Connect(..)
+    )
+}
+
+/// Tries of one call across a shard's members while its leader is looked for.
+const LEADER_TRIES: usize = 6;
+
 impl Store {
+    /// Shard `i` is `primaries[i]` and `replicas[i]`.
     pub fn new(
         primaries: Vec<Arc<Upstream>>,
         replicas: Vec<Arc<Upstream>>,
         on_fallback: FallbackHook,
     ) -> Self {
+        let shards = primaries
+            .into_iter()
+            .zip(replicas)
+            .map(|(p, r)| Shard {
+                members: [p, r],
+                leader: AtomicUsize::new(0),
+            })
+            .collect();
         Self {
-            primaries,
-            replicas,
+            shards: Arc::new(shards),
             on_fallback,
             replica_timeout: Duration::from_millis(200),
         }
     }
 
     pub fn shards(&self) -> usize {
-        self.primaries.len()
+        self.shards.len()
     }
 
     pub fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {
-        self.primaries.iter().chain(&self.replicas)
+        self.shards.iter().flat_map(|s| s.members.iter())
     }
 
     /// The shard of a user's data.
     pub fn shard(&self, user: &str) -> usize {
-        shard_of(user, self.primaries.len())
+        shard_of(user, self.shards.len())
     }
 
-    /// Applies `ops` atomically on `shard`'s primary. Never retried once sent: a batch
-    /// whose answer was lost may have committed.
+    /// Sends a call to `shard`'s leader, following 421 hints. A write (`body`) that may
+    /// have reached a member is never sent again: its answer was lost, not its effect.
+    async fn to_leader(
+        &self,
+        shard: usize,
+        path: &str,
+        body: Option<&Value>,
+        d: Deadline,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), UpstreamError> {
+        let s = &self.shards[shard];
+        let mut last = None;
+        for _ in 0..LEADER_TRIES {
+            let i = s.leader.load(Ordering::Relaxed) % 2;
+            let up = &s.members[i];
+            let r = match body {
+                Some(b) => {
+                    up.post_json(path, b, &HeaderMap::new(), d, RetryPolicy::Never)
+                        .await
+                }
+                None => up.get(path, d).await,
+            };
+            match r {
+                Ok((StatusCode::MISDIRECTED_REQUEST, h, bytes)) => {
+                    let hint = serde_json::from_slice::<Value>(&bytes)
+                        .ok()
+                        .and_then(|v| v["leader"].as_u64())
+                        .map(|l| l as usize)
+                        .filter(|l| *l < 2 && *l != i);
+                    let _ = s.leader.compare_exchange(
+                        i,
+                        hint.unwrap_or(1 - i),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                    last = Some(Ok((StatusCode::SERVICE_UNAVAILABLE, h, bytes)));
+                    if hint.is_none() {
+                        // An election is under way: give it a moment.
+                        let pause = Instant::now() + Duration::from_millis(150);
+                        if pause >= d.0 {
+                            break;
+                        }
+                        tokio::time::sleep_until(pause).await;
+                    }
+                }
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    let _ =
+                        s.leader
+                            .compare_exchange(i, 1 - i, Ordering::Relaxed, Ordering::Relaxed);
+                    let retry = body.is_none() || not_sent(&e);
+                    if !retry || matches!(e, UpstreamError::InvalidRequest(..)) {
+                        return Err(e);
+                    }
+                    last = Some(Err(e));
+                }
+            }
+            if Instant::now() >= d.0 {
+                break;
+            }
+        }
+        last.unwrap_or_else(|| Err(UpstreamError::Timeout("store".into())))
+    }
+
+    /// Applies `ops` atomically on `shard`'s leader. Never repeated once it may have
+    /// reached a member: a batch whose answer was lost may have committed.
     pub async fn batch(
         &self,
         shard: usize,
         ops: Vec<Value>,
         d: Deadline,
     ) -> Result<u64, StoreError> {
-        let (status, _, body) = self.primaries[shard]
-            .post_json(
-                "/v1/batch",
-                &json!({ "ops": ops }),
-                &HeaderMap::new(),
-                d,
-                RetryPolicy::Never,
-            )
+        let body = json!({ "ops": ops });
+        let (status, _, body) = self
+            .to_leader(shard, "/v1/batch", Some(&body), d)
             .await
             .map_err(ClientError::from)?;
         if status == StatusCode::CONFLICT {
@@ -388,11 +475,11 @@ impl Store {
         d: Deadline,
     ) -> Result<Option<Item>, StoreError> {
         let path = format!("/v1/keys/{}", encode(key));
-        if from == ReadFrom::Replica
-            && let Some(r) = self.replicas.get(shard)
-        {
+        if from == ReadFrom::Replica {
+            let s = &self.shards[shard];
+            let other = &s.members[1 - s.leader.load(Ordering::Relaxed) % 2];
             let replica_deadline = Deadline(d.min_after(Instant::now(), self.replica_timeout));
-            match r.get(&path, replica_deadline).await {
+            match other.get(&path, replica_deadline).await {
                 Ok((StatusCode::OK, headers, body)) if lag(&headers) == 0 => {
                     if let Ok(item) = serde_json::from_slice(&body) {
                         return Ok(Some(item));
@@ -407,8 +494,8 @@ impl Store {
                 _ => (self.on_fallback)("replica_unavailable"),
             }
         }
-        let (status, _, body) = self.primaries[shard]
-            .get(&path, d)
+        let (status, _, body) = self
+            .to_leader(shard, &format!("{path}?leader=true"), None, d)
             .await
             .map_err(ClientError::from)?;
         if status == StatusCode::NOT_FOUND {
@@ -418,7 +505,7 @@ impl Store {
         Ok(serde_json::from_slice(&body).ok())
     }
 
-    /// Every item under `prefix`, in key order, from the primary.
+    /// Every item under `prefix`, in key order, from the leader.
     pub async fn scan(
         &self,
         shard: usize,
@@ -433,12 +520,15 @@ impl Store {
             if page == 0 {
                 return Ok(out);
             }
-            let mut path = format!("/v1/scan?prefix={}&limit={page}", encode(prefix));
+            let mut path = format!(
+                "/v1/scan?prefix={}&limit={page}&leader=true",
+                encode(prefix)
+            );
             if let Some(a) = &after {
                 path.push_str(&format!("&after={}", encode(a)));
             }
-            let (status, _, body) = self.primaries[shard]
-                .get(&path, d)
+            let (status, _, body) = self
+                .to_leader(shard, &path, None, d)
                 .await
                 .map_err(ClientError::from)?;
             check("store", status, &body)?;

@@ -31,7 +31,7 @@ enum Svc {
     Cache(cache::Args),
     /// Orders: idempotent creation, a transactional outbox, payment outcomes.
     Orders(orders::Args),
-    /// A shard of the durable key/value store, as primary or replica.
+    /// A member of a shard of the durable key/value store: primary, replica or witness.
     Store(store::Args),
     /// SQS-style queues and SNS-style topics, durable.
     Broker(broker::Args),

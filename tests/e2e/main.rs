@@ -21,6 +21,7 @@ mod shop_data;
 mod shop_hardening;
 mod shop_logs;
 mod shop_sync;
+mod store_failover;
 mod supervisor;
 mod toxiproxy;
 mod tui;

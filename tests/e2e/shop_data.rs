@@ -16,7 +16,7 @@ use faultline_tests::invariants::{Violations, settle};
 use faultline_tests::metrics::sum;
 use serde_json::json;
 
-const SETTLE: Duration = Duration::from_secs(30);
+pub(crate) const SETTLE: Duration = Duration::from_secs(30);
 
 async fn wait_for_state(shop: &Shop, replica: &str, state: ReplicaState) {
     shop.sup
@@ -26,7 +26,7 @@ async fn wait_for_state(shop: &Shop, replica: &str, state: ReplicaState) {
 }
 
 /// Clients creating orders until `stop`; returns the ids that got a 201.
-fn stream_orders(
+pub(crate) fn stream_orders(
     shop: &Arc<Shop>,
     tokens: Vec<String>,
     stop: Arc<AtomicBool>,
@@ -73,7 +73,28 @@ async fn wait_metric(shop: &Shop, replica: &str, name: &str, at_least: f64, what
     }
 }
 
-async fn tokens(shop: &Shop, n: usize) -> Vec<String> {
+/// Writes acknowledged by the members of `shard` that can lead it (a member that
+/// does not answer counts 0).
+pub(crate) async fn shard_batches(shop: &Shop, shard: usize) -> f64 {
+    let mut n = 0.0;
+    for seat in ["store-primary", "store-replica"] {
+        if let Some(m) = shop.try_metrics(&format!("{seat}-{shard}")).await {
+            n += sum(&m, "shop_store_batches_total", &[]);
+        }
+    }
+    n
+}
+
+/// Waits until `shard`'s members have acknowledged `at_least` writes.
+pub(crate) async fn wait_shard_batches(shop: &Shop, shard: usize, at_least: f64, what: &str) {
+    let end = Instant::now() + Duration::from_secs(30);
+    while shard_batches(shop, shard).await < at_least {
+        assert!(Instant::now() < end, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub(crate) async fn tokens(shop: &Shop, n: usize) -> Vec<String> {
     let mut out = Vec::new();
     for i in 1..=n {
         out.push(shop.login(&format!("user{i}"), &format!("pass{i}")).await);
@@ -299,14 +320,7 @@ async fn kill_store_primaries_under_load(env: &[(&str, &str)]) -> (Violations, u
     let shop = Arc::new(Shop::start(env).await);
     let stop = Arc::new(AtomicBool::new(false));
     let stream = stream_orders(&shop, tokens(&shop, 8).await, stop.clone());
-    wait_metric(
-        &shop,
-        "store-primary-1",
-        "shop_store_batches_total",
-        60.0,
-        "orders are not flowing",
-    )
-    .await;
+    wait_shard_batches(&shop, 1, 60.0, "orders are not flowing").await;
     shop.sup.kill("store-primary-1", None).await.unwrap();
     shop.sup.kill("store-primary-2", None).await.unwrap();
     for p in ["store-primary-1", "store-primary-2"] {
@@ -317,23 +331,10 @@ async fn kill_store_primaries_under_load(env: &[(&str, &str)]) -> (Violations, u
             .await
             .expect("restarted");
     }
-    // Keep ordering a little after the restart, then stop.
-    let end = Instant::now() + Duration::from_secs(20);
-    let before = loop {
-        if let Some(m) = shop.try_metrics("store-primary-1").await {
-            break sum(&m, "shop_store_batches_total", &[]);
-        }
-        assert!(Instant::now() < end, "store-primary-1 does not answer");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    wait_metric(
-        &shop,
-        "store-primary-1",
-        "shop_store_batches_total",
-        before + 30.0,
-        "orders did not resume",
-    )
-    .await;
+    // Keep ordering a little after the restart (on whichever member leads now), then
+    // stop.
+    let before = shard_batches(&shop, 1).await;
+    wait_shard_batches(&shop, 1, before + 30.0, "orders did not resume").await;
     stop.store(true, Ordering::Relaxed);
     let acked = stream.await.unwrap();
     let v = settle(&shop, &acked, SETTLE).await;

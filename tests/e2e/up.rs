@@ -32,7 +32,8 @@ fn up_prints_ready_and_the_table_and_stops_cleanly_on_sigterm() {
             "orders",
             "payments",
             "store-primary",
-            "store-replica"
+            "store-replica",
+            "store-witness"
         ]
     );
     assert_eq!(up.rows.iter().filter(|r| r.service == "content").count(), 2);
