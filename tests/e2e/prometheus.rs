@@ -306,7 +306,7 @@ invariants = false
     let prom = format!("http://127.0.0.1:{port}");
     let http = reqwest::blocking::Client::new();
     let log = || std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
-    // Every target up (21 replicas, the agent, the run), then a few scrapes more so
+    // Every target up (23 replicas, the agent, the run), then a few scrapes more so
     // that rates have two samples in their window.
     let all_up = faultline_tests::wait_until(std::time::Duration::from_secs(30), || {
         http.get(format!(
@@ -321,7 +321,7 @@ invariants = false
                 .as_str()
                 .map(str::to_owned)
         })
-        .is_some_and(|n| n == "23")
+        .is_some_and(|n| n == "25")
     });
     assert!(all_up, "not every target is up; prometheus log:\n{}", log());
 

@@ -539,7 +539,7 @@ target = "content-1"
         .json()
         .unwrap();
     let pids: Vec<u32> = status.replicas.iter().filter_map(|r| r.pid).collect();
-    assert_eq!(pids.len(), 21);
+    assert_eq!(pids.len(), 23);
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(1));
     // The paused replica was resumed before the system stopped: its journal says healed.

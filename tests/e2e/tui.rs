@@ -88,7 +88,7 @@ fn the_dashboard_pauses_kills_and_heals_with_keys_and_restores_the_terminal() {
         exit_file.display()
     );
     let tmux = Tmux::start(&command);
-    tmux.wait_for("services (21 replicas", Duration::from_secs(20));
+    tmux.wait_for("services (23 replicas", Duration::from_secs(20));
     // Down the list to orders-2.
     let found = wait_until(Duration::from_secs(10), || {
         if tmux.screen().contains("> orders-2") {

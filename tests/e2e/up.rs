@@ -68,7 +68,7 @@ fn up_prints_ready_and_the_table_and_stops_cleanly_on_sigterm() {
 fn sigkill_of_up_leaves_no_shop_process_behind() {
     let mut up = Up::start(&[], &[]);
     let pids: Vec<u32> = up.rows.iter().map(|r| r.pid).collect();
-    assert_eq!(pids.len(), 21);
+    assert_eq!(pids.len(), 23);
     assert!(pids.iter().all(|p| alive(*p)));
     kill(Pid::from_raw(up.child.id() as i32), Signal::SIGKILL).unwrap();
     up.child.wait().unwrap();
