@@ -286,7 +286,7 @@ fn scaling_panels() -> Vec<Panel> {
             "Replicas each service has, as `faultline scale` and the autoscaler set them.",
             "timeseries",
             "short",
-            vec![q(&format!("sum by (service) ({replicas})"), "{{service}}")],
+            vec![q(format!("sum by (service) ({replicas})"), "{{service}}")],
         ),
         p(
             "Scalings",
@@ -294,7 +294,7 @@ fn scaling_panels() -> Vec<Panel> {
             "timeseries",
             "short",
             vec![q(
-                &format!(
+                format!(
                     "sum by (service, direction) ({})",
                     agent_service("increase(faultline_agent_scalings_total[$__rate_interval])")
                 ),
@@ -307,7 +307,7 @@ fn scaling_panels() -> Vec<Panel> {
             "timeseries",
             "reqps",
             vec![q(
-                &format!(
+                format!(
                     "sum by (service) (label_replace(rate(faultline_agent_proxy_requests_total[$__rate_interval]), \"service\", \"$1\", \"edge\", \".*->(.*)-[0-9]+\")) / on (service) sum by (service) ({replicas})"
                 ),
                 "{{service}}",
