@@ -38,12 +38,17 @@ async fn wait_status(
 ) -> Value {
     let end = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(s) = status(shop, replica).await
-            && pred(&s)
+        let last = status(shop, replica).await;
+        if let Some(s) = &last
+            && pred(s)
         {
-            return s;
+            return last.unwrap();
         }
-        assert!(Instant::now() < end, "{replica}: {what}");
+        assert!(
+            Instant::now() < end,
+            "{replica}: {what}; its last status: {last:?}; the supervisor's: {:?}",
+            shop.sup.replica_status(replica)
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
