@@ -24,6 +24,10 @@ fn log_files(dir: &Path, stem: &str) -> (Vec<String>, Vec<String>, u64) {
             continue;
         }
         bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+        if name.ends_with(".tmp") {
+            // A checkpoint under way: its snapshot is not one yet (its bytes count).
+            continue;
+        }
         if name.contains(".snapshot.") {
             snapshots.push(name);
         } else {
