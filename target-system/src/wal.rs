@@ -271,11 +271,20 @@ fn write_snapshot_file(
 /// Deletes the segments and snapshots older than `generation`.
 fn delete_older(base: &Path, generation: u64) -> io::Result<()> {
     let files = list_files(base)?;
-    for g in files.segments.range(..generation) {
-        std::fs::remove_file(segment_path(base, *g))?;
-    }
-    for g in files.snapshots.range(..generation) {
-        std::fs::remove_file(snapshot_path(base, *g))?;
+    let segments = files
+        .segments
+        .range(..generation)
+        .map(|g| segment_path(base, *g));
+    let snapshots = files
+        .snapshots
+        .range(..generation)
+        .map(|g| snapshot_path(base, *g));
+    for path in segments.chain(snapshots) {
+        match std::fs::remove_file(&path) {
+            // A newer checkpoint (`Wal::replace`) may have deleted it meanwhile.
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -457,6 +466,18 @@ impl Wal {
         self.generation = next;
         self.len = 0;
         Ok(next)
+    }
+
+    /// Replaces everything logged so far by `snapshot`, durably, before it returns (a
+    /// member installing its leader's state). A crash before then leaves the old log.
+    pub fn replace(&mut self, snapshot: Snapshot) -> io::Result<()> {
+        let generation = self.start_segment()?;
+        let config = CheckpointConfig {
+            unsafe_cut_early: false,
+            ..self.checkpoint
+        };
+        self.snapshot_len = complete_checkpoint(&self.base, generation, snapshot, config)?;
+        Ok(())
     }
 }
 
@@ -665,7 +686,7 @@ pub fn spawn_committer<M: Machine>(
         let mut records: Vec<M::Record> = Vec::new();
         let mut replies: Vec<(oneshot::Sender<M::Reply>, M::Reply)> = Vec::new();
         let mut flush = tokio::time::interval(Duration::from_millis(200));
-        let mut checkpoint: Option<CheckpointTask> = None;
+        let mut checkpoints = Checkpoints::new(metrics.clone());
         loop {
             let first = match durability {
                 Durability::Fsync => rx.recv().await,
@@ -714,12 +735,10 @@ pub fn spawn_committer<M: Machine>(
                     let _ = reply.send(r);
                 }
             }
-            checkpoint = step_checkpoint(&machine, &mut wal, checkpoint, &metrics);
+            checkpoints.step(&mut wal, || machine.snapshot());
         }
         let _ = wal.sync();
-        if let Some(c) = checkpoint {
-            finish_checkpoint(&mut wal, c.await, &metrics);
-        }
+        checkpoints.wait(&mut wal).await;
     });
     (Committer { tx }, handle)
 }
@@ -727,71 +746,91 @@ pub fn spawn_committer<M: Machine>(
 /// A checkpoint's background part: its snapshot's size once durable and the log cut.
 type CheckpointTask = tokio::task::JoinHandle<io::Result<(u64, Duration)>>;
 
-/// Collects a finished checkpoint, and starts one when the live segment has grown
-/// enough and none is running. Runs between groups, after their replies went out.
-fn step_checkpoint<M: Machine>(
-    machine: &M,
-    wal: &mut Wal,
+/// The checkpoints of one log: started when its live segment has grown enough,
+/// written off the writer's task, collected when done. [`spawn_committer`] drives one;
+/// a service that writes its log itself (the store) drives its own.
+pub struct Checkpoints {
     running: Option<CheckpointTask>,
-    metrics: &WalMetrics,
-) -> Option<CheckpointTask> {
-    if let Some(task) = running {
-        if !task.is_finished() {
-            return Some(task);
-        }
-        let result = futures::FutureExt::now_or_never(task).expect("finished");
-        finish_checkpoint(wal, result, metrics);
-    }
-    if !wal.wants_checkpoint() {
-        return None;
-    }
-    let start = Instant::now();
-    let snapshot = machine.snapshot()?;
-    let generation = match wal.start_segment() {
-        Ok(g) => g,
-        Err(e) => fatal(wal, e),
-    };
-    metrics
-        .checkpoint_stall
-        .observe(start.elapsed().as_secs_f64());
-    let (base, config) = (wal.base.clone(), wal.checkpoint);
-    Some(tokio::task::spawn_blocking(move || {
-        let start = std::time::Instant::now();
-        let len = complete_checkpoint(&base, generation, snapshot, config)?;
-        Ok((len, start.elapsed()))
-    }))
+    metrics: WalMetrics,
 }
 
-fn finish_checkpoint(
-    wal: &mut Wal,
-    result: Result<io::Result<(u64, Duration)>, tokio::task::JoinError>,
-    metrics: &WalMetrics,
-) {
-    match result {
-        Ok(Ok((len, took))) => {
-            wal.snapshot_len = len;
-            wal.retry_at = 0;
-            metrics.checkpoints.inc();
-            metrics.checkpoint_duration.observe(took.as_secs_f64());
-            metrics.snapshot_bytes.set(len as i64);
-            tracing::debug!(
-                generation = wal.generation,
-                bytes = len,
-                "checkpoint durable; older log deleted"
-            );
+impl Checkpoints {
+    pub fn new(metrics: WalMetrics) -> Self {
+        Self {
+            running: None,
+            metrics,
         }
-        Ok(Err(e)) => {
-            // The older segments are still there: nothing is lost, the log only stays
-            // longer. Try again after another threshold's worth of records.
-            metrics.checkpoint_failures.inc();
-            wal.retry_at = wal.len + wal.checkpoint.min_bytes;
-            tracing::warn!(path = %wal.base.display(), error = %e, "checkpoint failed; keeping the whole log");
+    }
+
+    /// Collects a finished checkpoint, and starts one when the live segment has grown
+    /// enough and none is running. `snapshot` is called only then, for the state that
+    /// every record appended so far makes (`None`: no checkpoint). Call it between
+    /// writes, on a Tokio runtime; a failing disk stops the process.
+    pub fn step(&mut self, wal: &mut Wal, snapshot: impl FnOnce() -> Option<Snapshot>) {
+        if let Some(task) = self.running.take() {
+            if !task.is_finished() {
+                self.running = Some(task);
+                return;
+            }
+            let result = futures::FutureExt::now_or_never(task).expect("finished");
+            self.finish(wal, result);
         }
-        Err(e) => {
-            metrics.checkpoint_failures.inc();
-            wal.retry_at = wal.len + wal.checkpoint.min_bytes;
-            tracing::warn!(path = %wal.base.display(), error = %e, "checkpoint task failed; keeping the whole log");
+        if !wal.wants_checkpoint() {
+            return;
         }
+        let start = Instant::now();
+        let Some(snapshot) = snapshot() else { return };
+        let generation = match wal.start_segment() {
+            Ok(g) => g,
+            Err(e) => fatal(wal, e),
+        };
+        self.metrics
+            .checkpoint_stall
+            .observe(start.elapsed().as_secs_f64());
+        let (base, config) = (wal.base.clone(), wal.checkpoint);
+        self.running = Some(tokio::task::spawn_blocking(move || {
+            let start = std::time::Instant::now();
+            let len = complete_checkpoint(&base, generation, snapshot, config)?;
+            Ok((len, start.elapsed()))
+        }));
+    }
+
+    /// Waits for the checkpoint under way, if any (before the process ends).
+    pub async fn wait(&mut self, wal: &mut Wal) {
+        if let Some(task) = self.running.take() {
+            let result = task.await;
+            self.finish(wal, result);
+        }
+    }
+
+    fn finish(
+        &self,
+        wal: &mut Wal,
+        result: Result<io::Result<(u64, Duration)>, tokio::task::JoinError>,
+    ) {
+        let metrics = &self.metrics;
+        let error = match result {
+            Ok(Ok((len, took))) => {
+                wal.snapshot_len = len;
+                wal.retry_at = 0;
+                metrics.checkpoints.inc();
+                metrics.checkpoint_duration.observe(took.as_secs_f64());
+                metrics.snapshot_bytes.set(len as i64);
+                tracing::debug!(
+                    generation = wal.generation,
+                    bytes = len,
+                    "checkpoint durable; older log deleted"
+                );
+                return;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        // The older segments are still there: nothing is lost, the log only stays
+        // longer. Try again after another threshold's worth of records.
+        metrics.checkpoint_failures.inc();
+        wal.retry_at = wal.len + wal.checkpoint.min_bytes;
+        tracing::warn!(path = %wal.base.display(), error, "checkpoint failed; keeping the whole log");
     }
 }
 

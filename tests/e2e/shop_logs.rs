@@ -1,7 +1,7 @@
-//! Bounded logs: the broker, the bank and notifications checkpoint and cut their
-//! write-ahead logs, keep exactly their state across SIGKILL and restart, and lose
-//! nothing acknowledged when killed in the middle of a checkpoint (while the unsafe
-//! order, `SHOP_UNSAFE_CUT_BEFORE_SNAPSHOT`, does).
+//! Bounded logs: the broker, the bank, notifications and the store's members
+//! checkpoint and cut their write-ahead logs, keep exactly their state across SIGKILL
+//! and restart, and lose nothing acknowledged when killed in the middle of a
+//! checkpoint (while the unsafe order, `SHOP_UNSAFE_CUT_BEFORE_SNAPSHOT`, does).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -413,5 +413,224 @@ async fn cutting_the_log_before_the_snapshot_is_durable_loses_messages() {
         "the check must see lost messages: {} of {} kept",
         found.len(),
         kept.len()
+    );
+}
+
+const STORE: [&str; 3] = ["store-primary-1", "store-replica-1", "store-witness-1"];
+
+/// Puts `key` through whichever member leads the shard; whether it was acknowledged.
+async fn store_put(shop: &Shop, key: &str, value: &Value) -> bool {
+    for member in &STORE[..2] {
+        let Some(s) = shop.sup.replica_status(member) else {
+            continue;
+        };
+        let sent = shop
+            .http
+            .post(format!("http://{}/v1/batch", s.addr))
+            .json(&json!({"ops": [{"op": "put", "key": key, "value": value}]}))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        if sent.is_ok_and(|r| r.status() == 200) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Every key a member holds, with its value and version.
+async fn store_items(shop: &Shop, member: &str) -> BTreeMap<String, Value> {
+    let v = get(shop, member, "/v1/scan?prefix=&limit=10000").await;
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["key"].as_str().unwrap().to_owned(), i.clone()))
+        .collect()
+}
+
+/// Waits for a leader, then for every member to hold as much as it.
+async fn store_settled(shop: &Shop) -> u64 {
+    use crate::store_failover::{status, wait_status};
+    let end = Instant::now() + Duration::from_secs(30);
+    let lsn = loop {
+        let mut leader = None;
+        for m in &STORE[..2] {
+            if let Some(s) = status(shop, m).await
+                && s["role"] == "leader"
+            {
+                leader = s["lsn"].as_u64();
+            }
+        }
+        if let Some(lsn) = leader {
+            break lsn;
+        }
+        assert!(Instant::now() < end, "the shard has no leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for m in STORE {
+        wait_status(shop, m, "did not catch up", |s| {
+            s["lsn"].as_u64() >= Some(lsn)
+        })
+        .await;
+    }
+    lsn
+}
+
+/// SIGKILLs every member of the shard at once.
+async fn kill_the_group(shop: &Shop) {
+    for m in STORE {
+        shop.sup.kill(m, None).await.unwrap();
+    }
+}
+
+/// Waits for every member's `restarts`-th start to be healthy.
+async fn group_back(shop: &Shop, restarts: u32) {
+    for m in STORE {
+        shop.sup
+            .wait_for(m, Duration::from_secs(60), |s| {
+                s.restarts == restarts && s.state == ReplicaState::Healthy
+            })
+            .await
+            .unwrap_or_else(|| panic!("{m} did not come back healthy"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_checkpoints_its_logs_and_restores_exact_state() {
+    use crate::store_failover::ONE_SHARD;
+    let shop = Shop::start_text(ONE_SHARD, &[("SHOP_WAL_CHECKPOINT_BYTES", "8192")]).await;
+    store_settled(&shop).await;
+    let pad = "x".repeat(100);
+    sixteen_at_once((0..2_000).map(|i| {
+        let (shop, pad) = (&shop, &pad);
+        async move {
+            let value = json!({"i": i, "pad": pad});
+            assert!(store_put(shop, &format!("key-{}", i % 100), &value).await);
+        }
+    }))
+    .await;
+    for i in 90..100 {
+        post(
+            &shop,
+            "store-primary-1",
+            "/v1/batch",
+            json!({"ops": [{"op": "delete", "key": format!("key-{i}")}]}),
+        )
+        .await;
+    }
+    let lsn = store_settled(&shop).await;
+    let items = store_items(&shop, "store-primary-1").await;
+    assert_eq!(items.len(), 90);
+    let data = shop.sup.run_dir().join("data");
+    for m in STORE {
+        assert!(checkpoints(&shop, m, "store").await >= 3.0, "{m}");
+        let written = sum(
+            &shop.metrics(m).await,
+            "shop_store_wal_written_bytes_total",
+            &[],
+        );
+        let (segments, snapshots, bytes) = log_files(&data.join(m), "store.log");
+        assert!(
+            segments.len() <= 2 && snapshots.len() <= 1,
+            "{m}: {segments:?} {snapshots:?}"
+        );
+        assert!(
+            (bytes as f64) * 5.0 < written,
+            "{m}: {bytes} bytes on disk for {written} written"
+        );
+        assert_eq!(
+            store_items(&shop, m).await,
+            items,
+            "{m} holds the leader's data"
+        );
+    }
+    let terms: Vec<Value> = {
+        let mut t = Vec::new();
+        for m in STORE {
+            t.push(crate::store_failover::status(&shop, m).await.unwrap()["term"].clone());
+        }
+        t
+    };
+
+    // Every member restarts from its own checkpoint and log.
+    kill_the_group(&shop).await;
+    group_back(&shop, 1).await;
+    assert_eq!(store_settled(&shop).await, lsn, "no batch lost or invented");
+    for (m, before) in STORE.iter().zip(&terms) {
+        assert_eq!(store_items(&shop, m).await, items, "{m} restored exactly");
+        let now = crate::store_failover::status(&shop, m).await.unwrap();
+        assert!(
+            now["term"].as_u64() >= before.as_u64(),
+            "{m}: {now} after {before}"
+        );
+    }
+    // Versions go on from where they were.
+    assert!(store_put(&shop, "after", &json!(1)).await);
+    store_settled(&shop).await;
+    let after = get(&shop, "store-primary-1", "/v1/keys/after").await;
+    assert!(after["version"].as_u64() > Some(lsn), "{after}");
+    shop.sup.shutdown().await;
+}
+
+/// The store's twin of the broker's: the group holds 200 large keys, a client
+/// overwrites others so that checkpoints follow one another, and each round SIGKILLs
+/// the whole group while a checkpoint is under way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_the_store_group_during_checkpoints_loses_no_acknowledged_write() {
+    use crate::store_failover::ONE_SHARD;
+    let shop =
+        Arc::new(Shop::start_text(ONE_SHARD, &[("SHOP_WAL_CHECKPOINT_BYTES", "65536")]).await);
+    store_settled(&shop).await;
+    let big = "x".repeat(100_000);
+    for i in 0..200 {
+        assert!(store_put(&shop, &format!("keep-{i}"), &json!(format!("{i} {big}"))).await);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let (shop, stop, big) = (shop.clone(), stop.clone(), big.clone());
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                // Refused while the group is down or electing.
+                if !store_put(&shop, &format!("churn-{}", n % 20), &json!(big)).await {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        })
+    };
+    let dir = shop.sup.run_dir().join("data/store-primary-1");
+    let mut mid_checkpoint = 0;
+    for round in 1..=4u32 {
+        let end = Instant::now() + Duration::from_secs(60);
+        while !checkpoint_under_way(&dir) {
+            assert!(
+                Instant::now() < end,
+                "no checkpoint started in round {round}"
+            );
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        kill_the_group(&shop).await;
+        // `kill` returns once the member is dead: a snapshot still partial then was
+        // cut off by the SIGKILL.
+        if checkpoint_under_way(&dir) {
+            mid_checkpoint += 1;
+        }
+        group_back(&shop, round).await;
+        store_settled(&shop).await;
+        let kept: Vec<String> = store_items(&shop, "store-primary-1")
+            .await
+            .into_keys()
+            .filter(|k| k.starts_with("keep-"))
+            .collect();
+        assert_eq!(kept.len(), 200, "round {round}: every kept key is there");
+    }
+    stop.store(true, Ordering::Relaxed);
+    churn.await.unwrap();
+    shop.sup.shutdown().await;
+    assert!(
+        mid_checkpoint >= 2,
+        "only {mid_checkpoint} kills landed mid-checkpoint"
     );
 }

@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::shop_data::{SETTLE, shard_batches, stream_orders, tokens, wait_shard_batches};
 
 /// The store member's `/v1/status`, or `None` while it does not answer.
-async fn status(shop: &Shop, replica: &str) -> Option<Value> {
+pub(crate) async fn status(shop: &Shop, replica: &str) -> Option<Value> {
     let addr = shop.sup.replica_status(replica)?.addr;
     let resp = shop
         .http
@@ -30,7 +30,7 @@ async fn status(shop: &Shop, replica: &str) -> Option<Value> {
 }
 
 /// Waits until `replica`'s status satisfies `pred`; returns it.
-async fn wait_status(
+pub(crate) async fn wait_status(
     shop: &Shop,
     replica: &str,
     what: &str,
@@ -53,7 +53,7 @@ async fn wait_status(
     }
 }
 
-fn leads(s: &Value) -> bool {
+pub(crate) fn leads(s: &Value) -> bool {
     s["role"] == "leader"
 }
 
@@ -204,4 +204,79 @@ async fn without_fencing_a_partitioned_primary_loses_acknowledged_orders() {
         !v.lost.is_empty(),
         "the checker must see the split brain's lost orders: {v:?}"
     );
+}
+
+/// One shard's group of three, nothing else.
+pub(crate) const ONE_SHARD: &str = r#"
+entrypoint = "store-primary"
+[services.store-primary]
+command = ["shop", "store", "--listen", "{listen}", "--role", "primary", "--shard", "1",
+  "--data-dir", "{run_dir}/data/{replica}",
+  "--replicas", "{upstream:store-replica}", "--witnesses", "{upstream:store-witness}"]
+calls = ["store-replica", "store-witness"]
+[services.store-replica]
+command = ["shop", "store", "--listen", "{listen}", "--role", "replica", "--shard", "1",
+  "--data-dir", "{run_dir}/data/{replica}", "--witnesses", "{upstream:store-witness}"]
+calls = ["store-witness"]
+[services.store-witness]
+command = ["shop", "store", "--listen", "{listen}", "--role", "witness", "--shard", "1",
+  "--data-dir", "{run_dir}/data/{replica}"]
+"#;
+
+/// The replica is stopped while the primary goes on writing with the witness (a
+/// majority), so the witness's log gets ahead of the replica's; then the primary is
+/// lost. The witness cannot lead and votes only for a log as up to date as its own:
+/// the replica must take the missing batches from it first, and then leads with every
+/// acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_the_witness_catches_up_from_it_and_takes_over() {
+    let shop = Shop::start_text(ONE_SHARD, &[]).await;
+    wait_status(&shop, "store-primary-1", "never led", leads).await;
+    let write = |key: String| {
+        let shop = &shop;
+        async move {
+            let resp = shop
+                .http
+                .post(shop.replica_url("store-primary-1", "/v1/batch"))
+                .json(&serde_json::json!({"ops": [{"op": "put", "key": key, "value": {"n": 1}}]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200, "{key}: {:?}", resp.text().await);
+        }
+    };
+    write("before".into()).await;
+    wait_status(&shop, "store-replica-1", "never got the first write", |s| {
+        s["lsn"].as_u64() >= Some(1)
+    })
+    .await;
+    shop.sup.pause("store-replica-1", "test").await.unwrap();
+    for i in 0..50 {
+        write(format!("while-stopped-{i}")).await;
+    }
+    let witness = status(&shop, "store-witness-1").await.unwrap();
+    let replica_lsn = |s: &Value| s["lsn"].as_u64().unwrap();
+    shop.sup
+        .kill("store-primary-1", Some("test"))
+        .await
+        .unwrap();
+    shop.sup.resume("store-replica-1", "test").await.unwrap();
+    let leader = wait_status(&shop, "store-replica-1", "did not take over", leads).await;
+    assert!(
+        replica_lsn(&leader) >= replica_lsn(&witness),
+        "{leader} {witness}"
+    );
+    for i in 0..50 {
+        let resp = shop
+            .http
+            .get(shop.replica_url(
+                "store-replica-1",
+                &format!("/v1/keys/while-stopped-{i}?leader=true"),
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "while-stopped-{i} was acknowledged");
+    }
+    shop.sup.shutdown().await;
 }

@@ -44,12 +44,48 @@ pub struct Snapshot {
     pub items: Vec<(String, Box<RawValue>, u64)>,
 }
 
+/// A member's checkpoint, as read back: what every record of its log before made.
+#[derive(Debug, Deserialize)]
+pub struct Checkpoint {
+    pub term: u64,
+    pub voted_for: Option<usize>,
+    /// The data as readers saw it.
+    pub data: Snapshot,
+    /// Batches logged after `data.lsn` that readers did not see yet (a leader's, not
+    /// yet on a follower).
+    pub pending: Vec<Arc<LogBatch>>,
+}
+
+/// A checkpoint as written: the same fields, the map shared with the live data rather
+/// than copied, so that taking one under the member's lock stays cheap.
+#[derive(Serialize)]
+pub struct CheckpointView {
+    pub term: u64,
+    pub voted_for: Option<usize>,
+    pub data: SnapshotView,
+    pub pending: Vec<Arc<LogBatch>>,
+}
+
+/// A [`Snapshot`] as written.
+#[derive(Serialize)]
+pub struct SnapshotView {
+    pub lsn: u64,
+    pub term: u64,
+    #[serde(serialize_with = "items")]
+    pub items: BTreeMap<String, Arc<Entry>>,
+}
+
+fn items<S: serde::Serializer>(
+    map: &BTreeMap<String, Arc<Entry>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(map.iter().map(|(k, e)| (k, &e.value, e.version)))
+}
+
 /// One record of a member's log. (Externally tagged: the raw values inside survive.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Record {
     Batch(Arc<LogBatch>),
-    /// Starts a rewritten log: everything before is replaced.
-    Snapshot(Snapshot),
     /// The member's term and vote, durable before it acts on them.
     Term {
         term: u64,
@@ -118,6 +154,15 @@ impl Data {
             })
             .collect();
         self.lsn = s.lsn;
+    }
+
+    /// The data at its LSN, whose batch had term `term`, for a checkpoint.
+    pub fn view(&self, term: u64) -> SnapshotView {
+        SnapshotView {
+            lsn: self.lsn,
+            term,
+            items: self.map.clone(),
+        }
     }
 
     pub fn snapshot(&self, term: u64) -> Snapshot {

@@ -134,9 +134,33 @@ async fn ballot(node: &Node, req: &VoteRequest) -> (usize, u64) {
     (votes, highest)
 }
 
+/// Before standing, takes from the members it can call what their logs hold beyond its
+/// own: their votes go only to a log at least as up to date as theirs.
+async fn catch_up(node: &Node) {
+    for up in node.peers.iter().flatten() {
+        // Each answer carries up to 1000 batches or a snapshot; a log far behind
+        // takes a few.
+        for _ in 0..100 {
+            let after = {
+                let core = node.lock();
+                core.tail.last()
+            };
+            let got = post::<_, Append>(up, "/v1/catchup", &after, Duration::from_millis(500));
+            let grew = match got.await {
+                Some((StatusCode::OK, Some(a))) => node.catch_up(a),
+                _ => false,
+            };
+            if !grew {
+                break;
+            }
+        }
+    }
+}
+
 /// Stands for election in a new term, after a pre-vote says it could win; leads when
 /// a majority votes for it.
 async fn campaign(node: &Arc<Node>, shutdown: &CancellationToken) {
+    catch_up(node).await;
     let pre = {
         let mut core = node.lock();
         core.last_heard = Instant::now();

@@ -4,6 +4,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::wal::WalMetrics;
+
 #[derive(Clone)]
 pub struct StoreMetrics {
     pub lsn: Gauge,
@@ -17,6 +19,8 @@ pub struct StoreMetrics {
     pub leader: Gauge,
     pub elections: Counter,
     pub unreplicated: Counter,
+    /// `shop_store_wal_*`: the log's fsyncs and checkpoints.
+    pub wal: WalMetrics,
 }
 
 impl StoreMetrics {
@@ -34,6 +38,7 @@ impl StoreMetrics {
             leader: Gauge::default(),
             elections: Counter::default(),
             unreplicated: Counter::default(),
+            wal: WalMetrics::register(r),
         };
         r.register("lsn", "Last log sequence number held", m.lsn.clone());
         r.register("keys", "Keys held", m.keys.clone());

@@ -24,7 +24,7 @@
 //!
 //! API: `POST /v1/batch`, `GET /v1/keys/{key}[?leader=true]`,
 //! `GET /v1/scan?prefix=&after=&limit=[&leader=true]`, `GET /v1/status`; between
-//! members: `POST /v1/append`, `POST /v1/pull`, `POST /v1/vote`.
+//! members: `POST /v1/append`, `POST /v1/pull`, `POST /v1/vote`, `POST /v1/catchup`.
 
 mod data;
 pub mod election;
@@ -53,6 +53,7 @@ use crate::error::error;
 use crate::metrics::{HttpMetrics, new_registry};
 use crate::server::{self, Service};
 use crate::upstream::{Upstream, UpstreamMetrics};
+use crate::wal::CheckpointArgs;
 use data::OpRequest;
 use metrics::StoreMetrics;
 use node::{
@@ -126,6 +127,8 @@ pub struct Args {
     /// snapshot.
     #[arg(long, env = "SHOP_STORE_TAIL", default_value_t = 100_000)]
     pub tail: usize,
+    #[command(flatten)]
+    pub checkpoint: CheckpointArgs,
 }
 
 #[derive(Debug, Deserialize)]
@@ -337,6 +340,15 @@ async fn append(State(s): State<Arc<AppState>>, Json(a): Json<node::Append>) -> 
     Json(s.node.accept(a)).into_response()
 }
 
+/// What this member holds after the caller's last batch, when its log is more up to
+/// date (a candidate catching up before it stands); 204 when it is not.
+async fn catchup(State(s): State<Arc<AppState>>, Json(after): Json<(u64, u64)>) -> Response {
+    match s.node.catch_up_for(after) {
+        Some(a) => Json(a).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
 async fn vote(State(s): State<Arc<AppState>>, Json(req): Json<VoteRequest>) -> Response {
     Json(s.node.vote(&req)).into_response()
 }
@@ -473,6 +485,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
             tail: args.tail,
             modes,
             base_timeout: args.election_timeout,
+            checkpoint: args.checkpoint.config(),
         },
         metrics,
     )?);
@@ -490,6 +503,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         .route("/v1/append", post(append))
         .route("/v1/pull", post(pull))
         .route("/v1/vote", post(vote))
+        .route("/v1/catchup", post(catchup))
         .fallback(server::not_found)
         .with_state(state);
     let service = Service {

@@ -18,10 +18,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use super::data::{Data, LogBatch, LogOp, OpKind, OpRequest, Record, Snapshot, Tail, now_ms};
+use super::data::{
+    Checkpoint, CheckpointView, Data, LogBatch, LogOp, OpKind, OpRequest, Record, Snapshot, Tail,
+    now_ms,
+};
 use super::metrics::StoreMetrics;
 use crate::upstream::Upstream;
-use crate::wal::Wal;
+use crate::wal::{self, CheckpointConfig, Checkpoints, Recovered, Wal};
 
 /// Seats in a shard's group of three: the primary leads first, the replica takes over,
 /// the witness keeps the log and votes but never leads.
@@ -67,6 +70,8 @@ pub struct Settings {
     pub modes: Modes,
     /// The election timeout's lower bound.
     pub base_timeout: Duration,
+    /// When the member's log is checkpointed and cut.
+    pub checkpoint: CheckpointConfig,
 }
 
 /// A leader's batch (`prev` is the batch just before the first one sent), or its whole
@@ -133,6 +138,7 @@ pub struct Core {
     /// This member's election timeout, drawn anew after each election.
     pub timeout: Duration,
     pub wal: Wal,
+    pub checkpoints: Checkpoints,
     pub tail: Tail,
     /// As a leader: each follower's matching LSN in this term, and when it was heard.
     pub followers: [Option<(u64, Instant)>; MEMBERS],
@@ -182,21 +188,29 @@ impl Node {
             tail,
             modes,
             base_timeout,
+            checkpoint,
         } = settings;
-        let (wal, records) = Wal::open::<Record>(&path)?;
+        let Recovered {
+            wal,
+            snapshot,
+            records,
+        } = Wal::recover::<Checkpoint, Record>(&path, checkpoint)?;
         let mut data = Data::default();
         let mut tail = Tail::new(tail);
         let (mut term, mut voted_for) = (0, None);
-        for r in records {
+        let mut pending = Vec::new();
+        if let Some(c) = snapshot {
+            (term, voted_for) = (c.term, c.voted_for);
+            data.install(&c.data);
+            tail.reset(c.data.lsn, c.data.term);
+            pending = c.pending;
+        }
+        for r in pending.into_iter().map(Record::Batch).chain(records) {
             match r {
                 Record::Term {
                     term: t,
                     voted_for: v,
                 } => (term, voted_for) = (t, v),
-                Record::Snapshot(s) => {
-                    data.install(&s);
-                    tail.reset(s.lsn, s.term);
-                }
                 Record::Batch(b) if b.lsn == tail.last().0 + 1 => {
                     data.apply(&b);
                     tail.push(b);
@@ -232,6 +246,7 @@ impl Node {
                 last_heard: now,
                 timeout,
                 wal,
+                checkpoints: Checkpoints::new(metrics.wal.clone()),
                 tail,
                 followers: [None; MEMBERS],
                 leader_since: now,
@@ -267,11 +282,30 @@ impl Node {
     pub fn set_term(&self, core: &mut Core, term: u64, voted_for: Option<usize>) {
         core.term = term;
         core.voted_for = voted_for;
-        core.wal.append(&Record::Term { term, voted_for });
+        self.log(core, [Record::Term { term, voted_for }]);
+        self.sync(core);
+        self.metrics.term.set(term as i64);
+    }
+
+    /// Buffers `records` for the log.
+    fn log(&self, core: &mut Core, records: impl IntoIterator<Item = Record>) {
+        let before = core.wal.len();
+        for r in records {
+            core.wal.append(&r);
+        }
+        self.metrics.wal.bytes.inc_by(core.wal.len() - before);
+    }
+
+    /// Writes and makes durable what the log holds; a failing disk stops the process.
+    fn sync(&self, core: &mut Core) {
+        let start = Instant::now();
         if let Err(e) = core.wal.sync() {
             fatal(&self.path, &e);
         }
-        self.metrics.term.set(term as i64);
+        self.metrics
+            .wal
+            .fsync
+            .observe(start.elapsed().as_secs_f64());
     }
 
     /// Follows a newer term when one is seen: a leader or candidate steps down.
@@ -360,14 +394,10 @@ impl Node {
                 }
             }
         }
-        for b in &batches {
-            core.wal.append(&Record::Batch(b.clone()));
-        }
-        if !self.modes.unsafe_no_fsync
-            && !batches.is_empty()
-            && let Err(e) = core.wal.sync()
-        {
-            fatal(&self.path, &e);
+        self.log(&mut core, batches.iter().cloned().map(Record::Batch));
+        if !self.modes.unsafe_no_fsync && !batches.is_empty() {
+            self.sync(&mut core);
+            self.metrics.wal.group_size.observe(batches.len() as f64);
         }
         if self.modes.waits_for_follower() {
             for b in batches {
@@ -384,6 +414,32 @@ impl Node {
         for (reply, r) in replies {
             let _ = reply.send(r);
         }
+        self.checkpoint(&mut self.lock());
+    }
+
+    /// Starts a checkpoint of the log when it has grown enough (`wal::Checkpoints`):
+    /// the state its records make is the data readers see, the batches they do not
+    /// see yet (a leader's), and the term and vote.
+    fn checkpoint(&self, core: &mut Core) {
+        let Core {
+            term,
+            voted_for,
+            wal,
+            checkpoints,
+            tail,
+            unapplied,
+            ..
+        } = core;
+        checkpoints.step(wal, || {
+            let data = self.data.read().unwrap();
+            let data_term = tail.term_at(data.lsn).unwrap_or(tail.last().1);
+            Some(wal::Snapshot::of(CheckpointView {
+                term: *term,
+                voted_for: *voted_for,
+                data: data.view(data_term),
+                pending: unapplied.iter().cloned().collect(),
+            }))
+        });
     }
 
     /// UNSAFE mode: writes what was acknowledged to the file (without fsync), and only
@@ -439,26 +495,69 @@ impl Node {
         if let Some(s) = a.snapshot {
             self.install(&mut core, s);
         } else if core.tail.last() == a.prev {
-            // The leader's log holds this one's up to `prev`: it is a majority's.
-            self.apply_committed(&mut core, a.prev.0);
-            if a.batches.is_empty() {
-                return self.position(&core);
-            }
-            for b in &a.batches {
-                core.wal.append(&Record::Batch(b.clone()));
-            }
-            let result = if self.modes.unsafe_no_fsync {
-                core.wal.write()
-            } else {
-                core.wal.sync()
-            };
-            if let Err(e) = result {
-                fatal(&self.path, &e);
-            }
-            self.apply(&mut core, a.batches);
-            self.durable.send_replace(core.tail.last().0);
+            self.extend(&mut core, a.prev.0, a.batches);
+            self.checkpoint(&mut core);
         }
         self.position(&core)
+    }
+
+    /// Appends `batches`, which follow this member's last batch at `prev` in another
+    /// member's log, and makes them durable.
+    fn extend(&self, core: &mut Core, prev: u64, batches: Vec<Arc<LogBatch>>) {
+        // The other log holds this one's up to `prev`: it is a majority's.
+        self.apply_committed(core, prev);
+        if batches.is_empty() {
+            return;
+        }
+        self.log(core, batches.iter().cloned().map(Record::Batch));
+        if self.modes.unsafe_no_fsync {
+            if let Err(e) = core.wal.write() {
+                fatal(&self.path, &e);
+            }
+        } else {
+            self.sync(core);
+        }
+        self.apply(core, batches);
+        self.durable.send_replace(core.tail.last().0);
+    }
+
+    /// What this member holds beyond a candidate's last batch (`after`), when its log
+    /// is more up to date than the candidate's: the batches after it, or a snapshot.
+    /// A witness never leads, so without this a replica whose log is behind the
+    /// witness's (the lost leader's last batches reached the witness first) could
+    /// never win its vote, and the shard would stay without a leader.
+    pub fn catch_up_for(&self, after: (u64, u64)) -> Option<Append> {
+        let core = self.lock();
+        let (lsn, term) = core.tail.last();
+        ((term, lsn) > (after.1, after.0)).then(|| self.build_append(&core, after))
+    }
+
+    /// A candidate takes what a more up-to-date member sent it (`catch_up_for`). As
+    /// with a leader's append, batches go on only right after the batch they follow,
+    /// and a snapshot replaces a log that diverges; unlike one, it changes neither the
+    /// term nor whom this member follows. Returns whether the log grew.
+    pub fn catch_up(&self, a: Append) -> bool {
+        let mut core = self.lock();
+        if core.state == State::Leader {
+            return false;
+        }
+        let (lsn, term) = core.tail.last();
+        if let Some(s) = a.snapshot {
+            // Only a more up-to-date log replaces this one: what it cuts off was
+            // never acknowledged (a majority holding it would have elected no leader
+            // whose log lacks it).
+            if (s.term, s.lsn) <= (term, lsn) {
+                return false;
+            }
+            self.install(&mut core, s);
+            return true;
+        }
+        if a.batches.is_empty() || (lsn, term) != a.prev {
+            return false;
+        }
+        self.extend(&mut core, a.prev.0, a.batches);
+        self.checkpoint(&mut core);
+        true
     }
 
     /// Replaces the member's log and data by the leader's snapshot.
@@ -469,29 +568,20 @@ impl Node {
             had = core.tail.last().0,
             "replacing the log by the leader's snapshot"
         );
-        let tmp = self.path.with_extension("new");
-        let written = (|| -> std::io::Result<Wal> {
-            let _ = std::fs::remove_file(&tmp);
-            let (mut w, _) = Wal::open::<Record>(&tmp)?;
-            w.append(&Record::Term {
-                term: core.term,
-                voted_for: core.voted_for,
-            });
-            w.append(&Record::Snapshot(s.clone()));
-            w.sync()?;
-            drop(w);
-            std::fs::rename(&tmp, &self.path)?;
-            if let Some(dir) = self.path.parent() {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
-            let (w, _) = Wal::open::<Record>(&self.path)?;
-            Ok(w)
-        })();
-        match written {
-            Ok(w) => core.wal = w,
-            Err(e) => fatal(&self.path, &e),
+        // Readers wait until the snapshot is durable: they never see data that a
+        // crash now would take back.
+        let mut data = self.data.write().unwrap();
+        data.install(&s);
+        let checkpoint = CheckpointView {
+            term: core.term,
+            voted_for: core.voted_for,
+            data: data.view(s.term),
+            pending: Vec::new(),
+        };
+        if let Err(e) = core.wal.replace(wal::Snapshot::of(checkpoint)) {
+            fatal(&self.path, &e);
         }
-        self.data.write().unwrap().install(&s);
+        drop(data);
         core.unapplied.clear();
         core.tail.reset(s.lsn, s.term);
         self.metrics.snapshots.inc();
