@@ -573,19 +573,54 @@ async fn the_store_checkpoints_its_logs_and_restores_exact_state() {
     shop.sup.shutdown().await;
 }
 
+/// The LSN `member` recovered from its own log at its `start`-th start (from 0), from
+/// the "recovered from the log" line it writes before it serves, so before any leader
+/// could send it what it lacks.
+fn recovered_lsn(shop: &Shop, member: &str, start: usize) -> u64 {
+    let log = shop.sup.replica_status(member).unwrap().log;
+    let text = std::fs::read_to_string(&log).unwrap();
+    // Without the terminal's colours: `ESC [ ... m`.
+    let mut plain = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            chars.by_ref().find(|c| *c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    let line = plain
+        .lines()
+        .filter(|l| l.contains("recovered from the log"))
+        .nth(start)
+        .unwrap_or_else(|| panic!("{member}: no start {start} in {}", log.display()));
+    let lsn = line.split("lsn=").nth(1).expect("an lsn field");
+    lsn.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// The store's twin of the broker's: the group holds 200 large keys, a client
 /// overwrites others so that checkpoints follow one another, and each round SIGKILLs
-/// the whole group while a checkpoint is under way.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_of_the_store_group_during_checkpoints_loses_no_acknowledged_write() {
+/// the whole group while a checkpoint is under way. Returns the LSN every member held
+/// before the rounds, each member's LSN recovered from its own log at each restart,
+/// how many kills landed mid-checkpoint, and how many of the 200 keys the group holds
+/// at the end.
+async fn kill_the_store_group_during_checkpoints(
+    env: &[(&str, &str)],
+) -> (u64, Vec<(String, u64)>, usize, usize) {
     use crate::store_failover::ONE_SHARD;
-    let shop =
-        Arc::new(Shop::start_text(ONE_SHARD, &[("SHOP_WAL_CHECKPOINT_BYTES", "65536")]).await);
+    let mut env = env.to_vec();
+    env.push(("SHOP_WAL_CHECKPOINT_BYTES", "65536"));
+    let shop = Arc::new(Shop::start_text(ONE_SHARD, &env).await);
     store_settled(&shop).await;
     let big = "x".repeat(100_000);
     for i in 0..200 {
         assert!(store_put(&shop, &format!("keep-{i}"), &json!(format!("{i} {big}"))).await);
     }
+    let held = store_settled(&shop).await;
     let stop = Arc::new(AtomicBool::new(false));
     let churn = {
         let (shop, stop, big) = (shop.clone(), stop.clone(), big.clone());
@@ -602,6 +637,7 @@ async fn sigkill_of_the_store_group_during_checkpoints_loses_no_acknowledged_wri
     };
     let dir = shop.sup.run_dir().join("data/store-primary-1");
     let mut mid_checkpoint = 0;
+    let mut recovered = Vec::new();
     for round in 1..=4u32 {
         let end = Instant::now() + Duration::from_secs(60);
         while !checkpoint_under_way(&dir) {
@@ -618,19 +654,45 @@ async fn sigkill_of_the_store_group_during_checkpoints_loses_no_acknowledged_wri
             mid_checkpoint += 1;
         }
         group_back(&shop, round).await;
+        for m in STORE {
+            recovered.push((m.to_owned(), recovered_lsn(&shop, m, round as usize)));
+        }
         store_settled(&shop).await;
-        let kept: Vec<String> = store_items(&shop, "store-primary-1")
-            .await
-            .into_keys()
-            .filter(|k| k.starts_with("keep-"))
-            .collect();
-        assert_eq!(kept.len(), 200, "round {round}: every kept key is there");
     }
     stop.store(true, Ordering::Relaxed);
     churn.await.unwrap();
+    let kept = store_items(&shop, "store-primary-1")
+        .await
+        .into_keys()
+        .filter(|k| k.starts_with("keep-"))
+        .count();
     shop.sup.shutdown().await;
+    (held, recovered, mid_checkpoint, kept)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_the_store_group_during_checkpoints_loses_no_acknowledged_write() {
+    let (held, recovered, mid, kept) = kill_the_store_group_during_checkpoints(&[]).await;
+    assert!(mid >= 2, "only {mid} kills landed mid-checkpoint");
+    assert_eq!(kept, 200, "every kept key is in the group's data");
+    // Each member's own log, before any leader could repair it, held what it had.
+    for (m, lsn) in &recovered {
+        assert!(
+            *lsn >= held,
+            "{m} recovered LSN {lsn}, held {held}: {recovered:?}"
+        );
+    }
+}
+
+/// The unsafe order loses what a member's log held (the group repairs it from the
+/// others, which is why the check reads each member's own recovery).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutting_a_store_log_before_its_snapshot_is_durable_loses_batches() {
+    let (held, recovered, mid, _) =
+        kill_the_store_group_during_checkpoints(&[("SHOP_UNSAFE_CUT_BEFORE_SNAPSHOT", "1")]).await;
+    assert!(mid >= 1, "no kill landed mid-checkpoint");
     assert!(
-        mid_checkpoint >= 2,
-        "only {mid_checkpoint} kills landed mid-checkpoint"
+        recovered.iter().any(|(_, lsn)| *lsn < held),
+        "the check must see a member recover less than it held ({held}): {recovered:?}"
     );
 }
