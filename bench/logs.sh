@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
-# Bounded logs (issue 18): disk use of the broker's, the bank's and notifications' data
-# directories, and their recovery time, after ORDERS orders' worth of log records, without
+# Bounded logs (issue 18): disk use of the broker's, the bank's, notifications' and a store
+# member's data directories, and their recovery time, after ORDERS orders' worth of log records, without
 # checkpoints (CHECKPOINT_BYTES 0, the log of before) and with them (the default 16 MiB).
 #
 # The records are written through each service's own state machine, group committer and
 # log, in process (target-system/examples/log_soak.rs): per order, the broker's nine
 # records (the order published to `orders`, received from `payments`, the outcome
 # published to `payment-events`, the payment deleted, the outcome received and deleted
-# from `order-events` and `notifications`), one bank charge, one notification. HTTP is
+# from `order-events` and `notifications`), one bank charge, one notification, and the
+# store's five batches (the idempotency claim; the order, its outbox entry and
+# idempotency record; the relay's claim of the entry and its delete; the outcome) on one
+# member leading alone. HTTP is
 # left out so that a million orders fit in minutes. Recovery is timed twice: in process
 # (snapshot + log read back, state rebuilt), and as a real `shop broker`/`shop bank`
-# process from its start to its first healthy answer.
+# process from its start to its first healthy answer (not notifications).
 #
-# Usage: bench/logs.sh [ORDERS] [SERVICE...]   (default: 1000000 broker bank notifications)
+# Usage: bench/logs.sh [ORDERS] [SERVICE...]   (default: 1000000 broker bank notifications store)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/common.sh
 n=${1:-1000000}
 shift || true
 services=("$@")
-[ ${#services[@]} -gt 0 ] || services=(broker bank notifications)
+[ ${#services[@]} -gt 0 ] || services=(broker bank notifications store)
 # PROFILE=debug uses the test build (its dependencies are optimised, the shop's code not).
 profile=${PROFILE:-release}
 if [ "$profile" = release ] && [ -z "${NO_BUILD:-}" ]; then cargo build --release -p shop --bin shop --example log_soak >&2; fi
@@ -36,6 +39,8 @@ restart() {
     --queue order-events:max_receives=10,dlq=order-events-dlq --queue order-events-dlq
     --queue notifications:max_receives=10,dlq=notifications-dlq --queue notifications-dlq
     --topic orders=payments --topic payment-events=order-events,notifications)
+  # A lone primary (no replica, no witness): it serves once its log is read back.
+  [ "$svc" = store ] && extra=(--role primary --shard 1 --replication async)
   local start end
   start=$(date +%s.%N)
   "$shop" "$svc" --listen "127.0.0.1:$port" --data-dir "$data" "${extra[@]}" >/dev/null 2>&1 &

@@ -9,8 +9,11 @@
 #   replication (SHOP_STORE_REPLICATION=async: answered once the leader alone has it,
 #   the store before failover), and their ratio.
 #
+# - the peer: the same failover trials against a three-member etcd cluster
+#   (bench/etcd_failover.py), and the ratio of the two.
+#
 # Needs: a release build (cargo build --release --workspace; BIN=target/debug to use a
-# debug build instead), wrk, python3, curl.
+# debug build instead), wrk, python3, curl, etcd (apt-get install wrk etcd-server).
 # Everything runs on 127.0.0.1 ports picked at run time and stops when the script ends.
 #
 # Usage: bench/store-failover.sh [trials=20] [duration=15s]
@@ -58,8 +61,19 @@ saturate() {
 echo "## failover: $TRIALS trials, SIGKILL of shard 1's leader (held down 4 s) to the first write acknowledged by the new leader"
 up failover
 FAULTLINE_AGENT="$AGENT" python3 bench/store_failover.py "$TRIALS" "$BIN/faultline" \
-  "store-primary-1=$(addr store-primary-1)" "store-replica-1=$(addr store-replica-1)"
+  "store-primary-1=$(addr store-primary-1)" "store-replica-1=$(addr store-replica-1)" | tee "$WORK/store.trials"
 down
+echo "## the peer: the same trials against a three-member etcd cluster (etcd's defaults: election timeout 1 s, heartbeat 100 ms)"
+mkdir -p "$WORK/etcd"
+python3 bench/etcd_failover.py "$TRIALS" "$WORK/etcd" | tee "$WORK/etcd.trials"
+python3 - "$WORK/store.trials" "$WORK/etcd.trials" <<'PY'
+import re, sys
+def q(path):
+    m = re.search(r"p50 (\d+) ms, p99 (\d+) ms", open(path).read())
+    return int(m.group(1)), int(m.group(2))
+(s50, s99), (e50, e99) = q(sys.argv[1]), q(sys.argv[2])
+print(f"failover store/etcd: p50 {s50}/{e50} ms = {s50 / e50:.2f}x, p99 {s99}/{e99} ms = {s99 / e99:.2f}x")
+PY
 
 echo "## acknowledged orders/s at saturation, semi-synchronous replication (default)"
 up semi

@@ -2,13 +2,13 @@
 //! through its own state machine and log (or recovers one and times it), for
 //! `bench/logs.sh`.
 //!
-//! Usage: `log_soak write|recover broker|bank|notifications DIR ORDERS CHECKPOINT_BYTES`
+//! Usage: `log_soak write|recover broker|bank|notifications|store DIR ORDERS CHECKPOINT_BYTES`
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use shop::services::{bank, broker, notifications};
+use shop::services::{bank, broker, notifications, store};
 use shop::wal::{CheckpointConfig, WalMetrics};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -27,13 +27,18 @@ async fn main() -> anyhow::Result<()> {
     match mode.as_str() {
         "write" => {
             let mut registry = prometheus_client::registry::Registry::default();
-            let m = WalMetrics::register(&mut registry);
             let c = 2048;
-            match service.as_str() {
-                "broker" => broker::soak(&dir, checkpoint, orders, c, m).await?,
-                "bank" => bank::soak(&dir, checkpoint, orders, c, m).await?,
-                "notifications" => notifications::soak(&dir, checkpoint, orders, c, m).await?,
-                s => anyhow::bail!("unknown service {s}"),
+            if service == "store" {
+                // The store registers its metrics (`wal_*` among them) itself.
+                store::soak(&dir, checkpoint, orders, c, &mut registry).await?;
+            } else {
+                let m = WalMetrics::register(&mut registry);
+                match service.as_str() {
+                    "broker" => broker::soak(&dir, checkpoint, orders, c, m).await?,
+                    "bank" => bank::soak(&dir, checkpoint, orders, c, m).await?,
+                    "notifications" => notifications::soak(&dir, checkpoint, orders, c, m).await?,
+                    s => anyhow::bail!("unknown service {s}"),
+                }
             }
             let mut text = String::new();
             prometheus_client::encoding::text::encode(&mut text, &registry)?;
@@ -50,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
                 "broker" => broker::soak_recover(&dir, checkpoint)?,
                 "bank" => bank::soak_recover(&dir, checkpoint)?,
                 "notifications" => notifications::soak_recover(&dir, checkpoint)?,
+                "store" => store::soak_recover(&dir, checkpoint)?,
                 s => anyhow::bail!("unknown service {s}"),
             };
             println!("recover_seconds {:.3}", start.elapsed().as_secs_f64());

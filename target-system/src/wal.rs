@@ -743,6 +743,39 @@ pub fn spawn_committer<M: Machine>(
     (Committer { tx }, handle)
 }
 
+/// Runs `order(client, i)` for every `i` below `orders`, `concurrency` at a time, and
+/// waits for them; the first error ends it. `client` (a committer's sending side) is
+/// dropped once every worker has its own copy, so that its writer ends after them.
+/// Drives the services' `soak`s for `bench/logs.sh`.
+#[doc(hidden)]
+pub async fn soak<C, F, Fut>(
+    client: C,
+    orders: u64,
+    concurrency: u64,
+    order: F,
+) -> anyhow::Result<()>
+where
+    C: Clone + Send + 'static,
+    F: Fn(C, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..concurrency {
+        let (client, order) = (client.clone(), order.clone());
+        workers.spawn(async move {
+            for i in (w..orders).step_by(concurrency as usize) {
+                order(client.clone(), i).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    drop(client);
+    while let Some(r) = workers.join_next().await {
+        r??;
+    }
+    Ok(())
+}
+
 /// A checkpoint's background part: its snapshot's size once durable and the log cut.
 type CheckpointTask = tokio::task::JoinHandle<io::Result<(u64, Duration)>>;
 
@@ -793,6 +826,11 @@ impl Checkpoints {
             let len = complete_checkpoint(&base, generation, snapshot, config)?;
             Ok((len, start.elapsed()))
         }));
+    }
+
+    /// Whether a checkpoint is under way.
+    pub fn busy(&self) -> bool {
+        self.running.as_ref().is_some_and(|t| !t.is_finished())
     }
 
     /// Waits for the checkpoint under way, if any (before the process ends).

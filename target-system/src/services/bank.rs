@@ -311,25 +311,16 @@ pub async fn soak(
 ) -> anyhow::Result<()> {
     let (machine, wal) = recover(data_dir, checkpoint, 1_000_000)?;
     let (committer, writer) = spawn_committer(machine, wal, Durability::Fsync, wal_metrics);
-    let mut workers = tokio::task::JoinSet::new();
-    for w in 0..concurrency {
-        let c = committer.clone();
-        workers.spawn(async move {
-            for i in (w..orders).step_by(concurrency as usize) {
-                let op = Op::Charge {
-                    key: format!("{i:032x}"),
-                    amount_cents: 1999 + i % 5000,
-                    reference: format!("{i:032x}"),
-                };
-                c.call(op).await?;
-            }
-            anyhow::Ok(())
-        });
-    }
-    drop(committer);
-    while let Some(r) = workers.join_next().await {
-        r??;
-    }
+    crate::wal::soak(committer, orders, concurrency, |c, i| async move {
+        let op = Op::Charge {
+            key: format!("{i:032x}"),
+            amount_cents: 1999 + i % 5000,
+            reference: format!("{i:032x}"),
+        };
+        c.call(op).await?;
+        Ok(())
+    })
+    .await?;
     writer.await?;
     Ok(())
 }

@@ -1398,20 +1398,10 @@ pub async fn soak(
         checkpoint,
     )?;
     let (committer, writer) = spawn_committer(broker, wal, Durability::Fsync, wal_metrics);
-    let mut workers = tokio::task::JoinSet::new();
-    for w in 0..concurrency {
-        let c = committer.clone();
-        workers.spawn(async move {
-            for i in (w..orders).step_by(concurrency as usize) {
-                soak_order(&c, i).await?;
-            }
-            anyhow::Ok(())
-        });
-    }
-    drop(committer);
-    while let Some(r) = workers.join_next().await {
-        r??;
-    }
+    crate::wal::soak(committer, orders, concurrency, |c, i| async move {
+        soak_order(&c, i).await
+    })
+    .await?;
     writer.await?;
     Ok(())
 }

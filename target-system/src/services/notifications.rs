@@ -160,27 +160,18 @@ pub async fn soak(
 ) -> anyhow::Result<()> {
     let (machine, wal) = recover(data_dir, checkpoint)?;
     let (committer, writer) = spawn_committer(machine, wal, Durability::Fsync, wal_metrics);
-    let mut workers = tokio::task::JoinSet::new();
-    for w in 0..concurrency {
-        let c = committer.clone();
-        workers.spawn(async move {
-            for i in (w..orders).step_by(concurrency as usize) {
-                let sent = Sent {
-                    message_id: format!("{:032x}", u128::from(i) << 64 | u128::from(i)),
-                    order_id: format!("{i:032x}"),
-                    user: format!("user{}", i % 1000),
-                    outcome: "paid".into(),
-                    sent_ms: 1_700_000_000_000 + i,
-                };
-                c.call(Op::Record(sent)).await?;
-            }
-            anyhow::Ok(())
-        });
-    }
-    drop(committer);
-    while let Some(r) = workers.join_next().await {
-        r??;
-    }
+    crate::wal::soak(committer, orders, concurrency, |c, i| async move {
+        let sent = Sent {
+            message_id: format!("{:032x}", u128::from(i) << 64 | u128::from(i)),
+            order_id: format!("{i:032x}"),
+            user: format!("user{}", i % 1000),
+            outcome: "paid".into(),
+            sent_ms: 1_700_000_000_000 + i,
+        };
+        c.call(Op::Record(sent)).await?;
+        Ok(())
+    })
+    .await?;
     writer.await?;
     Ok(())
 }

@@ -532,3 +532,116 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     let _ = writer.await;
     result
 }
+
+/// A lone member leading its own log with no follower (asynchronous replication), for
+/// the soak: its writes are durable on its log alone.
+fn soak_member(
+    data_dir: &std::path::Path,
+    checkpoint: crate::wal::CheckpointConfig,
+    metrics: StoreMetrics,
+) -> anyhow::Result<Node> {
+    let settings = Settings {
+        tail: 100_000,
+        modes: Modes {
+            semi_sync: false,
+            unsafe_no_fsync: false,
+            no_fencing: false,
+        },
+        base_timeout: Duration::from_secs(1),
+        checkpoint,
+    };
+    let path = data_dir.join("store.log");
+    Node::open(PRIMARY, 1, [None, None, None], path, settings, metrics)
+}
+
+/// Recovers a soaked member's log; the keys it holds. For `bench/logs.sh`.
+#[doc(hidden)]
+pub fn soak_recover(
+    data_dir: &std::path::Path,
+    checkpoint: crate::wal::CheckpointConfig,
+) -> anyhow::Result<usize> {
+    let metrics = StoreMetrics::register(&mut new_registry());
+    let node = soak_member(data_dir, checkpoint, metrics)?;
+    Ok(node.data.read().unwrap().map.len())
+}
+
+/// Drives a member's own log, in process, with the five batches the shop writes to a
+/// shard per order: the idempotency claim, the order with its outbox entry and
+/// idempotency record, the relay's claim of the outbox entry and its delete, and the
+/// payment's outcome. Its metrics go to `registry`. For `bench/logs.sh`.
+#[doc(hidden)]
+pub async fn soak(
+    data_dir: &std::path::Path,
+    checkpoint: crate::wal::CheckpointConfig,
+    orders: u64,
+    concurrency: u64,
+    registry: &mut prometheus_client::registry::Registry,
+) -> anyhow::Result<()> {
+    let node = Arc::new(soak_member(
+        data_dir,
+        checkpoint,
+        StoreMetrics::register(registry),
+    )?);
+    {
+        let mut core = node.lock();
+        let term = core.term + 1;
+        node.set_term(&mut core, term, Some(PRIMARY));
+        node.become_leader(&mut core);
+    }
+    let (writes, rx) = mpsc::channel(4096);
+    let writer = tokio::spawn(write_loop(node.clone(), rx));
+    crate::wal::soak(writes, orders, concurrency, soak_order).await?;
+    writer.await?;
+    while node.lock().checkpoints.busy() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    node.checkpoint_collect();
+    Ok(())
+}
+
+async fn soak_order(writes: mpsc::Sender<Write>, i: u64) -> anyhow::Result<()> {
+    let write = |ops: serde_json::Value| {
+        let writes = writes.clone();
+        async move {
+            let ops: Vec<OpRequest> = serde_json::from_value(ops)?;
+            let (tx, rx) = oneshot::channel();
+            writes.send((ops, tx)).await?;
+            match rx.await? {
+                Ok((lsn, _)) => anyhow::Ok(lsn),
+                Err(e) => anyhow::bail!("{i}: {e:?}"),
+            }
+        }
+    };
+    let (user, id) = (format!("user{}", i % 1000), format!("{i:032x}"));
+    let (idem, order_key, outbox) = (
+        format!("idem/{user}/{id}"),
+        format!("orders/{user}/{id}"),
+        format!("outbox/{id}"),
+    );
+    let order = serde_json::json!({"order_id": id, "user": user, "status": "pending",
+        "items": [{"product_id": 1 + i % 50, "quantity": 1}], "amount_cents": 1999 + i % 5000,
+        "created_ms": 1_700_000_000_000u64 + i, "updated_ms": 1_700_000_000_000u64 + i});
+    let claim = write(serde_json::json!([{"op": "put", "key": idem, "value": {"state": "pending"}, "if_absent": true}])).await?;
+    let done = serde_json::json!({"state": "done", "request_hash": id, "response": {"status": 201, "body": {"order_id": id}}});
+    let entry = serde_json::json!({"topic": "orders", "body": order.to_string(), "claim": null});
+    let placed = write(serde_json::json!([
+        {"op": "put", "key": order_key, "value": order, "if_absent": true},
+        {"op": "put", "key": idem, "value": done, "if_version": claim},
+        {"op": "put", "key": outbox, "value": entry},
+    ]))
+    .await?;
+    let mut claimed = entry.clone();
+    claimed["claim"] = serde_json::json!({"owner": "orders-1", "until_ms": u64::MAX});
+    let relayed = write(
+        serde_json::json!([{"op": "put", "key": outbox, "value": claimed, "if_version": placed}]),
+    )
+    .await?;
+    write(serde_json::json!([{"op": "delete", "key": outbox, "if_version": relayed}])).await?;
+    let mut paid = order;
+    paid["status"] = "paid".into();
+    write(
+        serde_json::json!([{"op": "put", "key": order_key, "value": paid, "if_version": placed}]),
+    )
+    .await?;
+    Ok(())
+}

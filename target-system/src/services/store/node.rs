@@ -417,6 +417,16 @@ impl Node {
         self.checkpoint(&mut self.lock());
     }
 
+    /// Collects a finished checkpoint (the soak, before it ends).
+    #[doc(hidden)]
+    pub fn checkpoint_collect(&self) {
+        let mut core = self.lock();
+        let Core {
+            wal, checkpoints, ..
+        } = &mut *core;
+        checkpoints.step(wal, || None);
+    }
+
     /// Starts a checkpoint of the log when it has grown enough (`wal::Checkpoints`):
     /// the state its records make is the data readers see, the batches they do not
     /// see yet (a leader's), and the term and vote.
