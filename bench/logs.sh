@@ -29,7 +29,7 @@ if [ "$profile" = release ] && [ -z "${NO_BUILD:-}" ]; then cargo build --releas
 soak=target/$profile/examples/log_soak
 shop=target/$profile/shop
 dir=$(mktemp -d -p "${BENCH_DIR:-/tmp}")
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$dir"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$dir"' EXIT
 
 # restart SERVICE DATA_DIR: seconds from the process's start to its first /health answer.
 restart() {

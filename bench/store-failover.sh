@@ -7,7 +7,8 @@
 # - acknowledged orders per second at saturation with semi-synchronous replication (the
 #   default: a write is answered once a follower has it durably) and with asynchronous
 #   replication (SHOP_STORE_REPLICATION=async: answered once the leader alone has it,
-#   the store before failover), and their ratio.
+#   the store before failover), and their ratio; through the gateway (orders) and
+#   straight to the store (one-key batches to shard 1's leader).
 #
 # - the peer: the same failover trials against a three-member etcd cluster
 #   (bench/etcd_failover.py), and the ratio of the two.
@@ -56,6 +57,10 @@ saturate() {
   for p in $(seq 1 50); do curl -sf -o /dev/null "$GW/api/v1/products/$p"; done
   TOKENS="$WORK/tokens" wrk -t2 -c64 -d"$DURATION" --latency -s bench/lua/orders.lua "$GW" > "$WORK/$1.wrk"
   grep -E 'Requests/sec|50%|99%|Non-2xx|requests in' "$WORK/$1.wrk"
+  # The store alone: one-key batches straight to shard 1's leader, where replication
+  # is the whole cost rather than a part of the order path's.
+  wrk -t2 -c64 -d"$DURATION" --latency -s bench/lua/store_batch.lua "http://$(addr store-primary-1)" > "$WORK/$1-store.wrk"
+  grep -E 'Requests/sec|50%|99%|Non-2xx|requests in' "$WORK/$1-store.wrk"
 }
 
 echo "## failover: $TRIALS trials, SIGKILL of shard 1's leader (held down 4 s) to the first write acknowledged by the new leader"
@@ -91,7 +96,8 @@ def rate(path):
     non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", text)) else 0
     secs = float(re.search(r"requests in ([\d.]+)s", text).group(1))
     return (total - non2xx) / secs, non2xx, total
-semi, s_ref, s_tot = rate(sys.argv[1])
-asyn, a_ref, a_tot = rate(sys.argv[2])
-print(f"acknowledged orders/s: semi-sync {semi:.0f} ({s_ref} refused of {s_tot}), async {asyn:.0f} ({a_ref} refused of {a_tot}), ratio semi-sync/async {semi / asyn:.2f}")
+for what, suffix in (("orders/s through the gateway", ""), ("store batches/s (shard 1's leader alone)", "-store")):
+    semi, s_ref, s_tot = rate(sys.argv[1].replace(".wrk", suffix + ".wrk"))
+    asyn, a_ref, a_tot = rate(sys.argv[2].replace(".wrk", suffix + ".wrk"))
+    print(f"acknowledged {what}: semi-sync {semi:.0f} ({s_ref} refused of {s_tot}), async {asyn:.0f} ({a_ref} refused of {a_tot}), ratio semi-sync/async {semi / asyn:.2f}")
 PY
