@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use faultline_tests::metrics::sum;
 use faultline_tests::{Up, alive, cli, replica_json, wait_until};
@@ -471,6 +471,17 @@ calls = ["cache"]
     let up = Up::start(&["--topology", topology.to_str().unwrap()], &[]);
     let agent = up.agent.as_str();
     assert_eq!(replicas(agent, "cache"), ["cache-1"]);
+    // Without load nothing happens: over three ticks the group stays at one (what was
+    // counted before the first tick, health checks included, is not a rate).
+    let idle = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < idle {
+        assert_eq!(
+            replicas(agent, "cache"),
+            ["cache-1"],
+            "scaled out without load"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // About 60 requests a second into the cache: more than one replica's target.
     let load = Load::start(format!("{}/api/v1/products/7", up.gateway), 4);
     assert!(

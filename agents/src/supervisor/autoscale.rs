@@ -42,8 +42,10 @@ pub struct AutoscaleView {
 struct Group {
     service: String,
     spec: Autoscale,
-    /// Each edge's request count at the last tick, by edge name.
-    seen: HashMap<String, u64>,
+    /// Each edge's request count at the last tick, by edge name; `None` before the
+    /// first tick, which only takes this baseline (whatever was counted before it is
+    /// not a rate).
+    seen: Option<HashMap<String, u64>>,
     /// Requests a second of the last ticks (two kept).
     rates: VecDeque<f64>,
     /// Counts wanted over the scale-in window.
@@ -91,7 +93,7 @@ pub(crate) async fn run(sup: Weak<Supervisor>, cancel: CancellationToken) {
                 Some(Group {
                     service: svc.name.clone(),
                     spec: svc.autoscale.clone()?,
-                    seen: HashMap::new(),
+                    seen: None,
                     rates: VecDeque::new(),
                     wanted: VecDeque::new(),
                     last_change: Instant::now(),
@@ -103,7 +105,8 @@ pub(crate) async fn run(sup: Weak<Supervisor>, cancel: CancellationToken) {
     if groups.is_empty() {
         return;
     }
-    let mut ticker = tokio::time::interval(TICK);
+    // The first tick a whole period from now: the rate divides by the time since.
+    let mut ticker = tokio::time::interval_at(Instant::now() + TICK, TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = Instant::now();
     loop {
@@ -155,10 +158,14 @@ fn measure(sup: &Supervisor, g: &mut Group, elapsed: f64, now: Instant) -> Optio
             continue;
         }
         let n = e.stats.requests.load(std::sync::atomic::Ordering::Relaxed);
-        requests += n.saturating_sub(g.seen.get(&e.name).copied().unwrap_or(0));
+        // An edge not seen before is new (a replica added): all it counted is new.
+        let before = g.seen.as_ref().and_then(|s| s.get(&e.name)).copied();
+        requests += n.saturating_sub(before.unwrap_or(0));
         seen.insert(e.name.clone(), n);
     }
-    g.seen = seen;
+    if g.seen.replace(seen).is_none() {
+        return None;
+    }
     g.rates.push_back(requests as f64 / elapsed);
     while g.rates.len() > 2 {
         g.rates.pop_front();
@@ -206,7 +213,7 @@ mod tests {
         Group {
             service: "api".into(),
             spec: spec(),
-            seen: HashMap::new(),
+            seen: None,
             rates: VecDeque::new(),
             wanted: VecDeque::new(),
             last_change: now,
