@@ -1,6 +1,7 @@
 //! The Grafana dashboards and provisioning files faultline ships (`dashboards/`), made
 //! here so that every panel follows the same rules: the datasource comes from the
-//! `${DS_PROMETHEUS}` input, every panel has a unit and a query, template variables
+//! `datasource` template variable (of type datasource, so that an import and file
+//! provisioning both resolve it), every panel has a unit and a query, template variables
 //! `service` and `replica` filter, and fault windows show as annotations.
 //! `faultline dashboards export DIR` writes them; a test keeps `dashboards/` equal to this.
 
@@ -9,8 +10,32 @@ use serde_json::{Value, json};
 /// The current dashboard schema version (Grafana 11).
 pub const SCHEMA_VERSION: u64 = 39;
 
+/// The name of the datasource template variable, and how panels refer to it.
+pub const DATASOURCE_VARIABLE: &str = "datasource";
+const DATASOURCE_REF: &str = "${datasource}";
+
 fn ds() -> Value {
-    json!({ "type": "prometheus", "uid": "${DS_PROMETHEUS}" })
+    json!({ "type": "prometheus", "uid": DATASOURCE_REF })
+}
+
+/// The datasource variable: Grafana lists its Prometheus datasources in it and starts
+/// with the default one, whether the dashboard was imported or provisioned from a file
+/// (an `__inputs` entry, `${DS_PROMETHEUS}`, is resolved by the import alone: a
+/// provisioned dashboard looks for a datasource literally named so, grafana/grafana#10786).
+fn datasource_variable() -> Value {
+    json!({
+        "name": DATASOURCE_VARIABLE,
+        "label": "Data source",
+        "type": "datasource",
+        "query": "prometheus",
+        "regex": "",
+        "current": {},
+        "hide": 0,
+        "includeAll": false,
+        "multi": false,
+        "refresh": 1,
+        "options": [],
+    })
 }
 
 /// A query and its legend.
@@ -67,6 +92,21 @@ fn variable(name: &str, query: &str) -> Value {
 }
 
 pub(crate) fn dashboard(uid: &str, title: &str, description: &str, panels: Vec<Panel>) -> Value {
+    // The filters a dashboard's queries use, and only those: `replica` needs `service`.
+    let uses = |v: &str| {
+        let var = format!("${v}");
+        panels.iter().any(|p| p.queries.iter().any(|q| q.0.contains(&var)))
+    };
+    let mut variables = vec![datasource_variable()];
+    if uses("service") || uses("replica") {
+        variables.push(variable("service", "label_values(up, service)"));
+    }
+    if uses("replica") {
+        variables.push(variable(
+            "replica",
+            "label_values(up{service=~\"$service\"}, replica)",
+        ));
+    }
     let mut x = 0;
     let mut y = 0;
     let panels: Vec<Value> = panels
@@ -112,14 +152,6 @@ pub(crate) fn dashboard(uid: &str, title: &str, description: &str, panels: Vec<P
         })
         .collect();
     json!({
-        "__inputs": [{
-            "name": "DS_PROMETHEUS",
-            "label": "Prometheus",
-            "description": "The Prometheus that scrapes faultline and the shop",
-            "type": "datasource",
-            "pluginId": "prometheus",
-            "pluginName": "Prometheus"
-        }],
         "__requires": [
             { "type": "grafana", "id": "grafana", "name": "Grafana", "version": "10.0.0" },
             { "type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0" },
@@ -138,10 +170,7 @@ pub(crate) fn dashboard(uid: &str, title: &str, description: &str, panels: Vec<P
         "time": { "from": "now-30m", "to": "now" },
         "refresh": "10s",
         "timezone": "browser",
-        "templating": { "list": [
-            variable("service", "label_values(up, service)"),
-            variable("replica", "label_values(up{service=~\"$service\"}, replica)"),
-        ] },
+        "templating": { "list": variables },
         "annotations": { "list": [
             {
                 "builtIn": 1,
@@ -341,14 +370,15 @@ providers:
       foldersFromFilesStructure: false
 "#;
 
-/// Grafana file provisioning: the Prometheus datasource the dashboards' input names.
+/// Grafana file provisioning: a Prometheus datasource, the default one, which the
+/// dashboards' `datasource` variable starts with.
 pub const PROVISIONING_DATASOURCE: &str = r#"# Grafana file provisioning: copy to /etc/grafana/provisioning/datasources/faultline.yml.
-# Provisioned dashboards cannot ask for their ${DS_PROMETHEUS} input, so this datasource
-# has the uid DS_PROMETHEUS that the dashboards resolve to.
+# The dashboards' `datasource` variable starts with the default Prometheus datasource
+# (this one, or any other you mark default) and lists every Prometheus to switch to.
 apiVersion: 1
 datasources:
   - name: Prometheus
-    uid: DS_PROMETHEUS
+    uid: faultline-prometheus
     type: prometheus
     access: proxy
     url: http://127.0.0.1:9090
@@ -357,98 +387,296 @@ datasources:
       timeInterval: 5s
 "#;
 
+/// Binds `dashboard` to the datasource of uid `uid`: the variable starts with it (it
+/// still lists every Prometheus datasource to switch to).
+pub fn bind_datasource(dashboard: &mut Value, uid: &str) {
+    if let Some(list) = dashboard["templating"]["list"].as_array_mut() {
+        for v in list.iter_mut().filter(|v| v["name"] == DATASOURCE_VARIABLE) {
+            v["current"] = json!({ "selected": true, "text": uid, "value": uid });
+        }
+    }
+}
+
+#[cfg(test)]
+/// The dashboard lint: the rules of grafana/dashboard-linter that apply to these
+/// dashboards, and ours. Each problem starts with its rule's name.
+pub fn lint(name: &str, d: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut bad = |rule: &str, what: String| problems.push(format!("{rule}: {name}: {what}"));
+    if d["schemaVersion"].as_u64().unwrap_or(0) < 36 {
+        bad("schema-version", "an old schemaVersion".into());
+    }
+    let vars: Vec<&Value> = d["templating"]["list"]
+        .as_array()
+        .map(|l| l.iter().collect())
+        .unwrap_or_default();
+    // template-datasource-rule: one variable of type datasource, `datasource`
+    // ("Data source"), listing Prometheus datasources.
+    let sources: Vec<&&Value> = vars.iter().filter(|v| v["type"] == "datasource").collect();
+    match sources.as_slice() {
+        [v] if v["name"] == DATASOURCE_VARIABLE
+            && v["label"] == "Data source"
+            && v["query"] == "prometheus" => {}
+        [v] => bad(
+            "template-datasource-rule",
+            format!("the datasource variable is {} ({}, of {})", v["name"], v["label"], v["query"]),
+        ),
+        _ => bad(
+            "template-datasource-rule",
+            format!("{} datasource variables, not one", sources.len()),
+        ),
+    }
+    if !d["__inputs"].is_null() {
+        bad(
+            "template-datasource-rule",
+            "an __inputs entry: file provisioning cannot resolve it".into(),
+        );
+    }
+    // Ours: the datasource first, then the filters in their order.
+    let names: Vec<&str> = vars.iter().filter_map(|v| v["name"].as_str()).collect();
+    let known = [DATASOURCE_VARIABLE, "service", "replica"];
+    if names.first() != Some(&DATASOURCE_VARIABLE) || !known.starts_with(&names) {
+        bad("template-variables", format!("the variables are {names:?}"));
+    }
+    // template-unused-rule: a filter is used by a query or by another filter.
+    let mut used = String::new();
+    for p in d["panels"].as_array().into_iter().flatten() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            used += t["expr"].as_str().unwrap_or_default();
+        }
+    }
+    for v in &vars {
+        used += v["query"]["query"].as_str().unwrap_or_default();
+    }
+    for v in names.iter().filter(|n| **n != DATASOURCE_VARIABLE) {
+        if !used.contains(&format!("${v}")) {
+            bad("template-unused-rule", format!("${v} is never used"));
+        }
+    }
+    // template-label-promql-rule: a query variable is label_values(...) of a label.
+    for v in vars.iter().filter(|v| v["type"] == "query") {
+        let q = v["query"]["query"].as_str().unwrap_or_default();
+        if !(q.starts_with("label_values(") && q.ends_with(')')) {
+            bad("template-label-promql-rule", format!("${}: {q}", v["name"]));
+        }
+        if v["datasource"]["uid"] != DATASOURCE_REF {
+            bad("panel-datasource-rule", format!("${} has its own datasource", v["name"]));
+        }
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for p in d["panels"].as_array().into_iter().flatten() {
+        lint_panel(p, &mut ids, &mut bad);
+    }
+    // No datasource but the variable anywhere (annotations included), except Grafana's
+    // own built-in annotations.
+    let mut all = Vec::new();
+    datasources(d, &mut all);
+    for ds in all {
+        let uid = ds["uid"].as_str().unwrap_or_default();
+        if uid != DATASOURCE_REF && uid != "-- Grafana --" {
+            bad("panel-datasource-rule", format!("a hard-coded datasource {uid}"));
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+/// Units Grafana knows that these dashboards may use.
+const UNITS: &[&str] = &[
+    "reqps", "ops", "s", "ms", "percentunit", "percent", "short", "none", "bytes", "decbytes",
+    "bool", "dtdurations",
+];
+
+#[cfg(test)]
+fn lint_panel(
+    p: &Value,
+    ids: &mut std::collections::BTreeSet<u64>,
+    bad: &mut impl FnMut(&str, String),
+) {
+    let title = p["title"].as_str().unwrap_or_default();
+    if !ids.insert(p["id"].as_u64().unwrap_or(0)) {
+        bad("panel-id", format!("panel id {} twice", p["id"]));
+    }
+    // panel-title-description-rule
+    if title.is_empty() || p["description"].as_str().is_none_or(str::is_empty) {
+        bad("panel-title-description-rule", format!("{title:?} lacks a title or description"));
+    }
+    // panel-units-rule: a unit Grafana knows (or a custom suffix).
+    let unit = p["fieldConfig"]["defaults"]["unit"].as_str().unwrap_or_default();
+    if !(UNITS.contains(&unit) || unit.strip_prefix("suffix:").is_some_and(|s| !s.is_empty())) {
+        bad("panel-units-rule", format!("{title}: unit {unit:?}"));
+    }
+    // panel-datasource-rule
+    if p["datasource"]["uid"] != DATASOURCE_REF {
+        bad("panel-datasource-rule", format!("{title}: not the datasource variable"));
+    }
+    let targets = p["targets"].as_array().map(Vec::as_slice).unwrap_or_default();
+    // panel-no-targets-rule
+    if targets.is_empty() {
+        bad("panel-no-targets-rule", format!("{title}: no query"));
+    }
+    for t in targets {
+        let expr = t["expr"].as_str().unwrap_or_default();
+        if expr.is_empty() {
+            bad("target-promql-rule", format!("{title}: an empty query"));
+        }
+        if t["datasource"]["uid"] != DATASOURCE_REF {
+            bad("panel-datasource-rule", format!("{title}: a query's datasource"));
+        }
+        for problem in lint_expr(expr) {
+            bad(problem.0, format!("{title}: {}", problem.1));
+        }
+    }
+}
+
+#[cfg(test)]
+/// The PromQL rules, read from the text: target-rate-interval-rule (a range under
+/// `rate` or `irate` is `$__rate_interval`) and target-counter-agg-rule (a counter,
+/// `_total`, is read through a range, as `rate`, `irate` or `increase` need).
+fn lint_expr(expr: &str) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for f in ["rate(", "irate("] {
+        let mut rest = expr;
+        while let Some(i) = rest.find(f) {
+            // `irate(` also contains `rate(`: only a name that starts here counts.
+            let starts = i == 0 || !rest.as_bytes()[i - 1].is_ascii_alphanumeric();
+            let after = &rest[i + f.len()..];
+            if starts
+                && let Some(open) = after.find('[')
+                && !after[open..].starts_with("[$__rate_interval]")
+            {
+                out.push(("target-rate-interval-rule", format!("{expr}: use $__rate_interval")));
+            }
+            rest = after;
+        }
+    }
+    let bytes = expr.as_bytes();
+    let mut rest = 0;
+    while let Some(i) = expr[rest..].find("_total") {
+        let end = rest + i + "_total".len();
+        rest = end;
+        if bytes.get(end).is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_') {
+            continue;
+        }
+        // Past the selector's matchers, a range must follow.
+        let mut j = end;
+        if bytes.get(j) == Some(&b'{') {
+            j += expr[j..].find('}').map_or(0, |k| k + 1);
+        }
+        if bytes.get(j) != Some(&b'[') {
+            out.push(("target-counter-agg-rule", format!("{expr}: a counter without rate")));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+fn datasources<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                if k == "datasource" {
+                    out.push(v);
+                }
+                datasources(v, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|v| datasources(v, out)),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    /// The dashboard linter: what Grafana's dashboard-linter checks, and ours.
-    fn lint(name: &str, d: &serde_json::Value) -> Vec<String> {
-        let mut problems = Vec::new();
-        let input = d["__inputs"]
-            .as_array()
-            .and_then(|i| i.first())
-            .map(|i| i["name"].as_str().unwrap_or_default().to_owned());
-        if input.as_deref() != Some("DS_PROMETHEUS") {
-            problems.push(format!("{name}: no DS_PROMETHEUS datasource input"));
-        }
-        let want = "${DS_PROMETHEUS}";
-        if d["schemaVersion"].as_u64().unwrap_or(0) < 36 {
-            problems.push(format!("{name}: an old schemaVersion"));
-        }
-        let vars: Vec<&str> = d["templating"]["list"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v["name"].as_str().unwrap())
-            .collect();
-        if vars != ["service", "replica"] {
-            problems.push(format!("{name}: template variables are {vars:?}"));
-        }
-        let mut ids = std::collections::BTreeSet::new();
-        for p in d["panels"].as_array().unwrap() {
-            let title = p["title"].as_str().unwrap_or("?");
-            if !ids.insert(p["id"].as_u64().unwrap()) {
-                problems.push(format!("{name}: panel id {} twice", p["id"]));
-            }
-            if p["datasource"]["uid"] != want {
-                problems.push(format!("{name} / {title}: datasource is not the input"));
-            }
-            if p["fieldConfig"]["defaults"]["unit"]
-                .as_str()
-                .is_none_or(str::is_empty)
-            {
-                problems.push(format!("{name} / {title}: no unit"));
-            }
-            let targets = p["targets"].as_array().unwrap();
-            if targets.is_empty() {
-                problems.push(format!("{name} / {title}: no query"));
-            }
-            for t in targets {
-                if t["datasource"]["uid"] != want || t["expr"].as_str().is_none_or(str::is_empty) {
-                    problems.push(format!(
-                        "{name} / {title}: a query without expr or input datasource"
-                    ));
-                }
-            }
-            if p["description"].as_str().is_none_or(str::is_empty) {
-                problems.push(format!("{name} / {title}: no description"));
-            }
-        }
-        // No uid of a real datasource anywhere: only the input.
-        fn datasources<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a serde_json::Value>) {
-            match v {
-                serde_json::Value::Object(m) => {
-                    for (k, v) in m {
-                        if k == "datasource" {
-                            out.push(v);
-                        }
-                        datasources(v, out);
-                    }
-                }
-                serde_json::Value::Array(a) => a.iter().for_each(|v| datasources(v, out)),
-                _ => {}
-            }
-        }
-        let mut all = Vec::new();
-        datasources(d, &mut all);
-        for ds in all {
-            let uid = ds["uid"].as_str().unwrap_or_default();
-            if uid != want && uid != "-- Grafana --" {
-                problems.push(format!("{name}: a hard-coded datasource uid {uid}"));
-            }
-        }
-        problems
-    }
+    use super::lint;
+    use serde_json::json;
 
     #[test]
-    fn the_dashboards_pass_the_lint_and_the_lint_catches_mistakes() {
+    fn the_dashboards_pass_the_lint() {
         for (name, d) in super::all() {
             assert_eq!(lint(name, &d), Vec::<String>::new());
         }
-        let (_, mut d) = super::all().remove(0);
-        d["panels"][1]["id"] = d["panels"][0]["id"].clone();
-        d["panels"][2]["fieldConfig"]["defaults"]["unit"] = "".into();
-        d["panels"][3]["datasource"]["uid"] = "P1809F7CD0C75ACF3".into();
-        let problems = lint("x", &d);
-        assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+
+    /// Each planted mistake is caught by its rule, and by it alone.
+    #[test]
+    fn the_lint_catches_each_planted_mistake() {
+        type Plant = fn(&mut serde_json::Value);
+        let plants: [(&str, Plant); 15] = [
+            ("template-datasource-rule", |d| {
+                d["templating"]["list"][0]["type"] = "constant".into();
+            }),
+            ("template-datasource-rule", |d| {
+                d["templating"]["list"][0]["label"] = "Prometheus".into();
+            }),
+            ("template-datasource-rule", |d| {
+                d["__inputs"] = json!([{ "name": "DS_PROMETHEUS", "type": "datasource" }]);
+            }),
+            ("panel-datasource-rule", |d| {
+                d["panels"][3]["datasource"]["uid"] = "${DS_PROMETHEUS}".into();
+            }),
+            ("panel-datasource-rule", |d| {
+                d["annotations"]["list"][1]["datasource"]["uid"] = "P1809F7CD0C75ACF3".into();
+            }),
+            ("panel-units-rule", |d| {
+                d["panels"][2]["fieldConfig"]["defaults"]["unit"] = "".into();
+            }),
+            ("panel-units-rule", |d| {
+                d["panels"][2]["fieldConfig"]["defaults"]["unit"] = "requests".into();
+            }),
+            ("target-rate-interval-rule", |d| {
+                d["panels"][0]["targets"][0]["expr"] =
+                    "sum by (status) (rate(faultline_requests_total[5m]))".into();
+            }),
+            ("target-counter-agg-rule", |d| {
+                d["panels"][0]["targets"][0]["expr"] =
+                    "sum by (status) (faultline_requests_total)".into();
+            }),
+            ("panel-no-targets-rule", |d| {
+                d["panels"][4]["targets"] = json!([]);
+            }),
+            ("panel-title-description-rule", |d| {
+                d["panels"][5]["description"] = "".into();
+            }),
+            ("panel-id", |d| {
+                d["panels"][1]["id"] = d["panels"][0]["id"].clone();
+            }),
+            ("template-label-promql-rule", |d| {
+                d["templating"]["list"][1]["query"]["query"] = "up".into();
+            }),
+            ("template-unused-rule", |d| {
+                let v = d["templating"]["list"][2]["query"]["query"].as_str().unwrap();
+                let v = v.replace("$service", ".*");
+                d["templating"]["list"][2]["query"]["query"] = v.into();
+                for p in d["panels"].as_array_mut().unwrap() {
+                    for t in p["targets"].as_array_mut().unwrap() {
+                        let e = t["expr"].as_str().unwrap().replace("$service", ".*");
+                        t["expr"] = e.into();
+                    }
+                }
+            }),
+            ("schema-version", |d| {
+                d["schemaVersion"] = 27.into();
+            }),
+        ];
+        for (rule, plant) in plants {
+            // The shop's services: it has every variable.
+            let (_, mut d) = super::all().remove(1);
+            plant(&mut d);
+            let problems = lint("x", &d);
+            assert!(
+                !problems.is_empty() && problems.iter().all(|p| p.starts_with(rule)),
+                "{rule}: {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bound_dashboard_starts_with_its_datasource_and_still_passes() {
+        let (name, mut d) = super::all().remove(0);
+        super::bind_datasource(&mut d, "abc123");
+        assert_eq!(d["templating"]["list"][0]["current"]["value"], "abc123");
+        assert_eq!(lint(name, &d), Vec::<String>::new());
     }
 
     #[test]

@@ -15,17 +15,18 @@ pub struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
-    /// Write the Grafana dashboards (JSON, importable: they ask for a Prometheus
-    /// datasource) and the provisioning files into DIR.
+    /// Write the Grafana dashboards (JSON: import them, or provision them from files;
+    /// their `datasource` variable starts with the default Prometheus datasource) and
+    /// the provisioning files into DIR.
     ///
     /// Examples:
     ///   faultline dashboards export ./grafana
-    ///   faultline dashboards export /var/lib/grafana/dashboards/faultline --datasource-uid DS_PROMETHEUS
+    ///   faultline dashboards export /var/lib/grafana/dashboards/faultline --datasource-uid faultline-prometheus
     #[command(verbatim_doc_comment)]
     Export {
         dir: PathBuf,
-        /// For file provisioning, where Grafana cannot ask for the datasource: write this
-        /// datasource uid in place of the `${DS_PROMETHEUS}` input.
+        /// Start the dashboards' `datasource` variable with this datasource (by uid)
+        /// rather than the default Prometheus one; the others stay selectable.
         #[arg(long, value_name = "UID")]
         datasource_uid: Option<String>,
     },
@@ -39,10 +40,11 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     std::fs::create_dir_all(dir.join("provisioning"))
         .with_context(|| format!("cannot create {}", dir.display()))?;
     for (name, value) in dashboards::all() {
-        let mut text = serde_json::to_string_pretty(&value)? + "\n";
+        let mut value = value;
         if let Some(uid) = &datasource_uid {
-            text = text.replace("${DS_PROMETHEUS}", uid);
+            dashboards::bind_datasource(&mut value, uid);
         }
+        let text = serde_json::to_string_pretty(&value)? + "\n";
         std::fs::write(dir.join(name), text)?;
     }
     std::fs::write(
