@@ -91,11 +91,14 @@ fn variable(name: &str, query: &str) -> Value {
     })
 }
 
-pub(crate) fn dashboard(uid: &str, title: &str, description: &str, panels: Vec<Panel>) -> Value {
-    // The filters a dashboard's queries use, and only those: `replica` needs `service`.
+/// The datasource variable, then the filters the panels' queries use, and only those
+/// (`replica` needs `service`).
+fn variables(panels: &[Panel]) -> Vec<Value> {
     let uses = |v: &str| {
         let var = format!("${v}");
-        panels.iter().any(|p| p.queries.iter().any(|q| q.0.contains(&var)))
+        panels
+            .iter()
+            .any(|p| p.queries.iter().any(|q| q.0.contains(&var)))
     };
     let mut variables = vec![datasource_variable()];
     if uses("service") || uses("replica") {
@@ -107,6 +110,11 @@ pub(crate) fn dashboard(uid: &str, title: &str, description: &str, panels: Vec<P
             "label_values(up{service=~\"$service\"}, replica)",
         ));
     }
+    variables
+}
+
+pub(crate) fn dashboard(uid: &str, title: &str, description: &str, panels: Vec<Panel>) -> Value {
+    let variables = variables(&panels);
     let mut x = 0;
     let mut y = 0;
     let panels: Vec<Value> = panels
@@ -419,7 +427,10 @@ pub fn lint(name: &str, d: &Value) -> Vec<String> {
             && v["query"] == "prometheus" => {}
         [v] => bad(
             "template-datasource-rule",
-            format!("the datasource variable is {} ({}, of {})", v["name"], v["label"], v["query"]),
+            format!(
+                "the datasource variable is {} ({}, of {})",
+                v["name"], v["label"], v["query"]
+            ),
         ),
         _ => bad(
             "template-datasource-rule",
@@ -460,7 +471,10 @@ pub fn lint(name: &str, d: &Value) -> Vec<String> {
             bad("template-label-promql-rule", format!("${}: {q}", v["name"]));
         }
         if v["datasource"]["uid"] != DATASOURCE_REF {
-            bad("panel-datasource-rule", format!("${} has its own datasource", v["name"]));
+            bad(
+                "panel-datasource-rule",
+                format!("${} has its own datasource", v["name"]),
+            );
         }
     }
     let mut ids = std::collections::BTreeSet::new();
@@ -474,7 +488,10 @@ pub fn lint(name: &str, d: &Value) -> Vec<String> {
     for ds in all {
         let uid = ds["uid"].as_str().unwrap_or_default();
         if uid != DATASOURCE_REF && uid != "-- Grafana --" {
-            bad("panel-datasource-rule", format!("a hard-coded datasource {uid}"));
+            bad(
+                "panel-datasource-rule",
+                format!("a hard-coded datasource {uid}"),
+            );
         }
     }
     problems
@@ -483,8 +500,18 @@ pub fn lint(name: &str, d: &Value) -> Vec<String> {
 #[cfg(test)]
 /// Units Grafana knows that these dashboards may use.
 const UNITS: &[&str] = &[
-    "reqps", "ops", "s", "ms", "percentunit", "percent", "short", "none", "bytes", "decbytes",
-    "bool", "dtdurations",
+    "reqps",
+    "ops",
+    "s",
+    "ms",
+    "percentunit",
+    "percent",
+    "short",
+    "none",
+    "bytes",
+    "decbytes",
+    "bool",
+    "dtdurations",
 ];
 
 #[cfg(test)]
@@ -499,18 +526,29 @@ fn lint_panel(
     }
     // panel-title-description-rule
     if title.is_empty() || p["description"].as_str().is_none_or(str::is_empty) {
-        bad("panel-title-description-rule", format!("{title:?} lacks a title or description"));
+        bad(
+            "panel-title-description-rule",
+            format!("{title:?} lacks a title or description"),
+        );
     }
     // panel-units-rule: a unit Grafana knows (or a custom suffix).
-    let unit = p["fieldConfig"]["defaults"]["unit"].as_str().unwrap_or_default();
+    let unit = p["fieldConfig"]["defaults"]["unit"]
+        .as_str()
+        .unwrap_or_default();
     if !(UNITS.contains(&unit) || unit.strip_prefix("suffix:").is_some_and(|s| !s.is_empty())) {
         bad("panel-units-rule", format!("{title}: unit {unit:?}"));
     }
     // panel-datasource-rule
     if p["datasource"]["uid"] != DATASOURCE_REF {
-        bad("panel-datasource-rule", format!("{title}: not the datasource variable"));
+        bad(
+            "panel-datasource-rule",
+            format!("{title}: not the datasource variable"),
+        );
     }
-    let targets = p["targets"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let targets = p["targets"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     // panel-no-targets-rule
     if targets.is_empty() {
         bad("panel-no-targets-rule", format!("{title}: no query"));
@@ -521,7 +559,10 @@ fn lint_panel(
             bad("target-promql-rule", format!("{title}: an empty query"));
         }
         if t["datasource"]["uid"] != DATASOURCE_REF {
-            bad("panel-datasource-rule", format!("{title}: a query's datasource"));
+            bad(
+                "panel-datasource-rule",
+                format!("{title}: a query's datasource"),
+            );
         }
         for problem in lint_expr(expr) {
             bad(problem.0, format!("{title}: {}", problem.1));
@@ -545,7 +586,10 @@ fn lint_expr(expr: &str) -> Vec<(&'static str, String)> {
                 && let Some(open) = after.find('[')
                 && !after[open..].starts_with("[$__rate_interval]")
             {
-                out.push(("target-rate-interval-rule", format!("{expr}: use $__rate_interval")));
+                out.push((
+                    "target-rate-interval-rule",
+                    format!("{expr}: use $__rate_interval"),
+                ));
             }
             rest = after;
         }
@@ -555,7 +599,10 @@ fn lint_expr(expr: &str) -> Vec<(&'static str, String)> {
     while let Some(i) = expr[rest..].find("_total") {
         let end = rest + i + "_total".len();
         rest = end;
-        if bytes.get(end).is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_') {
+        if bytes
+            .get(end)
+            .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        {
             continue;
         }
         // Past the selector's matchers, a range must follow.
@@ -564,7 +611,10 @@ fn lint_expr(expr: &str) -> Vec<(&'static str, String)> {
             j += expr[j..].find('}').map_or(0, |k| k + 1);
         }
         if bytes.get(j) != Some(&b'[') {
-            out.push(("target-counter-agg-rule", format!("{expr}: a counter without rate")));
+            out.push((
+                "target-counter-agg-rule",
+                format!("{expr}: a counter without rate"),
+            ));
         }
     }
     out
@@ -645,7 +695,9 @@ mod tests {
                 d["templating"]["list"][1]["query"]["query"] = "up".into();
             }),
             ("template-unused-rule", |d| {
-                let v = d["templating"]["list"][2]["query"]["query"].as_str().unwrap();
+                let v = d["templating"]["list"][2]["query"]["query"]
+                    .as_str()
+                    .unwrap();
                 let v = v.replace("$service", ".*");
                 d["templating"]["list"][2]["query"]["query"] = v.into();
                 for p in d["panels"].as_array_mut().unwrap() {

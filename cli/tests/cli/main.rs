@@ -55,3 +55,37 @@ fn an_unknown_command_or_flag_is_bad_input() {
     assert_eq!(code, Some(2));
     assert!(err.contains("99999"), "{err}");
 }
+
+/// The exported dashboards refer to their datasource only through the `datasource`
+/// variable, which file provisioning resolves; `--datasource-uid` starts it with one.
+#[test]
+fn exported_dashboards_read_from_the_datasource_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let (code, _, err) = faultline(&["dashboards", "export", out, "--datasource-uid", "abc123"]);
+    assert_eq!(code, Some(0), "{err}");
+    for name in [
+        "faultline-overview.json",
+        "shop-services.json",
+        "shop-data.json",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(name)).unwrap();
+        assert!(
+            !text.contains("DS_PROMETHEUS"),
+            "{name} names an import input"
+        );
+        let d: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let var = &d["templating"]["list"][0];
+        assert_eq!(var["type"], "datasource", "{name}");
+        assert_eq!(var["current"]["value"], "abc123", "{name}");
+        for p in d["panels"].as_array().unwrap() {
+            assert_eq!(
+                p["datasource"]["uid"], "${datasource}",
+                "{name}: {}",
+                p["title"]
+            );
+        }
+    }
+    let provisioning = std::fs::read_to_string(dir.path().join("provisioning/datasources.yml"));
+    assert!(provisioning.unwrap().contains("isDefault: true"));
+}
