@@ -292,6 +292,18 @@ fn checkpoint_under_way(dir: &Path) -> bool {
     })
 }
 
+/// Waits (up to a minute) for a checkpoint to be under way in `dir`.
+async fn checkpoint_started(dir: &Path, round: u32) {
+    let end = Instant::now() + Duration::from_secs(60);
+    while !checkpoint_under_way(dir) {
+        assert!(
+            Instant::now() < end,
+            "no checkpoint started in round {round}"
+        );
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+}
+
 /// A broker with 200 large messages kept in `keep` (so every snapshot takes a while to
 /// write) and a client churning `churn` (send, receive, delete) so that the log grows
 /// and checkpoints follow one another. Each round waits for a checkpoint to be under
@@ -362,14 +374,7 @@ command = ["shop", "broker", "--listen", "{listen}", "--data-dir", "{run_dir}/da
     let mut mid_checkpoint = 0;
     let mut found = kept.clone();
     for round in 1..=6u32 {
-        let end = Instant::now() + Duration::from_secs(60);
-        while !checkpoint_under_way(&dir) {
-            assert!(
-                Instant::now() < end,
-                "no checkpoint started in round {round}"
-            );
-            tokio::time::sleep(Duration::from_micros(500)).await;
-        }
+        checkpoint_started(&dir, round).await;
         shop.sup.kill("broker-1", None).await.unwrap();
         if checkpoint_under_way(&dir) {
             mid_checkpoint += 1;
@@ -639,14 +644,7 @@ async fn kill_the_store_group_during_checkpoints(
     let mut mid_checkpoint = 0;
     let mut recovered = Vec::new();
     for round in 1..=4u32 {
-        let end = Instant::now() + Duration::from_secs(60);
-        while !checkpoint_under_way(&dir) {
-            assert!(
-                Instant::now() < end,
-                "no checkpoint started in round {round}"
-            );
-            tokio::time::sleep(Duration::from_micros(500)).await;
-        }
+        checkpoint_started(&dir, round).await;
         kill_the_group(&shop).await;
         // `kill` returns once the member is dead: a snapshot still partial then was
         // cut off by the SIGKILL.
