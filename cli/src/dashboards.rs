@@ -480,6 +480,23 @@ pub fn lint(name: &str, d: &Value) -> Vec<String> {
     let mut ids = std::collections::BTreeSet::new();
     for p in d["panels"].as_array().into_iter().flatten() {
         lint_panel(p, &mut ids, &mut bad);
+        // target-required-matchers-rule (dashboard-linter's target-job and
+        // target-instance, with our filters): where the dashboard filters by replica,
+        // every selector does.
+        if names.contains(&"replica") {
+            for t in p["targets"].as_array().into_iter().flatten() {
+                let expr = t["expr"].as_str().unwrap_or_default();
+                if let Some(s) = unfiltered_selector(expr) {
+                    bad(
+                        "target-required-matchers-rule",
+                        format!(
+                            "{}: {s} lacks the $service and $replica matchers",
+                            p["title"]
+                        ),
+                    );
+                }
+            }
+        }
     }
     // No datasource but the variable anywhere (annotations included), except Grafana's
     // own built-in annotations.
@@ -571,6 +588,45 @@ fn lint_panel(
 }
 
 #[cfg(test)]
+/// The first selector of `expr` without `service=~"$service"` and
+/// `replica=~"$replica"`: a metric name (outside quotes) not followed by matchers, or
+/// matchers without both.
+#[cfg(test)]
+fn unfiltered_selector(expr: &str) -> Option<String> {
+    let bytes = expr.as_bytes();
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b':';
+    let (mut i, mut quoted) = (0, false);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'"' {
+            quoted = !quoted;
+        } else if !quoted && b == b'{' {
+            let end = expr[i..].find('}').map_or(expr.len(), |k| i + k + 1);
+            let m = &expr[i..end];
+            if !(m.contains(r#"service=~"$service""#) && m.contains(r#"replica=~"$replica""#)) {
+                return Some(m.to_owned());
+            }
+            i = end;
+            continue;
+        } else if !quoted
+            && (expr[i..].starts_with("shop_") || expr[i..].starts_with("faultline_"))
+            && (i == 0 || !word(bytes[i - 1]))
+        {
+            let end = (i..bytes.len())
+                .find(|&k| !word(bytes[k]))
+                .unwrap_or(bytes.len());
+            if bytes.get(end) != Some(&b'{') {
+                return Some(expr[i..end].to_owned());
+            }
+            i = end;
+            continue;
+        }
+        i += 1;
+    }
+    None
+}
+
+#[cfg(test)]
 /// The PromQL rules, read from the text: target-rate-interval-rule (a range under
 /// `rate` or `irate` is `$__rate_interval`) and target-counter-agg-rule (a counter,
 /// `_total`, is read through a range, as `rate`, `irate` or `increase` need).
@@ -652,7 +708,7 @@ mod tests {
     #[test]
     fn the_lint_catches_each_planted_mistake() {
         type Plant = fn(&mut serde_json::Value);
-        let plants: [(&str, Plant); 15] = [
+        let plants: [(&str, Plant); 17] = [
             ("template-datasource-rule", |d| {
                 d["templating"]["list"][0]["type"] = "constant".into();
             }),
@@ -676,11 +732,12 @@ mod tests {
             }),
             ("target-rate-interval-rule", |d| {
                 d["panels"][0]["targets"][0]["expr"] =
-                    "sum by (status) (rate(faultline_requests_total[5m]))".into();
+                    r#"sum(rate(shop_http_requests_total{service=~"$service",replica=~"$replica"}[5m]))"#.into();
             }),
             ("target-counter-agg-rule", |d| {
                 d["panels"][0]["targets"][0]["expr"] =
-                    "sum by (status) (faultline_requests_total)".into();
+                    r#"sum(shop_http_requests_total{service=~"$service",replica=~"$replica"})"#
+                        .into();
             }),
             ("panel-no-targets-rule", |d| {
                 d["panels"][4]["targets"] = json!([]);
@@ -695,17 +752,23 @@ mod tests {
                 d["templating"]["list"][1]["query"]["query"] = "up".into();
             }),
             ("template-unused-rule", |d| {
-                let v = d["templating"]["list"][2]["query"]["query"]
-                    .as_str()
-                    .unwrap();
-                let v = v.replace("$service", ".*");
-                d["templating"]["list"][2]["query"]["query"] = v.into();
-                for p in d["panels"].as_array_mut().unwrap() {
-                    for t in p["targets"].as_array_mut().unwrap() {
-                        let e = t["expr"].as_str().unwrap().replace("$service", ".*");
-                        t["expr"] = e.into();
-                    }
-                }
+                // The overview, given the shop's `service` filter that none of its
+                // queries uses.
+                let service = d["templating"]["list"][1].clone();
+                *d = crate::dashboards::all().remove(0).1;
+                d["templating"]["list"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(service);
+            }),
+            ("target-required-matchers-rule", |d| {
+                d["panels"][0]["targets"][0]["expr"] =
+                    "sum by (service) (rate(shop_http_requests_total[$__rate_interval]))".into();
+            }),
+            ("target-required-matchers-rule", |d| {
+                d["panels"][0]["targets"][0]["expr"] =
+                    r#"sum(rate(shop_http_requests_total{service=~"$service"}[$__rate_interval]))"#
+                        .into();
             }),
             ("schema-version", |d| {
                 d["schemaVersion"] = 27.into();

@@ -141,7 +141,7 @@ pub fn data() -> Value {
                 "timeseries",
                 "short",
                 vec![q(
-                    "sum by (queue) (shop_broker_messages_visible)",
+                    "sum by (queue) (shop_broker_messages_visible{service=~\"$service\",replica=~\"$replica\"})",
                     "{{queue}}",
                 )],
             ),
@@ -151,7 +151,7 @@ pub fn data() -> Value {
                 "timeseries",
                 "short",
                 vec![q(
-                    "sum by (queue) (shop_broker_messages_in_flight)",
+                    "sum by (queue) (shop_broker_messages_in_flight{service=~\"$service\",replica=~\"$replica\"})",
                     "{{queue}}",
                 )],
             ),
@@ -160,7 +160,10 @@ pub fn data() -> Value {
                 "Messages in each queue's dead letter queue.",
                 "timeseries",
                 "short",
-                vec![q("sum by (queue) (shop_broker_dlq_depth)", "{{queue}}")],
+                vec![q(
+                    "sum by (queue) (shop_broker_dlq_depth{service=~\"$service\",replica=~\"$replica\"})",
+                    "{{queue}}",
+                )],
             ),
             p(
                 "Oldest message age",
@@ -168,7 +171,7 @@ pub fn data() -> Value {
                 "timeseries",
                 "s",
                 vec![q(
-                    "max by (queue) (shop_broker_oldest_message_age_seconds)",
+                    "max by (queue) (shop_broker_oldest_message_age_seconds{service=~\"$service\",replica=~\"$replica\"})",
                     "{{queue}}",
                 )],
             ),
@@ -198,7 +201,7 @@ pub fn data() -> Value {
                 "timeseries",
                 "percentunit",
                 vec![q(
-                    "sum(rate(shop_cache_hits_total[$__rate_interval])) / (sum(rate(shop_cache_hits_total[$__rate_interval])) + sum(rate(shop_cache_misses_total[$__rate_interval])))",
+                    "sum(rate(shop_cache_hits_total{service=~\"$service\",replica=~\"$replica\"}[$__rate_interval])) / (sum(rate(shop_cache_hits_total{service=~\"$service\",replica=~\"$replica\"}[$__rate_interval])) + sum(rate(shop_cache_misses_total{service=~\"$service\",replica=~\"$replica\"}[$__rate_interval])))",
                     "cache",
                 )],
             ),
@@ -208,7 +211,7 @@ pub fn data() -> Value {
                 "timeseries",
                 "percentunit",
                 vec![q(
-                    "sum by (result) (rate(shop_cdn_lookups_total[$__rate_interval])) / scalar(sum(rate(shop_cdn_lookups_total[$__rate_interval])))",
+                    "sum by (result) (rate(shop_cdn_lookups_total{service=~\"$service\",replica=~\"$replica\"}[$__rate_interval])) / scalar(sum(rate(shop_cdn_lookups_total{service=~\"$service\",replica=~\"$replica\"}[$__rate_interval])))",
                     "{{result}}",
                 )],
             ),
