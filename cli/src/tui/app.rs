@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use faultline_agent::faults::{FaultRequest, FaultSpec};
-use faultline_agent::supervisor::ReplicaStatus;
+use faultline_agent::supervisor::{ReplicaState, ReplicaStatus};
 
 use crate::run::state::RunState;
 
@@ -62,10 +62,15 @@ impl App {
         self.state.replicas.get(self.selected)
     }
 
-    /// Takes a new run state, keeping the selection on the same replica.
+    /// Takes a new run state, keeping the selection on the same replica. Replicas in
+    /// trouble come first (see [`App::in_trouble`]), each group in the agent's order,
+    /// so that a cut list never hides the one that matters.
     pub fn set_state(&mut self, state: RunState) {
         let name = self.selected_replica().map(|r| r.name.clone());
         self.state = state;
+        let mut replicas = std::mem::take(&mut self.state.replicas);
+        replicas.sort_by_key(|r| !self.in_trouble(r));
+        self.state.replicas = replicas;
         if let Some(name) = name
             && let Some(i) = self.state.replicas.iter().position(|r| r.name == name)
         {
@@ -74,6 +79,14 @@ impl App {
         self.selected = self
             .selected
             .min(self.state.replicas.len().saturating_sub(1));
+    }
+
+    /// Down, held, paused, starting, unhealthy or restarting; under a fault; or with an
+    /// open breaker.
+    pub fn in_trouble(&self, r: &ReplicaStatus) -> bool {
+        r.state != ReplicaState::Healthy
+            || !self.faults_on(r).is_empty()
+            || self.state.breakers.contains_key(&r.name)
     }
 
     pub fn note(&mut self, message: impl Into<String>) {
@@ -271,7 +284,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("+ -", "one replica more / fewer of the service (scale)"),
     ("?", "this help"),
     (
-        "q, Ctrl-C",
+        "q, Esc, Ctrl-C",
         "heal the faults this dashboard applied, and quit",
     ),
 ];
@@ -383,8 +396,9 @@ mod tests {
                 Action::HealAll
             ]
         );
-        // Nothing on payments-1: u only says so.
-        press(&mut a, "l");
+        // Nothing on payments-1: u only says so. (orders-2, in trouble, is listed
+        // first: the previous service wraps round to payments.)
+        press(&mut a, "h");
         a.pending.clear();
         press(&mut a, "u");
         assert!(a.pending.is_empty());
@@ -428,11 +442,25 @@ mod tests {
             "orders<->broker",
         )];
         a.set_state(state);
-        press(&mut a, "jj");
+        // The partitioned service's replicas come first; the selection stays on auth-1.
+        let names: Vec<&str> = a.state.replicas.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "orders-1",
+                "orders-2",
+                "orders-3",
+                "auth-1",
+                "auth-2",
+                "payments-1"
+            ]
+        );
+        assert_eq!(a.selected_replica().unwrap().name, "auth-1");
+        press(&mut a, "kkk");
         assert_eq!(a.selected_replica().unwrap().name, "orders-1");
         press(&mut a, "u");
         assert_eq!(a.pending, [Action::Heal(vec!["f9".into()])]);
-        // Nothing of it on payments.
+        // Nothing of it on auth.
         a.pending.clear();
         press(&mut a, "l");
         press(&mut a, "u");

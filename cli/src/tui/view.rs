@@ -38,8 +38,19 @@ fn state_word(s: ReplicaState) -> (&'static str, Color) {
     }
 }
 
+/// The smallest terminal the dashboard draws in; below it, a notice says so.
+pub const MIN_SIZE: (u16, u16) = (60, 20);
+
 pub fn draw(f: &mut Frame, app: &App) {
     let area = f.area();
+    if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
+        let notice = format!(
+            "terminal too small: {}x{}; the dashboard needs at least {}x{} (q quits)",
+            area.width, area.height, MIN_SIZE.0, MIN_SIZE.1
+        );
+        f.render_widget(Paragraph::new(notice).wrap(Wrap { trim: true }), area);
+        return;
+    }
     let small = area.height < 32 || area.width < 100;
     let slo_rows = app.state.slos.len().max(1) as u16 + 3;
     let [header, charts, slos, middle, events] = Layout::vertical([
@@ -326,7 +337,15 @@ fn draw_services(f: &mut Frame, app: &App, area: Rect, small: bool) {
         ];
         service_row(app, cells, None, &faults)
     });
+    let total = app.state.replicas.len() + app.state.outside.len();
     let rows: Vec<Row> = replicas.chain(outside).skip(first).take(visible).collect();
+    // Where the list is cut, the title says how many rows are out of view.
+    let hidden = total.saturating_sub(rows.len());
+    let cut = if hidden > 0 {
+        format!(", {hidden} more: ↑↓")
+    } else {
+        String::new()
+    };
     let mut widths = vec![
         Constraint::Min(19),
         Constraint::Length(4),
@@ -353,7 +372,7 @@ fn draw_services(f: &mut Frame, app: &App, area: Rect, small: bool) {
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
         .block(Block::default().borders(Borders::ALL).title(format!(
-            "services ({} replicas{proxies}, {} faults active)",
+            "services ({} replicas{proxies}, {} faults active{cut})",
             app.state.replicas.len(),
             app.state.faults.len()
         )));
@@ -625,8 +644,41 @@ mod tests {
     fn app() -> App {
         let mut a = App::default();
         a.set_state(state());
-        a.selected = 2;
+        a.selected = a
+            .state
+            .replicas
+            .iter()
+            .position(|r| r.name == "orders-2")
+            .unwrap();
         a
+    }
+
+    #[test]
+    fn trouble_comes_first_a_cut_list_says_so_and_a_tiny_terminal_gets_a_notice() {
+        let mut a = app();
+        let mut s = state();
+        // Many healthy replicas ahead of the ones in trouble, in the agent's order.
+        let mut many: Vec<ReplicaStatus> = (1..=30)
+            .map(|i| replica("content", i, ReplicaState::Healthy))
+            .collect();
+        many.append(&mut s.replicas);
+        s.replicas = many;
+        a.set_state(s);
+        let healthy = |r: &ReplicaStatus| !a.in_trouble(r);
+        let first_healthy = a.state.replicas.iter().position(healthy).unwrap();
+        assert!(
+            a.state.replicas[first_healthy..].iter().all(healthy),
+            "trouble first"
+        );
+        let screen = render(160, 48, &a);
+        assert!(screen.contains("orders-2"), "{screen}");
+        assert!(
+            screen.contains("more: ↑↓"),
+            "the cut is marked:
+{screen}"
+        );
+        let screen = render(50, 15, &a);
+        assert!(screen.contains("terminal too small: 50x15"), "{screen}");
     }
 
     #[test]
