@@ -20,8 +20,14 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EventKind {
-    /// The agent applied the fault labelled `fault` as `id`.
-    FaultApplied { fault: String, id: String },
+    /// The agent applied the fault labelled `fault` as `id`; an `instant` one (a
+    /// poison, a restart) was done at once and has nothing to heal.
+    FaultApplied {
+        fault: String,
+        id: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        instant: bool,
+    },
     /// The runner healed it.
     FaultHealed { fault: String, id: String },
     /// The agent refused it: the run stops.
@@ -62,17 +68,17 @@ pub struct FaultWindow {
 }
 
 /// The fault windows `events` describe: an apply opens one, the heal of the same fault
-/// id closes it.
+/// id closes it; an instant fault's ends where it starts.
 pub fn fault_windows(events: &[Event]) -> Vec<FaultWindow> {
     let mut windows: Vec<(&str, FaultWindow)> = Vec::new();
     for e in events {
         match &e.kind {
-            EventKind::FaultApplied { fault, id } => windows.push((
+            EventKind::FaultApplied { fault, id, instant } => windows.push((
                 id,
                 FaultWindow {
                     fault: fault.clone(),
                     start_s: e.t_s,
-                    end_s: None,
+                    end_s: instant.then_some(e.t_s),
                 },
             )),
             EventKind::FaultHealed { id, .. } => {
@@ -139,6 +145,7 @@ mod tests {
         let applied = |f: &str, id: &str| EventKind::FaultApplied {
             fault: f.into(),
             id: id.into(),
+            instant: false,
         };
         let healed = |f: &str, id: &str| EventKind::FaultHealed {
             fault: f.into(),
@@ -149,6 +156,14 @@ mod tests {
             at(1.0, applied("kill orders-1", "f1")),
             at(2.0, applied("kill orders-1", "f2")),
             at(3.0, healed("kill orders-1", "f2")),
+            at(
+                3.5,
+                EventKind::FaultApplied {
+                    fault: "poison payments".into(),
+                    id: "f3".into(),
+                    instant: true,
+                },
+            ),
             at(4.0, EventKind::Interrupted),
         ];
         let w = fault_windows(&events);
@@ -165,6 +180,12 @@ mod tests {
                     start_s: 2.0,
                     end_s: Some(3.0)
                 },
+                // Instant: nothing stays in effect after it, so the window closes.
+                FaultWindow {
+                    fault: "poison payments".into(),
+                    start_s: 3.5,
+                    end_s: Some(3.5)
+                },
             ]
         );
     }
@@ -176,6 +197,7 @@ mod tests {
             kind: EventKind::FaultApplied {
                 fault: "latency payments->bank".into(),
                 id: "f7".into(),
+                instant: false,
             },
             message: "applied: latency payments->bank (f7)".into(),
         };

@@ -201,6 +201,7 @@ async fn one(
         EventKind::FaultApplied {
             fault: planned.label.clone(),
             id: id.clone(),
+            instant: end.is_none(),
         },
         format!("applied: {} ({id})", planned.label),
     );

@@ -620,6 +620,7 @@ mod tests {
                 kind: EventKind::FaultApplied {
                     fault: "kill orders-2".into(),
                     id: "f1".into(),
+                    instant: false,
                 },
                 message: "applied: kill orders-2 (f1)".into(),
             }],
