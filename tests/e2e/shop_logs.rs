@@ -612,10 +612,10 @@ fn recovered_lsn(shop: &Shop, member: &str, start: usize) -> u64 {
 /// the whole group while a checkpoint is under way. Returns the LSN every member held
 /// before the rounds, each member's LSN recovered from its own log at each restart,
 /// how many kills landed mid-checkpoint, and how many of the 200 keys the group holds
-/// at the end.
+/// at the end (`None` once a member recovered less than it held).
 async fn kill_the_store_group_during_checkpoints(
     env: &[(&str, &str)],
-) -> (u64, Vec<(String, u64)>, usize, usize) {
+) -> (u64, Vec<(String, u64)>, usize, Option<usize>) {
     use crate::store_failover::ONE_SHARD;
     let mut env = env.to_vec();
     env.push(("SHOP_WAL_CHECKPOINT_BYTES", "65536"));
@@ -655,15 +655,23 @@ async fn kill_the_store_group_during_checkpoints(
         for m in STORE {
             recovered.push((m.to_owned(), recovered_lsn(&shop, m, round as usize)));
         }
+        // The first member that recovers less than it held ends the rounds: a group
+        // whose logs lost acknowledged batches and terms (the unsafe cut) is past what
+        // its elections assume, and need not elect a leader again.
+        if recovered.iter().any(|(_, lsn)| *lsn < held) {
+            break;
+        }
         store_settled(&shop).await;
     }
     stop.store(true, Ordering::Relaxed);
     churn.await.unwrap();
-    let kept = store_items(&shop, "store-primary-1")
-        .await
-        .into_keys()
-        .filter(|k| k.starts_with("keep-"))
-        .count();
+    let lost = recovered.iter().any(|(_, lsn)| *lsn < held);
+    let kept = if lost {
+        None
+    } else {
+        let items = store_items(&shop, "store-primary-1").await;
+        Some(items.into_keys().filter(|k| k.starts_with("keep-")).count())
+    };
     shop.sup.shutdown().await;
     (held, recovered, mid_checkpoint, kept)
 }
@@ -672,7 +680,7 @@ async fn kill_the_store_group_during_checkpoints(
 async fn sigkill_of_the_store_group_during_checkpoints_loses_no_acknowledged_write() {
     let (held, recovered, mid, kept) = kill_the_store_group_during_checkpoints(&[]).await;
     assert!(mid >= 2, "only {mid} kills landed mid-checkpoint");
-    assert_eq!(kept, 200, "every kept key is in the group's data");
+    assert_eq!(kept, Some(200), "every kept key is in the group's data");
     // Each member's own log, before any leader could repair it, held what it had.
     for (m, lsn) in &recovered {
         assert!(
@@ -686,9 +694,10 @@ async fn sigkill_of_the_store_group_during_checkpoints_loses_no_acknowledged_wri
 /// others, which is why the check reads each member's own recovery).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cutting_a_store_log_before_its_snapshot_is_durable_loses_batches() {
-    let (held, recovered, mid, _) =
+    // Which member the loss hits varies (the mid-checkpoint count watches the primary
+    // alone), so the loss itself is what is asserted.
+    let (held, recovered, _, _) =
         kill_the_store_group_during_checkpoints(&[("SHOP_UNSAFE_CUT_BEFORE_SNAPSHOT", "1")]).await;
-    assert!(mid >= 1, "no kill landed mid-checkpoint");
     assert!(
         recovered.iter().any(|(_, lsn)| *lsn < held),
         "the check must see a member recover less than it held ({held}): {recovered:?}"
