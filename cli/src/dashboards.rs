@@ -405,296 +405,296 @@ pub fn bind_datasource(dashboard: &mut Value, uid: &str) {
     }
 }
 
+/// The dashboard lint (tests only): the rules of grafana/dashboard-linter that apply
+/// to these dashboards, and ours.
 #[cfg(test)]
-/// The dashboard lint: the rules of grafana/dashboard-linter that apply to these
-/// dashboards, and ours. Each problem starts with its rule's name.
-pub fn lint(name: &str, d: &Value) -> Vec<String> {
-    let mut problems = Vec::new();
-    let mut bad = |rule: &str, what: String| problems.push(format!("{rule}: {name}: {what}"));
-    if d["schemaVersion"].as_u64().unwrap_or(0) < 36 {
-        bad("schema-version", "an old schemaVersion".into());
-    }
-    let vars: Vec<&Value> = d["templating"]["list"]
-        .as_array()
-        .map(|l| l.iter().collect())
-        .unwrap_or_default();
-    // template-datasource-rule: one variable of type datasource, `datasource`
-    // ("Data source"), listing Prometheus datasources.
-    let sources: Vec<&&Value> = vars.iter().filter(|v| v["type"] == "datasource").collect();
-    match sources.as_slice() {
-        [v] if v["name"] == DATASOURCE_VARIABLE
-            && v["label"] == "Data source"
-            && v["query"] == "prometheus" => {}
-        [v] => bad(
-            "template-datasource-rule",
-            format!(
-                "the datasource variable is {} ({}, of {})",
-                v["name"], v["label"], v["query"]
+mod lint {
+    use super::{DATASOURCE_REF, DATASOURCE_VARIABLE, Value};
+
+    /// The dashboard lint: the rules of grafana/dashboard-linter that apply to these
+    /// dashboards, and ours. Each problem starts with its rule's name.
+    pub(super) fn lint(name: &str, d: &Value) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut bad = |rule: &str, what: String| problems.push(format!("{rule}: {name}: {what}"));
+        if d["schemaVersion"].as_u64().unwrap_or(0) < 36 {
+            bad("schema-version", "an old schemaVersion".into());
+        }
+        let vars: Vec<&Value> = d["templating"]["list"]
+            .as_array()
+            .map(|l| l.iter().collect())
+            .unwrap_or_default();
+        // template-datasource-rule: one variable of type datasource, `datasource`
+        // ("Data source"), listing Prometheus datasources.
+        let sources: Vec<&&Value> = vars.iter().filter(|v| v["type"] == "datasource").collect();
+        match sources.as_slice() {
+            [v] if v["name"] == DATASOURCE_VARIABLE
+                && v["label"] == "Data source"
+                && v["query"] == "prometheus" => {}
+            [v] => bad(
+                "template-datasource-rule",
+                format!(
+                    "the datasource variable is {} ({}, of {})",
+                    v["name"], v["label"], v["query"]
+                ),
             ),
-        ),
-        _ => bad(
-            "template-datasource-rule",
-            format!("{} datasource variables, not one", sources.len()),
-        ),
-    }
-    if !d["__inputs"].is_null() {
-        bad(
-            "template-datasource-rule",
-            "an __inputs entry: file provisioning cannot resolve it".into(),
-        );
-    }
-    // Ours: the datasource first, then the filters in their order.
-    let names: Vec<&str> = vars.iter().filter_map(|v| v["name"].as_str()).collect();
-    let known = [DATASOURCE_VARIABLE, "service", "replica"];
-    if names.first() != Some(&DATASOURCE_VARIABLE) || !known.starts_with(&names) {
-        bad("template-variables", format!("the variables are {names:?}"));
-    }
-    // template-unused-rule: a filter is used by a query or by another filter.
-    let mut used = String::new();
-    for p in d["panels"].as_array().into_iter().flatten() {
-        for t in p["targets"].as_array().into_iter().flatten() {
-            used += t["expr"].as_str().unwrap_or_default();
+            _ => bad(
+                "template-datasource-rule",
+                format!("{} datasource variables, not one", sources.len()),
+            ),
         }
-    }
-    for v in &vars {
-        used += v["query"]["query"].as_str().unwrap_or_default();
-    }
-    for v in names.iter().filter(|n| **n != DATASOURCE_VARIABLE) {
-        if !used.contains(&format!("${v}")) {
-            bad("template-unused-rule", format!("${v} is never used"));
-        }
-    }
-    // template-label-promql-rule: a query variable is label_values(...) of a label.
-    for v in vars.iter().filter(|v| v["type"] == "query") {
-        let q = v["query"]["query"].as_str().unwrap_or_default();
-        if !(q.starts_with("label_values(") && q.ends_with(')')) {
-            bad("template-label-promql-rule", format!("${}: {q}", v["name"]));
-        }
-        if v["datasource"]["uid"] != DATASOURCE_REF {
+        if !d["__inputs"].is_null() {
             bad(
-                "panel-datasource-rule",
-                format!("${} has its own datasource", v["name"]),
+                "template-datasource-rule",
+                "an __inputs entry: file provisioning cannot resolve it".into(),
             );
         }
-    }
-    let mut ids = std::collections::BTreeSet::new();
-    for p in d["panels"].as_array().into_iter().flatten() {
-        lint_panel(p, &mut ids, &mut bad);
-        // target-required-matchers-rule (dashboard-linter's target-job and
-        // target-instance, with our filters): where the dashboard filters by replica,
-        // every selector does.
-        if names.contains(&"replica") {
+        // Ours: the datasource first, then the filters in their order.
+        let names: Vec<&str> = vars.iter().filter_map(|v| v["name"].as_str()).collect();
+        let known = [DATASOURCE_VARIABLE, "service", "replica"];
+        if names.first() != Some(&DATASOURCE_VARIABLE) || !known.starts_with(&names) {
+            bad("template-variables", format!("the variables are {names:?}"));
+        }
+        // template-unused-rule: a filter is used by a query or by another filter.
+        let mut used = String::new();
+        for p in d["panels"].as_array().into_iter().flatten() {
             for t in p["targets"].as_array().into_iter().flatten() {
-                let expr = t["expr"].as_str().unwrap_or_default();
-                if let Some(s) = unfiltered_selector(expr) {
-                    bad(
-                        "target-required-matchers-rule",
-                        format!(
-                            "{}: {s} lacks the $service and $replica matchers",
-                            p["title"]
-                        ),
-                    );
+                used += t["expr"].as_str().unwrap_or_default();
+            }
+        }
+        for v in &vars {
+            used += v["query"]["query"].as_str().unwrap_or_default();
+        }
+        for v in names.iter().filter(|n| **n != DATASOURCE_VARIABLE) {
+            if !used.contains(&format!("${v}")) {
+                bad("template-unused-rule", format!("${v} is never used"));
+            }
+        }
+        // template-label-promql-rule: a query variable is label_values(...) of a label.
+        for v in vars.iter().filter(|v| v["type"] == "query") {
+            let q = v["query"]["query"].as_str().unwrap_or_default();
+            if !(q.starts_with("label_values(") && q.ends_with(')')) {
+                bad("template-label-promql-rule", format!("${}: {q}", v["name"]));
+            }
+            if v["datasource"]["uid"] != DATASOURCE_REF {
+                bad(
+                    "panel-datasource-rule",
+                    format!("${} has its own datasource", v["name"]),
+                );
+            }
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for p in d["panels"].as_array().into_iter().flatten() {
+            lint_panel(p, &mut ids, &mut bad);
+            // target-required-matchers-rule (dashboard-linter's target-job and
+            // target-instance, with our filters): where the dashboard filters by replica,
+            // every selector does.
+            if names.contains(&"replica") {
+                for t in p["targets"].as_array().into_iter().flatten() {
+                    let expr = t["expr"].as_str().unwrap_or_default();
+                    if let Some(s) = unfiltered_selector(expr) {
+                        bad(
+                            "target-required-matchers-rule",
+                            format!(
+                                "{}: {s} lacks the $service and $replica matchers",
+                                p["title"]
+                            ),
+                        );
+                    }
                 }
             }
         }
+        // No datasource but the variable anywhere (annotations included), except Grafana's
+        // own built-in annotations.
+        let mut all = Vec::new();
+        datasources(d, &mut all);
+        for ds in all {
+            let uid = ds["uid"].as_str().unwrap_or_default();
+            if uid != DATASOURCE_REF && uid != "-- Grafana --" {
+                bad(
+                    "panel-datasource-rule",
+                    format!("a hard-coded datasource {uid}"),
+                );
+            }
+        }
+        problems
     }
-    // No datasource but the variable anywhere (annotations included), except Grafana's
-    // own built-in annotations.
-    let mut all = Vec::new();
-    datasources(d, &mut all);
-    for ds in all {
-        let uid = ds["uid"].as_str().unwrap_or_default();
-        if uid != DATASOURCE_REF && uid != "-- Grafana --" {
+
+    /// Units Grafana knows that these dashboards may use.
+    const UNITS: &[&str] = &[
+        "reqps",
+        "ops",
+        "s",
+        "ms",
+        "percentunit",
+        "percent",
+        "short",
+        "none",
+        "bytes",
+        "decbytes",
+        "bool",
+        "dtdurations",
+    ];
+
+    fn lint_panel(
+        p: &Value,
+        ids: &mut std::collections::BTreeSet<u64>,
+        bad: &mut impl FnMut(&str, String),
+    ) {
+        let title = p["title"].as_str().unwrap_or_default();
+        if !ids.insert(p["id"].as_u64().unwrap_or(0)) {
+            bad("panel-id", format!("panel id {} twice", p["id"]));
+        }
+        // panel-title-description-rule
+        if title.is_empty() || p["description"].as_str().is_none_or(str::is_empty) {
             bad(
-                "panel-datasource-rule",
-                format!("a hard-coded datasource {uid}"),
+                "panel-title-description-rule",
+                format!("{title:?} lacks a title or description"),
             );
         }
-    }
-    problems
-}
-
-#[cfg(test)]
-/// Units Grafana knows that these dashboards may use.
-const UNITS: &[&str] = &[
-    "reqps",
-    "ops",
-    "s",
-    "ms",
-    "percentunit",
-    "percent",
-    "short",
-    "none",
-    "bytes",
-    "decbytes",
-    "bool",
-    "dtdurations",
-];
-
-#[cfg(test)]
-fn lint_panel(
-    p: &Value,
-    ids: &mut std::collections::BTreeSet<u64>,
-    bad: &mut impl FnMut(&str, String),
-) {
-    let title = p["title"].as_str().unwrap_or_default();
-    if !ids.insert(p["id"].as_u64().unwrap_or(0)) {
-        bad("panel-id", format!("panel id {} twice", p["id"]));
-    }
-    // panel-title-description-rule
-    if title.is_empty() || p["description"].as_str().is_none_or(str::is_empty) {
-        bad(
-            "panel-title-description-rule",
-            format!("{title:?} lacks a title or description"),
-        );
-    }
-    // panel-units-rule: a unit Grafana knows (or a custom suffix).
-    let unit = p["fieldConfig"]["defaults"]["unit"]
-        .as_str()
-        .unwrap_or_default();
-    if !(UNITS.contains(&unit) || unit.strip_prefix("suffix:").is_some_and(|s| !s.is_empty())) {
-        bad("panel-units-rule", format!("{title}: unit {unit:?}"));
-    }
-    // panel-datasource-rule
-    if p["datasource"]["uid"] != DATASOURCE_REF {
-        bad(
-            "panel-datasource-rule",
-            format!("{title}: not the datasource variable"),
-        );
-    }
-    let targets = p["targets"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    // panel-no-targets-rule
-    if targets.is_empty() {
-        bad("panel-no-targets-rule", format!("{title}: no query"));
-    }
-    for t in targets {
-        let expr = t["expr"].as_str().unwrap_or_default();
-        if expr.is_empty() {
-            bad("target-promql-rule", format!("{title}: an empty query"));
+        // panel-units-rule: a unit Grafana knows (or a custom suffix).
+        let unit = p["fieldConfig"]["defaults"]["unit"]
+            .as_str()
+            .unwrap_or_default();
+        if !(UNITS.contains(&unit) || unit.strip_prefix("suffix:").is_some_and(|s| !s.is_empty())) {
+            bad("panel-units-rule", format!("{title}: unit {unit:?}"));
         }
-        if t["datasource"]["uid"] != DATASOURCE_REF {
+        // panel-datasource-rule
+        if p["datasource"]["uid"] != DATASOURCE_REF {
             bad(
                 "panel-datasource-rule",
-                format!("{title}: a query's datasource"),
+                format!("{title}: not the datasource variable"),
             );
         }
-        for problem in lint_expr(expr) {
-            bad(problem.0, format!("{title}: {}", problem.1));
+        let targets = p["targets"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        // panel-no-targets-rule
+        if targets.is_empty() {
+            bad("panel-no-targets-rule", format!("{title}: no query"));
+        }
+        for t in targets {
+            let expr = t["expr"].as_str().unwrap_or_default();
+            if expr.is_empty() {
+                bad("target-promql-rule", format!("{title}: an empty query"));
+            }
+            if t["datasource"]["uid"] != DATASOURCE_REF {
+                bad(
+                    "panel-datasource-rule",
+                    format!("{title}: a query's datasource"),
+                );
+            }
+            for problem in lint_expr(expr) {
+                bad(problem.0, format!("{title}: {}", problem.1));
+            }
         }
     }
-}
 
-#[cfg(test)]
-/// The first selector of `expr` without `service=~"$service"` and
-/// `replica=~"$replica"`: a metric name (outside quotes) not followed by matchers, or
-/// matchers without both.
-#[cfg(test)]
-fn unfiltered_selector(expr: &str) -> Option<String> {
-    let bytes = expr.as_bytes();
-    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b':';
-    let (mut i, mut quoted) = (0, false);
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b == b'"' {
-            quoted = !quoted;
-        } else if !quoted && b == b'{' {
-            let end = expr[i..].find('}').map_or(expr.len(), |k| i + k + 1);
-            let m = &expr[i..end];
-            if !(m.contains(r#"service=~"$service""#) && m.contains(r#"replica=~"$replica""#)) {
-                return Some(m.to_owned());
-            }
-            i = end;
-            continue;
-        } else if !quoted
-            && (expr[i..].starts_with("shop_") || expr[i..].starts_with("faultline_"))
-            && (i == 0 || !word(bytes[i - 1]))
-        {
-            let end = (i..bytes.len())
-                .find(|&k| !word(bytes[k]))
-                .unwrap_or(bytes.len());
-            if bytes.get(end) != Some(&b'{') {
-                return Some(expr[i..end].to_owned());
-            }
-            i = end;
-            continue;
-        }
-        i += 1;
-    }
-    None
-}
-
-#[cfg(test)]
-/// The PromQL rules, read from the text: target-rate-interval-rule (a range under
-/// `rate` or `irate` is `$__rate_interval`) and target-counter-agg-rule (a counter,
-/// `_total`, is read through a range, as `rate`, `irate` or `increase` need).
-fn lint_expr(expr: &str) -> Vec<(&'static str, String)> {
-    let mut out = Vec::new();
-    for f in ["rate(", "irate("] {
-        let mut rest = expr;
-        while let Some(i) = rest.find(f) {
-            // `irate(` also contains `rate(`: only a name that starts here counts.
-            let starts = i == 0 || !rest.as_bytes()[i - 1].is_ascii_alphanumeric();
-            let after = &rest[i + f.len()..];
-            if starts
-                && let Some(open) = after.find('[')
-                && !after[open..].starts_with("[$__rate_interval]")
+    /// The first selector of `expr` without `service=~"$service"` and
+    /// `replica=~"$replica"`: a metric name (outside quotes) not followed by matchers, or
+    /// matchers without both.
+    fn unfiltered_selector(expr: &str) -> Option<String> {
+        let bytes = expr.as_bytes();
+        let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b':';
+        let (mut i, mut quoted) = (0, false);
+        while i < bytes.len() {
+            let b = bytes[i];
+            if b == b'"' {
+                quoted = !quoted;
+            } else if !quoted && b == b'{' {
+                let end = expr[i..].find('}').map_or(expr.len(), |k| i + k + 1);
+                let m = &expr[i..end];
+                if !(m.contains(r#"service=~"$service""#) && m.contains(r#"replica=~"$replica""#)) {
+                    return Some(m.to_owned());
+                }
+                i = end;
+                continue;
+            } else if !quoted
+                && (expr[i..].starts_with("shop_") || expr[i..].starts_with("faultline_"))
+                && (i == 0 || !word(bytes[i - 1]))
             {
+                let end = (i..bytes.len())
+                    .find(|&k| !word(bytes[k]))
+                    .unwrap_or(bytes.len());
+                if bytes.get(end) != Some(&b'{') {
+                    return Some(expr[i..end].to_owned());
+                }
+                i = end;
+                continue;
+            }
+            i += 1;
+        }
+        None
+    }
+
+    /// The PromQL rules, read from the text: target-rate-interval-rule (a range under
+    /// `rate` or `irate` is `$__rate_interval`) and target-counter-agg-rule (a counter,
+    /// `_total`, is read through a range, as `rate`, `irate` or `increase` need).
+    fn lint_expr(expr: &str) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        for f in ["rate(", "irate("] {
+            let mut rest = expr;
+            while let Some(i) = rest.find(f) {
+                // `irate(` also contains `rate(`: only a name that starts here counts.
+                let starts = i == 0 || !rest.as_bytes()[i - 1].is_ascii_alphanumeric();
+                let after = &rest[i + f.len()..];
+                if starts
+                    && let Some(open) = after.find('[')
+                    && !after[open..].starts_with("[$__rate_interval]")
+                {
+                    out.push((
+                        "target-rate-interval-rule",
+                        format!("{expr}: use $__rate_interval"),
+                    ));
+                }
+                rest = after;
+            }
+        }
+        let bytes = expr.as_bytes();
+        let mut rest = 0;
+        while let Some(i) = expr[rest..].find("_total") {
+            let end = rest + i + "_total".len();
+            rest = end;
+            if bytes
+                .get(end)
+                .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
+            {
+                continue;
+            }
+            // Past the selector's matchers, a range must follow.
+            let mut j = end;
+            if bytes.get(j) == Some(&b'{') {
+                j += expr[j..].find('}').map_or(0, |k| k + 1);
+            }
+            if bytes.get(j) != Some(&b'[') {
                 out.push((
-                    "target-rate-interval-rule",
-                    format!("{expr}: use $__rate_interval"),
+                    "target-counter-agg-rule",
+                    format!("{expr}: a counter without rate"),
                 ));
             }
-            rest = after;
         }
+        out
     }
-    let bytes = expr.as_bytes();
-    let mut rest = 0;
-    while let Some(i) = expr[rest..].find("_total") {
-        let end = rest + i + "_total".len();
-        rest = end;
-        if bytes
-            .get(end)
-            .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
-        {
-            continue;
-        }
-        // Past the selector's matchers, a range must follow.
-        let mut j = end;
-        if bytes.get(j) == Some(&b'{') {
-            j += expr[j..].find('}').map_or(0, |k| k + 1);
-        }
-        if bytes.get(j) != Some(&b'[') {
-            out.push((
-                "target-counter-agg-rule",
-                format!("{expr}: a counter without rate"),
-            ));
-        }
-    }
-    out
-}
 
-#[cfg(test)]
-fn datasources<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
-    match v {
-        Value::Object(m) => {
-            for (k, v) in m {
-                if k == "datasource" {
-                    out.push(v);
+    fn datasources<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    if k == "datasource" {
+                        out.push(v);
+                    }
+                    datasources(v, out);
                 }
-                datasources(v, out);
             }
+            Value::Array(a) => a.iter().for_each(|v| datasources(v, out)),
+            _ => {}
         }
-        Value::Array(a) => a.iter().for_each(|v| datasources(v, out)),
-        _ => {}
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::lint;
+    use super::lint::lint;
     use serde_json::json;
 
     #[test]
